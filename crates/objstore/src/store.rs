@@ -1,0 +1,287 @@
+//! The [`ObjectStore`] trait: the part of librados that the image layer needs.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::lock::{LockInfo, LockOptions};
+use crate::op::{ReadOp, ReadResult, WriteOp};
+use crate::snapset::SnapSet;
+use crate::types::{
+    ClientId, ClientInfo, IoCtx, ListOptions, ListPage, PoolId, PoolInfo, SnapContext, SnapId,
+};
+use crate::watch::{NotifyResult, Watch, WatcherInfo};
+
+/// A cluster of pools of objects, as seen by one client session.
+///
+/// # Contract
+///
+/// - **Pools** have unique names and numeric ids that are never reused. A pool holds
+///   **namespaces**: the default one (empty name) always exists; others are created and removed
+///   explicitly and must be empty to be removed. Operations naming an unknown pool or namespace
+///   fail with `NotFound` naming it.
+/// - **Objects** are byte arrays (at most [`crate::limits::MAX_OBJECT_SIZE`]) with an omap
+///   (sorted string keys) and xattrs, named by (pool, namespace, name).
+/// - **Atomicity**: [`ObjectStore::operate`] applies a [`WriteOp`] in order, all or nothing,
+///   and that stays true if the process is killed at any instant: afterwards the object is
+///   exactly as before the batch or exactly as after it. A failing step (an assertion, a
+///   comparison, a step on an absent object) leaves the object untouched.
+/// - **Versions** increase with every batch that changes an object, across the whole pool, so
+///   a removed and recreated object never shows an old version again. A batch that changes
+///   nothing returns the current version.
+/// - **Consistency**: a [`ReadOp`] sees one version of one object; all its outputs and
+///   [`ReadResult::version`] agree. A completed `operate` is visible to every client.
+/// - **Durability**: [`ObjectStore::flush`] makes every operation this client completed before
+///   it durable across power loss.
+/// - **Not found**: reads, `list_snaps`, `watch` and `notify` on an absent object fail with
+///   `NotFound` naming the object; reads at a snapshot where the object did not exist fail the
+///   same way; a snapshot id that was never allocated or was removed fails with `NotFound`
+///   naming the snapshot.
+/// - **Listing** returns every object that exists for the whole listing exactly once, in an
+///   order of the backend's choosing; objects created or removed meanwhile may or may not
+///   appear.
+/// - **Snapshots** are self-managed as in RADOS: see [`crate::snapset`].
+/// - **Watchers and lock holders** are client sessions; a session whose process is gone stops
+///   being listed as a watcher, and its lock holds are reported with `alive == false` so that
+///   they can be broken.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug + 'static {
+    /// Returns this session's identity, as other clients see it in watcher and lock listings.
+    fn client(&self) -> ClientInfo;
+
+    /// Creates a pool and returns its id; `AlreadyExists` if the name is taken.
+    async fn pool_create(&self, name: &str) -> Result<PoolId>;
+
+    /// Removes a pool with everything in it.
+    async fn pool_remove(&self, name: &str) -> Result<()>;
+
+    /// Lists pools in id order.
+    async fn pool_list(&self) -> Result<Vec<PoolInfo>>;
+
+    /// Looks a pool up by name.
+    async fn pool_lookup(&self, name: &str) -> Result<PoolInfo>;
+
+    /// Looks a pool up by id.
+    async fn pool_by_id(&self, id: PoolId) -> Result<PoolInfo>;
+
+    /// Creates the namespace of `io`; `AlreadyExists` if it exists.
+    async fn namespace_create(&self, io: &IoCtx) -> Result<()>;
+
+    /// Removes the namespace of `io`; `Busy` if it still holds objects.
+    async fn namespace_remove(&self, io: &IoCtx) -> Result<()>;
+
+    /// Lists the named namespaces of a pool, sorted (the default namespace is not listed).
+    async fn namespace_list(&self, pool: PoolId) -> Result<Vec<String>>;
+
+    /// Reads a config-key value.
+    async fn config_key_get(&self, key: &str) -> Result<Bytes>;
+
+    /// Sets a config-key value.
+    async fn config_key_set(&self, key: &str, value: Bytes) -> Result<()>;
+
+    /// Removes a config-key; `NotFound` if it is not set.
+    async fn config_key_remove(&self, key: &str) -> Result<()>;
+
+    /// Lists config-key names, sorted.
+    async fn config_key_list(&self) -> Result<Vec<String>>;
+
+    /// Allocates a self-managed snapshot id in a pool.
+    async fn snap_create(&self, pool: PoolId) -> Result<SnapId>;
+
+    /// Removes a self-managed snapshot: clones no longer serving any snapshot are trimmed.
+    async fn snap_remove(&self, pool: PoolId, snap: SnapId) -> Result<()>;
+
+    /// Evaluates a compound read of one object at the head (`snap == None`) or a snapshot.
+    async fn read_op(
+        &self,
+        io: &IoCtx,
+        oid: &str,
+        op: &ReadOp,
+        snap: Option<SnapId>,
+    ) -> Result<ReadResult>;
+
+    /// Applies a write batch to one object, atomically; returns the object's new version.
+    async fn operate(
+        &self,
+        io: &IoCtx,
+        oid: &str,
+        op: &WriteOp,
+        snapc: &SnapContext,
+    ) -> Result<u64>;
+
+    /// Lists one page of object names.
+    async fn list_objects_opts(&self, io: &IoCtx, opts: &ListOptions) -> Result<ListPage>;
+
+    /// Returns an object's clones and head, with each clone's snapshots, size and overlap.
+    async fn list_snaps(&self, io: &IoCtx, oid: &str) -> Result<SnapSet>;
+
+    /// Starts watching an existing object.
+    async fn watch(&self, io: &IoCtx, oid: &str) -> Result<Watch>;
+
+    /// Stops a watch of this client; `NotFound` if there is no such watch.
+    async fn unwatch(&self, io: &IoCtx, oid: &str, cookie: u64) -> Result<()>;
+
+    /// Sends `payload` to every watcher of an object and waits up to `timeout` for answers.
+    async fn notify(
+        &self,
+        io: &IoCtx,
+        oid: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<NotifyResult>;
+
+    /// Lists the watchers of an object.
+    async fn list_watchers(&self, io: &IoCtx, oid: &str) -> Result<Vec<WatcherInfo>>;
+
+    /// Takes an advisory lock; creates the object if it is absent, as `cls_lock` does.
+    async fn lock_opts(&self, io: &IoCtx, oid: &str, opts: &LockOptions) -> Result<()>;
+
+    /// Releases this client's hold with `cookie`.
+    async fn unlock(&self, io: &IoCtx, oid: &str, name: &str, cookie: &str) -> Result<()>;
+
+    /// Describes a lock and its holders; an unheld lock has no lockers.
+    async fn lock_info(&self, io: &IoCtx, oid: &str, name: &str) -> Result<LockInfo>;
+
+    /// Lists the names of the locks held on an object.
+    async fn lock_list(&self, io: &IoCtx, oid: &str) -> Result<Vec<String>>;
+
+    /// Removes another client's hold.
+    async fn lock_break(
+        &self,
+        io: &IoCtx,
+        oid: &str,
+        name: &str,
+        client: ClientId,
+        cookie: &str,
+    ) -> Result<()>;
+
+    /// Makes everything this client completed so far durable.
+    async fn flush(&self) -> Result<()>;
+}
+
+macro_rules! forward_object_store {
+    ($wrapper:ty) => {
+        #[deny(clippy::missing_trait_methods)]
+        #[async_trait]
+        impl<T: ObjectStore + ?Sized> ObjectStore for $wrapper {
+            fn client(&self) -> ClientInfo {
+                (**self).client()
+            }
+            async fn pool_create(&self, name: &str) -> Result<PoolId> {
+                (**self).pool_create(name).await
+            }
+            async fn pool_remove(&self, name: &str) -> Result<()> {
+                (**self).pool_remove(name).await
+            }
+            async fn pool_list(&self) -> Result<Vec<PoolInfo>> {
+                (**self).pool_list().await
+            }
+            async fn pool_lookup(&self, name: &str) -> Result<PoolInfo> {
+                (**self).pool_lookup(name).await
+            }
+            async fn pool_by_id(&self, id: PoolId) -> Result<PoolInfo> {
+                (**self).pool_by_id(id).await
+            }
+            async fn namespace_create(&self, io: &IoCtx) -> Result<()> {
+                (**self).namespace_create(io).await
+            }
+            async fn namespace_remove(&self, io: &IoCtx) -> Result<()> {
+                (**self).namespace_remove(io).await
+            }
+            async fn namespace_list(&self, pool: PoolId) -> Result<Vec<String>> {
+                (**self).namespace_list(pool).await
+            }
+            async fn config_key_get(&self, key: &str) -> Result<Bytes> {
+                (**self).config_key_get(key).await
+            }
+            async fn config_key_set(&self, key: &str, value: Bytes) -> Result<()> {
+                (**self).config_key_set(key, value).await
+            }
+            async fn config_key_remove(&self, key: &str) -> Result<()> {
+                (**self).config_key_remove(key).await
+            }
+            async fn config_key_list(&self) -> Result<Vec<String>> {
+                (**self).config_key_list().await
+            }
+            async fn snap_create(&self, pool: PoolId) -> Result<SnapId> {
+                (**self).snap_create(pool).await
+            }
+            async fn snap_remove(&self, pool: PoolId, snap: SnapId) -> Result<()> {
+                (**self).snap_remove(pool, snap).await
+            }
+            async fn read_op(
+                &self,
+                io: &IoCtx,
+                oid: &str,
+                op: &ReadOp,
+                snap: Option<SnapId>,
+            ) -> Result<ReadResult> {
+                (**self).read_op(io, oid, op, snap).await
+            }
+            async fn operate(
+                &self,
+                io: &IoCtx,
+                oid: &str,
+                op: &WriteOp,
+                snapc: &SnapContext,
+            ) -> Result<u64> {
+                (**self).operate(io, oid, op, snapc).await
+            }
+            async fn list_objects_opts(&self, io: &IoCtx, opts: &ListOptions) -> Result<ListPage> {
+                (**self).list_objects_opts(io, opts).await
+            }
+            async fn list_snaps(&self, io: &IoCtx, oid: &str) -> Result<SnapSet> {
+                (**self).list_snaps(io, oid).await
+            }
+            async fn watch(&self, io: &IoCtx, oid: &str) -> Result<Watch> {
+                (**self).watch(io, oid).await
+            }
+            async fn unwatch(&self, io: &IoCtx, oid: &str, cookie: u64) -> Result<()> {
+                (**self).unwatch(io, oid, cookie).await
+            }
+            async fn notify(
+                &self,
+                io: &IoCtx,
+                oid: &str,
+                payload: Bytes,
+                timeout: Duration,
+            ) -> Result<NotifyResult> {
+                (**self).notify(io, oid, payload, timeout).await
+            }
+            async fn list_watchers(&self, io: &IoCtx, oid: &str) -> Result<Vec<WatcherInfo>> {
+                (**self).list_watchers(io, oid).await
+            }
+            async fn lock_opts(&self, io: &IoCtx, oid: &str, opts: &LockOptions) -> Result<()> {
+                (**self).lock_opts(io, oid, opts).await
+            }
+            async fn unlock(&self, io: &IoCtx, oid: &str, name: &str, cookie: &str) -> Result<()> {
+                (**self).unlock(io, oid, name, cookie).await
+            }
+            async fn lock_info(&self, io: &IoCtx, oid: &str, name: &str) -> Result<LockInfo> {
+                (**self).lock_info(io, oid, name).await
+            }
+            async fn lock_list(&self, io: &IoCtx, oid: &str) -> Result<Vec<String>> {
+                (**self).lock_list(io, oid).await
+            }
+            async fn lock_break(
+                &self,
+                io: &IoCtx,
+                oid: &str,
+                name: &str,
+                client: ClientId,
+                cookie: &str,
+            ) -> Result<()> {
+                (**self).lock_break(io, oid, name, client, cookie).await
+            }
+            async fn flush(&self) -> Result<()> {
+                (**self).flush().await
+            }
+        }
+    };
+}
+
+forward_object_store!(std::sync::Arc<T>);
+forward_object_store!(Box<T>);
