@@ -153,11 +153,22 @@ impl fmt::Display for Subject {
             Subject::Namespace { pool, namespace } => {
                 write!(f, "namespace '{namespace}' in pool id {pool}")
             }
-            Subject::Object { pool, namespace, oid } if namespace.is_empty() => {
+            Subject::Object {
+                pool,
+                namespace,
+                oid,
+            } if namespace.is_empty() => {
                 write!(f, "object '{oid}' in pool id {pool}")
             }
-            Subject::Object { pool, namespace, oid } => {
-                write!(f, "object '{oid}' in pool id {pool} namespace '{namespace}'")
+            Subject::Object {
+                pool,
+                namespace,
+                oid,
+            } => {
+                write!(
+                    f,
+                    "object '{oid}' in pool id {pool} namespace '{namespace}'"
+                )
             }
             Subject::Snapshot { pool, snap } => write!(f, "snapshot id {snap} of pool id {pool}"),
             Subject::OmapKey { oid, key } => write!(f, "omap key '{key}' of object '{oid}'"),
@@ -183,7 +194,12 @@ pub struct Error {
 impl Error {
     /// Creates an error of `kind` about `subject`.
     pub fn new(kind: ErrorKind, subject: Subject) -> Self {
-        Error { kind, subject, detail: None, source: None }
+        Error {
+            kind,
+            subject,
+            detail: None,
+            source: None,
+        }
     }
 
     /// Adds a short, lowercase explanation shown after the kind.
@@ -246,7 +262,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -261,10 +279,17 @@ mod tests {
     fn display_names_subject_kind_and_detail() {
         let err = Error::new(
             ErrorKind::VersionMismatch,
-            Subject::Object { pool: PoolId(3), namespace: String::new(), oid: "a".into() },
+            Subject::Object {
+                pool: PoolId(3),
+                namespace: String::new(),
+                oid: "a".into(),
+            },
         )
         .with_detail("expected 5, found 7");
-        assert_eq!(err.to_string(), "object 'a' in pool id 3: version mismatch (expected 5, found 7)");
+        assert_eq!(
+            err.to_string(),
+            "object 'a' in pool id 3: version mismatch (expected 5, found 7)"
+        );
         assert_eq!(err.errno(), 34);
     }
 

@@ -28,7 +28,9 @@ pub trait ObjectStoreExt: ObjectStore {
         length: Option<u64>,
         snap: Option<SnapId>,
     ) -> Result<Bytes> {
-        let mut result = self.read_op(io, oid, &ReadOp::new().read(offset, length), snap).await?;
+        let mut result = self
+            .read_op(io, oid, &ReadOp::new().read(offset, length), snap)
+            .await?;
         Ok(result.take_data(0).unwrap_or_default())
     }
 
@@ -49,7 +51,9 @@ pub trait ObjectStoreExt: ObjectStore {
     /// Returns size, mtime and version of the head.
     async fn stat(&self, io: &IoCtx, oid: &str) -> Result<ObjectStat> {
         let result = self.read_op(io, oid, &ReadOp::new().stat(), None).await?;
-        result.stat(0).ok_or_else(|| Error::new(ErrorKind::Io, io.object_subject(oid)))
+        result
+            .stat(0)
+            .ok_or_else(|| Error::new(ErrorKind::Io, io.object_subject(oid)))
     }
 
     /// Returns true if the head exists.
@@ -70,17 +74,30 @@ pub trait ObjectStoreExt: ObjectStore {
 
     /// Writes `data` at `offset` with an empty snapshot context.
     async fn write(&self, io: &IoCtx, oid: &str, offset: u64, data: Bytes) -> Result<u64> {
-        self.operate(io, oid, &WriteOp::new().write(offset, data), &SnapContext::empty()).await
+        self.operate(
+            io,
+            oid,
+            &WriteOp::new().write(offset, data),
+            &SnapContext::empty(),
+        )
+        .await
     }
 
     /// Replaces the content with `data` with an empty snapshot context.
     async fn write_full(&self, io: &IoCtx, oid: &str, data: Bytes) -> Result<u64> {
-        self.operate(io, oid, &WriteOp::new().write_full(data), &SnapContext::empty()).await
+        self.operate(
+            io,
+            oid,
+            &WriteOp::new().write_full(data),
+            &SnapContext::empty(),
+        )
+        .await
     }
 
     /// Removes an object with an empty snapshot context.
     async fn remove(&self, io: &IoCtx, oid: &str) -> Result<u64> {
-        self.operate(io, oid, &WriteOp::new().remove(), &SnapContext::empty()).await
+        self.operate(io, oid, &WriteOp::new().remove(), &SnapContext::empty())
+            .await
     }
 
     /// Returns the omap values of `keys` that are set.
@@ -113,7 +130,9 @@ pub trait ObjectStoreExt: ObjectStore {
 
     /// Returns every xattr of the head.
     async fn xattrs(&self, io: &IoCtx, oid: &str) -> Result<BTreeMap<String, Bytes>> {
-        let mut result = self.read_op(io, oid, &ReadOp::new().get_xattrs(), None).await?;
+        let mut result = self
+            .read_op(io, oid, &ReadOp::new().get_xattrs(), None)
+            .await?;
         Ok(result.take_map(0).unwrap_or_default())
     }
 
@@ -123,8 +142,12 @@ pub trait ObjectStoreExt: ObjectStore {
         Self: Sized,
     {
         let pages = stream::try_unfold(Some(None::<String>), move |cursor| async move {
-            let Some(cursor) = cursor else { return Ok(None) };
-            let opts = ListOptions::default().with_prefix(prefix).with_cursor(cursor);
+            let Some(cursor) = cursor else {
+                return Ok(None);
+            };
+            let opts = ListOptions::default()
+                .with_prefix(prefix)
+                .with_cursor(cursor);
             let page = self.list_objects_opts(io, &opts).await?;
             let next = page.next.map(Some);
             Ok::<_, Error>(Some((page.names, next)))

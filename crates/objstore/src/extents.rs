@@ -64,7 +64,10 @@ impl ExtentSet {
 
     /// Returns the extents in increasing order.
     pub fn extents(&self) -> Vec<Extent> {
-        self.ranges.iter().map(|(&s, &e)| Extent::new(s, e - s)).collect()
+        self.ranges
+            .iter()
+            .map(|(&s, &e)| Extent::new(s, e - s))
+            .collect()
     }
 
     /// Adds `[offset, offset + length)`, merging with touching ranges.
@@ -83,8 +86,11 @@ impl ExtentSet {
             self.ranges.remove(&s);
         }
         // Merge ranges that start inside the new one or right at its end.
-        let following: Vec<(u64, u64)> =
-            self.ranges.range(start..=end).map(|(&s, &e)| (s, e)).collect();
+        let following: Vec<(u64, u64)> = self
+            .ranges
+            .range(start..=end)
+            .map(|(&s, &e)| (s, e))
+            .collect();
         for (s, e) in following {
             end = end.max(e);
             self.ranges.remove(&s);

@@ -139,7 +139,8 @@ pub struct LockState {
 impl LockState {
     /// Drops holds whose lease ended before `now`.
     pub fn expire(&mut self, now: SystemTime) {
-        self.holds.retain(|h| h.expiration.is_none_or(|end| end > now));
+        self.holds
+            .retain(|h| h.expiration.is_none_or(|end| end > now));
     }
 
     /// Applies a lock request by `client` at `now` to the current state (`None` if unlocked)
@@ -165,7 +166,11 @@ impl LockState {
                 state.expire(now);
                 state
             }
-            None => LockState { kind: opts.kind, tag: opts.tag.clone(), holds: Vec::new() },
+            None => LockState {
+                kind: opts.kind,
+                tag: opts.tag.clone(),
+                holds: Vec::new(),
+            },
         };
         if state.holds.is_empty() {
             state.kind = opts.kind;
@@ -173,8 +178,10 @@ impl LockState {
             state.holds.push(hold);
             return Ok(state);
         }
-        let mine =
-            state.holds.iter().position(|h| h.client.id == client.id && h.cookie == opts.cookie);
+        let mine = state
+            .holds
+            .iter()
+            .position(|h| h.client.id == client.id && h.cookie == opts.cookie);
         if let Some(index) = mine {
             if !opts.renew {
                 return Err(Error::new(ErrorKind::AlreadyExists, subject())
@@ -212,7 +219,8 @@ impl LockState {
         subject: impl Fn() -> Subject,
     ) -> Result<()> {
         let before = self.holds.len();
-        self.holds.retain(|h| !(h.client.id == client_id && h.cookie == cookie));
+        self.holds
+            .retain(|h| !(h.client.id == client_id && h.cookie == cookie));
         if self.holds.len() == before {
             return Err(Error::not_found(subject())
                 .with_detail(format!("no hold by {client_id} with cookie '{cookie}'")));
@@ -227,11 +235,17 @@ mod tests {
     use crate::types::ClientId;
 
     fn client(n: u64) -> ClientInfo {
-        ClientInfo { id: ClientId(n), addr: format!("test/{n}") }
+        ClientInfo {
+            id: ClientId(n),
+            addr: format!("test/{n}"),
+        }
     }
 
     fn subject() -> Subject {
-        Subject::Lock { oid: "o".into(), name: "l".into() }
+        Subject::Lock {
+            oid: "o".into(),
+            name: "l".into(),
+        }
     }
 
     #[test]
@@ -258,11 +272,11 @@ mod tests {
     #[test]
     fn relock_without_renew_is_exists_and_expired_lease_frees() {
         let now = SystemTime::now();
-        let opts = LockOptions::new("l", LockKind::Exclusive, "c")
-            .with_duration(Duration::from_secs(1));
+        let opts =
+            LockOptions::new("l", LockKind::Exclusive, "c").with_duration(Duration::from_secs(1));
         let state = LockState::acquire(None, &client(1), &opts, now, subject).unwrap();
-        let err = LockState::acquire(Some(state.clone()), &client(1), &opts, now, subject)
-            .unwrap_err();
+        let err =
+            LockState::acquire(Some(state.clone()), &client(1), &opts, now, subject).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists);
         let later = now + Duration::from_secs(2);
         let state = LockState::acquire(Some(state), &client(2), &opts, later, subject).unwrap();

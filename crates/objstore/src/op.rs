@@ -184,17 +184,27 @@ impl WriteOp {
 
     /// Appends [`WriteStep::CmpXattr`].
     pub fn cmp_xattr(self, name: impl Into<String>, op: CmpOp, value: impl Into<Bytes>) -> Self {
-        self.push(WriteStep::CmpXattr { name: name.into(), op, value: value.into() })
+        self.push(WriteStep::CmpXattr {
+            name: name.into(),
+            op,
+            value: value.into(),
+        })
     }
 
     /// Appends [`WriteStep::CmpExt`].
     pub fn cmp_ext(self, offset: u64, data: impl Into<Bytes>) -> Self {
-        self.push(WriteStep::CmpExt { offset, data: data.into() })
+        self.push(WriteStep::CmpExt {
+            offset,
+            data: data.into(),
+        })
     }
 
     /// Appends [`WriteStep::Write`].
     pub fn write(self, offset: u64, data: impl Into<Bytes>) -> Self {
-        self.push(WriteStep::Write { offset, data: data.into() })
+        self.push(WriteStep::Write {
+            offset,
+            data: data.into(),
+        })
     }
 
     /// Appends [`WriteStep::WriteFull`].
@@ -223,13 +233,18 @@ impl WriteOp {
         K: Into<String>,
         V: Into<Bytes>,
     {
-        let map = pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let map = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         self.push(WriteStep::OmapSet(map))
     }
 
     /// Appends [`WriteStep::OmapRemove`].
     pub fn omap_remove<K: Into<String>>(self, keys: impl IntoIterator<Item = K>) -> Self {
-        self.push(WriteStep::OmapRemove(keys.into_iter().map(Into::into).collect()))
+        self.push(WriteStep::OmapRemove(
+            keys.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// Appends [`WriteStep::OmapClear`].
@@ -239,7 +254,10 @@ impl WriteOp {
 
     /// Appends [`WriteStep::XattrSet`].
     pub fn xattr_set(self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.push(WriteStep::XattrSet { name: name.into(), value: value.into() })
+        self.push(WriteStep::XattrSet {
+            name: name.into(),
+            value: value.into(),
+        })
     }
 
     /// Appends [`WriteStep::XattrRemove`].
@@ -333,7 +351,9 @@ impl ReadOp {
 
     /// Appends [`ReadStep::OmapGetByKeys`].
     pub fn omap_get_by_keys<K: Into<String>>(self, keys: impl IntoIterator<Item = K>) -> Self {
-        self.push(ReadStep::OmapGetByKeys(keys.into_iter().map(Into::into).collect()))
+        self.push(ReadStep::OmapGetByKeys(
+            keys.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// Appends [`ReadStep::GetXattr`].

@@ -68,8 +68,12 @@ pub fn snaps_for_new_clone(
     snapc: &SnapContext,
     is_removed: impl Fn(SnapId) -> bool,
 ) -> Vec<SnapId> {
-    let mut snaps: Vec<SnapId> =
-        snapc.snaps.iter().copied().filter(|s| s.0 > seq && !is_removed(*s)).collect();
+    let mut snaps: Vec<SnapId> = snapc
+        .snaps
+        .iter()
+        .copied()
+        .filter(|s| s.0 > seq && !is_removed(*s))
+        .collect();
     snaps.reverse();
     snaps
 }
@@ -89,10 +93,19 @@ pub enum ReadTarget {
 /// (increasing ids) and a head that exists or not.
 pub fn resolve_read(seq: u64, clones: &[CloneMeta], head_exists: bool, snap: SnapId) -> ReadTarget {
     if snap.0 > seq {
-        return if head_exists { ReadTarget::Head } else { ReadTarget::Absent };
+        return if head_exists {
+            ReadTarget::Head
+        } else {
+            ReadTarget::Absent
+        };
     }
     match clones.iter().position(|c| c.id >= snap) {
-        Some(index) if clones[index].snaps.first().is_some_and(|first| *first <= snap) => {
+        Some(index)
+            if clones[index]
+                .snaps
+                .first()
+                .is_some_and(|first| *first <= snap) =>
+        {
             ReadTarget::Clone(index)
         }
         _ => ReadTarget::Absent,
@@ -158,11 +171,26 @@ mod tests {
     fn read_resolves_to_the_oldest_clone_covering_the_snap() {
         let clones = vec![clone(3, &[2, 3], 10), clone(6, &[5, 6], 10)];
         assert_eq!(resolve_read(8, &clones, true, SnapId(9)), ReadTarget::Head);
-        assert_eq!(resolve_read(8, &clones, true, SnapId(2)), ReadTarget::Clone(0));
-        assert_eq!(resolve_read(8, &clones, true, SnapId(5)), ReadTarget::Clone(1));
-        assert_eq!(resolve_read(8, &clones, true, SnapId(4)), ReadTarget::Absent);
-        assert_eq!(resolve_read(8, &clones, true, SnapId(7)), ReadTarget::Absent);
-        assert_eq!(resolve_read(8, &clones, false, SnapId(9)), ReadTarget::Absent);
+        assert_eq!(
+            resolve_read(8, &clones, true, SnapId(2)),
+            ReadTarget::Clone(0)
+        );
+        assert_eq!(
+            resolve_read(8, &clones, true, SnapId(5)),
+            ReadTarget::Clone(1)
+        );
+        assert_eq!(
+            resolve_read(8, &clones, true, SnapId(4)),
+            ReadTarget::Absent
+        );
+        assert_eq!(
+            resolve_read(8, &clones, true, SnapId(7)),
+            ReadTarget::Absent
+        );
+        assert_eq!(
+            resolve_read(8, &clones, false, SnapId(9)),
+            ReadTarget::Absent
+        );
     }
 
     #[test]
@@ -179,6 +207,9 @@ mod tests {
     fn head_change_cuts_newest_overlap() {
         let mut clones = vec![clone(3, &[3], 100)];
         note_head_change(&mut clones, &ExtentSet::from_range(10, 10), Some(50));
-        assert_eq!(clones[0].overlap.extents(), vec![Extent::new(0, 10), Extent::new(20, 30)]);
+        assert_eq!(
+            clones[0].overlap.extents(),
+            vec![Extent::new(0, 10), Extent::new(20, 30)]
+        );
     }
 }

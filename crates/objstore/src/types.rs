@@ -42,12 +42,18 @@ pub struct IoCtx {
 impl IoCtx {
     /// Returns the I/O context of the default namespace of `pool`.
     pub fn new(pool: PoolId) -> Self {
-        IoCtx { pool, namespace: String::new() }
+        IoCtx {
+            pool,
+            namespace: String::new(),
+        }
     }
 
     /// Returns the I/O context of `namespace` in `pool`.
     pub fn with_namespace(pool: PoolId, namespace: impl Into<String>) -> Self {
-        IoCtx { pool, namespace: namespace.into() }
+        IoCtx {
+            pool,
+            namespace: namespace.into(),
+        }
     }
 
     /// Returns the pool.
@@ -71,7 +77,10 @@ impl IoCtx {
 
     /// Returns the error subject naming this context's namespace.
     pub fn namespace_subject(&self) -> crate::Subject {
-        crate::Subject::Namespace { pool: self.pool, namespace: self.namespace.clone() }
+        crate::Subject::Namespace {
+            pool: self.pool,
+            namespace: self.namespace.clone(),
+        }
     }
 }
 
@@ -229,9 +238,15 @@ mod tests {
 
     #[test]
     fn snap_context_with_snap_above_seq_is_invalid() {
-        let snapc = SnapContext { seq: 3, snaps: vec![SnapId(4)] };
+        let snapc = SnapContext {
+            seq: 3,
+            snaps: vec![SnapId(4)],
+        };
         assert!(!snapc.is_valid());
-        let unordered = SnapContext { seq: 9, snaps: vec![SnapId(2), SnapId(4)] };
+        let unordered = SnapContext {
+            seq: 9,
+            snaps: vec![SnapId(2), SnapId(4)],
+        };
         assert!(!unordered.is_valid());
     }
 }

@@ -16,7 +16,10 @@ fn check_name(subject: impl Fn() -> Subject, name: &str, max: usize, what: &str)
         ));
     }
     if name.contains('\0') {
-        return Err(Error::invalid(subject(), format!("{what} contains a NUL byte")));
+        return Err(Error::invalid(
+            subject(),
+            format!("{what} contains a NUL byte"),
+        ));
     }
     Ok(())
 }
@@ -34,7 +37,12 @@ pub fn pool_name(name: &str) -> Result<()> {
 /// Checks a namespace name given to create or remove: 1 to 255 bytes, no `/`, no NUL.
 pub fn namespace_name(io: &IoCtx) -> Result<()> {
     let subject = || io.namespace_subject();
-    check_name(subject, io.namespace(), limits::MAX_NAMESPACE, "namespace name")?;
+    check_name(
+        subject,
+        io.namespace(),
+        limits::MAX_NAMESPACE,
+        "namespace name",
+    )?;
     if io.namespace().contains('/') {
         return Err(Error::invalid(subject(), "namespace name contains '/'"));
     }
@@ -43,13 +51,22 @@ pub fn namespace_name(io: &IoCtx) -> Result<()> {
 
 /// Checks the namespace of an I/O context: empty (the default one) or a valid name.
 pub fn io_ctx(io: &IoCtx) -> Result<()> {
-    if io.namespace().is_empty() { Ok(()) } else { namespace_name(io) }
+    if io.namespace().is_empty() {
+        Ok(())
+    } else {
+        namespace_name(io)
+    }
 }
 
 /// Checks an object name: 1 to 2048 bytes, no NUL.
 pub fn object_name(io: &IoCtx, oid: &str) -> Result<()> {
     io_ctx(io)?;
-    check_name(|| io.object_subject(oid), oid, limits::MAX_OBJECT_NAME, "object name")
+    check_name(
+        || io.object_subject(oid),
+        oid,
+        limits::MAX_OBJECT_NAME,
+        "object name",
+    )
 }
 
 /// Checks a config-key name and, if given, its value size.
@@ -61,7 +78,11 @@ pub fn config_key(key: &str, value: Option<&[u8]>) -> Result<()> {
     {
         return Err(Error::invalid(
             subject(),
-            format!("value is {} bytes, the limit is {}", value.len(), limits::MAX_CONFIG_VALUE),
+            format!(
+                "value is {} bytes, the limit is {}",
+                value.len(),
+                limits::MAX_CONFIG_VALUE
+            ),
         ));
     }
     Ok(())
@@ -99,17 +120,29 @@ fn check_omap_key(io: &IoCtx, oid: &str, key: &str) -> Result<()> {
     if key.len() > limits::MAX_OMAP_KEY {
         return Err(Error::invalid(
             io.object_subject(oid),
-            format!("omap key is {} bytes, the limit is {}", key.len(), limits::MAX_OMAP_KEY),
+            format!(
+                "omap key is {} bytes, the limit is {}",
+                key.len(),
+                limits::MAX_OMAP_KEY
+            ),
         ));
     }
     if key.contains('\0') {
-        return Err(Error::invalid(io.object_subject(oid), "omap key contains a NUL byte"));
+        return Err(Error::invalid(
+            io.object_subject(oid),
+            "omap key contains a NUL byte",
+        ));
     }
     Ok(())
 }
 
 fn check_xattr_name(io: &IoCtx, oid: &str, name: &str) -> Result<()> {
-    check_name(|| io.object_subject(oid), name, limits::MAX_XATTR_NAME, "xattr name")
+    check_name(
+        || io.object_subject(oid),
+        name,
+        limits::MAX_XATTR_NAME,
+        "xattr name",
+    )
 }
 
 /// Checks every step of a write batch; nothing is applied if this fails.
@@ -178,7 +211,10 @@ pub fn read_op(io: &IoCtx, oid: &str, op: &ReadOp) -> Result<()> {
             }
             ReadStep::Read { offset, length } | ReadStep::SparseRead { offset, length } => {
                 if offset.checked_add(length.unwrap_or(0)).is_none() {
-                    return Err(Error::invalid(io.object_subject(oid), "read range overflows"));
+                    return Err(Error::invalid(
+                        io.object_subject(oid),
+                        "read range overflows",
+                    ));
                 }
             }
             ReadStep::Stat | ReadStep::OmapGetVals { .. } | ReadStep::GetXattrs => {}
@@ -192,7 +228,11 @@ pub fn lock_field(io: &IoCtx, oid: &str, field: &str, value: &str) -> Result<()>
     if value.len() > limits::MAX_LOCK_FIELD {
         return Err(Error::invalid(
             io.object_subject(oid),
-            format!("lock {field} is {} bytes, the limit is {}", value.len(), limits::MAX_LOCK_FIELD),
+            format!(
+                "lock {field} is {} bytes, the limit is {}",
+                value.len(),
+                limits::MAX_LOCK_FIELD
+            ),
         ));
     }
     Ok(())
@@ -212,7 +252,10 @@ pub fn notify_payload(io: &IoCtx, oid: &str, len: usize) -> Result<()> {
     if len > limits::MAX_NOTIFY_PAYLOAD {
         return Err(Error::invalid(
             io.object_subject(oid),
-            format!("notify payload is {len} bytes, the limit is {}", limits::MAX_NOTIFY_PAYLOAD),
+            format!(
+                "notify payload is {len} bytes, the limit is {}",
+                limits::MAX_NOTIFY_PAYLOAD
+            ),
         ));
     }
     Ok(())
@@ -221,14 +264,23 @@ pub fn notify_payload(io: &IoCtx, oid: &str, len: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::PoolId;
     use crate::ErrorKind;
+    use crate::types::PoolId;
 
     #[test]
     fn pool_name_with_slash_is_invalid() {
-        assert_eq!(pool_name("a/b").unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(pool_name("").unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(pool_name(&"x".repeat(256)).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            pool_name("a/b").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            pool_name("").unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            pool_name(&"x".repeat(256)).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
         assert!(pool_name("rbd").is_ok());
     }
 

@@ -36,7 +36,12 @@ impl Notification {
         payload: Bytes,
         reply: oneshot::Sender<Bytes>,
     ) -> Self {
-        Notification { notify_id, notifier, payload, reply: Some(reply) }
+        Notification {
+            notify_id,
+            notifier,
+            payload,
+            reply: Some(reply),
+        }
     }
 
     /// Acknowledges the notification with `reply`.

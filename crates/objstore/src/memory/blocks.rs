@@ -59,7 +59,7 @@ impl Blocks {
     pub(crate) fn truncate(&mut self, size: u64) {
         let first_gone = size.div_ceil(BLOCK);
         self.map.split_off(&first_gone);
-        if size % BLOCK != 0 {
+        if !size.is_multiple_of(BLOCK) {
             let index = size / BLOCK;
             if self.map.contains_key(&index) {
                 let mut block = self.block(index);
@@ -87,7 +87,11 @@ impl Blocks {
     /// Returns the allocated runs within `[offset, end)`.
     pub(crate) fn allocated(&self, offset: u64, end: u64) -> Vec<(u64, u64)> {
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        for &index in self.map.range(offset / BLOCK..end.div_ceil(BLOCK)).map(|(i, _)| i) {
+        for &index in self
+            .map
+            .range(offset / BLOCK..end.div_ceil(BLOCK))
+            .map(|(i, _)| i)
+        {
             let lo = (index * BLOCK).max(offset);
             let hi = (index * BLOCK + BLOCK).min(end);
             if lo >= hi {
@@ -121,6 +125,9 @@ mod tests {
         b.write(0, &[7u8; 5000]);
         b.truncate(10);
         b.write(20, &[1]);
-        assert_eq!(&b.read(0, 21)[8..], &[7, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            &b.read(0, 21)[8..],
+            &[7, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
     }
 }

@@ -97,10 +97,19 @@ impl MemoryStore {
 
     fn connect_to(cluster: Arc<MemoryCluster>) -> Self {
         let id = ClientId(cluster.next_client.fetch_add(1, Ordering::Relaxed) + 1);
-        let client = ClientInfo { id, addr: format!("memory session {}", id.0) };
+        let client = ClientInfo {
+            id,
+            addr: format!("memory session {}", id.0),
+        };
         let alive = Arc::new(());
-        lock_state(&cluster).clients.insert(id, Arc::downgrade(&alive));
-        MemoryStore { cluster, client, alive }
+        lock_state(&cluster)
+            .clients
+            .insert(id, Arc::downgrade(&alive));
+        MemoryStore {
+            cluster,
+            client,
+            alive,
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -111,16 +120,23 @@ impl MemoryStore {
 fn lock_state(cluster: &MemoryCluster) -> MutexGuard<'_, State> {
     // A panic while holding the lock cannot leave half-applied state: every mutation is
     // computed on a copy first and stored with a single assignment.
-    cluster.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    cluster
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl State {
     fn pool(&self, id: PoolId) -> Result<&Pool> {
-        self.pools.get(&id.0).ok_or_else(|| Error::not_found(Subject::PoolId(id)))
+        self.pools
+            .get(&id.0)
+            .ok_or_else(|| Error::not_found(Subject::PoolId(id)))
     }
 
     fn pool_mut(&mut self, id: PoolId) -> Result<&mut Pool> {
-        self.pools.get_mut(&id.0).ok_or_else(|| Error::not_found(Subject::PoolId(id)))
+        self.pools
+            .get_mut(&id.0)
+            .ok_or_else(|| Error::not_found(Subject::PoolId(id)))
     }
 
     /// Returns the pool of `io` after checking that its namespace exists.
@@ -158,8 +174,12 @@ impl State {
 
     /// Tells the watchers of removed objects that their watch is gone and forgets them.
     fn drop_watches(&mut self, keep: impl Fn(&WatchEntry) -> bool) {
-        let gone: Vec<u64> =
-            self.watches.iter().filter(|(_, w)| !keep(w)).map(|(c, _)| *c).collect();
+        let gone: Vec<u64> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| !keep(w))
+            .map(|(c, _)| *c)
+            .collect();
         for cookie in gone {
             if let Some(w) = self.watches.remove(&cookie) {
                 let err = Error::not_found(Subject::Object {
@@ -175,9 +195,7 @@ impl State {
     fn live_watchers(&self, io: &IoCtx, oid: &str) -> Vec<(u64, &WatchEntry)> {
         self.watches
             .iter()
-            .filter(|(_, w)| {
-                w.pool == io.pool() && w.namespace == io.namespace() && w.oid == oid
-            })
+            .filter(|(_, w)| w.pool == io.pool() && w.namespace == io.namespace() && w.oid == oid)
             .filter(|(_, w)| w.alive.strong_count() > 0 && !w.events.is_closed())
             .map(|(c, w)| (*c, w))
             .collect()
@@ -198,7 +216,10 @@ impl ObjectStore for MemoryStore {
         validate::pool_name(name)?;
         let mut state = self.state();
         if state.pools.values().any(|p| p.name == name) {
-            return Err(Error::new(ErrorKind::AlreadyExists, Subject::Pool(name.to_owned())));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                Subject::Pool(name.to_owned()),
+            ));
         }
         state.next_pool += 1;
         let id = state.next_pool;
@@ -235,7 +256,10 @@ impl ObjectStore for MemoryStore {
         Ok(state
             .pools
             .iter()
-            .map(|(id, p)| PoolInfo { id: PoolId(*id), name: p.name.clone() })
+            .map(|(id, p)| PoolInfo {
+                id: PoolId(*id),
+                name: p.name.clone(),
+            })
             .collect())
     }
 
@@ -246,14 +270,20 @@ impl ObjectStore for MemoryStore {
             .pools
             .iter()
             .find(|(_, p)| p.name == name)
-            .map(|(id, p)| PoolInfo { id: PoolId(*id), name: p.name.clone() })
+            .map(|(id, p)| PoolInfo {
+                id: PoolId(*id),
+                name: p.name.clone(),
+            })
             .ok_or_else(|| Error::not_found(Subject::Pool(name.to_owned())))
     }
 
     async fn pool_by_id(&self, id: PoolId) -> Result<PoolInfo> {
         let state = self.state();
         let pool = state.pool(id)?;
-        Ok(PoolInfo { id, name: pool.name.clone() })
+        Ok(PoolInfo {
+            id,
+            name: pool.name.clone(),
+        })
     }
 
     async fn namespace_create(&self, io: &IoCtx) -> Result<()> {
@@ -387,7 +417,11 @@ impl ObjectStore for MemoryStore {
         let state = self.state();
         let pool = state.pool_of(io)?;
         let ns = io.namespace().to_owned();
-        let start = opts.cursor.clone().unwrap_or_default().max(opts.prefix.clone());
+        let start = opts
+            .cursor
+            .clone()
+            .unwrap_or_default()
+            .max(opts.prefix.clone());
         let mut names = pool
             .objects
             .range((ns.clone(), start)..)
@@ -397,7 +431,11 @@ impl ObjectStore for MemoryStore {
             .filter(|(_, o)| o.head.is_some())
             .map(|((_, name), _)| name.clone());
         let page: Vec<String> = names.by_ref().take(max).collect();
-        let next = if names.next().is_some() { page.last().cloned() } else { None };
+        let next = if names.next().is_some() {
+            page.last().cloned()
+        } else {
+            None
+        };
         Ok(ListPage { names: page, next })
     }
 
@@ -465,7 +503,13 @@ impl ObjectStore for MemoryStore {
                 let (tx, rx) = oneshot::channel();
                 let note = Notification::new(notify_id, self.client.clone(), payload.clone(), tx);
                 if w.events.send(WatchEvent::Notify(note)).is_ok() {
-                    pending.push((WatcherInfo { client: w.client.clone(), cookie }, rx));
+                    pending.push((
+                        WatcherInfo {
+                            client: w.client.clone(),
+                            cookie,
+                        },
+                        rx,
+                    ));
                 }
             }
             pending
@@ -488,22 +532,33 @@ impl ObjectStore for MemoryStore {
         Ok(state
             .live_watchers(io, oid)
             .into_iter()
-            .map(|(cookie, w)| WatcherInfo { client: w.client.clone(), cookie })
+            .map(|(cookie, w)| WatcherInfo {
+                client: w.client.clone(),
+                cookie,
+            })
             .collect())
     }
 
     async fn lock_opts(&self, io: &IoCtx, oid: &str, opts: &LockOptions) -> Result<()> {
         validate::lock_name(io, oid, &opts.name)?;
-        for (field, value) in
-            [("cookie", &opts.cookie), ("tag", &opts.tag), ("description", &opts.description)]
-        {
+        for (field, value) in [
+            ("cookie", &opts.cookie),
+            ("tag", &opts.tag),
+            ("description", &opts.description),
+        ] {
             validate::lock_field(io, oid, field, value)?;
         }
         let mut state = self.state();
         let pool = state.pool_of_mut(io)?;
         let key = object_key(io, oid);
-        let subject = || Subject::Lock { oid: oid.to_owned(), name: opts.name.clone() };
-        let current = pool.objects.get(&key).and_then(|o| o.locks.get(&opts.name).cloned());
+        let subject = || Subject::Lock {
+            oid: oid.to_owned(),
+            name: opts.name.clone(),
+        };
+        let current = pool
+            .objects
+            .get(&key)
+            .and_then(|o| o.locks.get(&opts.name).cloned());
         let next = LockState::acquire(current, &self.client, opts, SystemTime::now(), subject)?;
         pool.last_version += 1;
         let version = pool.last_version;
@@ -526,7 +581,11 @@ impl ObjectStore for MemoryStore {
             return Err(Error::not_found(io.object_subject(oid)));
         }
         let Some(mut lock) = object.locks.get(name).cloned() else {
-            return Ok(LockInfo { kind: None, tag: String::new(), lockers: Vec::new() });
+            return Ok(LockInfo {
+                kind: None,
+                tag: String::new(),
+                lockers: Vec::new(),
+            });
         };
         lock.expire(SystemTime::now());
         let lockers = lock
@@ -540,8 +599,16 @@ impl ObjectStore for MemoryStore {
                 alive: state.client_alive(h.client.id),
             })
             .collect::<Vec<_>>();
-        let kind = if lockers.is_empty() { None } else { Some(lock.kind) };
-        Ok(LockInfo { kind, tag: lock.tag, lockers })
+        let kind = if lockers.is_empty() {
+            None
+        } else {
+            Some(lock.kind)
+        };
+        Ok(LockInfo {
+            kind,
+            tag: lock.tag,
+            lockers,
+        })
     }
 
     async fn lock_list(&self, io: &IoCtx, oid: &str) -> Result<Vec<String>> {
@@ -590,13 +657,19 @@ impl MemoryStore {
         let mut state = self.state();
         let pool = state.pool_of_mut(io)?;
         let key = object_key(io, oid);
-        let subject = || Subject::Lock { oid: oid.to_owned(), name: name.to_owned() };
+        let subject = || Subject::Lock {
+            oid: oid.to_owned(),
+            name: name.to_owned(),
+        };
         let object = pool
             .objects
             .get_mut(&key)
             .filter(|o| o.head.is_some())
             .ok_or_else(|| Error::not_found(io.object_subject(oid)))?;
-        let lock = object.locks.get_mut(name).ok_or_else(|| Error::not_found(subject()))?;
+        let lock = object
+            .locks
+            .get_mut(name)
+            .ok_or_else(|| Error::not_found(subject()))?;
         lock.expire(SystemTime::now());
         lock.release(client, cookie, subject)?;
         if lock.holds.is_empty() {

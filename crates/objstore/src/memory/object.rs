@@ -227,7 +227,8 @@ fn apply_step(
         }
         WriteStep::OmapSet(map) => {
             let head = work.get_or_insert_with(Content::empty);
-            head.omap.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+            head.omap
+                .extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         WriteStep::OmapRemove(keys) => {
             let head = work.as_mut().ok_or_else(|| absent(subject))?;
@@ -271,7 +272,11 @@ fn range_end(size: u64, offset: u64, length: Option<u64>) -> u64 {
 }
 
 /// Evaluates a compound read against one content.
-pub(crate) fn evaluate_read(content: &Content, op: &ReadOp, subject: &Subject) -> Result<ReadResult> {
+pub(crate) fn evaluate_read(
+    content: &Content,
+    op: &ReadOp,
+    subject: &Subject,
+) -> Result<ReadResult> {
     let mut outputs = Vec::with_capacity(op.steps().len());
     for step in op.steps() {
         let output = match step {
@@ -294,15 +299,26 @@ pub(crate) fn evaluate_read(content: &Content, op: &ReadOp, subject: &Subject) -
                     .collect();
                 ReadOutput::Sparse(extents)
             }
-            ReadStep::OmapGetVals { start_after, prefix, max } => {
-                let max = if *max == 0 { limits::MAX_LIST_PAGE } else { *max };
+            ReadStep::OmapGetVals {
+                start_after,
+                prefix,
+                max,
+            } => {
+                let max = if *max == 0 {
+                    limits::MAX_LIST_PAGE
+                } else {
+                    *max
+                };
                 let mut iter = content
                     .omap
                     .iter()
                     .filter(|(k, _)| start_after.as_ref().is_none_or(|s| *k > s))
                     .filter(|(k, _)| k.starts_with(prefix.as_str()));
-                let entries: Vec<(String, Bytes)> =
-                    iter.by_ref().take(max).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let entries: Vec<(String, Bytes)> = iter
+                    .by_ref()
+                    .take(max)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 let more = iter.next().is_some();
                 ReadOutput::OmapVals { entries, more }
             }
@@ -324,5 +340,8 @@ pub(crate) fn evaluate_read(content: &Content, op: &ReadOp, subject: &Subject) -
         };
         outputs.push(output);
     }
-    Ok(ReadResult { version: content.version, outputs })
+    Ok(ReadResult {
+        version: content.version,
+        outputs,
+    })
 }
