@@ -1,0 +1,332 @@
+//! Object data files: where they live, a cache of open descriptors, sparse copies, and the set
+//! of files and directories this process changed since its last flush.
+//!
+//! A data file is named by a file id that is never reused, so a cached descriptor can never
+//! point at another object's data; a descriptor of a replaced file only ever shows an older
+//! version, which the readers' version check rejects.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::sys;
+
+/// Open descriptors kept per process.
+const CACHE_CAPACITY: usize = 256;
+
+/// Paths inside a store directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(root: &Path) -> Self {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The metadata database.
+    pub(crate) fn db(&self) -> PathBuf {
+        self.root.join("meta.db")
+    }
+
+    /// The file whose bytes carry the per-object stripe locks.
+    pub(crate) fn stripe_locks(&self) -> PathBuf {
+        self.root.join("object.locks")
+    }
+
+    /// The directory of client session files.
+    pub(crate) fn clients(&self) -> PathBuf {
+        self.root.join("clients")
+    }
+
+    /// The directory of pool data.
+    pub(crate) fn pools(&self) -> PathBuf {
+        self.root.join("pools")
+    }
+
+    /// The data directory of one pool.
+    pub(crate) fn pool_dir(&self, pool: u64) -> PathBuf {
+        self.pools().join(pool.to_string())
+    }
+
+    /// The data file `file` of `pool`.
+    pub(crate) fn data_file(&self, pool: u64, file: u64) -> PathBuf {
+        self.pool_dir(pool)
+            .join(format!("{:02x}", file & 0xff))
+            .join(format!("{file:016x}"))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    open: HashMap<u64, (Arc<File>, u64)>,
+    tick: u64,
+}
+
+#[derive(Debug, Default)]
+struct Dirty {
+    files: HashSet<(u64, u64)>,
+    dirs: HashSet<PathBuf>,
+}
+
+/// Data-file access shared by the reader and writer sides of one store handle.
+#[derive(Debug)]
+pub(crate) struct Files {
+    layout: Layout,
+    cache: Mutex<Cache>,
+    made_dirs: Mutex<HashSet<PathBuf>>,
+    dirty: Mutex<Dirty>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here only inserts into or removes from a map, so the state stays
+    // usable after a panic elsewhere.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Files {
+    pub(crate) fn new(layout: Layout) -> Self {
+        Files {
+            layout,
+            cache: Mutex::new(Cache::default()),
+            made_dirs: Mutex::new(HashSet::new()),
+            dirty: Mutex::new(Dirty::default()),
+        }
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn remember(&self, file: u64, handle: &Arc<File>) {
+        let mut cache = guard(&self.cache);
+        cache.tick += 1;
+        let tick = cache.tick;
+        if cache.open.len() >= CACHE_CAPACITY
+            && let Some(oldest) = cache
+                .open
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+        {
+            cache.open.remove(&oldest);
+        }
+        cache.open.insert(file, (handle.clone(), tick));
+    }
+
+    /// Opens data file `file` of `pool` for reading and writing, from the cache if possible.
+    pub(crate) fn open(&self, pool: u64, file: u64) -> io::Result<Arc<File>> {
+        {
+            let mut cache = guard(&self.cache);
+            cache.tick += 1;
+            let tick = cache.tick;
+            if let Some((handle, t)) = cache.open.get_mut(&file) {
+                *t = tick;
+                return Ok(handle.clone());
+            }
+        }
+        let handle = Arc::new(
+            File::options()
+                .read(true)
+                .write(true)
+                .open(self.layout.data_file(pool, file))?,
+        );
+        self.remember(file, &handle);
+        Ok(handle)
+    }
+
+    /// Creates data file `file` of `pool`, which must not exist yet.
+    pub(crate) fn create(&self, pool: u64, file: u64) -> io::Result<Arc<File>> {
+        let path = self.layout.data_file(pool, file);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !guard(&self.made_dirs).contains(&dir) {
+            std::fs::create_dir_all(&dir)?;
+            guard(&self.made_dirs).insert(dir.clone());
+        }
+        let handle = match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(handle) => handle,
+            // A file left by an earlier attempt with the same reserved id is garbage.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => File::options()
+                .read(true)
+                .write(true)
+                .truncate(true)
+                .open(&path)?,
+            Err(e) => return Err(e),
+        };
+        let handle = Arc::new(handle);
+        self.remember(file, &handle);
+        let mut dirty = guard(&self.dirty);
+        dirty.dirs.insert(dir);
+        dirty.files.insert((pool, file));
+        Ok(handle)
+    }
+
+    /// Drops the cached descriptor of `file`.
+    pub(crate) fn forget(&self, file: u64) {
+        guard(&self.cache).open.remove(&file);
+    }
+
+    /// Deletes data file `file` of `pool`; a missing file is fine.
+    pub(crate) fn unlink(&self, pool: u64, file: u64) -> io::Result<()> {
+        self.forget(file);
+        guard(&self.dirty).files.remove(&(pool, file));
+        match std::fs::remove_file(self.layout.data_file(pool, file)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that `file` of `pool` was changed and must be synced by the next flush.
+    pub(crate) fn mark_dirty(&self, pool: u64, file: u64) {
+        guard(&self.dirty).files.insert((pool, file));
+    }
+
+    /// Makes every file and directory changed since the last call durable.
+    pub(crate) fn sync_dirty(&self) -> io::Result<()> {
+        let dirty = std::mem::take(&mut *guard(&self.dirty));
+        for (pool, file) in &dirty.files {
+            match self.open(*pool, *file) {
+                Ok(handle) => handle.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for dir in &dirty.dirs {
+            match File::open(dir) {
+                Ok(handle) => handle.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every cached descriptor and created directory of `pool` (removed pools).
+    pub(crate) fn forget_pool(&self, pool: u64) {
+        let prefix = self.layout.pool_dir(pool);
+        guard(&self.made_dirs).retain(|d| !d.starts_with(&prefix));
+        guard(&self.cache).open.clear();
+        let mut dirty = guard(&self.dirty);
+        dirty.files.retain(|(p, _)| *p != pool);
+        dirty.dirs.retain(|d| !d.starts_with(&prefix));
+    }
+}
+
+/// Reads `[offset, end)` of a file whose bytes past its length read as zeros.
+pub(crate) fn read_range(file: Option<&File>, offset: u64, end: u64) -> io::Result<Vec<u8>> {
+    let mut out = vec![0u8; end.saturating_sub(offset) as usize];
+    let Some(file) = file else { return Ok(out) };
+    let mut filled = 0usize;
+    while filled < out.len() {
+        let n = file.read_at(&mut out[filled..], offset + filled as u64)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(out)
+}
+
+/// Copies the allocated ranges of `src` (its first `len` bytes) into `dst`, keeping holes.
+pub(crate) fn copy_sparse(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    let src_len = src.metadata()?.len().min(len);
+    for (start, end) in sys::data_ranges(src, 0, src_len)? {
+        copy_range(src, dst, start, end)?;
+    }
+    if dst.metadata()?.len() < src_len {
+        dst.set_len(src_len)?;
+    }
+    Ok(())
+}
+
+fn copy_range(src: &File, dst: &File, start: u64, end: u64) -> io::Result<()> {
+    let mut pos = start;
+    while pos < end {
+        let mut off_in = pos as libc::loff_t;
+        let mut off_out = pos as libc::loff_t;
+        let want = (end - pos).min(1 << 30) as usize;
+        // SAFETY: both descriptors are owned by the borrowed files; the offset pointers point
+        // at live locals, so the kernel neither reads nor moves the descriptors' own offsets.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        if n > 0 {
+            pos += n as u64;
+            continue;
+        }
+        if n == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EXDEV)
+            | Some(libc::ENOSYS)
+            | Some(libc::EOPNOTSUPP)
+            | Some(libc::EINVAL) => {
+                let data = read_range(Some(src), pos, end)?;
+                dst.write_all_at(&data, pos)?;
+                return Ok(());
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_copy_keeps_holes_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(Layout::new(dir.path()));
+        let a = files.create(1, 1).unwrap();
+        a.write_all_at(b"head", 0).unwrap();
+        a.write_all_at(b"tail", 8 << 20).unwrap();
+        let b = files.create(1, 2).unwrap();
+        copy_sparse(&a, &b, 16 << 20).unwrap();
+        assert_eq!(read_range(Some(&b), 0, 4).unwrap(), b"head");
+        assert_eq!(
+            read_range(Some(&b), 8 << 20, (8 << 20) + 4).unwrap(),
+            b"tail"
+        );
+        let ranges = sys::data_ranges(&b, 0, 16 << 20).unwrap();
+        let allocated: u64 = ranges.iter().map(|(s, e)| e - s).sum();
+        assert!(allocated < 1 << 20, "{ranges:?}");
+    }
+
+    #[test]
+    fn reads_past_the_end_are_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(Layout::new(dir.path()));
+        let a = files.create(3, 9).unwrap();
+        a.write_all_at(b"ab", 0).unwrap();
+        assert_eq!(read_range(Some(&a), 1, 5).unwrap(), b"b\0\0\0");
+        assert_eq!(read_range(None, 0, 2).unwrap(), b"\0\0");
+    }
+}

@@ -1,0 +1,450 @@
+//! Reads: any thread, any number at once, no locks.
+//!
+//! Metadata (the row, omap, xattrs, recorded intents) is read in one read transaction, which
+//! sees one committed state. Data is then read from the file the row names, and any intents
+//! still recorded are applied to the bytes read, so a writer caught between its commit and
+//! the application of its intent (or one that died there) cannot be observed half-way. A head
+//! read finishes by checking that the head's version and file did not change meanwhile;
+//! otherwise it starts again. Clone rows and files never change while they exist.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use rbdx_objstore::snapset::{self, ReadTarget, SnapSet};
+use rbdx_objstore::{
+    Error, ErrorKind, ExtentSet, IoCtx, ListOptions, ListPage, ObjectStat, ReadOp, ReadOutput,
+    ReadResult, ReadStep, Result, SnapId, Subject, limits,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::admin::check_snap;
+use crate::db::{self, db_error};
+use crate::files::{self, Files};
+use crate::intent::Intent;
+use crate::rows::{self, ObjKey};
+use crate::writer::check_pool_ns;
+
+/// Attempts before a read that keeps racing with writers gives up.
+const MAX_ATTEMPTS: usize = 1000;
+/// Idle read connections kept.
+const POOL_SIZE: usize = 8;
+
+/// A small pool of read connections.
+#[derive(Debug)]
+pub(crate) struct Readers {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub(crate) fn new(path: std::path::PathBuf) -> Self {
+        Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with a read connection.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.idle().pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => db::open(&self.path).map_err(db_error)?,
+        };
+        let result = f(&conn);
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let mut idle = self.idle();
+        if idle.len() < POOL_SIZE {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+/// What a read saw in the database.
+struct Snapshot {
+    version: u64,
+    size: u64,
+    mtime: i64,
+    file: Option<u64>,
+    head_id: Option<i64>,
+    intents: Vec<Intent>,
+    outputs: Vec<Option<ReadOutput>>,
+}
+
+fn key_of(io: &IoCtx, oid: &str) -> ObjKey {
+    ObjKey {
+        pool: io.pool().0,
+        ns: io.namespace().to_owned(),
+        name: oid.to_owned(),
+    }
+}
+
+fn metadata(
+    conn: &Connection,
+    io: &IoCtx,
+    oid: &str,
+    op: &ReadOp,
+    snap: Option<SnapId>,
+) -> Result<Snapshot> {
+    let tx = conn.unchecked_transaction().map_err(db_error)?;
+    check_pool_ns(&tx, io)?;
+    if let Some(snap) = snap {
+        check_snap(&tx, io.pool(), snap)?;
+    }
+    let key = key_of(io, oid);
+    let head = rows::load_head(&tx, &key).map_err(db_error)?;
+    let absent = || Error::not_found(io.object_subject(oid));
+    let target = match (snap, &head) {
+        (_, None) => return Err(absent()),
+        (None, Some(h)) => {
+            if !h.present {
+                return Err(absent());
+            }
+            (h.id, true)
+        }
+        (Some(snap), Some(h)) => {
+            let clones = rows::load_clones(&tx, &key).map_err(db_error)?;
+            let metas: Vec<_> = clones.iter().map(|c| c.meta.clone()).collect();
+            match snapset::resolve_read(h.seq, &metas, h.present, snap) {
+                ReadTarget::Head => (h.id, true),
+                ReadTarget::Clone(index) => (clones[index].id, false),
+                ReadTarget::Absent => return Err(absent()),
+            }
+        }
+    };
+    let (row_id, is_head) = target;
+    let (version, size, mtime, file, pending): (i64, i64, i64, Option<i64>, i64) = tx
+        .prepare_cached("SELECT version, size, mtime, file, pending FROM objects WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([row_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+        })
+        .map_err(db_error)?;
+    let file = file.map(|f| f as u64);
+    let mut intents = Vec::new();
+    if is_head && pending != 0 {
+        let bodies: Vec<Vec<u8>> = tx
+            .prepare_cached("SELECT body FROM intents WHERE obj = ?1 ORDER BY id")
+            .and_then(|mut s| s.query_map([row_id], |r| r.get(0))?.collect())
+            .map_err(db_error)?;
+        for body in bodies {
+            let intent = Intent::decode(&body).map_err(|e| {
+                Error::new(ErrorKind::Corrupt, io.object_subject(oid)).with_detail(e.to_string())
+            })?;
+            if Some(intent.file) == file {
+                intents.push(intent);
+            }
+        }
+    }
+    let mut outputs = Vec::with_capacity(op.steps().len());
+    for step in op.steps() {
+        outputs.push(map_output(&tx, row_id, oid, step)?);
+    }
+    Ok(Snapshot {
+        version: version as u64,
+        size: size as u64,
+        mtime,
+        file,
+        head_id: is_head.then_some(row_id),
+        intents,
+        outputs,
+    })
+}
+
+fn map_output(
+    conn: &Connection,
+    obj: i64,
+    oid: &str,
+    step: &ReadStep,
+) -> Result<Option<ReadOutput>> {
+    let out = match step {
+        ReadStep::OmapGetVals {
+            start_after,
+            prefix,
+            max,
+        } => {
+            let max = if *max == 0 {
+                limits::MAX_LIST_PAGE
+            } else {
+                *max
+            };
+            let from = match start_after {
+                Some(s) if s.as_str() >= prefix.as_str() => s.clone(),
+                _ => prefix.clone(),
+            };
+            let inclusive = start_after
+                .as_ref()
+                .is_none_or(|s| s.as_str() < prefix.as_str());
+            let sql = if inclusive {
+                "SELECT key, value FROM omap WHERE obj = ?1 AND key >= ?2 ORDER BY key LIMIT ?3"
+            } else {
+                "SELECT key, value FROM omap WHERE obj = ?1 AND key > ?2 ORDER BY key LIMIT ?3"
+            };
+            let rows: Vec<(String, Vec<u8>)> = conn
+                .prepare_cached(sql)
+                .and_then(|mut s| {
+                    s.query_map(params![obj, from, (max + 1) as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect()
+                })
+                .map_err(db_error)?;
+            let mut entries: Vec<(String, Bytes)> = Vec::new();
+            let mut more = false;
+            for (k, v) in rows {
+                if !k.starts_with(prefix.as_str()) {
+                    break;
+                }
+                if entries.len() == max {
+                    more = true;
+                    break;
+                }
+                entries.push((k, Bytes::from(v)));
+            }
+            Some(ReadOutput::OmapVals { entries, more })
+        }
+        ReadStep::OmapGetByKeys(keys) => {
+            let mut map = BTreeMap::new();
+            let mut stmt = conn
+                .prepare_cached("SELECT value FROM omap WHERE obj = ?1 AND key = ?2")
+                .map_err(db_error)?;
+            for k in keys {
+                if let Some(v) = stmt
+                    .query_row(params![obj, k], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map_err(db_error)?
+                {
+                    map.insert(k.clone(), Bytes::from(v));
+                }
+            }
+            Some(ReadOutput::OmapByKeys(map))
+        }
+        ReadStep::GetXattr(name) => {
+            let value = conn
+                .prepare_cached("SELECT value FROM xattrs WHERE obj = ?1 AND name = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![obj, name], |r| r.get::<_, Vec<u8>>(0))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            match value {
+                Some(v) => Some(ReadOutput::Xattr(Bytes::from(v))),
+                None => {
+                    return Err(Error::not_found(Subject::Xattr {
+                        oid: oid.to_owned(),
+                        name: name.clone(),
+                    }));
+                }
+            }
+        }
+        ReadStep::GetXattrs => {
+            let map: BTreeMap<String, Bytes> = conn
+                .prepare_cached("SELECT name, value FROM xattrs WHERE obj = ?1 ORDER BY name")
+                .and_then(|mut s| {
+                    s.query_map([obj], |r| {
+                        Ok((r.get::<_, String>(0)?, Bytes::from(r.get::<_, Vec<u8>>(1)?)))
+                    })?
+                    .collect()
+                })
+                .map_err(db_error)?;
+            Some(ReadOutput::Xattrs(map))
+        }
+        ReadStep::Stat | ReadStep::Read { .. } | ReadStep::SparseRead { .. } => None,
+    };
+    Ok(out)
+}
+
+fn range_end(size: u64, offset: u64, length: Option<u64>) -> u64 {
+    match length {
+        Some(len) => offset.saturating_add(len).min(size),
+        None => size,
+    }
+    .max(offset)
+}
+
+/// Reads data, or `Ok(None)` if the file vanished under the read (start again).
+fn data_outputs(
+    files: &Files,
+    pool: u64,
+    snap: &mut Snapshot,
+    op: &ReadOp,
+) -> std::io::Result<Option<()>> {
+    let needs_data = op
+        .steps()
+        .iter()
+        .any(|s| matches!(s, ReadStep::Read { .. } | ReadStep::SparseRead { .. }));
+    let handle = match (needs_data, snap.file) {
+        (true, Some(file)) => match files.open(pool, file) {
+            Ok(handle) => Some(handle),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        },
+        _ => None,
+    };
+    for (index, step) in op.steps().iter().enumerate() {
+        let output = match step {
+            ReadStep::Stat => ReadOutput::Stat(ObjectStat {
+                size: snap.size,
+                mtime: db::from_nanos(snap.mtime),
+                version: snap.version,
+            }),
+            ReadStep::Read { offset, length } => {
+                let end = range_end(snap.size, *offset, *length);
+                let mut buf = files::read_range(handle.as_deref(), *offset, end)?;
+                for intent in &snap.intents {
+                    intent.overlay(&mut buf, *offset);
+                }
+                ReadOutput::Data(Bytes::from(buf))
+            }
+            ReadStep::SparseRead { offset, length } => {
+                let end = range_end(snap.size, *offset, *length);
+                let mut allocated = ExtentSet::new();
+                if let Some(handle) = &handle {
+                    for (lo, hi) in crate::sys::data_ranges(handle, *offset, end)? {
+                        allocated.insert(lo, hi - lo);
+                    }
+                }
+                for intent in &snap.intents {
+                    for (lo, hi) in intent.written_ranges() {
+                        let (lo, hi) = (lo.max(*offset), hi.min(end));
+                        if lo < hi {
+                            allocated.insert(lo, hi - lo);
+                        }
+                    }
+                }
+                let mut extents = Vec::new();
+                for e in allocated.extents() {
+                    let mut buf = files::read_range(handle.as_deref(), e.offset, e.end())?;
+                    for intent in &snap.intents {
+                        intent.overlay(&mut buf, e.offset);
+                    }
+                    extents.push((e.offset, Bytes::from(buf)));
+                }
+                ReadOutput::Sparse(extents)
+            }
+            _ => continue,
+        };
+        snap.outputs[index] = Some(output);
+    }
+    Ok(Some(()))
+}
+
+fn unchanged(conn: &Connection, head_id: i64, version: u64, file: Option<u64>) -> Result<bool> {
+    let now: Option<(i64, Option<i64>)> = conn
+        .prepare_cached("SELECT version, file FROM objects WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([head_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(db_error)?;
+    Ok(now == Some((version as i64, file.map(|f| f as i64))))
+}
+
+/// Evaluates a compound read.
+pub(crate) fn read_op(
+    readers: &Readers,
+    files: &Files,
+    io: &IoCtx,
+    oid: &str,
+    op: &ReadOp,
+    snap: Option<SnapId>,
+) -> Result<ReadResult> {
+    readers.with(|conn| {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut seen = metadata(conn, io, oid, op, snap)?;
+            let read = data_outputs(files, io.pool().0, &mut seen, op)
+                .map_err(|e| Error::io(io.object_subject(oid), e))?;
+            if read.is_none() {
+                continue;
+            }
+            let needs_check = seen.file.is_some()
+                && op
+                    .steps()
+                    .iter()
+                    .any(|s| matches!(s, ReadStep::Read { .. } | ReadStep::SparseRead { .. }));
+            if let (true, Some(head_id)) = (needs_check, seen.head_id)
+                && !unchanged(conn, head_id, seen.version, seen.file)?
+            {
+                continue;
+            }
+            let outputs = seen
+                .outputs
+                .into_iter()
+                .map(|o| o.unwrap_or(ReadOutput::Data(Bytes::new())))
+                .collect();
+            return Ok(ReadResult {
+                version: seen.version,
+                outputs,
+            });
+        }
+        Err(Error::new(ErrorKind::TimedOut, io.object_subject(oid))
+            .with_detail("object kept changing during the read"))
+    })
+}
+
+/// Lists one page of object names.
+pub(crate) fn list_objects(conn: &Connection, io: &IoCtx, opts: &ListOptions) -> Result<ListPage> {
+    check_pool_ns(conn, io)?;
+    let max = match opts.max {
+        0 => limits::MAX_LIST_PAGE,
+        n => n.min(limits::MAX_LIST_PAGE),
+    };
+    let (from, inclusive) = match &opts.cursor {
+        Some(c) if c.as_str() >= opts.prefix.as_str() => (c.clone(), false),
+        _ => (opts.prefix.clone(), true),
+    };
+    let sql = if inclusive {
+        "SELECT name FROM objects WHERE pool = ?1 AND ns = ?2 AND snap = 0 AND present = 1 AND name >= ?3 ORDER BY name LIMIT ?4"
+    } else {
+        "SELECT name FROM objects WHERE pool = ?1 AND ns = ?2 AND snap = 0 AND present = 1 AND name > ?3 ORDER BY name LIMIT ?4"
+    };
+    let found: Vec<String> = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_map(
+                params![io.pool().0 as i64, io.namespace(), from, (max + 1) as i64],
+                |r| r.get(0),
+            )?
+            .collect()
+        })
+        .map_err(db_error)?;
+    let mut names = Vec::new();
+    let mut more = false;
+    for name in found {
+        if !name.starts_with(opts.prefix.as_str()) {
+            break;
+        }
+        if names.len() == max {
+            more = true;
+            break;
+        }
+        names.push(name);
+    }
+    let next = if more { names.last().cloned() } else { None };
+    Ok(ListPage { names, next })
+}
+
+/// Returns the clones and head of an object.
+pub(crate) fn list_snaps(conn: &Connection, io: &IoCtx, oid: &str) -> Result<SnapSet> {
+    let tx = conn.unchecked_transaction().map_err(db_error)?;
+    check_pool_ns(&tx, io)?;
+    let key = key_of(io, oid);
+    let head = rows::load_head(&tx, &key)
+        .map_err(db_error)?
+        .ok_or_else(|| Error::not_found(io.object_subject(oid)))?;
+    let clones = rows::load_clones(&tx, &key).map_err(db_error)?;
+    Ok(SnapSet {
+        seq: head.seq,
+        clones: clones.iter().map(|c| c.meta.info()).collect(),
+        head_size: head.present.then_some(head.size),
+    })
+}

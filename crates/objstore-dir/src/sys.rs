@@ -1,0 +1,181 @@
+//! Thin, safe wrappers over the Linux calls the backend needs and `std` does not offer:
+//! open-file-description byte-range locks, hole punching and data/hole seeking.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Takes an exclusive open-file-description lock on byte `offset` of `file`, waiting for it.
+///
+/// OFD locks belong to the open file description, not the process, so two threads using two
+/// descriptors exclude each other, and the kernel drops them when the process dies.
+pub fn ofd_lock(file: &File, offset: u64, wait: bool) -> io::Result<bool> {
+    let mut lock = flock_for(offset, libc::F_WRLCK as libc::c_short);
+    let cmd = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    loop {
+        // SAFETY: `lock` is a valid, initialised `struct flock` that outlives the call, and the
+        // descriptor is owned by `file`, which is borrowed for the duration of the call.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Releases the lock taken by [`ofd_lock`] on byte `offset`.
+pub fn ofd_unlock(file: &File, offset: u64) -> io::Result<()> {
+    let mut lock = flock_for(offset, libc::F_UNLCK as libc::c_short);
+    // SAFETY: as in `ofd_lock`.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn flock_for(offset: u64, kind: libc::c_short) -> libc::flock {
+    // SAFETY: `struct flock` is plain old data; all-zero is a valid value, and OFD locks
+    // require `l_pid` to be zero.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = offset as libc::off_t;
+    lock.l_len = 1;
+    lock
+}
+
+/// Deallocates `[offset, offset + length)` of `file` without changing its size; the range then
+/// reads as zeros.
+pub fn punch_hole(file: &File, offset: u64, length: u64) -> io::Result<()> {
+    if length == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain system call on a descriptor owned by `file`.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            length as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        return write_zeros(file, offset, length);
+    }
+    Err(err)
+}
+
+fn write_zeros(file: &File, offset: u64, length: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let end = (offset + length).min(len);
+    let zeros = vec![0u8; 1 << 20];
+    let mut pos = offset;
+    while pos < end {
+        let n = ((end - pos) as usize).min(zeros.len());
+        file.write_all_at(&zeros[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    // SAFETY: plain system call on a descriptor owned by `file`; `lseek` with SEEK_DATA or
+    // SEEK_HOLE does not move data, only the descriptor's offset, which this crate never uses
+    // (all I/O is positional).
+    let rc = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, whence) };
+    if rc >= 0 {
+        return Ok(Some(rc as u64));
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENXIO) {
+        Ok(None)
+    } else {
+        Err(err)
+    }
+}
+
+/// Returns the allocated ranges of `file` within `[offset, end)`, as `(start, end)` pairs.
+/// File systems without SEEK_DATA report the whole range as allocated.
+pub fn data_ranges(file: &File, offset: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut pos = offset;
+    while pos < end {
+        let start = match seek(file, pos, libc::SEEK_DATA) {
+            Ok(Some(start)) => start,
+            Ok(None) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                out.push((pos, end));
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        if start >= end {
+            break;
+        }
+        let stop = seek(file, start, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        out.push((start, stop));
+        pos = stop;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn punched_range_reads_zero_and_is_not_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        file.write_all_at(&vec![7u8; 1 << 20], 0).unwrap();
+        punch_hole(&file, 0, 512 << 10).unwrap();
+        let mut buf = [1u8; 16];
+        file.read_exact_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, [0u8; 16]);
+        let ranges = data_ranges(&file, 0, 1 << 20).unwrap();
+        assert!(ranges.iter().all(|(s, _)| *s >= 512 << 10), "{ranges:?}");
+        assert!(ranges.iter().any(|(_, e)| *e == 1 << 20));
+    }
+
+    #[test]
+    fn ofd_locks_exclude_other_descriptors_in_the_same_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks");
+        let a = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        let b = File::options().read(true).write(true).open(&path).unwrap();
+        assert!(ofd_lock(&a, 5, true).unwrap());
+        assert!(!ofd_lock(&b, 5, false).unwrap());
+        assert!(ofd_lock(&b, 6, false).unwrap());
+        ofd_unlock(&a, 5).unwrap();
+        assert!(ofd_lock(&b, 5, false).unwrap());
+    }
+}

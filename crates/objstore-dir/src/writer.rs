@@ -1,0 +1,675 @@
+//! The writer: one thread per store handle that owns the handle's writing database
+//! connection and performs every change, in the order requests arrive.
+//!
+//! # Locking
+//!
+//! Changes to one object are serialised across processes by an exclusive OFD lock on one byte
+//! (the object's *stripe*) of the `object.locks` file, held from reading the object's rows
+//! until its intent is applied. SQLite serialises the commits themselves. Stripe locks are
+//! taken before the transaction starts, blocking only when the writer holds none, so two
+//! writers can never wait for each other in a cycle.
+//!
+//! # Group commit
+//!
+//! Write requests that are queued together are planned one after another (each under its
+//! stripe lock) and committed in one transaction, then their intents are applied and the
+//! locks released. A request for an object already in the batch closes the batch first.
+//!
+//! # Crash safety
+//!
+//! A batch is visible only once its transaction commits. Before that, only private new files
+//! exist (reaped with the session if the process dies). After it, the committed intents are
+//! replayed by whoever next locks the object, or by the reaper of the dead session.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime};
+
+use rbdx_objstore::{Error, IoCtx, Result, SnapContext, SnapId, Subject, WriteOp};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use crate::db::{self, db_error};
+use crate::files::Files;
+use crate::intent::Intent;
+use crate::plan::{Change, MapStep, Outcome, Planner};
+use crate::rows::{self, CloneRow, HeadRow, ObjKey};
+use crate::session::FileIds;
+use crate::sys;
+
+/// Largest number of write requests committed together.
+const MAX_BATCH: usize = 64;
+/// How long the writer waits, idle, before cleaning up applied intents.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+/// How often an idle writer looks for dead sessions.
+const REAP_EVERY: Duration = Duration::from_secs(30);
+
+/// What every part of a store handle shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) files: Files,
+    pub(crate) client: u64,
+    pub(crate) addr: String,
+    /// Local watch channels by cookie.
+    pub(crate) watches: crate::notify::Watches,
+    /// Cookies of watches whose handle was dropped; their rows are deleted when idle.
+    pub(crate) dropped_watches: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+/// A write request.
+pub(crate) struct OperateRequest {
+    pub(crate) io: IoCtx,
+    pub(crate) oid: String,
+    pub(crate) op: WriteOp,
+    pub(crate) snapc: SnapContext,
+    pub(crate) reply: oneshot::Sender<Result<u64>>,
+}
+
+/// Work for the writer thread.
+pub(crate) enum Command {
+    Operate(OperateRequest),
+    Run(Box<dyn FnOnce(&mut Writer) + Send>),
+}
+
+/// What planning found and decided for one request.
+struct Planned {
+    head: Option<HeadRow>,
+    clones: Vec<CloneRow>,
+    /// Intents replayed before planning, deleted by the commit.
+    stale: Vec<i64>,
+    outcome: Outcome,
+}
+
+/// A request planned and ready to commit.
+struct Prepared {
+    req: OperateRequest,
+    key: ObjKey,
+    planned: Planned,
+}
+
+/// The version a committed request got and the id of its intent, if any.
+type Written = (u64, Option<i64>);
+
+/// The writer's state; lives on the writer thread.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) shared: Arc<Shared>,
+    stripes: File,
+    held: HashMap<u64, usize>,
+    pub(crate) ids: FileIds,
+    /// Intents this writer applied, not yet deleted: (intent id, object row id).
+    applied: Vec<(i64, i64)>,
+    last_reap: Instant,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("client", &self.shared.client)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::io(Subject::Store, e)
+}
+
+impl Writer {
+    pub(crate) fn new(conn: Connection, shared: Arc<Shared>) -> std::io::Result<Writer> {
+        let stripes = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(shared.files.layout().stripe_locks())?;
+        Ok(Writer {
+            conn,
+            shared,
+            stripes,
+            held: HashMap::new(),
+            ids: FileIds::default(),
+            applied: Vec::new(),
+            last_reap: Instant::now(),
+        })
+    }
+
+    /// Runs the writer loop until every sender is gone.
+    pub(crate) fn run(mut self, commands: Receiver<Command>) {
+        let mut carried: Option<Command> = None;
+        loop {
+            let command = match carried.take() {
+                Some(command) => command,
+                None => match commands.recv_timeout(IDLE_TICK) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.idle();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            match command {
+                Command::Run(job) => job(&mut self),
+                Command::Operate(first) => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match commands.try_recv() {
+                            Ok(Command::Operate(next)) => batch.push(next),
+                            Ok(other) => {
+                                carried = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.operate_batch(batch);
+                }
+            }
+        }
+        self.idle();
+    }
+
+    fn idle(&mut self) {
+        if let Err(e) = crate::watch::forget_dropped(self) {
+            tracing::warn!("forgetting dropped watches: {e}");
+        }
+        if let Err(e) = self.delete_applied() {
+            tracing::warn!("cleaning up applied intents: {e}");
+        }
+        if self.last_reap.elapsed() >= REAP_EVERY {
+            self.last_reap = Instant::now();
+            if let Err(e) = crate::reap::reap_dead_sessions(self) {
+                tracing::warn!("reaping dead sessions: {e}");
+            }
+            if let Err(e) = crate::reap::flush_if_much_garbage(self) {
+                tracing::warn!("collecting garbage: {e}");
+            }
+        }
+    }
+
+    /// Takes the stripe lock of `key`; with `wait == false`, returns `false` if it is held
+    /// elsewhere.
+    pub(crate) fn lock_stripe(&mut self, key: &ObjKey, wait: bool) -> Result<bool> {
+        let stripe = key.stripe();
+        if let Some(count) = self.held.get_mut(&stripe) {
+            *count += 1;
+            return Ok(true);
+        }
+        if !sys::ofd_lock(&self.stripes, stripe, wait).map_err(io_error)? {
+            return Ok(false);
+        }
+        self.held.insert(stripe, 1);
+        Ok(true)
+    }
+
+    /// Releases one hold of the stripe lock of `key`.
+    pub(crate) fn unlock_stripe(&mut self, key: &ObjKey) {
+        let stripe = key.stripe();
+        if let Some(count) = self.held.get_mut(&stripe) {
+            *count -= 1;
+            if *count == 0 {
+                self.held.remove(&stripe);
+                if let Err(e) = sys::ofd_unlock(&self.stripes, stripe) {
+                    tracing::warn!("releasing stripe lock {stripe}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Starts an immediate (writing) transaction.
+    pub(crate) fn begin(&mut self) -> Result<Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_error)
+    }
+
+    /// Deletes intents this writer applied earlier.
+    pub(crate) fn delete_applied(&mut self) -> Result<()> {
+        if self.applied.is_empty() {
+            return Ok(());
+        }
+        let applied = std::mem::take(&mut self.applied);
+        let tx = self.begin()?;
+        delete_intents(&tx, &applied).map_err(db_error)?;
+        tx.commit().map_err(db_error)
+    }
+
+    /// Applies every recorded intent of object row `obj` to its file and returns their ids.
+    /// The caller holds the object's stripe lock, so nobody else is applying them.
+    pub(crate) fn replay_intents(&mut self, pool: u64, obj: i64) -> Result<Vec<i64>> {
+        let mine: Vec<i64> = self
+            .applied
+            .iter()
+            .filter(|(_, o)| *o == obj)
+            .map(|(i, _)| *i)
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, body FROM intents WHERE obj = ?1 ORDER BY id")
+            .map_err(db_error)?;
+        let records: Vec<(i64, Vec<u8>)> = stmt
+            .query_map([obj], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(db_error)?;
+        drop(stmt);
+        let mut ids = Vec::with_capacity(records.len());
+        for (id, body) in records {
+            ids.push(id);
+            if mine.contains(&id) {
+                continue;
+            }
+            match Intent::decode(&body) {
+                Ok(intent) => {
+                    let file = self.shared.files.open(pool, intent.file);
+                    match file {
+                        Ok(file) => {
+                            intent.apply(&file).map_err(io_error)?;
+                            self.shared.files.mark_dirty(pool, intent.file);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_error(e)),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("dropping undecodable intent {id} of object row {obj}: {e}")
+                }
+            }
+        }
+        self.applied.retain(|(_, o)| *o != obj);
+        Ok(ids)
+    }
+
+    fn operate_batch(&mut self, batch: Vec<OperateRequest>) {
+        let mut prepared: Vec<Prepared> = Vec::new();
+        for req in batch {
+            let key = ObjKey {
+                pool: req.io.pool().0,
+                ns: req.io.namespace().to_owned(),
+                name: req.oid.clone(),
+            };
+            if prepared.iter().any(|p| p.key == key) {
+                self.commit_batch(std::mem::take(&mut prepared));
+            }
+            let locked = match self.lock_stripe(&key, prepared.is_empty()) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    self.commit_batch(std::mem::take(&mut prepared));
+                    self.lock_stripe(&key, true).map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = locked {
+                let _ = req.reply.send(Err(e));
+                continue;
+            }
+            match self.prepare(&req, &key) {
+                Ok(planned) => prepared.push(Prepared { req, key, planned }),
+                Err(e) => {
+                    self.unlock_stripe(&key);
+                    let _ = req.reply.send(Err(e));
+                }
+            }
+        }
+        self.commit_batch(prepared);
+    }
+
+    fn prepare(&mut self, req: &OperateRequest, key: &ObjKey) -> Result<Planned> {
+        check_pool_ns(&self.conn, &req.io)?;
+        let head = rows::load_head(&self.conn, key).map_err(db_error)?;
+        let clones = rows::load_clones(&self.conn, key).map_err(db_error)?;
+        let stale = match &head {
+            Some(h) if h.pending != 0 => self.replay_intents(key.pool, h.id)?,
+            _ => Vec::new(),
+        };
+        let head_id = head.as_ref().filter(|h| h.present).map(|h| h.id);
+        let conn = &self.conn;
+        let shared = self.shared.clone();
+        let ids = &mut self.ids;
+        let pool = key.pool;
+        let client = shared.client;
+        let removed = |snap: SnapId| -> bool {
+            conn.prepare_cached("SELECT 1 FROM removed_snaps WHERE pool = ?1 AND snap = ?2")
+                .and_then(|mut s| s.exists(params![pool as i64, snap.0 as i64]))
+                .unwrap_or(false)
+        };
+        let stored_xattr = |name: &str| -> Result<Option<bytes::Bytes>> {
+            let Some(id) = head_id else { return Ok(None) };
+            conn.prepare_cached("SELECT value FROM xattrs WHERE obj = ?1 AND name = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![id, name], |r| r.get::<_, Vec<u8>>(0))
+                        .optional()
+                })
+                .map(|v| v.map(bytes::Bytes::from))
+                .map_err(db_error)
+        };
+        let mut alloc = || ids.next(conn, client, pool).map_err(db_error);
+        let mut planner = Planner {
+            files: &shared.files,
+            pool,
+            io: &req.io,
+            oid: &req.oid,
+            alloc: &mut alloc,
+            stored_xattr: &stored_xattr,
+            removed_snap: &removed,
+        };
+        let mtime = db::to_nanos(SystemTime::now());
+        let outcome = planner.plan(&req.op, &req.snapc, head.as_ref(), &clones, mtime)?;
+        Ok(Planned {
+            head,
+            clones,
+            stale,
+            outcome,
+        })
+    }
+
+    fn commit_batch(&mut self, prepared: Vec<Prepared>) {
+        if prepared.is_empty() {
+            self.ids.batch_done();
+            return;
+        }
+        let client = self.shared.client;
+        let applied = std::mem::take(&mut self.applied);
+        let result: Result<Vec<Result<Written>>> = (|| {
+            let tx = self.begin()?;
+            delete_intents(&tx, &applied).map_err(db_error)?;
+            let mut results = Vec::with_capacity(prepared.len());
+            for p in &prepared {
+                results.push(write_prepared(&tx, p, client));
+            }
+            tx.commit().map_err(db_error)?;
+            Ok(results)
+        })();
+        match result {
+            Ok(results) => {
+                for (p, result) in prepared.into_iter().zip(results) {
+                    let reply = match result {
+                        Ok((version, intent_id)) => {
+                            self.after_commit(&p, intent_id);
+                            Ok(version)
+                        }
+                        Err(e) => {
+                            discard_files(&self.shared.files, &p);
+                            Err(e)
+                        }
+                    };
+                    self.unlock_stripe(&p.key);
+                    let _ = p.req.reply.send(reply);
+                }
+            }
+            Err(e) => {
+                self.applied = applied;
+                for p in prepared {
+                    discard_files(&self.shared.files, &p);
+                    self.unlock_stripe(&p.key);
+                    let _ = p.req.reply.send(Err(clone_error(&e)));
+                }
+            }
+        }
+        self.ids.batch_done();
+    }
+
+    fn after_commit(&mut self, p: &Prepared, intent_id: Option<i64>) {
+        let Outcome::Change(change) = &p.planned.outcome else {
+            return;
+        };
+        let (Some(intent), Some(id)) = (&change.intent, intent_id) else {
+            return;
+        };
+        let head_id = p.planned.head.as_ref().map(|h| h.id);
+        let applied = self
+            .shared
+            .files
+            .open(p.key.pool, intent.file)
+            .and_then(|file| intent.apply(&file));
+        match applied {
+            Ok(()) => {
+                self.shared.files.mark_dirty(p.key.pool, intent.file);
+                if let Some(obj) = head_id {
+                    self.applied.push((id, obj));
+                }
+            }
+            // The intent stays recorded: readers apply it to what they read, and the next
+            // writer of the object applies it again.
+            Err(e) => tracing::error!("applying committed intent {id}: {e}"),
+        }
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    Error::new(e.kind(), e.subject().clone()).with_detail(e.to_string())
+}
+
+fn discard_files(files: &Files, p: &Prepared) {
+    if let Outcome::Change(change) = &p.planned.outcome {
+        for file in &change.new_files {
+            let _ = files.unlink(p.key.pool, *file);
+        }
+    }
+}
+
+/// Checks that the pool and namespace of `io` exist.
+pub(crate) fn check_pool_ns(conn: &Connection, io: &IoCtx) -> Result<()> {
+    match rows::check_pool_ns(conn, io.pool().0, io.namespace()).map_err(db_error)? {
+        Ok(()) => Ok(()),
+        Err(true) => Err(Error::not_found(Subject::PoolId(io.pool()))),
+        Err(false) => Err(Error::not_found(io.namespace_subject())),
+    }
+}
+
+/// Deletes applied intents and clears the objects' pending marks where they still point at
+/// them.
+fn delete_intents(tx: &Transaction<'_>, applied: &[(i64, i64)]) -> rusqlite::Result<()> {
+    for (id, obj) in applied {
+        tx.prepare_cached("DELETE FROM intents WHERE id = ?1")?
+            .execute([id])?;
+        tx.prepare_cached("UPDATE objects SET pending = 0 WHERE id = ?1 AND pending = ?2")?
+            .execute([obj, id])?;
+    }
+    Ok(())
+}
+
+/// Allocates the next version of a pool.
+pub(crate) fn next_version(tx: &Transaction<'_>, pool: u64) -> rusqlite::Result<u64> {
+    tx.prepare_cached(
+        "UPDATE pools SET last_version = last_version + 1 WHERE id = ?1 RETURNING last_version",
+    )?
+    .query_row([pool as i64], |r| r.get::<_, i64>(0))
+    .map(|v| v as u64)
+}
+
+/// Deletes the omap, xattrs, locks and watches of an object row.
+pub(crate) fn delete_attachments(
+    tx: &Transaction<'_>,
+    obj: i64,
+    with_maps: bool,
+) -> rusqlite::Result<()> {
+    if with_maps {
+        tx.prepare_cached("DELETE FROM omap WHERE obj = ?1")?
+            .execute([obj])?;
+        tx.prepare_cached("DELETE FROM xattrs WHERE obj = ?1")?
+            .execute([obj])?;
+    }
+    tx.prepare_cached("DELETE FROM locks WHERE obj = ?1")?
+        .execute([obj])?;
+    tx.prepare_cached("DELETE FROM lock_holds WHERE obj = ?1")?
+        .execute([obj])?;
+    tx.prepare_cached("DELETE FROM watchers WHERE obj = ?1")?
+        .execute([obj])?;
+    Ok(())
+}
+
+fn apply_map_steps(
+    tx: &Transaction<'_>,
+    table: &str,
+    column: &str,
+    obj: i64,
+    steps: &[MapStep],
+) -> rusqlite::Result<()> {
+    for step in steps {
+        match step {
+            MapStep::Clear => {
+                tx.prepare_cached(&format!("DELETE FROM {table} WHERE obj = ?1"))?
+                    .execute([obj])?;
+            }
+            MapStep::Set(pairs) => {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO {table} (obj, {column}, value) VALUES (?1, ?2, ?3)"
+                ))?;
+                for (k, v) in pairs {
+                    stmt.execute(params![obj, k, &v[..]])?;
+                }
+            }
+            MapStep::Remove(keys) => {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE obj = ?1 AND {column} = ?2"
+                ))?;
+                for k in keys {
+                    stmt.execute(params![obj, k])?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one planned request; returns its version and the id of its intent.
+fn write_prepared(tx: &Transaction<'_>, p: &Prepared, client: u64) -> Result<Written> {
+    let change = match &p.planned.outcome {
+        Outcome::Unchanged(version) => return Ok((*version, None)),
+        Outcome::Change(change) => change,
+    };
+    match rows::check_pool_ns(tx, p.key.pool, &p.key.ns).map_err(db_error)? {
+        Ok(()) => {}
+        Err(true) => return Err(Error::not_found(Subject::PoolId(p.req.io.pool()))),
+        Err(false) => return Err(Error::not_found(p.req.io.namespace_subject())),
+    }
+    write_change(tx, p, change, client).map_err(db_error)
+}
+
+fn write_change(
+    tx: &Transaction<'_>,
+    p: &Prepared,
+    change: &Change,
+    client: u64,
+) -> rusqlite::Result<(u64, Option<i64>)> {
+    let key = &p.key;
+    let version = next_version(tx, key.pool)?;
+    let head = p.planned.head.as_ref();
+    for id in &p.planned.stale {
+        tx.prepare_cached("DELETE FROM intents WHERE id = ?1")?
+            .execute([id])?;
+    }
+    let mut new_clone_row = None;
+    if let (Some(clone), Some(h)) = (&change.clone, head) {
+        tx.prepare_cached(
+            "INSERT INTO objects (pool, ns, name, snap, present, size, version, mtime, file, seq, snaps, overlap, pending)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, 0, ?9, ?10, 0)",
+        )?
+        .execute(params![
+            key.pool as i64,
+            key.ns,
+            key.name,
+            clone.id.0 as i64,
+            clone.size as i64,
+            h.version as i64,
+            h.mtime,
+            h.file.map(|f| f as i64),
+            db::encode_snaps(&clone.snaps),
+            db::encode_extents(&clone.overlap),
+        ])?;
+        let row = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO omap (obj, key, value) SELECT ?1, key, value FROM omap WHERE obj = ?2",
+        )?
+        .execute([row, h.id])?;
+        tx.prepare_cached("INSERT INTO xattrs (obj, name, value) SELECT ?1, name, value FROM xattrs WHERE obj = ?2")?
+            .execute([row, h.id])?;
+        new_clone_row = Some(row);
+    }
+    if let Some((row, overlap)) = &change.overlap_update
+        && let Some(row) = row.or(new_clone_row)
+    {
+        tx.prepare_cached("UPDATE objects SET overlap = ?1 WHERE id = ?2")?
+            .execute(params![db::encode_extents(overlap), row])?;
+    }
+    let clones_remain = new_clone_row.is_some() || !p.planned.clones.is_empty();
+    let mut intent_id = None;
+    if change.present {
+        let head_id = match head {
+            Some(h) => {
+                tx.prepare_cached(
+                    "UPDATE objects SET present = 1, size = ?1, version = ?2, mtime = ?3, file = ?4, seq = ?5, pending = 0
+                     WHERE id = ?6",
+                )?
+                .execute(params![
+                    change.size as i64,
+                    version as i64,
+                    change.mtime,
+                    change.file.map(|f| f as i64),
+                    change.seq as i64,
+                    h.id
+                ])?;
+                h.id
+            }
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO objects (pool, ns, name, snap, present, size, version, mtime, file, seq, pending)
+                     VALUES (?1, ?2, ?3, 0, 1, ?4, ?5, ?6, ?7, ?8, 0)",
+                )?
+                .execute(params![
+                    key.pool as i64,
+                    key.ns,
+                    key.name,
+                    change.size as i64,
+                    version as i64,
+                    change.mtime,
+                    change.file.map(|f| f as i64),
+                    change.seq as i64
+                ])?;
+                tx.last_insert_rowid()
+            }
+        };
+        if change.removed {
+            delete_attachments(tx, head_id, false)?;
+        }
+        apply_map_steps(tx, "omap", "key", head_id, &change.omap)?;
+        apply_map_steps(tx, "xattrs", "name", head_id, &change.xattrs)?;
+        if let Some(intent) = &change.intent {
+            tx.prepare_cached("INSERT INTO intents (obj, client, body) VALUES (?1, ?2, ?3)")?
+                .execute(params![head_id, client as i64, intent.encode()])?;
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached("UPDATE objects SET pending = ?1 WHERE id = ?2")?
+                .execute([id, head_id])?;
+            intent_id = Some(id);
+        }
+    } else if let Some(h) = head {
+        delete_attachments(tx, h.id, true)?;
+        if clones_remain {
+            tx.prepare_cached(
+                "UPDATE objects SET present = 0, size = 0, file = NULL, version = ?1, seq = ?2, pending = 0 WHERE id = ?3",
+            )?
+            .execute(params![version as i64, change.seq as i64, h.id])?;
+        } else {
+            tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?
+                .execute([h.id])?;
+        }
+    }
+    if let Some(file) = change.drop_file {
+        tx.prepare_cached("INSERT INTO garbage (pool, file) VALUES (?1, ?2)")?
+            .execute(params![key.pool as i64, file as i64])?;
+    }
+    Ok((version, intent_id))
+}
+
+/// Starts the writer thread and returns the channel to it.
+pub(crate) fn spawn(
+    writer: Writer,
+) -> std::io::Result<(mpsc::Sender<Command>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("rbdx-dir-writer-{}", writer.shared.client))
+        .spawn(move || writer.run(rx))?;
+    Ok((tx, handle))
+}
