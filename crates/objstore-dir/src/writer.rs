@@ -378,7 +378,9 @@ impl Writer {
             for p in &prepared {
                 results.push(write_prepared(&tx, p, client));
             }
+            failpoint("before-commit");
             tx.commit().map_err(db_error)?;
+            failpoint("after-commit");
             Ok(results)
         })();
         match result {
@@ -661,6 +663,20 @@ fn write_change(
             .execute(params![key.pool as i64, file as i64])?;
     }
     Ok((version, intent_id))
+}
+
+/// Aborts the process at the named point when `RBDX_DIR_FAILPOINT` names it. Recovery tests
+/// use it to die exactly between planning and commit (`before-commit`) or between commit and
+/// the application of intents (`after-commit`).
+fn failpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if POINT
+        .get_or_init(|| std::env::var("RBDX_DIR_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        std::process::abort();
+    }
 }
 
 /// Starts the writer thread and returns the channel to it.

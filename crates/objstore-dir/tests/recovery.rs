@@ -1,0 +1,190 @@
+//! Recovery of the `dir` backend from a process that dies at the two critical points of a
+//! write: after preparing new files but before the commit, and after the commit but before
+//! its redo intent is applied to the data file.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytes::Bytes;
+use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, PoolId};
+use rbdx_objstore_dir::DirStore;
+
+const CHILD_ENV: &str = "RBDX_RECOVERY_CHILD";
+
+/// Runs `op` (`patch` or `replace`) in a child that dies at `point`.
+fn run_child(dir: &Path, pool: PoolId, op: &str, point: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new(exe)
+        .args([
+            "recovery_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(CHILD_ENV, format!("{}|{}|{op}", dir.display(), pool.0))
+        .env("RBDX_DIR_FAILPOINT", point)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must die at the failpoint");
+}
+
+/// The child: applies one write, which aborts the process at the failpoint.
+#[test]
+fn recovery_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = DirStore::open(PathBuf::from(parts[0])).unwrap();
+        let io = IoCtx::new(PoolId(parts[1].parse().unwrap()));
+        match parts[2] {
+            "patch" => store
+                .write(&io, "obj", 4096, Bytes::from(vec![b'N'; 4096]))
+                .await
+                .unwrap(),
+            _ => store
+                .write_full(&io, "obj", Bytes::from(vec![b'R'; 100_000]))
+                .await
+                .unwrap(),
+        };
+    });
+    std::process::exit(0);
+}
+
+fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.join("pools")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path)
+            } else {
+                out.push(path)
+            }
+        }
+    }
+    out
+}
+
+fn count(dir: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("meta.db")).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+async fn setup(dir: &Path) -> (DirStore, IoCtx) {
+    let store = DirStore::open(dir).unwrap();
+    let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
+    store
+        .write_full(&io, "obj", Bytes::from(vec![b'O'; 16384]))
+        .await
+        .unwrap();
+    (store, io)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn death_after_commit_is_seen_by_readers_and_replayed_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, io) = setup(dir.path()).await;
+    run_child(dir.path(), io.pool(), "patch", "after-commit");
+    let mut expect = vec![b'O'; 16384];
+    expect[4096..8192].fill(b'N');
+    assert_eq!(
+        count(dir.path(), "SELECT count(*) FROM intents"),
+        1,
+        "the intent is still recorded"
+    );
+    assert_eq!(
+        store.read(&io, "obj", 0, None).await.unwrap(),
+        expect,
+        "readers apply the recorded intent"
+    );
+
+    let reopened = DirStore::open(dir.path()).unwrap();
+    assert_eq!(
+        count(dir.path(), "SELECT count(*) FROM intents"),
+        0,
+        "reopening replays and drops it"
+    );
+    assert_eq!(reopened.read(&io, "obj", 0, None).await.unwrap(), expect);
+    assert_eq!(
+        count(dir.path(), "SELECT count(*) FROM clients"),
+        2,
+        "the dead session is gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn death_before_commit_changes_nothing_and_leaves_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, io) = setup(dir.path()).await;
+    let before = data_files(dir.path());
+    run_child(dir.path(), io.pool(), "replace", "before-commit");
+    assert_eq!(
+        data_files(dir.path()).len(),
+        before.len() + 1,
+        "the child's new file is left behind"
+    );
+    assert_eq!(
+        store.read(&io, "obj", 0, None).await.unwrap(),
+        vec![b'O'; 16384]
+    );
+
+    let reopened = DirStore::open(dir.path()).unwrap();
+    assert_eq!(
+        data_files(dir.path()),
+        before,
+        "reopening deletes the uncommitted file"
+    );
+    assert_eq!(
+        reopened.read(&io, "obj", 0, None).await.unwrap(),
+        vec![b'O'; 16384]
+    );
+    reopened
+        .write(&io, "obj", 0, Bytes::from_static(b"ok"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_deletes_replaced_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, io) = setup(dir.path()).await;
+    for round in 0..5u8 {
+        store
+            .write_full(&io, "obj", Bytes::from(vec![round; 8192]))
+            .await
+            .unwrap();
+    }
+    assert!(
+        data_files(dir.path()).len() > 1,
+        "replaced files wait for a flush"
+    );
+    store.flush().await.unwrap();
+    assert_eq!(data_files(dir.path()).len(), 1);
+    assert_eq!(count(dir.path(), "SELECT count(*) FROM garbage"), 0);
+    assert_eq!(
+        store.read(&io, "obj", 0, None).await.unwrap(),
+        vec![4u8; 8192]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_file_or_a_missing_store_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let err = DirStore::open(&file).unwrap_err();
+    assert_eq!(err.kind(), rbdx_objstore::ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    let missing = dir.path().join("missing");
+    let opts = rbdx_objstore_dir::DirOptions::default().with_create(false);
+    let err = DirStore::open_opts(&missing, opts).unwrap_err();
+    assert_eq!(err.kind(), rbdx_objstore::ErrorKind::NotFound);
+    assert!(!missing.exists(), "nothing is created");
+}
