@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::db::{self, db_error};
 use crate::rows::{self, ObjKey};
-use crate::writer::{Writer, check_pool_ns, delete_attachments};
+use crate::writer::{Writer, check_pool_ns, delete_attachments, note_removed};
 
 /// Creates a pool.
 pub(crate) fn pool_create(w: &mut Writer, name: &str) -> Result<PoolId> {
@@ -38,14 +38,7 @@ pub(crate) fn pool_remove(w: &mut Writer, name: &str) -> Result<()> {
         .optional()
         .map_err(db_error)?;
     let id = id.ok_or_else(|| Error::not_found(Subject::Pool(name.to_owned())))?;
-    for table in [
-        "omap",
-        "xattrs",
-        "locks",
-        "lock_holds",
-        "watchers",
-        "intents",
-    ] {
+    for table in ["omap", "xattrs", "locks", "lock_holds", "watchers"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE obj IN (SELECT id FROM objects WHERE pool = ?1)"),
             [id],
@@ -304,6 +297,9 @@ fn trim_object(w: &mut Writer, key: &ObjKey, snap: SnapId) -> Result<()> {
         delete_attachments(&tx, head.id, true).map_err(db_error)?;
         tx.execute("DELETE FROM objects WHERE id = ?1", [head.id])
             .map_err(db_error)?;
+        note_removed(&tx, key.pool, head.version).map_err(db_error)?;
     }
-    tx.commit().map_err(db_error)
+    tx.commit().map_err(db_error)?;
+    w.released += dropped.len() as u64;
+    Ok(())
 }

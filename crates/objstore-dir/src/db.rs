@@ -20,15 +20,22 @@ use rusqlite::{Connection, OpenFlags};
 /// The schema version this code reads and writes. Never reuse a number.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
+/// SQLite page size: large enough that a row with a 4 KiB intent fits in its page, small
+/// enough that rewriting that page costs little more than the intent.
+const PAGE_SIZE: i64 = 8192;
+
 /// Table definitions. The `objects` table holds heads (`snap = 0`) and clones (`snap` = clone
-/// id); omap, xattrs, locks and watches hang off an object row id.
+/// id); a head carries the redo intent of its last in-place change until it is known to be
+/// applied; omap, xattrs, locks and watches hang off an object row id. `pools.removed_version`
+/// is the highest version of an object removed without a trace, so a recreated object starts
+/// above it.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pools (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     snap_seq INTEGER NOT NULL DEFAULT 0,
-    last_version INTEGER NOT NULL DEFAULT 0
+    removed_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS removed_snaps (
     pool INTEGER NOT NULL, snap INTEGER NOT NULL, PRIMARY KEY (pool, snap)
@@ -51,25 +58,17 @@ CREATE TABLE IF NOT EXISTS objects (
     seq INTEGER NOT NULL DEFAULT 0,
     snaps BLOB,
     overlap BLOB,
-    pending INTEGER NOT NULL DEFAULT 0,
+    intent BLOB,
     UNIQUE (pool, ns, name, snap)
 );
-CREATE INDEX IF NOT EXISTS objects_clones ON objects (pool, snap) WHERE snap > 0;
-CREATE INDEX IF NOT EXISTS objects_file ON objects (file) WHERE file IS NOT NULL;
+CREATE INDEX IF NOT EXISTS objects_clones ON objects (pool, snap);
+CREATE INDEX IF NOT EXISTS objects_file ON objects (file);
 CREATE TABLE IF NOT EXISTS omap (
     obj INTEGER NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (obj, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS xattrs (
     obj INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (obj, name)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS intents (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    obj INTEGER NOT NULL,
-    client INTEGER NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS intents_obj ON intents (obj);
-CREATE INDEX IF NOT EXISTS intents_client ON intents (client);
 CREATE TABLE IF NOT EXISTS clients (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     addr TEXT NOT NULL,
@@ -142,12 +141,19 @@ pub(crate) fn open(path: &Path) -> rusqlite::Result<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(60))?;
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    // Plans must not depend on bound values: otherwise SQLite re-prepares statements whenever
+    // a binding changes, which cost a fifth of the writer's time on small writes.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 

@@ -228,18 +228,35 @@ impl Files {
     }
 }
 
+/// Largest single `pwrite` into a data file.
+///
+/// Linux builds page-cache folios as large as the write that creates them. On ext4 a single
+/// 4 MiB write into a new file is several times slower than the same bytes in smaller pieces,
+/// and every later 4 KiB overwrite inside a large folio costs several times as much, because
+/// the whole folio is prepared and dirtied (measured on Linux 6.18: 12 us inside folios made
+/// by 4 MiB writes, 2.4 us inside folios made by 64 KiB writes). Object stores see many small
+/// overwrites of large objects, so data goes in pieces.
+pub(crate) const WRITE_CHUNK: usize = 64 << 10;
+
+/// Writes `data` at `offset` in pieces of at most [`WRITE_CHUNK`] bytes.
+pub(crate) fn write_chunked(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = (pos + WRITE_CHUNK).min(data.len());
+        file.write_all_at(&data[pos..end], offset + pos as u64)?;
+        pos = end;
+    }
+    Ok(())
+}
+
 /// Reads `[offset, end)` of a file whose bytes past its length read as zeros.
 pub(crate) fn read_range(file: Option<&File>, offset: u64, end: u64) -> io::Result<Vec<u8>> {
-    let mut out = vec![0u8; end.saturating_sub(offset) as usize];
-    let Some(file) = file else { return Ok(out) };
-    let mut filled = 0usize;
-    while filled < out.len() {
-        let n = file.read_at(&mut out[filled..], offset + filled as u64)?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
+    let len = end.saturating_sub(offset) as usize;
+    let Some(file) = file else {
+        return Ok(vec![0u8; len]);
+    };
+    let mut out = sys::pread_new(file, offset, len)?;
+    out.resize(len, 0);
     Ok(out)
 }
 
@@ -288,8 +305,7 @@ fn copy_range(src: &File, dst: &File, start: u64, end: u64) -> io::Result<()> {
             | Some(libc::EOPNOTSUPP)
             | Some(libc::EINVAL) => {
                 let data = read_range(Some(src), pos, end)?;
-                dst.write_all_at(&data, pos)?;
-                return Ok(());
+                return write_chunked(dst, &data, pos);
             }
             _ => return Err(err),
         }

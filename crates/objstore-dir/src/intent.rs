@@ -24,7 +24,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 
@@ -170,7 +169,7 @@ impl Intent {
     pub(crate) fn apply(&self, file: &File) -> io::Result<()> {
         for action in &self.actions {
             match action {
-                Action::Write { offset, data } => file.write_all_at(data, *offset)?,
+                Action::Write { offset, data } => crate::files::write_chunked(file, data, *offset)?,
                 Action::Punch { offset, length } => {
                     let len = file.metadata()?.len();
                     let end = (offset + length).min(len);
@@ -256,6 +255,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     fn sample() -> Intent {
         Intent {

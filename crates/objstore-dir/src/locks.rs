@@ -15,7 +15,7 @@ use crate::db::{self, db_error};
 use crate::files::Layout;
 use crate::rows::{self, ObjKey};
 use crate::session;
-use crate::writer::{Writer, check_pool_ns, next_version};
+use crate::writer::{Writer, check_pool_ns, removed_version};
 
 fn key_of(io: &IoCtx, oid: &str) -> ObjKey {
     ObjKey {
@@ -100,8 +100,7 @@ fn store_state(
     Ok(())
 }
 
-fn touch(tx: &Transaction<'_>, pool: u64, obj: i64) -> rusqlite::Result<()> {
-    let version = next_version(tx, pool)?;
+fn touch(tx: &Transaction<'_>, obj: i64, version: u64) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE objects SET version = ?1, mtime = ?2 WHERE id = ?3",
         params![version as i64, db::to_nanos(SystemTime::now()), obj],
@@ -130,6 +129,10 @@ pub(crate) fn lock(w: &mut Writer, io: &IoCtx, oid: &str, opts: &LockOptions) ->
             name: opts.name.clone(),
         };
         let next = LockState::acquire(current, &me, opts, SystemTime::now(), subject)?;
+        let version = match &head {
+            Some(h) => h.version + 1,
+            None => removed_version(&tx, key.pool).map_err(db_error)? + 1,
+        };
         let obj = match head {
             Some(h) if h.present => h.id,
             Some(h) => {
@@ -142,8 +145,8 @@ pub(crate) fn lock(w: &mut Writer, io: &IoCtx, oid: &str, opts: &LockOptions) ->
             }
             None => {
                 tx.execute(
-                    "INSERT INTO objects (pool, ns, name, snap, present, size, version, mtime, file, seq, pending)
-                     VALUES (?1, ?2, ?3, 0, 1, 0, 0, 0, NULL, 0, 0)",
+                    "INSERT INTO objects (pool, ns, name, snap, present, size, version, mtime, file, seq)
+                     VALUES (?1, ?2, ?3, 0, 1, 0, 0, 0, NULL, 0)",
                     params![key.pool as i64, key.ns, key.name],
                 )
                 .map_err(db_error)?;
@@ -151,7 +154,7 @@ pub(crate) fn lock(w: &mut Writer, io: &IoCtx, oid: &str, opts: &LockOptions) ->
             }
         };
         store_state(&tx, obj, &opts.name, &next).map_err(db_error)?;
-        touch(&tx, key.pool, obj).map_err(db_error)?;
+        touch(&tx, obj, version).map_err(db_error)?;
         tx.commit().map_err(db_error)
     })();
     w.unlock_stripe(&key);
@@ -186,7 +189,7 @@ pub(crate) fn release(
         state.expire(SystemTime::now());
         state.release(client, cookie, subject)?;
         store_state(&tx, head.id, name, &state).map_err(db_error)?;
-        touch(&tx, key.pool, head.id).map_err(db_error)?;
+        touch(&tx, head.id, head.version + 1).map_err(db_error)?;
         tx.commit().map_err(db_error)
     })();
     w.unlock_stripe(&key);

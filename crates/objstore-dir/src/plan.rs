@@ -45,6 +45,8 @@ pub(crate) struct Change {
     pub(crate) file: Option<u64>,
     /// Files made for this change; deleted if it is not committed.
     pub(crate) new_files: Vec<u64>,
+    /// The new head file, still to be filled before the commit.
+    pub(crate) fresh: Option<Fresh>,
     /// The head's previous file, no longer used by anything after the commit.
     pub(crate) drop_file: Option<u64>,
     pub(crate) intent: Option<Intent>,
@@ -68,6 +70,46 @@ pub(crate) enum Outcome {
     Change(Box<Change>),
 }
 
+/// A new private data file and how to fill it. Filling (copying and writing bytes) is deferred
+/// to [`Fresh::materialize`], so the writer can fill the files of a whole batch in parallel.
+#[derive(Debug)]
+pub(crate) struct Fresh {
+    pub(crate) file: u64,
+    handle: Arc<File>,
+    /// A file whose allocated bytes (up to the given length) are copied in first.
+    source: Option<(u64, u64)>,
+    actions: Vec<Action>,
+    /// The object's final size; the file is cut to it.
+    size: u64,
+}
+
+impl Fresh {
+    /// Returns the number of bytes filling will write, to decide whether to fill in parallel.
+    pub(crate) fn weight(&self) -> u64 {
+        let copy = self.source.map_or(0, |(_, len)| len);
+        copy + Intent {
+            file: self.file,
+            actions: self.actions.clone(),
+        }
+        .data_len() as u64
+    }
+
+    /// Copies the source in, applies the queued actions and cuts the file to size.
+    pub(crate) fn materialize(&mut self, files: &Files, pool: u64) -> std::io::Result<()> {
+        if let Some((source, len)) = self.source.take() {
+            let src = files.open(pool, source)?;
+            files::copy_sparse(&src, &self.handle, len)?;
+        }
+        let actions = std::mem::take(&mut self.actions);
+        Intent {
+            file: self.file,
+            actions,
+        }
+        .apply(&self.handle)?;
+        trim_to(&self.handle, self.size)
+    }
+}
+
 /// The head's data while planning.
 #[derive(Debug)]
 enum Work {
@@ -82,7 +124,7 @@ enum Work {
     /// The committed file now belongs to the new clone; copy it before changing anything.
     Shared { file: u64 },
     /// A new private file.
-    Fresh { file: u64, handle: Arc<File> },
+    Fresh(Fresh),
 }
 
 /// Everything planning needs from the writer.
@@ -138,27 +180,24 @@ impl<'p, 'a> Eval<'p, 'a> {
             .create(self.p.pool, id)
             .map_err(|e| io_err(self.p, e))?;
         self.new_files.push(id);
-        if let Some((source, actions)) = from {
-            let src = self
-                .p
-                .files
-                .open(self.p.pool, source)
-                .map_err(|e| io_err(self.p, e))?;
-            files::copy_sparse(&src, &handle, self.size).map_err(|e| io_err(self.p, e))?;
-            let intent = Intent {
-                file: id,
-                actions: actions.to_vec(),
-            };
-            intent.apply(&handle).map_err(|e| io_err(self.p, e))?;
-        }
+        let (source, actions) = match from {
+            Some((source, actions)) => (Some((source, self.size)), actions.to_vec()),
+            None => (None, Vec::new()),
+        };
         self.discard_fresh();
-        self.work = Work::Fresh { file: id, handle };
+        self.work = Work::Fresh(Fresh {
+            file: id,
+            handle,
+            source,
+            actions,
+            size: self.size,
+        });
         Ok(())
     }
 
     /// Deletes the current fresh file, if any, as something newer replaces it.
     fn discard_fresh(&mut self) {
-        if let Work::Fresh { file, .. } = self.work {
+        if let Work::Fresh(Fresh { file, .. }) = self.work {
             let _ = self.p.files.unlink(self.p.pool, file);
             self.new_files.retain(|f| *f != file);
             self.work = Work::None;
@@ -185,15 +224,10 @@ impl<'p, 'a> Eval<'p, 'a> {
         }
     }
 
-    fn apply_fresh(&self, action: &Action) -> Result<()> {
-        if let Work::Fresh { file, handle } = &self.work {
-            let intent = Intent {
-                file: *file,
-                actions: vec![action.clone()],
-            };
-            intent.apply(handle).map_err(|e| io_err(self.p, e))?;
+    fn apply_fresh(&mut self, action: Action) {
+        if let Work::Fresh(fresh) = &mut self.work {
+            fresh.actions.push(action);
         }
-        Ok(())
     }
 
     fn queue(&mut self, action: Action) -> Result<()> {
@@ -206,7 +240,10 @@ impl<'p, 'a> Eval<'p, 'a> {
                 actions.push(action);
                 self.writable()
             }
-            Work::Fresh { .. } => self.apply_fresh(&action),
+            Work::Fresh(_) => {
+                self.apply_fresh(action);
+                Ok(())
+            }
             Work::None | Work::Shared { .. } => Ok(()),
         }
     }
@@ -230,13 +267,19 @@ impl<'p, 'a> Eval<'p, 'a> {
         (self.p.stored_xattr)(name)
     }
 
-    fn read(&self, offset: u64, end: u64) -> Result<Vec<u8>> {
+    fn read(&mut self, offset: u64, end: u64) -> Result<Vec<u8>> {
         let clipped = end.min(self.size).max(offset);
+        let (files, pool) = (self.p.files, self.p.pool);
+        if let Work::Fresh(fresh) = &mut self.work {
+            fresh.size = self.size;
+            fresh
+                .materialize(files, pool)
+                .map_err(|e| io_err(self.p, e))?;
+        }
         let mut out = match &self.work {
             Work::None => vec![0; (clipped - offset) as usize],
-            Work::Fresh { handle, .. } => {
-                files::read_range(Some(handle), offset, clipped).map_err(|e| io_err(self.p, e))?
-            }
+            Work::Fresh(fresh) => files::read_range(Some(&fresh.handle), offset, clipped)
+                .map_err(|e| io_err(self.p, e))?,
             Work::InPlace { file, .. } | Work::Shared { file } => {
                 let handle = self
                     .p
@@ -337,10 +380,10 @@ impl<'p, 'a> Eval<'p, 'a> {
                 self.drop_data();
                 if !data.is_empty() {
                     self.fresh(None)?;
-                    self.apply_fresh(&Action::Write {
+                    self.apply_fresh(Action::Write {
                         offset: 0,
                         data: data.clone(),
-                    })?;
+                    });
                 }
                 self.size = data.len() as u64;
                 self.cut(0);
@@ -481,20 +524,16 @@ impl Planner<'_> {
             }
             return Err(e);
         }
-        let (file, intent) = match std::mem::replace(&mut eval.work, Work::None) {
-            Work::None | Work::Shared { .. } => (None, None),
+        let (file, intent, fresh) = match std::mem::replace(&mut eval.work, Work::None) {
+            Work::None | Work::Shared { .. } => (None, None, None),
             Work::InPlace { file, actions, .. } => (
                 Some(file),
                 (!actions.is_empty()).then_some(Intent { file, actions }),
+                None,
             ),
-            Work::Fresh { file, handle } => {
-                if let Err(e) = trim_to(&handle, eval.size) {
-                    for file in eval.new_files.drain(..) {
-                        let _ = eval.p.files.unlink(eval.p.pool, file);
-                    }
-                    return Err(io_err(eval.p, e));
-                }
-                (Some(file), None)
+            Work::Fresh(mut fresh) => {
+                fresh.size = eval.size;
+                (Some(fresh.file), None, Some(fresh))
             }
         };
         let clone = cloning.then(|| CloneMeta {
@@ -525,6 +564,7 @@ impl Planner<'_> {
             mtime,
             file: if eval.exists { file } else { None },
             new_files: std::mem::take(&mut eval.new_files),
+            fresh: if eval.exists { fresh } else { None },
             drop_file,
             intent: if eval.exists { intent } else { None },
             clone,

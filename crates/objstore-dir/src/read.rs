@@ -121,8 +121,8 @@ fn metadata(
         }
     };
     let (row_id, is_head) = target;
-    let (version, size, mtime, file, pending): (i64, i64, i64, Option<i64>, i64) = tx
-        .prepare_cached("SELECT version, size, mtime, file, pending FROM objects WHERE id = ?1")
+    let (version, size, mtime, file, intent): (i64, i64, i64, Option<i64>, Option<Vec<u8>>) = tx
+        .prepare_cached("SELECT version, size, mtime, file, intent FROM objects WHERE id = ?1")
         .and_then(|mut s| {
             s.query_row([row_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -131,18 +131,12 @@ fn metadata(
         .map_err(db_error)?;
     let file = file.map(|f| f as u64);
     let mut intents = Vec::new();
-    if is_head && pending != 0 {
-        let bodies: Vec<Vec<u8>> = tx
-            .prepare_cached("SELECT body FROM intents WHERE obj = ?1 ORDER BY id")
-            .and_then(|mut s| s.query_map([row_id], |r| r.get(0))?.collect())
-            .map_err(db_error)?;
-        for body in bodies {
-            let intent = Intent::decode(&body).map_err(|e| {
-                Error::new(ErrorKind::Corrupt, io.object_subject(oid)).with_detail(e.to_string())
-            })?;
-            if Some(intent.file) == file {
-                intents.push(intent);
-            }
+    if let (true, Some(body)) = (is_head, intent) {
+        let intent = Intent::decode(&body).map_err(|e| {
+            Error::new(ErrorKind::Corrupt, io.object_subject(oid)).with_detail(e.to_string())
+        })?;
+        if Some(intent.file) == file {
+            intents.push(intent);
         }
     }
     let mut outputs = Vec::with_capacity(op.steps().len());

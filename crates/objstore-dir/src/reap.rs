@@ -4,7 +4,9 @@
 //! Replaced or trimmed data files are not deleted when their rows stop referring to them:
 //! they are recorded in `garbage` and deleted only after a WAL sync has made the change that
 //! released them durable, so a power loss can never leave metadata that points at a deleted
-//! file.
+//! file. A writer collects garbage after a flush and whenever it has released
+//! [`GARBAGE_BATCH`] files since the last collection; deleting replaced files early also drops
+//! their dirty pages before the kernel spends disk bandwidth writing them back.
 
 use rbdx_objstore::{Result, Subject};
 use rusqlite::params;
@@ -16,61 +18,69 @@ use crate::writer::Writer;
 
 /// Garbage rows deleted per transaction.
 const GARBAGE_CHUNK: i64 = 512;
-/// Garbage rows that make an idle writer flush on its own.
-pub(crate) const GARBAGE_HIGH_WATER: i64 = 4096;
+/// Files a writer releases before it syncs the WAL and deletes garbage on its own.
+pub(crate) const GARBAGE_BATCH: u64 = 64;
 
 fn io(e: std::io::Error) -> rbdx_objstore::Error {
     rbdx_objstore::Error::io(Subject::Store, e)
 }
 
-/// Reaps every session whose process is gone.
+/// Reaps every session whose process is gone: applies every recorded intent (some may be
+/// theirs), then deletes their uncommitted files and their rows.
 pub(crate) fn reap_dead_sessions(w: &mut Writer) -> Result<()> {
     let layout = w.shared.files.layout().clone();
-    let dead = session::dead_sessions(&w.conn, &layout).map_err(db_error)?;
+    let dead: Vec<_> = session::dead_sessions(&w.conn, &layout)
+        .map_err(db_error)?
+        .into_iter()
+        .filter(|(client, _)| *client != w.shared.client)
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    settle_intents(w)?;
     for (client, token) in dead {
-        if client == w.shared.client {
-            continue;
-        }
         reap_session(w, client)?;
         session::remove_session_file(&layout, &token);
     }
     Ok(())
 }
 
-fn reap_session(w: &mut Writer, client: u64) -> Result<()> {
-    let objects: Vec<i64> = w
+/// Applies and clears every recorded intent, each under its object's stripe lock (so no live
+/// writer is applying it at the same time).
+fn settle_intents(w: &mut Writer) -> Result<()> {
+    let rows: Vec<i64> = w
         .conn
-        .prepare("SELECT DISTINCT obj FROM intents WHERE client = ?1")
-        .and_then(|mut s| s.query_map([client as i64], |r| r.get(0))?.collect())
+        .prepare("SELECT id FROM objects WHERE intent IS NOT NULL")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .map_err(db_error)?;
-    for obj in objects {
-        let key = rows::load_key(&w.conn, obj).map_err(db_error)?;
-        let Some(key) = key else {
-            w.conn
-                .execute("DELETE FROM intents WHERE obj = ?1", [obj])
-                .map_err(db_error)?;
+    for row in rows {
+        let Some(key) = rows::load_key(&w.conn, row).map_err(db_error)? else {
             continue;
         };
         w.lock_stripe(&key, true)?;
         let result = (|| {
-            let ids = w.replay_intents(key.pool, obj)?;
+            let Some(head) = rows::load_head(&w.conn, &key).map_err(db_error)? else {
+                return Ok(());
+            };
+            if head.intent.is_none() {
+                return Ok(());
+            }
+            w.replay_intent(key.pool, &head)?;
             let tx = w.begin()?;
-            for id in &ids {
-                tx.execute("DELETE FROM intents WHERE id = ?1", [id])
-                    .map_err(db_error)?;
-            }
-            if let Some(max) = ids.iter().max() {
-                tx.execute(
-                    "UPDATE objects SET pending = 0 WHERE id = ?1 AND pending <= ?2",
-                    [obj, *max],
-                )
-                .map_err(db_error)?;
-            }
+            tx.execute(
+                "UPDATE objects SET intent = NULL WHERE id = ?1 AND version = ?2",
+                params![head.id, head.version as i64],
+            )
+            .map_err(db_error)?;
             tx.commit().map_err(db_error)
         })();
         w.unlock_stripe(&key);
         result?;
     }
+    Ok(())
+}
+
+fn reap_session(w: &mut Writer, client: u64) -> Result<()> {
     let ranges: Vec<(u64, u64, u64)> = w
         .conn
         .prepare("SELECT pool, lo, hi FROM file_ranges WHERE client = ?1")
@@ -147,6 +157,12 @@ pub(crate) fn remove_orphan_pool_dirs(w: &mut Writer) -> Result<()> {
 /// changes.
 pub(crate) fn flush(w: &mut Writer) -> Result<()> {
     w.shared.files.sync_dirty().map_err(io)?;
+    sync_wal_and_collect(w)
+}
+
+/// Syncs the WAL, which makes every commit so far durable, then deletes the files those
+/// commits released.
+pub(crate) fn sync_wal_and_collect(w: &mut Writer) -> Result<()> {
     let upto: Option<i64> = w
         .conn
         .query_row("SELECT max(id) FROM garbage", [], |r| r.get(0))
@@ -155,6 +171,7 @@ pub(crate) fn flush(w: &mut Writer) -> Result<()> {
     if let Some(upto) = upto {
         collect_garbage(w, upto)?;
     }
+    w.released = 0;
     Ok(())
 }
 
@@ -213,15 +230,10 @@ fn collect_garbage(w: &mut Writer, upto: i64) -> Result<()> {
     }
 }
 
-/// Flushes when enough garbage has piled up, so disk space comes back without explicit
-/// flushes.
-pub(crate) fn flush_if_much_garbage(w: &mut Writer) -> Result<()> {
-    let count: i64 = w
-        .conn
-        .query_row("SELECT count(*) FROM garbage", [], |r| r.get(0))
-        .map_err(db_error)?;
-    if count >= GARBAGE_HIGH_WATER {
-        flush(w)
+/// Collects garbage once this writer has released enough files.
+pub(crate) fn collect_if_due(w: &mut Writer) -> Result<()> {
+    if w.released >= GARBAGE_BATCH {
+        sync_wal_and_collect(w)
     } else {
         Ok(())
     }

@@ -42,7 +42,8 @@ pub(crate) struct HeadRow {
     pub(crate) mtime: i64,
     pub(crate) file: Option<u64>,
     pub(crate) seq: u64,
-    pub(crate) pending: i64,
+    /// The encoded redo intent of the last in-place change, until it is known to be applied.
+    pub(crate) intent: Option<Vec<u8>>,
 }
 
 /// A clone row.
@@ -55,7 +56,7 @@ pub(crate) struct CloneRow {
     pub(crate) mtime: i64,
 }
 
-const HEAD_COLUMNS: &str = "id, present, size, version, mtime, file, seq, pending";
+const HEAD_COLUMNS: &str = "id, present, size, version, mtime, file, seq, intent";
 
 fn head_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HeadRow> {
     Ok(HeadRow {
@@ -66,7 +67,7 @@ fn head_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HeadRow> {
         mtime: r.get(4)?,
         file: r.get::<_, Option<i64>>(5)?.map(|f| f as u64),
         seq: r.get::<_, i64>(6)? as u64,
-        pending: r.get(7)?,
+        intent: r.get(7)?,
     })
 }
 
@@ -101,6 +102,56 @@ pub(crate) fn load_clones(conn: &Connection, key: &ObjKey) -> rusqlite::Result<V
         })
     })?;
     rows.collect()
+}
+
+/// Loads the head and the clones of `key` (increasing id order) with one query.
+pub(crate) fn load_object(
+    conn: &Connection,
+    key: &ObjKey,
+) -> rusqlite::Result<(Option<HeadRow>, Vec<CloneRow>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, snap, present, size, version, mtime, file, seq, snaps, overlap, intent FROM objects
+         WHERE pool = ?1 AND ns = ?2 AND name = ?3 ORDER BY snap",
+    )?;
+    let mut rows = stmt.query(params![key.pool as i64, key.ns, key.name])?;
+    let mut head = None;
+    let mut clones = Vec::new();
+    while let Some(r) = rows.next()? {
+        let snap = r.get::<_, i64>(1)? as u64;
+        let id = r.get(0)?;
+        let size = r.get::<_, i64>(3)? as u64;
+        let version = r.get::<_, i64>(4)? as u64;
+        let mtime = r.get(5)?;
+        let file = r.get::<_, Option<i64>>(6)?.map(|f| f as u64);
+        if snap == 0 {
+            head = Some(HeadRow {
+                id,
+                present: r.get::<_, i64>(2)? != 0,
+                size,
+                version,
+                mtime,
+                file,
+                seq: r.get::<_, i64>(7)? as u64,
+                intent: r.get(10)?,
+            });
+        } else {
+            let snaps: Option<Vec<u8>> = r.get(8)?;
+            let overlap: Option<Vec<u8>> = r.get(9)?;
+            clones.push(CloneRow {
+                id,
+                meta: CloneMeta {
+                    id: rbdx_objstore::SnapId(snap),
+                    size,
+                    snaps: db::decode_snaps(&snaps.unwrap_or_default()),
+                    overlap: db::decode_extents(&overlap.unwrap_or_default()),
+                },
+                version,
+                mtime,
+                file,
+            });
+        }
+    }
+    Ok((head, clones))
 }
 
 /// Loads the key of an object row.

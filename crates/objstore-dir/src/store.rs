@@ -131,10 +131,12 @@ impl DirStore {
             watches: Arc::default(),
             dropped_watches: Arc::default(),
         });
-        let mut writer = Writer::new(conn, shared.clone()).map_err(|e| path_error(path, e))?;
+        let (commands, queue) = mpsc::channel();
+        let mut writer =
+            Writer::new(conn, shared.clone(), queue).map_err(|e| path_error(path, e))?;
         reap::reap_dead_sessions(&mut writer)?;
         reap::remove_orphan_pool_dirs(&mut writer)?;
-        let (commands, handle) = writer::spawn(writer).map_err(|e| path_error(path, e))?;
+        let handle = writer::spawn(writer).map_err(|e| path_error(path, e))?;
         Ok(DirStore {
             inner: Arc::new(Inner {
                 shared,
@@ -217,13 +219,14 @@ impl Drop for Inner {
         if let Some(commands) = guard(&self.commands).take() {
             if let Some(session) = session {
                 let _ = commands.send(Command::Run(Box::new(move |w: &mut Writer| {
-                    let _ = w.delete_applied();
+                    let _ = w.clear_applied();
                     let layout = w.shared.files.layout().clone();
                     if let Err(e) = session.close(&w.conn, &layout) {
                         tracing::warn!("closing session: {e}");
                     }
                 })));
             }
+            let _ = commands.send(Command::Shutdown);
             drop(commands);
         }
         if let Some(handle) = guard(&self.writer).take() {

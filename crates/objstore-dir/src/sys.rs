@@ -110,6 +110,40 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>
     }
 }
 
+/// Reads up to `len` bytes at `offset` into a new buffer, without zero-filling it first;
+/// returns the bytes read (fewer at the end of the file).
+pub fn pread_new(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let mut filled = 0usize;
+    while filled < len {
+        // SAFETY: the pointer and length describe the vector's spare capacity, which the kernel
+        // writes without reading; no reference to uninitialised memory is created, and
+        // `set_len` below only covers bytes the kernel reported as written.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(filled).cast(),
+                len - filled,
+                (offset + filled as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            break;
+        }
+        filled += n as usize;
+        // SAFETY: the first `filled` bytes were written by `pread` above.
+        unsafe { buf.set_len(filled) };
+    }
+    Ok(buf)
+}
+
 /// Returns the allocated ranges of `file` within `[offset, end)`, as `(start, end)` pairs.
 /// File systems without SEEK_DATA report the whole range as allocated.
 pub fn data_ranges(file: &File, offset: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {

@@ -95,7 +95,10 @@ async fn death_after_commit_is_seen_by_readers_and_replayed_on_reopen() {
     let mut expect = vec![b'O'; 16384];
     expect[4096..8192].fill(b'N');
     assert_eq!(
-        count(dir.path(), "SELECT count(*) FROM intents"),
+        count(
+            dir.path(),
+            "SELECT count(*) FROM objects WHERE intent IS NOT NULL"
+        ),
         1,
         "the intent is still recorded"
     );
@@ -107,7 +110,10 @@ async fn death_after_commit_is_seen_by_readers_and_replayed_on_reopen() {
 
     let reopened = DirStore::open(dir.path()).unwrap();
     assert_eq!(
-        count(dir.path(), "SELECT count(*) FROM intents"),
+        count(
+            dir.path(),
+            "SELECT count(*) FROM objects WHERE intent IS NOT NULL"
+        ),
         0,
         "reopening replays and drops it"
     );

@@ -29,9 +29,11 @@ use crate::watch::{NotifyResult, Watch, WatcherInfo};
 ///   and that stays true if the process is killed at any instant: afterwards the object is
 ///   exactly as before the batch or exactly as after it. A failing step (an assertion, a
 ///   comparison, a step on an absent object) leaves the object untouched.
-/// - **Versions** increase with every batch that changes an object, across the whole pool, so
-///   a removed and recreated object never shows an old version again. A batch that changes
-///   nothing returns the current version.
+/// - **Versions**: an object's version increases with every batch that changes it, and a
+///   removed and recreated object never shows a version it had before, so an assert-version
+///   step can never be fooled by a removal in between. Versions of different objects are not
+///   related. A batch that changes nothing returns the current version (0 for an absent
+///   object).
 /// - **Consistency**: a [`ReadOp`] sees one version of one object; all its outputs and
 ///   [`ReadResult::version`] agree. A completed `operate` is visible to every client.
 /// - **Durability**: [`ObjectStore::flush`] makes every operation this client completed before

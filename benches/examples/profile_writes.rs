@@ -1,0 +1,90 @@
+//! Runs one store workload in a loop for profiling (`perf record`); not part of the suite.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use rbdx_benches::bench_dir;
+use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt};
+use rbdx_objstore_dir::DirStore;
+
+fn main() {
+    let mode = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "small".to_owned());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let dir = bench_dir("profile");
+        let store = DirStore::open(dir.join("store")).unwrap_or_else(|e| panic!("{e}"));
+        let io = IoCtx::new(
+            store
+                .pool_create("p")
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let big = Bytes::from(vec![1u8; 4 << 20]);
+        for i in 0..64 {
+            store
+                .write_full(&io, &format!("o{i}"), big.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let small = Bytes::from(vec![2u8; 4096]);
+        if mode == "small16" {
+            let store = std::sync::Arc::new(store);
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for lane in 0..16u64 {
+                let (store, io, small) = (store.clone(), io.clone(), small.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..2000u64 {
+                        let n = lane * 2000 + i;
+                        store
+                            .write(
+                                &io,
+                                &format!("o{}", n % 64),
+                                (n * 7 % 1024) * 4096,
+                                small.clone(),
+                            )
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap_or_else(|e| panic!("{e}"));
+            }
+            let el = start.elapsed();
+            println!("small16: 32000 ops in {el:?}: {:?}/op", el / 32000);
+            return;
+        }
+        let start = Instant::now();
+        let n: u64 = std::env::var("N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if mode == "small" { 20000 } else { 500 });
+        for i in 0..n {
+            if mode == "small" {
+                store
+                    .write(
+                        &io,
+                        &format!("o{}", i % 64),
+                        (i * 7 % 1024) * 4096,
+                        small.clone(),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            } else {
+                store
+                    .write(&io, &format!("o{}", i % 64), 0, big.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        let el = start.elapsed();
+        println!("{mode}: {n} ops in {el:?}: {:?}/op", el / n as u32);
+    });
+}
