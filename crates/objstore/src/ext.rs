@@ -137,10 +137,7 @@ pub trait ObjectStoreExt: ObjectStore {
     }
 
     /// Lists every object name starting with `prefix`, page by page.
-    fn list_objects<'a>(&'a self, io: &'a IoCtx, prefix: &'a str) -> BoxStream<'a, Result<String>>
-    where
-        Self: Sized,
-    {
+    fn list_objects<'a>(&'a self, io: &'a IoCtx, prefix: &'a str) -> BoxStream<'a, Result<String>> {
         let pages = stream::try_unfold(Some(None::<String>), move |cursor| async move {
             let Some(cursor) = cursor else {
                 return Ok(None);

@@ -1,0 +1,199 @@
+//! Command-line syntax. Global options may come before or after the command, as with `rbd`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+/// Block images on an object store, moved between pools and sites while in use.
+#[derive(Debug, Parser)]
+#[command(name = "rbdx", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Directory of the embedded store (default: ~/.local/share/rbdx/<cluster>).
+    #[arg(long, global = true, env = "RBDX_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Cluster name; selects the default data directory.
+    #[arg(long, global = true, default_value = "ceph", value_name = "NAME")]
+    pub cluster: String,
+    /// Output format of listing and info commands.
+    #[arg(long, global = true, value_enum, default_value = "plain")]
+    pub format: Format,
+    /// Indent JSON output.
+    #[arg(long, global = true)]
+    pub pretty_format: bool,
+    /// Do not show progress on long operations.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+/// The command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list and remove pools.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// Store secrets and other small values in the cluster's config-key store.
+    #[command(name = "config-key")]
+    ConfigKey {
+        #[command(subcommand)]
+        command: ConfigKeyCommand,
+    },
+    /// Read and write raw objects, like Ceph's `rados` tool.
+    Rados(RadosArgs),
+}
+
+/// `rbdx pool ...`
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Create a pool.
+    Create {
+        /// Pool name.
+        name: String,
+    },
+    /// List pools with their numeric ids.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove a pool and every object in it.
+    #[command(visible_alias = "remove", visible_alias = "delete")]
+    Rm {
+        /// Pool name.
+        name: String,
+        /// Confirm that everything in the pool is to be deleted.
+        #[arg(long = "yes-i-really-really-mean-it")]
+        confirm: bool,
+    },
+}
+
+/// `rbdx config-key ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigKeyCommand {
+    /// Set a key to a value given inline or read from a file (`-i FILE`, `-` for stdin).
+    Set {
+        /// Key.
+        key: String,
+        /// Value.
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(
+            short = 'i',
+            long = "in-file",
+            value_name = "FILE",
+            conflicts_with = "value"
+        )]
+        in_file: Option<PathBuf>,
+    },
+    /// Print a key's value (or write it to `-o FILE`).
+    Get {
+        /// Key.
+        key: String,
+        /// Write the value to this file.
+        #[arg(short = 'o', long = "out-file", value_name = "FILE")]
+        out_file: Option<PathBuf>,
+    },
+    /// Remove a key.
+    #[command(visible_alias = "del", visible_alias = "remove")]
+    Rm {
+        /// Key.
+        key: String,
+    },
+    /// List keys.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Exit 0 if the key exists, 2 if not.
+    Exists {
+        /// Key.
+        key: String,
+    },
+}
+
+/// `rbdx rados -p POOL ...`
+#[derive(Debug, Args)]
+pub struct RadosArgs {
+    /// Pool.
+    #[arg(short = 'p', long = "pool", default_value = "rbd", global = true)]
+    pub pool: String,
+    /// Namespace inside the pool.
+    #[arg(short = 'N', long = "namespace", default_value = "", global = true)]
+    pub namespace: String,
+    #[command(subcommand)]
+    pub command: RadosCommand,
+}
+
+/// `rbdx rados ...` object commands.
+#[derive(Debug, Subcommand)]
+pub enum RadosCommand {
+    /// Write an object from a file (`-` for stdin), replacing its content.
+    Put {
+        /// Object name.
+        object: String,
+        /// Input file.
+        file: PathBuf,
+    },
+    /// Write an object's content to a file (`-` for stdout).
+    Get {
+        /// Object name.
+        object: String,
+        /// Output file.
+        file: PathBuf,
+    },
+    /// Show an object's size, modification time and version.
+    Stat {
+        /// Object name.
+        object: String,
+    },
+    /// List objects.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove objects.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Object names.
+        #[arg(required = true)]
+        objects: Vec<String>,
+    },
+    /// Set an omap key of an object.
+    Setomapval {
+        /// Object name.
+        object: String,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Print an omap value of an object.
+    Getomapval {
+        /// Object name.
+        object: String,
+        /// Key.
+        key: String,
+    },
+    /// List the omap of an object.
+    Listomapvals {
+        /// Object name.
+        object: String,
+    },
+    /// Remove an omap key of an object.
+    Rmomapkey {
+        /// Object name.
+        object: String,
+        /// Key.
+        key: String,
+    },
+    /// List the clients watching an object.
+    Listwatchers {
+        /// Object name.
+        object: String,
+    },
+}

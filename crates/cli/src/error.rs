@@ -1,0 +1,78 @@
+//! Command-line errors: one line for the user and an exit status following `rbd`'s errno
+//! convention (2 not found, 16 busy, 17 exists, 22 invalid, 95 unsupported).
+
+use std::fmt;
+
+/// A failed command.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    code: u8,
+}
+
+impl CliError {
+    /// An invalid-argument error (exit status 22).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 22,
+        }
+    }
+
+    /// Returns the process exit status.
+    pub fn exit_code(&self) -> u8 {
+        self.code
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<rbdx_objstore::Error> for CliError {
+    fn from(e: rbdx_objstore::Error) -> Self {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        CliError {
+            message,
+            code: u8::try_from(e.errno()).unwrap_or(1),
+        }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let code = match (e.raw_os_error(), e.kind()) {
+            (Some(errno), _) => u8::try_from(errno).unwrap_or(5),
+            (None, K::NotFound) => 2,
+            (None, K::PermissionDenied) => 13,
+            (None, K::AlreadyExists) => 17,
+            (None, K::InvalidInput | K::InvalidData) => 22,
+            (None, _) => 5,
+        };
+        CliError {
+            message: e.to_string(),
+            code,
+        }
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        CliError {
+            message: format!("{e:#}"),
+            code: 1,
+        }
+    }
+}
+
+/// The result of a command.
+pub type CliResult<T = ()> = Result<T, CliError>;

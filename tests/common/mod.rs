@@ -1,0 +1,103 @@
+//! Helpers for end-to-end tests: run the built `rbdx` binary against a temporary store.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A temporary embedded store and a way to run `rbdx` on it.
+pub struct Rbdx {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one `rbdx` run printed and how it exited.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Parses standard output as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+
+    /// Checks the run succeeded and returns it.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "rbdx failed: {}", self.stderr);
+        self
+    }
+
+    /// Checks the run failed with `code` and a single-line message containing `text`.
+    #[track_caller]
+    pub fn fails(self, code: i32, text: &str) -> Run {
+        assert_eq!(
+            self.code, code,
+            "stdout: {} stderr: {}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks '{text}': {}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self
+    }
+}
+
+impl Rbdx {
+    /// Creates an empty data directory.
+    pub fn new() -> Rbdx {
+        Rbdx {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Returns the data directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Returns the path of the `rbdx` binary under test.
+    pub fn binary() -> PathBuf {
+        PathBuf::from(env!("CARGO_BIN_EXE_rbdx"))
+    }
+
+    /// Runs `rbdx` with `args` and optional standard input.
+    pub fn run_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Run {
+        let mut cmd = Command::new(Self::binary());
+        cmd.args(args)
+            .env("RBDX_DATA_DIR", self.path())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = input {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input).unwrap();
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Runs `rbdx` with `args`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_input(args, None)
+    }
+}
