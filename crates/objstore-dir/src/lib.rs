@@ -73,3 +73,29 @@ mod watch;
 mod writer;
 
 pub use store::{DirOptions, DirStore};
+
+/// Entry points for the fuzz targets in `fuzz/`: each feeds untrusted bytes to one decoder.
+/// Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a redo-intent record and, if it decodes, applies it to a buffer.
+    pub fn intent(bytes: &[u8]) {
+        if let Ok(intent) = crate::intent::Intent::decode(bytes) {
+            let mut buf = vec![0u8; 4096];
+            intent.overlay(&mut buf, 0);
+            let _ = intent.encode();
+        }
+    }
+
+    /// Decodes a notify frame and re-encodes it, checking the round trip.
+    pub fn notify_frame(bytes: &[u8]) {
+        if let Ok(frame) = crate::notify::Frame::decode(bytes) {
+            let again = crate::notify::Frame::decode(&frame.encode());
+            assert_eq!(
+                again.ok(),
+                Some(frame),
+                "a decoded frame re-encodes to itself"
+            );
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Project tasks, run with `cargo xtask <task>`:
+//!
+//! - `ci`: everything CI checks: formatting, clippy with warnings denied, every test, the
+//!   documentation with warnings denied, and a build of the fuzz targets.
+//! - `bench [GROUP...]`: runs the benchmarks (default: all) and prints, per group, a table of
+//!   rbdx next to the reference measured in the same run.
+//! - `demo`: builds `rbdx` and runs the main job end to end on a fresh embedded store.
+
+mod bench;
+mod ci;
+mod demo;
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("demo") => demo::run(),
+        _ => {
+            eprintln!("usage: cargo xtask ci | bench [objstore] | demo");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command, echoing it, and fails if it fails.
+pub fn run_step(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {}", show(cmd));
+    let status = cmd.status()?;
+    anyhow::ensure!(status.success(), "`{}` failed with {status}", show(cmd));
+    Ok(())
+}
+
+/// Renders a command for display.
+pub fn show(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+/// Returns the workspace root.
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default()
+}
+
+/// Returns a `cargo` command run in the workspace root.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.current_dir(root());
+    cmd
+}
