@@ -33,6 +33,24 @@ fn main() {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         let small = Bytes::from(vec![2u8; 4096]);
+        if mode == "big4" {
+            let store = std::sync::Arc::new(store);
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for lane in 0..4u64 {
+                let (store, io, big) = (store.clone(), io.clone(), big.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..250u64 {
+                        let n = lane * 250 + i;
+                        store.write(&io, &format!("o{}", n % 64), 0, big.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+                    }
+                }));
+            }
+            for t in tasks { t.await.unwrap_or_else(|e| panic!("{e}")); }
+            let el = start.elapsed();
+            println!("big4: 1000 ops in {el:?}: {:?}/op", el / 1000);
+            return;
+        }
         if mode == "small16" {
             let store = std::sync::Arc::new(store);
             let start = Instant::now();

@@ -60,6 +60,11 @@ impl Layout {
         self.pools().join(pool.to_string())
     }
 
+    /// The directory of spare files kept by the session with `token`.
+    pub(crate) fn spares(&self, token: &str) -> PathBuf {
+        self.root.join("spare").join(token)
+    }
+
     /// The data file `file` of `pool`.
     pub(crate) fn data_file(&self, pool: u64, file: u64) -> PathBuf {
         self.pool_dir(pool)
@@ -80,13 +85,25 @@ struct Dirty {
     dirs: HashSet<PathBuf>,
 }
 
+/// Replaced files kept for reuse per session, and the smallest one worth keeping.
+const MAX_SPARES: usize = 64;
+const MIN_SPARE_LEN: u64 = 1 << 20;
+
 /// Data-file access shared by the reader and writer sides of one store handle.
+///
+/// Files released by durable commits are not always deleted: up to [`MAX_SPARES`] of them wait
+/// in the session's spare directory, and a new file whose content will be written in full
+/// takes one instead of being created. Overwriting pages that are already in the page cache is
+/// much cheaper than allocating new ones and later dropping the old file's pages.
 #[derive(Debug)]
 pub(crate) struct Files {
     layout: Layout,
     cache: Mutex<Cache>,
     made_dirs: Mutex<HashSet<PathBuf>>,
     dirty: Mutex<Dirty>,
+    spare_dir: PathBuf,
+    spares: Mutex<Vec<PathBuf>>,
+    spare_seq: std::sync::atomic::AtomicU64,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,13 +113,71 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Files {
-    pub(crate) fn new(layout: Layout) -> Self {
+    /// Creates the file access of the session with `token` (which names its spare directory).
+    pub(crate) fn new(layout: Layout, token: &str) -> Self {
         Files {
+            spare_dir: layout.spares(token),
             layout,
             cache: Mutex::new(Cache::default()),
             made_dirs: Mutex::new(HashSet::new()),
             dirty: Mutex::new(Dirty::default()),
+            spares: Mutex::new(Vec::new()),
+            spare_seq: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        if !guard(&self.made_dirs).contains(dir) {
+            std::fs::create_dir_all(dir)?;
+            guard(&self.made_dirs).insert(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Creates data file `file` of `pool` from a spare whose content will be overwritten in
+    /// full, or creates it empty when no spare is waiting.
+    pub(crate) fn create_reusing(&self, pool: u64, file: u64) -> io::Result<Arc<File>> {
+        let Some(spare) = guard(&self.spares).pop() else {
+            return self.create(pool, file);
+        };
+        let path = self.layout.data_file(pool, file);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.ensure_dir(&dir)?;
+        if std::fs::rename(&spare, &path).is_err() {
+            let _ = std::fs::remove_file(&spare);
+            return self.create(pool, file);
+        }
+        let handle = Arc::new(File::options().read(true).write(true).open(&path)?);
+        self.remember(file, &handle);
+        let mut dirty = guard(&self.dirty);
+        dirty.dirs.insert(dir);
+        dirty.files.insert((pool, file));
+        Ok(handle)
+    }
+
+    /// Releases data file `file` of `pool`, which nothing refers to any more: keeps it as a
+    /// spare if it is worth it and there is room, else deletes it.
+    pub(crate) fn release(&self, pool: u64, file: u64) -> io::Result<()> {
+        let path = self.layout.data_file(pool, file);
+        let worth = std::fs::metadata(&path).map(|m| m.len() >= MIN_SPARE_LEN).unwrap_or(false);
+        if worth && guard(&self.spares).len() < MAX_SPARES {
+            self.forget(file);
+            guard(&self.dirty).files.remove(&(pool, file));
+            self.ensure_dir(&self.spare_dir)?;
+            let n = self.spare_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let spare = self.spare_dir.join(n.to_string());
+            if std::fs::rename(&path, &spare).is_ok() {
+                guard(&self.spares).push(spare);
+                return Ok(());
+            }
+        }
+        self.unlink(pool, file)
+    }
+
+    /// Deletes this session's spare files (on close).
+    pub(crate) fn drop_spares(&self) {
+        guard(&self.spares).clear();
+        let _ = std::fs::remove_dir_all(&self.spare_dir);
     }
 
     pub(crate) fn layout(&self) -> &Layout {
@@ -150,10 +225,7 @@ impl Files {
     pub(crate) fn create(&self, pool: u64, file: u64) -> io::Result<Arc<File>> {
         let path = self.layout.data_file(pool, file);
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        if !guard(&self.made_dirs).contains(&dir) {
-            std::fs::create_dir_all(&dir)?;
-            guard(&self.made_dirs).insert(dir.clone());
-        }
+        self.ensure_dir(&dir)?;
         let handle = match File::options()
             .read(true)
             .write(true)
@@ -320,7 +392,7 @@ mod tests {
     #[test]
     fn sparse_copy_keeps_holes_and_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::new(Layout::new(dir.path()));
+        let files = Files::new(Layout::new(dir.path()), "t");
         let a = files.create(1, 1).unwrap();
         a.write_all_at(b"head", 0).unwrap();
         a.write_all_at(b"tail", 8 << 20).unwrap();
@@ -337,9 +409,29 @@ mod tests {
     }
 
     #[test]
+    fn released_large_files_become_spares_and_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(Layout::new(dir.path()), "t");
+        let a = files.create(1, 1).unwrap();
+        a.write_all_at(&vec![1u8; 2 << 20], 0).unwrap();
+        let small = files.create(1, 2).unwrap();
+        small.write_all_at(b"x", 0).unwrap();
+        files.release(1, 1).unwrap();
+        files.release(1, 2).unwrap();
+        assert!(!files.layout().data_file(1, 1).exists());
+        assert!(!files.layout().data_file(1, 2).exists(), "small files are deleted");
+        let reused = files.create_reusing(1, 3).unwrap();
+        assert_eq!(reused.metadata().unwrap().len(), 2 << 20, "the spare's pages come along");
+        assert!(files.layout().data_file(1, 3).exists());
+        files.drop_spares();
+        let fresh = files.create_reusing(1, 4).unwrap();
+        assert_eq!(fresh.metadata().unwrap().len(), 0, "no spare left: a new empty file");
+    }
+
+    #[test]
     fn reads_past_the_end_are_zeros() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::new(Layout::new(dir.path()));
+        let files = Files::new(Layout::new(dir.path()), "t");
         let a = files.create(3, 9).unwrap();
         a.write_all_at(b"ab", 0).unwrap();
         assert_eq!(read_range(Some(&a), 1, 5).unwrap(), b"b\0\0\0");

@@ -75,7 +75,8 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Fresh {
     pub(crate) file: u64,
-    handle: Arc<File>,
+    /// The file, once created by [`Fresh::materialize`].
+    handle: Option<Arc<File>>,
     /// A file whose allocated bytes (up to the given length) are copied in first.
     source: Option<(u64, u64)>,
     actions: Vec<Action>,
@@ -94,20 +95,44 @@ impl Fresh {
         .data_len() as u64
     }
 
-    /// Copies the source in, applies the queued actions and cuts the file to size.
-    pub(crate) fn materialize(&mut self, files: &Files, pool: u64) -> std::io::Result<()> {
+    /// Creates the file (reusing a spare when the queued actions define every byte), copies
+    /// the source in, applies the queued actions and cuts the file to size.
+    pub(crate) fn materialize(&mut self, files: &Files, pool: u64) -> std::io::Result<Arc<File>> {
+        let handle = match &self.handle {
+            Some(handle) => handle.clone(),
+            None => {
+                let handle = if self.source.is_none() && defines_all(&self.actions, self.size) {
+                    files.create_reusing(pool, self.file)?
+                } else {
+                    files.create(pool, self.file)?
+                };
+                self.handle = Some(handle.clone());
+                handle
+            }
+        };
         if let Some((source, len)) = self.source.take() {
             let src = files.open(pool, source)?;
-            files::copy_sparse(&src, &self.handle, len)?;
+            files::copy_sparse(&src, &handle, len)?;
         }
         let actions = std::mem::take(&mut self.actions);
-        Intent {
-            file: self.file,
-            actions,
-        }
-        .apply(&self.handle)?;
-        trim_to(&self.handle, self.size)
+        Intent { file: self.file, actions }.apply(&handle)?;
+        trim_to(&handle, self.size)?;
+        Ok(handle)
     }
+}
+
+/// True if applying `actions` to any file defines every byte below `size` (so stale content
+/// of a reused file cannot show through).
+fn defines_all(actions: &[Action], size: u64) -> bool {
+    let mut defined = ExtentSet::new();
+    for action in actions {
+        match action {
+            Action::Write { offset, data } => defined.insert(*offset, data.len() as u64),
+            Action::Punch { offset, length } => defined.insert(*offset, *length),
+            Action::Shrink { size } => defined.insert(*size, u64::MAX - *size),
+        }
+    }
+    defined.contains_range(0, size)
 }
 
 /// The head's data while planning.
@@ -174,11 +199,6 @@ impl<'p, 'a> Eval<'p, 'a> {
     /// Starts a fresh file, optionally with the content of `from` plus `actions`.
     fn fresh(&mut self, from: Option<(u64, &[Action])>) -> Result<()> {
         let id = (self.p.alloc)()?;
-        let handle = self
-            .p
-            .files
-            .create(self.p.pool, id)
-            .map_err(|e| io_err(self.p, e))?;
         self.new_files.push(id);
         let (source, actions) = match from {
             Some((source, actions)) => (Some((source, self.size)), actions.to_vec()),
@@ -187,7 +207,7 @@ impl<'p, 'a> Eval<'p, 'a> {
         self.discard_fresh();
         self.work = Work::Fresh(Fresh {
             file: id,
-            handle,
+            handle: None,
             source,
             actions,
             size: self.size,
@@ -275,10 +295,11 @@ impl<'p, 'a> Eval<'p, 'a> {
             fresh
                 .materialize(files, pool)
                 .map_err(|e| io_err(self.p, e))?;
+            fresh.size = self.size;
         }
         let mut out = match &self.work {
             Work::None => vec![0; (clipped - offset) as usize],
-            Work::Fresh(fresh) => files::read_range(Some(&fresh.handle), offset, clipped)
+            Work::Fresh(fresh) => files::read_range(fresh.handle.as_deref(), offset, clipped)
                 .map_err(|e| io_err(self.p, e))?,
             Work::InPlace { file, .. } | Work::Shared { file } => {
                 let handle = self

@@ -40,6 +40,7 @@ pub(crate) fn reap_dead_sessions(w: &mut Writer) -> Result<()> {
     settle_intents(w)?;
     for (client, token) in dead {
         reap_session(w, client)?;
+        let _ = std::fs::remove_dir_all(layout.spares(&token));
         session::remove_session_file(&layout, &token);
     }
     Ok(())
@@ -219,7 +220,7 @@ fn collect_garbage(w: &mut Writer, upto: i64) -> Result<()> {
             return Ok(());
         };
         for (_, pool, file) in &batch {
-            w.shared.files.unlink(*pool, *file).map_err(io)?;
+            w.shared.files.release(*pool, *file).map_err(io)?;
         }
         w.conn
             .execute("DELETE FROM garbage WHERE id <= ?1", [last])

@@ -79,6 +79,11 @@ impl Session {
         }))
     }
 
+    /// Returns the token naming the session's files.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Removes the session's rows and file on a clean close.
     pub(crate) fn close(&self, conn: &Connection, layout: &Layout) -> rusqlite::Result<()> {
         conn.execute("DELETE FROM watchers WHERE client = ?1", [self.id as i64])?;

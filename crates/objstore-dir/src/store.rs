@@ -125,7 +125,7 @@ impl DirStore {
             Err(e) => return Err(path_error(&layout.clients(), e)),
         };
         let shared = Arc::new(Shared {
-            files: Files::new(layout.clone()),
+            files: Files::new(layout.clone(), session.token()),
             client: session.id,
             addr: session.addr.clone(),
             watches: Arc::default(),
@@ -221,6 +221,7 @@ impl Drop for Inner {
                 let _ = commands.send(Command::Run(Box::new(move |w: &mut Writer| {
                     let _ = w.clear_applied();
                     let layout = w.shared.files.layout().clone();
+                    w.shared.files.drop_spares();
                     if let Err(e) = session.close(&w.conn, &layout) {
                         tracing::warn!("closing session: {e}");
                     }

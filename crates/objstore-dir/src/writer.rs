@@ -391,7 +391,7 @@ impl Writer {
                     .map(|lane| {
                         scope.spawn(move || {
                             lane.iter_mut()
-                                .map(|(i, pool, f)| (*i, f.materialize(files, *pool)))
+                                .map(|(i, pool, f)| (*i, f.materialize(files, *pool).map(|_| ())))
                                 .collect::<Vec<_>>()
                         })
                     })
