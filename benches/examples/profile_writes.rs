@@ -33,6 +33,49 @@ fn main() {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         let small = Bytes::from(vec![2u8; 4096]);
+        if mode == "plainread4" {
+            let plain = rbdx_benches::PlainFile::create(&bench_dir("profile-plain"), 64 << 22);
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for lane in 0..4u64 {
+                    let plain = &plain;
+                    scope.spawn(move || {
+                        for i in 0..1000u64 {
+                            let n = lane * 1000 + i;
+                            let mut buf = vec![0u8; 4 << 20];
+                            plain.pread(&mut buf, (n % 64) << 22);
+                        }
+                    });
+                }
+            });
+            let el = start.elapsed();
+            println!("plainread4: 4000 ops in {el:?}: {:?}/op", el / 4000);
+            return;
+        }
+        if mode == "read4" {
+            let store = std::sync::Arc::new(store);
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for lane in 0..4u64 {
+                let (store, io) = (store.clone(), io.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..1000u64 {
+                        let n = lane * 1000 + i;
+                        let data = store
+                            .read(&io, &format!("o{}", n % 64), 0, None)
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        assert_eq!(data.len(), 4 << 20);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap_or_else(|e| panic!("{e}"));
+            }
+            let el = start.elapsed();
+            println!("read4: 4000 ops in {el:?}: {:?}/op", el / 4000);
+            return;
+        }
         if mode == "big4" {
             let store = std::sync::Arc::new(store);
             let start = Instant::now();
@@ -42,11 +85,16 @@ fn main() {
                 tasks.push(tokio::spawn(async move {
                     for i in 0..250u64 {
                         let n = lane * 250 + i;
-                        store.write(&io, &format!("o{}", n % 64), 0, big.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+                        store
+                            .write(&io, &format!("o{}", n % 64), 0, big.clone())
+                            .await
+                            .unwrap_or_else(|e| panic!("{e}"));
                     }
                 }));
             }
-            for t in tasks { t.await.unwrap_or_else(|e| panic!("{e}")); }
+            for t in tasks {
+                t.await.unwrap_or_else(|e| panic!("{e}"));
+            }
             let el = start.elapsed();
             println!("big4: 1000 ops in {el:?}: {:?}/op", el / 1000);
             return;

@@ -104,6 +104,7 @@ pub(crate) struct Files {
     spare_dir: PathBuf,
     spares: Mutex<Vec<PathBuf>>,
     spare_seq: std::sync::atomic::AtomicU64,
+    buffers: Arc<crate::buffers::BufferPool>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,7 +124,13 @@ impl Files {
             dirty: Mutex::new(Dirty::default()),
             spares: Mutex::new(Vec::new()),
             spare_seq: std::sync::atomic::AtomicU64::new(0),
+            buffers: crate::buffers::BufferPool::new(),
         }
+    }
+
+    /// Returns the pool of read buffers.
+    pub(crate) fn buffers(&self) -> &Arc<crate::buffers::BufferPool> {
+        &self.buffers
     }
 
     fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
@@ -159,12 +166,16 @@ impl Files {
     /// spare if it is worth it and there is room, else deletes it.
     pub(crate) fn release(&self, pool: u64, file: u64) -> io::Result<()> {
         let path = self.layout.data_file(pool, file);
-        let worth = std::fs::metadata(&path).map(|m| m.len() >= MIN_SPARE_LEN).unwrap_or(false);
+        let worth = std::fs::metadata(&path)
+            .map(|m| m.len() >= MIN_SPARE_LEN)
+            .unwrap_or(false);
         if worth && guard(&self.spares).len() < MAX_SPARES {
             self.forget(file);
             guard(&self.dirty).files.remove(&(pool, file));
             self.ensure_dir(&self.spare_dir)?;
-            let n = self.spare_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = self
+                .spare_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let spare = self.spare_dir.join(n.to_string());
             if std::fs::rename(&path, &spare).is_ok() {
                 guard(&self.spares).push(spare);
@@ -321,6 +332,31 @@ pub(crate) fn write_chunked(file: &File, data: &[u8], offset: u64) -> io::Result
     Ok(())
 }
 
+/// Reads `[offset, end)` of a file into a pooled buffer; bytes past the file's length read as
+/// zeros.
+pub(crate) fn read_pooled(
+    pool: &std::sync::Arc<crate::buffers::BufferPool>,
+    file: Option<&File>,
+    offset: u64,
+    end: u64,
+) -> io::Result<crate::buffers::Buffer> {
+    let len = end.saturating_sub(offset) as usize;
+    let mut buf = pool.take(len);
+    let out = buf.as_mut_slice();
+    let mut filled = 0usize;
+    if let Some(file) = file {
+        while filled < len {
+            let n = file.read_at(&mut out[filled..], offset + filled as u64)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+    }
+    out[filled..].fill(0);
+    Ok(buf)
+}
+
 /// Reads `[offset, end)` of a file whose bytes past its length read as zeros.
 pub(crate) fn read_range(file: Option<&File>, offset: u64, end: u64) -> io::Result<Vec<u8>> {
     let len = end.saturating_sub(offset) as usize;
@@ -419,13 +455,24 @@ mod tests {
         files.release(1, 1).unwrap();
         files.release(1, 2).unwrap();
         assert!(!files.layout().data_file(1, 1).exists());
-        assert!(!files.layout().data_file(1, 2).exists(), "small files are deleted");
+        assert!(
+            !files.layout().data_file(1, 2).exists(),
+            "small files are deleted"
+        );
         let reused = files.create_reusing(1, 3).unwrap();
-        assert_eq!(reused.metadata().unwrap().len(), 2 << 20, "the spare's pages come along");
+        assert_eq!(
+            reused.metadata().unwrap().len(),
+            2 << 20,
+            "the spare's pages come along"
+        );
         assert!(files.layout().data_file(1, 3).exists());
         files.drop_spares();
         let fresh = files.create_reusing(1, 4).unwrap();
-        assert_eq!(fresh.metadata().unwrap().len(), 0, "no spare left: a new empty file");
+        assert_eq!(
+            fresh.metadata().unwrap().len(),
+            0,
+            "no spare left: a new empty file"
+        );
     }
 
     #[test]

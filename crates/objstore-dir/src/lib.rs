@@ -57,6 +57,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod admin;
+mod buffers;
 mod db;
 mod files;
 mod intent;

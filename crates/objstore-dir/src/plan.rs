@@ -115,7 +115,11 @@ impl Fresh {
             files::copy_sparse(&src, &handle, len)?;
         }
         let actions = std::mem::take(&mut self.actions);
-        Intent { file: self.file, actions }.apply(&handle)?;
+        Intent {
+            file: self.file,
+            actions,
+        }
+        .apply(&handle)?;
         trim_to(&handle, self.size)?;
         Ok(handle)
     }

@@ -87,6 +87,15 @@ fn key_of(io: &IoCtx, oid: &str) -> ObjKey {
     }
 }
 
+/// The error for an object that is not there: names the pool or namespace if that is what is
+/// missing.
+fn absent(conn: &Connection, io: &IoCtx, oid: &str) -> Error {
+    match check_pool_ns(conn, io) {
+        Ok(()) => Error::not_found(io.object_subject(oid)),
+        Err(e) => e,
+    }
+}
+
 fn metadata(
     conn: &Connection,
     io: &IoCtx,
@@ -94,42 +103,48 @@ fn metadata(
     op: &ReadOp,
     snap: Option<SnapId>,
 ) -> Result<Snapshot> {
-    let tx = conn.unchecked_transaction().map_err(db_error)?;
-    check_pool_ns(&tx, io)?;
+    // One query suffices for stat and data reads; map reads need a transaction so that every
+    // output sees the same commit.
+    let needs_tx = snap.is_some()
+        || op.steps().iter().any(|s| {
+            !matches!(
+                s,
+                ReadStep::Stat | ReadStep::Read { .. } | ReadStep::SparseRead { .. }
+            )
+        });
+    let tx = if needs_tx {
+        Some(conn.unchecked_transaction().map_err(db_error)?)
+    } else {
+        None
+    };
     if let Some(snap) = snap {
-        check_snap(&tx, io.pool(), snap)?;
+        check_snap(conn, io.pool(), snap)?;
     }
     let key = key_of(io, oid);
-    let head = rows::load_head(&tx, &key).map_err(db_error)?;
-    let absent = || Error::not_found(io.object_subject(oid));
-    let target = match (snap, &head) {
-        (_, None) => return Err(absent()),
-        (None, Some(h)) => {
-            if !h.present {
-                return Err(absent());
+    let (row_id, is_head, version, size, mtime, file, intent) = match snap {
+        None => {
+            let head = rows::load_head(conn, &key).map_err(db_error)?;
+            match head {
+                Some(h) if h.present => (h.id, true, h.version, h.size, h.mtime, h.file, h.intent),
+                _ => return Err(absent(conn, io, oid)),
             }
-            (h.id, true)
         }
-        (Some(snap), Some(h)) => {
-            let clones = rows::load_clones(&tx, &key).map_err(db_error)?;
+        Some(snap) => {
+            let (head, clones) = rows::load_object(conn, &key).map_err(db_error)?;
+            let Some(h) = head else {
+                return Err(absent(conn, io, oid));
+            };
             let metas: Vec<_> = clones.iter().map(|c| c.meta.clone()).collect();
             match snapset::resolve_read(h.seq, &metas, h.present, snap) {
-                ReadTarget::Head => (h.id, true),
-                ReadTarget::Clone(index) => (clones[index].id, false),
-                ReadTarget::Absent => return Err(absent()),
+                ReadTarget::Head => (h.id, true, h.version, h.size, h.mtime, h.file, h.intent),
+                ReadTarget::Clone(index) => {
+                    let c = &clones[index];
+                    (c.id, false, c.version, c.meta.size, c.mtime, c.file, None)
+                }
+                ReadTarget::Absent => return Err(Error::not_found(io.object_subject(oid))),
             }
         }
     };
-    let (row_id, is_head) = target;
-    let (version, size, mtime, file, intent): (i64, i64, i64, Option<i64>, Option<Vec<u8>>) = tx
-        .prepare_cached("SELECT version, size, mtime, file, intent FROM objects WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([row_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
-        })
-        .map_err(db_error)?;
-    let file = file.map(|f| f as u64);
     let mut intents = Vec::new();
     if let (true, Some(body)) = (is_head, intent) {
         let intent = Intent::decode(&body).map_err(|e| {
@@ -141,11 +156,12 @@ fn metadata(
     }
     let mut outputs = Vec::with_capacity(op.steps().len());
     for step in op.steps() {
-        outputs.push(map_output(&tx, row_id, oid, step)?);
+        outputs.push(map_output(conn, row_id, oid, step)?);
     }
+    drop(tx);
     Ok(Snapshot {
-        version: version as u64,
-        size: size as u64,
+        version,
+        size,
         mtime,
         file,
         head_id: is_head.then_some(row_id),
@@ -293,11 +309,11 @@ fn data_outputs(
             }),
             ReadStep::Read { offset, length } => {
                 let end = range_end(snap.size, *offset, *length);
-                let mut buf = files::read_range(handle.as_deref(), *offset, end)?;
+                let mut buf = files::read_pooled(files.buffers(), handle.as_deref(), *offset, end)?;
                 for intent in &snap.intents {
-                    intent.overlay(&mut buf, *offset);
+                    intent.overlay(buf.as_mut_slice(), *offset);
                 }
-                ReadOutput::Data(Bytes::from(buf))
+                ReadOutput::Data(buf.freeze())
             }
             ReadStep::SparseRead { offset, length } => {
                 let end = range_end(snap.size, *offset, *length);
@@ -317,11 +333,12 @@ fn data_outputs(
                 }
                 let mut extents = Vec::new();
                 for e in allocated.extents() {
-                    let mut buf = files::read_range(handle.as_deref(), e.offset, e.end())?;
+                    let mut buf =
+                        files::read_pooled(files.buffers(), handle.as_deref(), e.offset, e.end())?;
                     for intent in &snap.intents {
-                        intent.overlay(&mut buf, e.offset);
+                        intent.overlay(buf.as_mut_slice(), e.offset);
                     }
-                    extents.push((e.offset, Bytes::from(buf)));
+                    extents.push((e.offset, buf.freeze()));
                 }
                 ReadOutput::Sparse(extents)
             }
