@@ -19,7 +19,7 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Directory of the embedded store (default: ~/.local/share/rbdx/<cluster>).
+    /// Directory of the embedded store (default: `~/.local/share/rbdx/<cluster>`).
     #[arg(long, global = true, env = "RBDX_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Cluster name; selects the default data directory.
