@@ -21,7 +21,7 @@
 //! exist (reaped with the session if the process dies). After it, the committed intents are
 //! replayed by whoever next locks the object, or by the reaper of the dead session.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -279,38 +279,55 @@ impl Writer {
         Ok(())
     }
 
+    /// Plans and commits queued requests. A request for an object already in the batch, or
+    /// whose stripe another process holds, waits for the next round together with every later
+    /// request for the same object, so each object's requests keep their order and batches stay
+    /// as large as the queue allows.
     fn operate_batch(&mut self, batch: Vec<OperateRequest>) {
-        let mut prepared: Vec<Prepared> = Vec::new();
-        for req in batch {
-            let key = ObjKey {
-                pool: req.io.pool().0,
-                ns: req.io.namespace().to_owned(),
-                name: req.oid.clone(),
-            };
-            if prepared.iter().any(|p| p.key == key) {
-                self.commit_batch(std::mem::take(&mut prepared));
-            }
-            let locked = match self.lock_stripe(&key, prepared.is_empty()) {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    self.commit_batch(std::mem::take(&mut prepared));
-                    self.lock_stripe(&key, true).map(|_| ())
+        let mut pending: VecDeque<(ObjKey, OperateRequest)> = batch
+            .into_iter()
+            .map(|req| {
+                let key = ObjKey {
+                    pool: req.io.pool().0,
+                    ns: req.io.namespace().to_owned(),
+                    name: req.oid.clone(),
+                };
+                (key, req)
+            })
+            .collect();
+        while !pending.is_empty() {
+            let mut prepared: Vec<Prepared> = Vec::new();
+            let mut deferred: VecDeque<(ObjKey, OperateRequest)> = VecDeque::new();
+            while let Some((key, req)) = pending.pop_front() {
+                let busy = prepared.iter().any(|p| p.key == key)
+                    || deferred.iter().any(|(k, _)| *k == key);
+                if busy {
+                    deferred.push_back((key, req));
+                    continue;
                 }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = locked {
-                let _ = req.reply.send(Err(e));
-                continue;
-            }
-            match self.prepare(&req, &key) {
-                Ok(planned) => prepared.push(Prepared { req, key, planned }),
-                Err(e) => {
-                    self.unlock_stripe(&key);
-                    let _ = req.reply.send(Err(e));
+                // Block only while holding no stripe lock, so writers never wait in a cycle.
+                match self.lock_stripe(&key, prepared.is_empty()) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        deferred.push_back((key, req));
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = req.reply.send(Err(e));
+                        continue;
+                    }
+                }
+                match self.prepare(&req, &key) {
+                    Ok(planned) => prepared.push(Prepared { req, key, planned }),
+                    Err(e) => {
+                        self.unlock_stripe(&key);
+                        let _ = req.reply.send(Err(e));
+                    }
                 }
             }
+            self.commit_batch(prepared);
+            pending = deferred;
         }
-        self.commit_batch(prepared);
     }
 
     fn prepare(&mut self, req: &OperateRequest, key: &ObjKey) -> Result<Planned> {
