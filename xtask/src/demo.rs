@@ -46,23 +46,13 @@ pub fn run() -> anyhow::Result<()> {
     std::fs::write(&input, &content)?;
     let output = root.join("target/demo/readback.bin");
 
-    rbdx(&binary, &data, &["pool", "ls"])?;
-    rbdx(&binary, &data, &["pool", "create", "vms"])?;
-    rbdx(
-        &binary,
-        &data,
-        &[
-            "rados",
-            "-p",
-            "vms",
-            "put",
-            "rbd_data.demo.0000000000000000",
-            input.to_str().unwrap_or_default(),
-        ],
-    )?;
-    rbdx(
-        &binary,
-        &data,
+    let input_arg = input.to_string_lossy().into_owned();
+    let output_arg = output.to_string_lossy().into_owned();
+    let object = "rbd_data.demo.0000000000000000";
+    let steps: [&[&str]; 9] = [
+        &["pool", "ls"],
+        &["pool", "create", "vms"],
+        &["rados", "-p", "vms", "put", object, &input_arg],
         &[
             "rados",
             "-p",
@@ -72,10 +62,6 @@ pub fn run() -> anyhow::Result<()> {
             "size",
             "4194304",
         ],
-    )?;
-    rbdx(
-        &binary,
-        &data,
         &[
             "rados",
             "-p",
@@ -85,22 +71,8 @@ pub fn run() -> anyhow::Result<()> {
             "object_prefix",
             "rbd_data.demo",
         ],
-    )?;
-    rbdx(&binary, &data, &["rados", "-p", "vms", "ls"])?;
-    rbdx(
-        &binary,
-        &data,
-        &[
-            "rados",
-            "-p",
-            "vms",
-            "stat",
-            "rbd_data.demo.0000000000000000",
-        ],
-    )?;
-    rbdx(
-        &binary,
-        &data,
+        &["rados", "-p", "vms", "ls"],
+        &["rados", "-p", "vms", "stat", object],
         &[
             "rados",
             "-p",
@@ -110,19 +82,11 @@ pub fn run() -> anyhow::Result<()> {
             "--format",
             "json",
         ],
-    )?;
-    rbdx(
-        &binary,
-        &data,
-        &[
-            "rados",
-            "-p",
-            "vms",
-            "get",
-            "rbd_data.demo.0000000000000000",
-            output.to_str().unwrap_or_default(),
-        ],
-    )?;
+        &["rados", "-p", "vms", "get", object, &output_arg],
+    ];
+    for step in steps {
+        rbdx(&binary, &data, step)?;
+    }
     let back = std::fs::read(&output)?;
     anyhow::ensure!(
         back == content,

@@ -182,11 +182,7 @@ fn map_output(
             prefix,
             max,
         } => {
-            let max = if *max == 0 {
-                limits::MAX_LIST_PAGE
-            } else {
-                *max
-            };
+            let max = limits::page_len(*max);
             let from = match start_after {
                 Some(s) if s.as_str() >= prefix.as_str() => s.clone(),
                 _ => prefix.clone(),
@@ -405,10 +401,7 @@ pub(crate) fn read_op(
 /// Lists one page of object names.
 pub(crate) fn list_objects(conn: &Connection, io: &IoCtx, opts: &ListOptions) -> Result<ListPage> {
     check_pool_ns(conn, io)?;
-    let max = match opts.max {
-        0 => limits::MAX_LIST_PAGE,
-        n => n.min(limits::MAX_LIST_PAGE),
-    };
+    let max = limits::page_len(opts.max);
     let (from, inclusive) = match &opts.cursor {
         Some(c) if c.as_str() >= opts.prefix.as_str() => (c.clone(), false),
         _ => (opts.prefix.clone(), true),

@@ -461,14 +461,7 @@ impl ObjectStore for DirStore {
     }
 
     async fn lock_opts(&self, io: &IoCtx, oid: &str, opts: &LockOptions) -> Result<()> {
-        validate::lock_name(io, oid, &opts.name)?;
-        for (field, value) in [
-            ("cookie", &opts.cookie),
-            ("tag", &opts.tag),
-            ("description", &opts.description),
-        ] {
-            validate::lock_field(io, oid, field, value)?;
-        }
+        validate::lock_options(io, oid, opts)?;
         let (io, oid, opts) = (io.clone(), oid.to_owned(), opts.clone());
         self.run(move |w| locks::lock(w, &io, &oid, &opts)).await
     }

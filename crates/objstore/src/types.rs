@@ -220,8 +220,16 @@ pub mod limits {
     pub const MAX_NOTIFY_PAYLOAD: usize = 16 << 20;
     /// Longest lock name, cookie, tag or description, in bytes.
     pub const MAX_LOCK_FIELD: usize = 1024;
-    /// Default and largest page size of listings.
+    /// Default and largest page size of listings and omap reads.
     pub const MAX_LIST_PAGE: usize = 1024;
+
+    /// Returns the page size to use for a request of `requested` entries (0: the default).
+    pub fn page_len(requested: usize) -> usize {
+        match requested {
+            0 => MAX_LIST_PAGE,
+            n => n.min(MAX_LIST_PAGE),
+        }
+    }
 }
 
 #[cfg(test)]

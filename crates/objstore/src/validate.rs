@@ -247,6 +247,19 @@ pub fn lock_name(io: &IoCtx, oid: &str, name: &str) -> Result<()> {
     lock_field(io, oid, "name", name)
 }
 
+/// Checks every field of a lock request.
+pub fn lock_options(io: &IoCtx, oid: &str, opts: &crate::LockOptions) -> Result<()> {
+    lock_name(io, oid, &opts.name)?;
+    for (field, value) in [
+        ("cookie", &opts.cookie),
+        ("tag", &opts.tag),
+        ("description", &opts.description),
+    ] {
+        lock_field(io, oid, field, value)?;
+    }
+    Ok(())
+}
+
 /// Checks a notify payload or acknowledgement size.
 pub fn notify_payload(io: &IoCtx, oid: &str, len: usize) -> Result<()> {
     if len > limits::MAX_NOTIFY_PAYLOAD {

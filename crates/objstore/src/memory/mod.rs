@@ -410,10 +410,7 @@ impl ObjectStore for MemoryStore {
 
     async fn list_objects_opts(&self, io: &IoCtx, opts: &ListOptions) -> Result<ListPage> {
         validate::io_ctx(io)?;
-        let max = match opts.max {
-            0 => limits::MAX_LIST_PAGE,
-            n => n.min(limits::MAX_LIST_PAGE),
-        };
+        let max = limits::page_len(opts.max);
         let state = self.state();
         let pool = state.pool_of(io)?;
         let ns = io.namespace().to_owned();
@@ -540,14 +537,7 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn lock_opts(&self, io: &IoCtx, oid: &str, opts: &LockOptions) -> Result<()> {
-        validate::lock_name(io, oid, &opts.name)?;
-        for (field, value) in [
-            ("cookie", &opts.cookie),
-            ("tag", &opts.tag),
-            ("description", &opts.description),
-        ] {
-            validate::lock_field(io, oid, field, value)?;
-        }
+        validate::lock_options(io, oid, opts)?;
         let mut state = self.state();
         let pool = state.pool_of_mut(io)?;
         let key = object_key(io, oid);

@@ -304,11 +304,7 @@ pub(crate) fn evaluate_read(
                 prefix,
                 max,
             } => {
-                let max = if *max == 0 {
-                    limits::MAX_LIST_PAGE
-                } else {
-                    *max
-                };
+                let max = limits::page_len(*max);
                 let mut iter = content
                     .omap
                     .iter()

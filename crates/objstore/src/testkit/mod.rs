@@ -116,6 +116,19 @@ impl Fixture {
     }
 }
 
+/// Waits until `check` returns true, polling every 100 ms; fails the case with `what` if it is
+/// still false after `within`.
+pub async fn eventually<F: AsyncFnMut() -> bool>(within: Duration, what: &str, mut check: F) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} (waited {within:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Unwraps a result, panicking with the error's message.
 #[track_caller]
 pub fn ok<T>(result: crate::Result<T>) -> T {

@@ -12,7 +12,7 @@ use crate::testkit::batches::{BatchGenerator, CRASH_OBJECTS, crash_object};
 use crate::testkit::child::{Peer, Role, increment};
 use crate::testkit::model::ObjectImage;
 use crate::testkit::rng::Rng;
-use crate::testkit::{Fixture, Harness, fails, ok};
+use crate::testkit::{Fixture, Harness, eventually, fails, ok};
 use crate::{ErrorKind, IoCtx, LockKind, LockOptions, ObjectStore, ObjectStoreExt, SnapId};
 
 async fn counter(store: &dyn ObjectStore, io: &IoCtx, oid: &str) -> u64 {
@@ -207,17 +207,17 @@ pub async fn processes_notify_each_other(h: &dyn Harness) {
     peer.expect("notified", Duration::from_secs(10)).await;
 
     peer.kill().await;
-    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
-    while ok(fx.store.list_watchers(&io, "hdr").await)
-        .iter()
-        .any(|w| w.client.id.0 == client)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "killed watcher still listed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let store = &fx.store;
+    eventually(
+        grace + Duration::from_secs(5),
+        "killed watcher still listed",
+        async || {
+            ok(store.list_watchers(&io, "hdr").await)
+                .iter()
+                .all(|w| w.client.id.0 != client)
+        },
+    )
+    .await;
     let result = ok(fx
         .store
         .notify(
@@ -257,18 +257,13 @@ pub async fn processes_break_dead_holders_lock(h: &dyn Harness) {
     assert!(info.lockers[0].alive);
 
     peer.kill().await;
-    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
-    loop {
-        let info = ok(fx.store.lock_info(&io, "obj", "L").await);
-        if !info.lockers[0].alive {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "killed holder still looks alive"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let store = &fx.store;
+    eventually(
+        grace + Duration::from_secs(5),
+        "killed holder still looks alive",
+        async || !ok(store.lock_info(&io, "obj", "L").await).lockers[0].alive,
+    )
+    .await;
     fails(fx.store.lock_opts(&io, "obj", &mine).await, ErrorKind::Busy);
     let holder_id = crate::ClientId(holder);
     ok(fx

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::testkit::{Fixture, Harness, fails, ok};
+use crate::testkit::{Fixture, Harness, eventually, fails, ok};
 use crate::{ErrorKind, LockKind, LockOptions, ObjectStoreExt};
 
 /// Exclusive locks exclude other clients, shared locks admit clients with the same tag, a
@@ -105,19 +105,16 @@ pub async fn locks_lease_expires_and_dead_holder_is_broken(h: &dyn Harness) {
     let _watch = ok(gone.watch(&io, "o").await);
     drop(_watch);
     drop(gone);
-    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
-    loop {
-        let info = ok(b.lock_info(&io, "o", "D").await);
-        assert_eq!(info.lockers[0].client.id, gone_id);
-        if !info.lockers[0].alive {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dead holder still looks alive"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        grace + Duration::from_secs(5),
+        "dead holder still looks alive",
+        async || {
+            let info = ok(b.lock_info(&io, "o", "D").await);
+            assert_eq!(info.lockers[0].client.id, gone_id);
+            !info.lockers[0].alive
+        },
+    )
+    .await;
     fails(
         b.lock_opts(&io, "o", &LockOptions::new("D", LockKind::Exclusive, "b"))
             .await,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::testkit::{Fixture, Harness, fails, ok};
+use crate::testkit::{Fixture, Harness, eventually, fails, ok};
 use crate::{ErrorKind, ObjectStoreExt, WatchEvent};
 
 /// A notify reaches every watcher; the notifier gets each answer with the watcher's identity
@@ -103,18 +103,17 @@ pub async fn watch_of_gone_session_is_dropped(h: &dyn Harness) {
     assert_eq!(ok(fx.store.list_watchers(&io, "hdr").await).len(), 1);
     drop(watch);
     drop(gone);
-    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
-    loop {
-        let watchers = ok(fx.store.list_watchers(&io, "hdr").await);
-        if watchers.iter().all(|w| w.client.id != gone_id) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gone watcher still listed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let store = &fx.store;
+    eventually(
+        grace + Duration::from_secs(5),
+        "gone watcher still listed",
+        async || {
+            ok(store.list_watchers(&io, "hdr").await)
+                .iter()
+                .all(|w| w.client.id != gone_id)
+        },
+    )
+    .await;
     let result = ok(fx
         .store
         .notify(&io, "hdr", Bytes::new(), Duration::from_millis(300))
