@@ -6,8 +6,7 @@ use std::time::SystemTime;
 
 use rbdx_objstore::lock::{Hold, LockState};
 use rbdx_objstore::{
-    ClientId, ClientInfo, Error, IoCtx, LockInfo, LockKind, LockOptions, LockerInfo, Result,
-    Subject,
+    ClientId, ClientInfo, Error, IoCtx, LockInfo, LockKind, LockOptions, Result, Subject,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -214,34 +213,15 @@ pub(crate) fn lock_info(
     name: &str,
 ) -> Result<LockInfo> {
     let obj = present_head(conn, io, oid)?;
-    let Some(mut state) = load_state(conn, obj, name).map_err(db_error)? else {
+    let Some(state) = load_state(conn, obj, name).map_err(db_error)? else {
         return Ok(LockInfo {
             kind: None,
             tag: String::new(),
             lockers: Vec::new(),
         });
     };
-    state.expire(SystemTime::now());
-    let mut lockers = Vec::with_capacity(state.holds.len());
-    for h in state.holds {
-        let alive = session::alive(conn, layout, h.client.id.0).map_err(db_error)?;
-        lockers.push(LockerInfo {
-            client: h.client,
-            cookie: h.cookie,
-            description: h.description,
-            expiration: h.expiration,
-            alive,
-        });
-    }
-    let kind = if lockers.is_empty() {
-        None
-    } else {
-        Some(state.kind)
-    };
-    Ok(LockInfo {
-        kind,
-        tag: state.tag,
-        lockers,
+    state.describe(SystemTime::now(), |client| {
+        session::alive(conn, layout, client.0).map_err(db_error)
     })
 }
 

@@ -211,6 +211,33 @@ impl LockState {
         Ok(state)
     }
 
+    /// Describes the lock as of `now` (expired holds left out), asking `alive` about each
+    /// holder's session.
+    pub fn describe<E>(
+        mut self,
+        now: SystemTime,
+        mut alive: impl FnMut(crate::ClientId) -> Result<bool, E>,
+    ) -> Result<LockInfo, E> {
+        self.expire(now);
+        let mut lockers = Vec::with_capacity(self.holds.len());
+        for h in self.holds {
+            let alive = alive(h.client.id)?;
+            lockers.push(LockerInfo {
+                client: h.client,
+                cookie: h.cookie,
+                description: h.description,
+                expiration: h.expiration,
+                alive,
+            });
+        }
+        let kind = (!lockers.is_empty()).then_some(self.kind);
+        Ok(LockInfo {
+            kind,
+            tag: self.tag,
+            lockers,
+        })
+    }
+
     /// Removes the hold of `client_id` with `cookie`; `NotFound` if there is none.
     pub fn release(
         &mut self,

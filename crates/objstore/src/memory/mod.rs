@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, ErrorKind, Result, Subject};
-use crate::lock::{LockInfo, LockOptions, LockState, LockerInfo};
+use crate::lock::{LockInfo, LockOptions, LockState};
 use crate::op::{ReadOp, ReadResult, WriteOp};
 use crate::snapset::SnapSet;
 use crate::store::ObjectStore;
@@ -570,35 +570,14 @@ impl ObjectStore for MemoryStore {
         if object.head.is_none() {
             return Err(Error::not_found(io.object_subject(oid)));
         }
-        let Some(mut lock) = object.locks.get(name).cloned() else {
+        let Some(lock) = object.locks.get(name).cloned() else {
             return Ok(LockInfo {
                 kind: None,
                 tag: String::new(),
                 lockers: Vec::new(),
             });
         };
-        lock.expire(SystemTime::now());
-        let lockers = lock
-            .holds
-            .iter()
-            .map(|h| LockerInfo {
-                client: h.client.clone(),
-                cookie: h.cookie.clone(),
-                description: h.description.clone(),
-                expiration: h.expiration,
-                alive: state.client_alive(h.client.id),
-            })
-            .collect::<Vec<_>>();
-        let kind = if lockers.is_empty() {
-            None
-        } else {
-            Some(lock.kind)
-        };
-        Ok(LockInfo {
-            kind,
-            tag: lock.tag,
-            lockers,
-        })
+        lock.describe(SystemTime::now(), |client| Ok(state.client_alive(client)))
     }
 
     async fn lock_list(&self, io: &IoCtx, oid: &str) -> Result<Vec<String>> {
