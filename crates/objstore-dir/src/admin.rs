@@ -207,6 +207,15 @@ pub(crate) fn snap_create(w: &mut Writer, pool: PoolId) -> Result<SnapId> {
     Ok(SnapId(seq as u64))
 }
 
+/// Returns true if `snap` was ever allocated in `pool`.
+fn was_allocated(conn: &Connection, pool: PoolId, snap: SnapId) -> Result<bool> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT snap_seq FROM pools WHERE id = ?1")
+        .and_then(|mut s| s.query_row([pool.0 as i64], |r| r.get(0)).optional())
+        .map_err(db_error)?;
+    Ok(seq.is_some_and(|seq| snap.0 > 0 && snap.0 <= seq as u64))
+}
+
 /// Checks that `snap` was allocated in `pool` and not removed.
 pub(crate) fn check_snap(conn: &Connection, pool: PoolId, snap: SnapId) -> Result<()> {
     let seq: Option<i64> = conn
@@ -224,12 +233,18 @@ pub(crate) fn check_snap(conn: &Connection, pool: PoolId, snap: SnapId) -> Resul
     Ok(())
 }
 
-/// Removes a snapshot, then trims the clones that served it, object by object.
+/// Removes a snapshot, then trims the clones that served it, object by object. Removing it
+/// again trims again, which finishes a removal a crash interrupted.
 pub(crate) fn snap_remove(w: &mut Writer, pool: PoolId, snap: SnapId) -> Result<()> {
     let tx = w.begin()?;
-    check_snap(&tx, pool, snap)?;
+    match check_snap(&tx, pool, snap) {
+        Err(e)
+            if e.subject() == &(Subject::Snapshot { pool, snap })
+                && was_allocated(&tx, pool, snap)? => {}
+        other => other?,
+    }
     tx.execute(
-        "INSERT INTO removed_snaps (pool, snap) VALUES (?1, ?2)",
+        "INSERT OR IGNORE INTO removed_snaps (pool, snap) VALUES (?1, ?2)",
         params![pool.0 as i64, snap.0 as i64],
     )
     .map_err(db_error)?;

@@ -414,14 +414,17 @@ impl<'p, 'a> Eval<'p, 'a> {
                 self.cut(0);
             }
             WriteStep::Zero { offset, length } => {
-                if self.exists {
-                    let end = (offset + length).min(self.size);
-                    if *offset < end {
+                if self.exists && *offset < self.size {
+                    if offset + length >= self.size {
+                        self.queue(Action::Shrink { size: *offset })?;
+                        self.size = *offset;
+                        self.cut(*offset);
+                    } else {
                         self.queue(Action::Punch {
                             offset: *offset,
-                            length: end - offset,
+                            length: *length,
                         })?;
-                        self.changed.insert(*offset, end - offset);
+                        self.changed.insert(*offset, *length);
                     }
                 }
             }
@@ -472,12 +475,6 @@ impl<'p, 'a> Eval<'p, 'a> {
             WriteStep::XattrRemove(name) => {
                 if !self.exists {
                     return Err(self.absent());
-                }
-                if self.current_xattr(name)?.is_none() {
-                    return Err(Error::not_found(Subject::Xattr {
-                        oid: self.p.oid.to_owned(),
-                        name: name.clone(),
-                    }));
                 }
                 self.xattrs.push(MapStep::Remove(vec![name.clone()]));
             }

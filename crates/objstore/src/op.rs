@@ -48,7 +48,8 @@ impl CmpOp {
 /// Steps that store something (`Write`, `WriteFull`, `OmapSet`, `XattrSet`, `Create`) create
 /// the object if it is absent. `Zero` and `Truncate` on an absent object do nothing; `Zero`
 /// never extends an object. `Remove`, `OmapRemove`, `OmapClear` and `XattrRemove` fail with
-/// `NotFound` on an absent object.
+/// `NotFound` on an absent object. These are RADOS' rules, including its less obvious ones: a
+/// `Zero` reaching the end of the object truncates it, and removing a missing xattr succeeds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteStep {
     /// Fails with `NotFound` unless the object exists.
@@ -86,7 +87,9 @@ pub enum WriteStep {
     },
     /// Replaces the whole content with `data`.
     WriteFull(Bytes),
-    /// Makes `[offset, offset + length)` read as zeros, clipped to the object's size.
+    /// Makes `[offset, offset + length)` read as zeros. A range starting at or past the end
+    /// does nothing; a range reaching the end (`offset + length >= size`) truncates the object
+    /// to `offset`.
     Zero {
         /// First byte.
         offset: u64,
@@ -110,7 +113,7 @@ pub enum WriteStep {
         /// Value.
         value: Bytes,
     },
-    /// Removes an xattr; fails with `NotFound` if it is not set.
+    /// Removes an xattr; removing one that is not set does nothing.
     XattrRemove(String),
 }
 

@@ -40,15 +40,20 @@ use crate::watch::{NotifyResult, Watch, WatcherInfo};
 ///   it durable across power loss.
 /// - **Not found**: reads, `list_snaps`, `watch` and `notify` on an absent object fail with
 ///   `NotFound` naming the object; reads at a snapshot where the object did not exist fail the
-///   same way; a snapshot id that was never allocated or was removed fails with `NotFound`
-///   naming the snapshot.
+///   same way; reads at a snapshot id that was never allocated fail with `NotFound` naming the
+///   snapshot, and so do reads at a removed snapshot once it is trimmed (a backend that cannot
+///   tell a removed snapshot from one where the object was absent names the object).
 /// - **Listing** returns every object that exists for the whole listing exactly once, in an
 ///   order of the backend's choosing; objects created or removed meanwhile may or may not
 ///   appear.
-/// - **Snapshots** are self-managed as in RADOS: see [`crate::snapset`].
+/// - **Snapshots** are self-managed as in RADOS: see [`crate::snapset`]. Removing a snapshot
+///   trims the clones that served only it either at once or in the background (RADOS); until
+///   the trim is done, `list_snaps` may still show them.
 /// - **Watchers and lock holders** are client sessions; a session whose process is gone stops
-///   being listed as a watcher, and its lock holds are reported with `alive == false` so that
-///   they can be broken.
+///   being listed as a watcher. A lock holder is reported `alive` while its session watches the
+///   locked object, as librbd's exclusive lock does (a backend that tracks sessions itself may
+///   also report a holder alive that does not watch); once a gone session's watches have
+///   lapsed, its holds are reported with `alive == false` so that they can be broken.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug + 'static {
     /// Returns this session's identity, as other clients see it in watcher and lock listings.
@@ -94,6 +99,8 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     async fn snap_create(&self, pool: PoolId) -> Result<SnapId>;
 
     /// Removes a self-managed snapshot: clones no longer serving any snapshot are trimmed.
+    /// Removing a removed snapshot again succeeds (a retry is harmless); an id that was never
+    /// allocated fails with `NotFound`.
     async fn snap_remove(&self, pool: PoolId, snap: SnapId) -> Result<()>;
 
     /// Evaluates a compound read of one object at the head (`snap == None`) or a snapshot.

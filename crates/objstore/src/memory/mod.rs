@@ -350,8 +350,10 @@ impl ObjectStore for MemoryStore {
 
     async fn snap_remove(&self, pool: PoolId, snap: SnapId) -> Result<()> {
         let mut state = self.state();
-        state.check_snap(pool, snap)?;
         let p = state.pool_mut(pool)?;
+        if snap.0 == 0 || snap.0 > p.snap_seq {
+            return Err(Error::not_found(Subject::Snapshot { pool, snap }));
+        }
         p.removed_snaps.insert(snap.0);
         for object in p.objects.values_mut() {
             object.trim(snap);

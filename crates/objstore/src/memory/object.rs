@@ -204,11 +204,14 @@ fn apply_step(
             changes.cut(0);
         }
         WriteStep::Zero { offset, length } => {
-            if let Some(head) = work.as_mut() {
-                let end = (offset + length).min(head.size);
-                if *offset < end {
-                    head.data.zero(*offset, end - offset);
-                    changes.changed.insert(*offset, end - offset);
+            if let Some(head) = work.as_mut().filter(|h| *offset < h.size) {
+                if offset + length >= head.size {
+                    head.data.truncate(*offset);
+                    head.size = *offset;
+                    changes.cut(*offset);
+                } else {
+                    head.data.zero(*offset, *length);
+                    changes.changed.insert(*offset, *length);
                 }
             }
         }
@@ -244,13 +247,10 @@ fn apply_step(
             head.xattrs.insert(name.clone(), value.clone());
         }
         WriteStep::XattrRemove(name) => {
-            let head = work.as_mut().ok_or_else(|| absent(subject))?;
-            if head.xattrs.remove(name).is_none() {
-                return Err(Error::not_found(Subject::Xattr {
-                    oid: object_name(subject),
-                    name: name.clone(),
-                }));
-            }
+            work.as_mut()
+                .ok_or_else(|| absent(subject))?
+                .xattrs
+                .remove(name);
         }
     }
     Ok(())

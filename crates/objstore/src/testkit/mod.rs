@@ -42,6 +42,9 @@ pub struct Capabilities {
     pub crash_rounds: u64,
     /// Increments per process in the contention case.
     pub counter_increments: u64,
+    /// How long after a snapshot removal its clones may still be listed (trimming runs in the
+    /// background on RADOS).
+    pub snap_trim_grace: Duration,
 }
 
 impl Default for Capabilities {
@@ -50,6 +53,7 @@ impl Default for Capabilities {
             dead_session_grace: Duration::from_secs(2),
             crash_rounds: 50,
             counter_increments: 1000,
+            snap_trim_grace: Duration::ZERO,
         }
     }
 }

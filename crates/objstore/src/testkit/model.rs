@@ -81,10 +81,13 @@ impl ObjectImage {
                 true
             }
             WriteStep::Zero { offset, length } => {
-                if self.exists {
-                    let start = (*offset as usize).min(self.data.len());
-                    let end = ((offset + length) as usize).min(self.data.len());
-                    self.data[start..end].fill(0);
+                let (start, end) = (*offset as usize, (offset + length) as usize);
+                if self.exists && start < self.data.len() {
+                    if end >= self.data.len() {
+                        self.data.truncate(start);
+                    } else {
+                        self.data[start..end].fill(0);
+                    }
                 }
                 true
             }
@@ -128,7 +131,10 @@ impl ObjectImage {
                 self.xattrs.insert(name.clone(), value.clone());
                 true
             }
-            WriteStep::XattrRemove(name) => self.exists && self.xattrs.remove(name).is_some(),
+            WriteStep::XattrRemove(name) => {
+                self.xattrs.remove(name);
+                self.exists
+            }
         }
     }
 

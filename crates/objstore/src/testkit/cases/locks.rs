@@ -15,6 +15,7 @@ pub async fn locks_exclusive_shared_renew_unlock(h: &dyn Harness) {
     let excl = LockOptions::new("L", LockKind::Exclusive, "c1").with_description("held by a");
     ok(a.lock_opts(&io, "o", &excl).await);
     assert!(ok(a.exists(&io, "o").await), "locking creates the object");
+    let watch = ok(a.watch(&io, "o").await);
     let err = fails(b.lock_opts(&io, "o", &excl).await, ErrorKind::Busy);
     assert!(err.to_string().contains("lock 'L'"), "{err}");
     fails(a.lock_opts(&io, "o", &excl).await, ErrorKind::AlreadyExists);
@@ -29,8 +30,9 @@ pub async fn locks_exclusive_shared_renew_unlock(h: &dyn Harness) {
         (holder.cookie.as_str(), holder.description.as_str()),
         ("c1", "held by a")
     );
-    assert!(holder.alive);
+    assert!(holder.alive, "a holder watching the object is alive");
     assert_eq!(ok(b.lock_list(&io, "o").await), vec!["L".to_owned()]);
+    ok(a.unwatch(&io, "o", watch.cookie()).await);
 
     fails(b.unlock(&io, "o", "L", "c1").await, ErrorKind::NotFound);
     ok(a.unlock(&io, "o", "L", "c1").await);

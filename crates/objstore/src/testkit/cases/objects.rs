@@ -64,10 +64,23 @@ pub async fn objects_write_full_truncate_zero(h: &dyn Harness) {
     ok(s.operate(io, "o", &WriteOp::new().zero(100, 200), &snapc)
         .await);
     expect[100..300].fill(0);
-    ok(s.operate(io, "o", &WriteOp::new().zero(9000, 5000), &snapc)
+    ok(s.operate(io, "o", &WriteOp::new().zero(9000, 500), &snapc)
         .await);
-    expect[9000..].fill(0);
+    expect[9000..9500].fill(0);
+    assert_eq!(ok(s.stat(io, "o").await).size, 10000);
+    ok(s.operate(io, "o", &WriteOp::new().zero(12000, 100), &snapc)
+        .await);
     assert_eq!(ok(s.stat(io, "o").await).size, 10000, "zero never extends");
+    ok(s.operate(io, "o", &WriteOp::new().zero(9800, 200), &snapc)
+        .await);
+    ok(s.operate(io, "o", &WriteOp::new().zero(9700, 5000), &snapc)
+        .await);
+    expect.truncate(9700);
+    assert_eq!(
+        ok(s.stat(io, "o").await).size,
+        9700,
+        "a zero reaching the end truncates"
+    );
     assert_eq!(ok(s.read(io, "o", 0, None).await), expect);
 
     ok(s.write_full(io, "o", Bytes::from_static(b"short")).await);
