@@ -1,13 +1,17 @@
-//! Helpers for end-to-end tests: run the built `rbdx` binary against a temporary store.
+//! Helpers for end-to-end tests: run the built `rbdx` binary against a temporary store or a
+//! Ceph cluster.
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A temporary embedded store and a way to run `rbdx` on it.
+/// A temporary directory (the embedded store, unless a cluster is given) and a way to run
+/// `rbdx` on the store.
 pub struct Rbdx {
     pub dir: tempfile::TempDir,
+    /// Options selecting a Ceph cluster, put before every command; empty for the embedded store.
+    cluster_args: Vec<String>,
 }
 
 /// What one `rbdx` run printed and how it exited.
@@ -54,7 +58,25 @@ impl Rbdx {
     pub fn new() -> Rbdx {
         Rbdx {
             dir: tempfile::tempdir().unwrap(),
+            cluster_args: Vec::new(),
         }
+    }
+
+    /// Runs commands against the Ceph cluster selected by `args` (e.g. `--ceph-conf FILE`).
+    pub fn on_cluster(args: &[&str]) -> Rbdx {
+        Rbdx {
+            dir: tempfile::tempdir().unwrap(),
+            cluster_args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// Returns the test cluster's `ceph.conf` (`RBDX_TEST_CEPH_CONF`), or `None` after saying
+    /// why the test is skipped (under `CI=true` it fails instead).
+    pub fn test_cluster() -> Option<String> {
+        rbdx_objstore::testkit::external(
+            "RBDX_TEST_CEPH_CONF",
+            "no Ceph cluster to run rbdx against (see tests/ceph/micro-cluster.sh)",
+        )
     }
 
     /// Returns the data directory.
@@ -70,15 +92,17 @@ impl Rbdx {
     /// Runs `rbdx` with `args` and optional standard input.
     pub fn run_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Run {
         let mut cmd = Command::new(Self::binary());
-        cmd.args(args)
-            .env("RBDX_DATA_DIR", self.path())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(&self.cluster_args).args(args);
+        if self.cluster_args.is_empty() {
+            cmd.env("RBDX_DATA_DIR", self.path());
+        }
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = input {
             use std::io::Write;

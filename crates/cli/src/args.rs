@@ -22,9 +22,31 @@ pub struct Global {
     /// Directory of the embedded store (default: `~/.local/share/rbdx/<cluster>`).
     #[arg(long, global = true, env = "RBDX_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Cluster name; selects the default data directory.
+    /// Cluster name: selects `~/.config/rbdx/<NAME>.conf` or `/etc/rbdx/<NAME>.conf` if one
+    /// exists, else the embedded store `~/.local/share/rbdx/<NAME>`.
     #[arg(long, global = true, default_value = "ceph", value_name = "NAME")]
     pub cluster: String,
+    /// An rbdx config file (its `[cluster]` section names the backend), or a `ceph.conf`.
+    #[arg(short = 'c', long = "conf", global = true, value_name = "FILE")]
+    pub conf: Option<PathBuf>,
+    /// Use the Ceph cluster this `ceph.conf` describes (the rados backend).
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "conf")]
+    pub ceph_conf: Option<PathBuf>,
+    /// Ceph user id, without `client.` (as `rbd --id`).
+    #[arg(long, global = true, value_name = "ID")]
+    pub id: Option<String>,
+    /// Ceph user name, e.g. `client.admin` (as `rbd --name`).
+    #[arg(
+        short = 'n',
+        long = "name",
+        global = true,
+        value_name = "NAME",
+        conflicts_with = "id"
+    )]
+    pub user_name: Option<String>,
+    /// Keyring holding the Ceph user's key (default: what the `ceph.conf` names).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
     /// Output format of listing and info commands.
     #[arg(long, global = true, value_enum, default_value = "plain")]
     pub format: Format,

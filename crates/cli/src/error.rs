@@ -19,6 +19,27 @@ impl CliError {
         }
     }
 
+    /// A not-supported error (exit status 95).
+    #[cfg(not(feature = "rados"))]
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 95,
+        }
+    }
+
+    /// An operating-system error while doing `what`.
+    pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
+        let code = CliError::from(std::io::Error::new(e.kind(), "")).code;
+        CliError {
+            message: format!("{what}: {e}"),
+            code: e
+                .raw_os_error()
+                .and_then(|n| u8::try_from(n).ok())
+                .unwrap_or(code),
+        }
+    }
+
     /// Returns the process exit status.
     pub fn exit_code(&self) -> u8 {
         self.code

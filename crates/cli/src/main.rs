@@ -2,6 +2,7 @@
 //! where the two share commands.
 
 mod args;
+mod cluster;
 mod commands;
 mod error;
 mod output;

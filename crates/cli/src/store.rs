@@ -1,36 +1,30 @@
-//! Which store a command uses: the embedded `dir` store in `--data-dir` (or `RBDX_DATA_DIR`,
-//! or `~/.local/share/rbdx/<cluster>`). A new embedded store gets the pool `rbd`, as a Ceph
-//! cluster set up for RBD has.
+//! Opening the store a command uses (see [`crate::cluster`] for how it is chosen). A new
+//! embedded store gets the pool `rbd`, as a Ceph cluster set up for RBD has.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use rbdx_objstore::{ErrorKind, ObjectStore};
 use rbdx_objstore_dir::DirStore;
 
 use crate::args::Global;
-use crate::error::{CliError, CliResult};
+use crate::cluster::{self, RadosTarget, Target};
+use crate::error::CliResult;
 
 /// The pool new embedded stores start with.
 pub const DEFAULT_POOL: &str = "rbd";
 
-/// Returns the data directory selected by the global options.
-pub fn data_dir(global: &Global) -> CliResult<PathBuf> {
-    if let Some(dir) = &global.data_dir {
-        return Ok(dir.clone());
-    }
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .ok_or_else(|| CliError::invalid("no --data-dir given and no HOME to find the default"))?;
-    Ok(base.join("rbdx").join(&global.cluster))
-}
-
 /// Opens the store selected by the global options.
 pub async fn open(global: &Global) -> CliResult<Arc<dyn ObjectStore>> {
-    let dir = data_dir(global)?;
+    match cluster::resolve(global)? {
+        Target::Dir(dir) => open_dir(&dir).await,
+        Target::Rados(target) => open_rados(target).await,
+    }
+}
+
+async fn open_dir(dir: &Path) -> CliResult<Arc<dyn ObjectStore>> {
     let fresh = !dir.join("meta.db").exists();
-    let store = DirStore::open(&dir)?;
+    let store = DirStore::open(dir)?;
     if fresh {
         match store.pool_create(DEFAULT_POOL).await {
             Ok(_) => {}
@@ -39,4 +33,23 @@ pub async fn open(global: &Global) -> CliResult<Arc<dyn ObjectStore>> {
         }
     }
     Ok(Arc::new(store))
+}
+
+#[cfg(feature = "rados")]
+async fn open_rados(target: RadosTarget) -> CliResult<Arc<dyn ObjectStore>> {
+    use rbdx_objstore_rados::{RadosConfig, RadosStore};
+    let mut config = RadosConfig::from_ceph_conf(target.ceph_conf).with_name(target.name);
+    if let Some(keyring) = target.keyring {
+        config = config.with_keyring(keyring);
+    }
+    Ok(Arc::new(RadosStore::connect(config).await?))
+}
+
+#[cfg(not(feature = "rados"))]
+async fn open_rados(target: RadosTarget) -> CliResult<Arc<dyn ObjectStore>> {
+    Err(crate::error::CliError::unsupported(format!(
+        "{} names a Ceph cluster, but this rbdx was built without the rados backend \
+         (build it with `cargo build --release --features rados`)",
+        target.ceph_conf.display()
+    )))
 }

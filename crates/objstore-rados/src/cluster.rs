@@ -139,7 +139,10 @@ impl Cluster {
             let detail = match -r {
                 libc::ETIMEDOUT => "no monitor answered in time (mon_host unreachable?)".to_owned(),
                 libc::EACCES | libc::EPERM => {
-                    format!("authentication as {} failed (wrong key?)", cfg.name)
+                    format!(
+                        "authentication as {} failed (unknown user or wrong key)",
+                        cfg.name
+                    )
                 }
                 libc::ENOENT => format!("no keyring with a key for {}", cfg.name),
                 other => format!(

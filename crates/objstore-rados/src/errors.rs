@@ -21,14 +21,14 @@ pub(crate) fn from_errno(r: i32, subject: Subject) -> Error {
         libc::EINVAL | libc::EFBIG | libc::E2BIG | libc::ENAMETOOLONG => ErrorKind::InvalidArgument,
         libc::EOPNOTSUPP => ErrorKind::Unsupported,
         libc::ETIMEDOUT => ErrorKind::TimedOut,
+        libc::EACCES | libc::EPERM => ErrorKind::PermissionDenied,
         _ => ErrorKind::Io,
     };
-    let source = std::io::Error::from_raw_os_error(errno);
     let error = Error::new(kind, subject);
     if kind == ErrorKind::Io {
-        error.with_detail(source.to_string()).with_source(source)
+        error.with_detail(std::io::Error::from_raw_os_error(errno).to_string())
     } else {
-        error.with_source(source)
+        error
     }
 }
 

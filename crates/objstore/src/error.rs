@@ -29,6 +29,8 @@ pub enum ErrorKind {
     Unsupported,
     /// The operation did not finish in time (`ETIMEDOUT`).
     TimedOut,
+    /// The credentials were refused or lack the rights needed (`EACCES`).
+    PermissionDenied,
     /// Stored state is damaged and was not used (`EIO`).
     Corrupt,
     /// The operating system or the backend's storage failed (`EIO`).
@@ -47,6 +49,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => libc_errno::EINVAL,
             ErrorKind::Unsupported => libc_errno::EOPNOTSUPP,
             ErrorKind::TimedOut => libc_errno::ETIMEDOUT,
+            ErrorKind::PermissionDenied => libc_errno::EACCES,
             ErrorKind::Corrupt | ErrorKind::Io => libc_errno::EIO,
         }
     }
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::Unsupported => "not supported",
             ErrorKind::TimedOut => "timed out",
+            ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Corrupt => "corrupt",
             ErrorKind::Io => "i/o error",
         }
@@ -71,6 +75,7 @@ impl ErrorKind {
 mod libc_errno {
     pub const ENOENT: i32 = 2;
     pub const EIO: i32 = 5;
+    pub const EACCES: i32 = 13;
     pub const EBUSY: i32 = 16;
     pub const EEXIST: i32 = 17;
     pub const EINVAL: i32 = 22;

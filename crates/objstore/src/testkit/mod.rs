@@ -133,6 +133,22 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(within: Duration, what: &str, m
     }
 }
 
+/// Returns the value of environment variable `var`, which points tests at something outside
+/// the repository (a Ceph cluster, say). When it is unset the caller skips its test after this
+/// says why and how to set it (`hint`), except under `CI=true`, where it fails instead: a CI
+/// run must not pass by testing nothing.
+pub fn external(var: &str, hint: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            let why = format!("{var} is not set; {hint}");
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
 /// Unwraps a result, panicking with the error's message.
 #[track_caller]
 pub fn ok<T>(result: crate::Result<T>) -> T {

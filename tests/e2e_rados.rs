@@ -1,0 +1,88 @@
+//! End-to-end tests of `rbdx` on a real Ceph cluster (`RBDX_TEST_CEPH_CONF`): choosing the
+//! cluster with `--ceph-conf`, `-c` (an rbdx config or a ceph.conf) and `--id`, then pools,
+//! objects and config keys through the rados backend.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::Rbdx;
+
+fn unique(tag: &str) -> String {
+    format!("e2e-{tag}-{}", std::process::id())
+}
+
+#[test]
+fn pools_objects_and_keys_on_a_ceph_cluster() {
+    let Some(conf) = Rbdx::test_cluster() else {
+        return;
+    };
+    let rbdx = Rbdx::on_cluster(&["--ceph-conf", &conf, "--id", "admin"]);
+    let pool = unique("pool");
+    rbdx.run(&["pool", "create", &pool]).ok();
+    let pools = rbdx.run(&["pool", "ls", "--format", "json"]).ok().json();
+    assert!(
+        pools
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pool_name"] == pool.as_str()),
+        "{pools}"
+    );
+
+    let file = rbdx.path().join("payload");
+    std::fs::write(&file, b"object on ceph").unwrap();
+    let file = file.to_string_lossy().into_owned();
+    rbdx.run(&["rados", "-p", &pool, "put", "obj", &file]).ok();
+    let got = rbdx.run(&["rados", "-p", &pool, "get", "obj", "-"]).ok();
+    assert_eq!(got.stdout, "object on ceph");
+    let stat = rbdx
+        .run(&["rados", "-p", &pool, "stat", "obj", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(stat["size"], 14);
+    rbdx.run(&["rados", "-p", &pool, "get", "nosuch", "-"])
+        .fails(2, "not found");
+
+    let key = unique("key");
+    rbdx.run(&["config-key", "set", &key, "s3cr3t"]).ok();
+    assert_eq!(rbdx.run(&["config-key", "get", &key]).ok().stdout, "s3cr3t");
+    rbdx.run(&["config-key", "rm", &key]).ok();
+    rbdx.run(&["config-key", "get", &key]).fails(2, "not found");
+
+    rbdx.run(&["pool", "rm", &pool, "--yes-i-really-really-mean-it"])
+        .ok();
+}
+
+#[test]
+fn clusters_are_chosen_by_config_files() {
+    let Some(conf) = Rbdx::test_cluster() else {
+        return;
+    };
+    let local = Rbdx::new();
+    let site = local.path().join("site.conf");
+    std::fs::write(
+        &site,
+        format!("[cluster]\nbackend = \"rados\"\nceph_conf = \"{conf}\"\n"),
+    )
+    .unwrap();
+    let site = site.to_string_lossy().into_owned();
+    let by_file = Rbdx::on_cluster(&["-c", &site]);
+    let pools = by_file.run(&["pool", "ls", "--format", "json"]).ok().json();
+    let by_ceph_conf = Rbdx::on_cluster(&["-c", &conf]);
+    assert_eq!(
+        by_ceph_conf
+            .run(&["pool", "ls", "--format", "json"])
+            .ok()
+            .json(),
+        pools,
+        "-c accepts a ceph.conf as rbd does"
+    );
+
+    Rbdx::on_cluster(&["--ceph-conf", &conf, "--id", "nobody-here"])
+        .run(&["pool", "ls"])
+        .fails(13, "client.nobody-here");
+    Rbdx::on_cluster(&["--ceph-conf", "/nonexistent/ceph.conf"])
+        .run(&["pool", "ls"])
+        .fails(2, "/nonexistent/ceph.conf");
+}
