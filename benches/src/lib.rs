@@ -1,7 +1,9 @@
-//! Helpers shared by the benchmarks: where they put data, and the plain-file reference that
-//! every store benchmark is compared with.
+//! Helpers shared by the benchmarks: where they put data, the plain-file reference the `dir`
+//! store is compared with, and the cases every store runs ([`cases`]).
 
 #![warn(missing_docs)]
+
+pub mod cases;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::{cargo, root, run_step};
+use std::collections::HashMap;
+
+use crate::{cargo, ceph, rados_bench, root, run_step};
 
 /// One row of a comparison table: a criterion group and how to show it.
 struct Row {
@@ -15,76 +17,177 @@ struct Row {
     target: Option<f64>,
 }
 
+/// Where a suite's reference figures come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reference {
+    /// A second function in each criterion group.
+    Criterion,
+    /// Ceph's `rados bench`, run by this task against the same cluster.
+    RadosBench,
+}
+
 /// A benchmark suite: the bench target that runs it and the rows it reports.
 struct Suite {
     name: &'static str,
+    backend: &'static str,
     bench: &'static str,
+    features: &'static [&'static str],
     subject: &'static str,
     reference: &'static str,
+    source: Reference,
     rows: &'static [Row],
     notes: &'static str,
 }
 
-const SUITES: &[Suite] = &[Suite {
-    name: "objstore",
-    bench: "objstore",
-    subject: "dir",
-    reference: "plain",
-    rows: &[
-        Row {
-            group: "write-4m",
-            label: "4 MiB object writes, 4 in flight",
-            target: Some(0.8),
-        },
-        Row {
-            group: "read-4m",
-            label: "4 MiB object reads, 4 in flight",
-            target: Some(0.8),
-        },
-        Row {
-            group: "randwrite-4k-qd1",
-            label: "4 KiB random writes, 1 in flight",
-            target: Some(0.5),
-        },
-        Row {
-            group: "randwrite-4k-qd16",
-            label: "4 KiB random writes, 16 in flight",
-            target: Some(0.5),
-        },
-        Row {
-            group: "omap-batch",
-            label: "operate: 2 omap keys + 1 xattr, 16 in flight",
-            target: None,
-        },
-    ],
-    notes: "reference: pwrite/pread on one 256 MiB file in the same directory, filled once with \
-            4 MiB writes, same offsets and concurrency (threads)",
-}];
+const OBJSTORE_ROWS: &[Row] = &[
+    Row {
+        group: "write-4m",
+        label: "4 MiB object writes, 4 in flight",
+        target: Some(0.8),
+    },
+    Row {
+        group: "read-4m",
+        label: "4 MiB object reads, 4 in flight",
+        target: Some(0.8),
+    },
+    Row {
+        group: "randwrite-4k-qd1",
+        label: "4 KiB random writes, 1 in flight",
+        target: Some(0.5),
+    },
+    Row {
+        group: "randwrite-4k-qd16",
+        label: "4 KiB random writes, 16 in flight",
+        target: Some(0.5),
+    },
+    Row {
+        group: "omap-batch",
+        label: "operate: 2 omap keys + 1 xattr, 16 in flight",
+        target: None,
+    },
+];
 
-/// Runs the selected suites (all when `args` is empty) and prints their tables.
+const RADOS_ROWS: &[Row] = &[
+    Row {
+        group: "write-4m",
+        label: "4 MiB object writes, 4 in flight",
+        target: Some(0.9),
+    },
+    Row {
+        group: "read-4m",
+        label: "4 MiB object reads, 4 in flight",
+        target: Some(0.9),
+    },
+    Row {
+        group: "randwrite-4k-qd1",
+        label: "4 KiB writes, 1 in flight",
+        target: None,
+    },
+    Row {
+        group: "randwrite-4k-qd16",
+        label: "4 KiB writes, 16 in flight",
+        target: None,
+    },
+    Row {
+        group: "omap-batch",
+        label: "operate: 2 omap keys + 1 xattr, 16 in flight",
+        target: None,
+    },
+];
+
+const SUITES: &[Suite] = &[
+    Suite {
+        name: "objstore",
+        backend: "dir",
+        bench: "objstore",
+        features: &[],
+        subject: "dir",
+        reference: "plain",
+        source: Reference::Criterion,
+        rows: OBJSTORE_ROWS,
+        notes: "reference: pwrite/pread on one 256 MiB file in the same directory, filled once \
+                with 4 MiB writes, same offsets and concurrency (threads)",
+    },
+    Suite {
+        name: "objstore",
+        backend: "rados",
+        bench: "objstore_rados",
+        features: &["--features", "rados"],
+        subject: "rados",
+        reference: "rados bench",
+        source: Reference::RadosBench,
+        rows: RADOS_ROWS,
+        notes: "reference: `rados bench` on the same cluster in the same run, same object size \
+                and concurrency (`-b 4M -t 4` write, then seq reads of those objects; `-b 4K -t \
+                1` and `-t 16` writes). rbdx overwrites 64 existing 4 MiB objects and writes \
+                4 KiB at random offsets inside them; rados bench writes new objects",
+    },
+];
+
+/// Runs the selected suites (default: every `dir` suite) and prints their tables. Arguments:
+/// suite names and `--backend dir|rados`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let selected: Vec<&Suite> = if args.is_empty() {
-        SUITES.iter().collect()
+    let mut backend = "dir";
+    let mut names = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--backend" => {
+                backend = rest
+                    .next()
+                    .map(String::as_str)
+                    .context("--backend needs dir or rados")?
+            }
+            other => names.push(other),
+        }
+    }
+    let selected: Vec<&Suite> = SUITES
+        .iter()
+        .filter(|s| s.backend == backend && (names.is_empty() || names.contains(&s.name)))
+        .collect();
+    for name in &names {
+        anyhow::ensure!(
+            selected.iter().any(|s| s.name == *name),
+            "no benchmark '{name}' for backend '{backend}' (known: {})",
+            SUITES
+                .iter()
+                .map(|s| format!("{} --backend {}", s.name, s.backend))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    anyhow::ensure!(
+        !selected.is_empty(),
+        "no benchmarks for backend '{backend}'"
+    );
+    let needs_cluster = selected.iter().any(|s| s.source == Reference::RadosBench);
+    let (_cluster, conf) = if needs_cluster {
+        let (cluster, conf) = ceph::cluster_for("ceph-bench")?;
+        let conf = conf.context(
+            "the rados benchmark needs a Ceph cluster: set RBDX_TEST_CEPH_CONF or install \
+             ceph-mon ceph-osd ceph-mgr ceph-common (a micro-cluster is then started)",
+        )?;
+        (cluster, Some(conf))
     } else {
-        args.iter()
-            .map(|a| {
-                SUITES.iter().find(|s| s.name == a).with_context(|| {
-                    let known: Vec<&str> = SUITES.iter().map(|s| s.name).collect();
-                    format!(
-                        "unknown benchmark group '{a}' (known: {})",
-                        known.join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
+        (None, None)
     };
+    let mut references = HashMap::new();
     for suite in &selected {
-        run_step(cargo().args(["bench", "-p", "rbdx-benches", "--bench", suite.bench]))?;
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", "rbdx-benches", "--bench", suite.bench])
+            .args(suite.features);
+        if let Some(conf) = &conf {
+            cmd.env("RBDX_BENCH_CEPH_CONF", conf);
+        }
+        run_step(&mut cmd)?;
+        if let (Reference::RadosBench, Some(conf)) = (suite.source, &conf) {
+            references = rados_bench::run(conf)?;
+        }
     }
     println!();
     println!("machine: {}", machine());
     for suite in selected {
-        print_table(suite)?;
+        print_table(suite, &references)?;
     }
     Ok(())
 }
@@ -120,10 +223,13 @@ fn throughput(dir: &Path) -> anyhow::Result<(f64, &'static str)> {
     }
 }
 
-fn print_table(suite: &Suite) -> anyhow::Result<()> {
+fn print_table(suite: &Suite, references: &HashMap<&str, (f64, &str)>) -> anyhow::Result<()> {
     let base = root().join("target/criterion");
     println!();
-    println!("## {} (cargo xtask bench {})", suite.name, suite.name);
+    println!(
+        "## {} (cargo xtask bench {} --backend {})",
+        suite.name, suite.name, suite.backend
+    );
     println!();
     println!(
         "| case | rbdx {} | {} | ratio | target |",
@@ -132,7 +238,10 @@ fn print_table(suite: &Suite) -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---|");
     for row in suite.rows {
         let (ours, unit) = throughput(&base.join(row.group).join(suite.subject))?;
-        let theirs = throughput(&base.join(row.group).join(suite.reference)).ok();
+        let theirs = match suite.source {
+            Reference::Criterion => throughput(&base.join(row.group).join(suite.reference)).ok(),
+            Reference::RadosBench => references.get(row.group).copied(),
+        };
         let (reference, ratio, verdict) = match theirs {
             Some((value, _)) => {
                 let ratio = ours / value;

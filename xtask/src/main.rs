@@ -2,13 +2,16 @@
 //!
 //! - `ci`: everything CI checks: formatting, clippy with warnings denied, every test, the
 //!   documentation with warnings denied, and a build of the fuzz targets.
-//! - `bench [GROUP...]`: runs the benchmarks (default: all) and prints, per group, a table of
-//!   rbdx next to the reference measured in the same run.
+//! - `bench [GROUP...] [--backend dir|rados]`: runs the benchmarks (default: all, on `dir`)
+//!   and prints, per group, a table of rbdx next to the reference measured in the same run
+//!   (for `rados`, Ceph's `rados bench` on the same cluster).
 //! - `demo`: builds `rbdx` and runs the main job end to end on a fresh embedded store.
 
 mod bench;
+mod ceph;
 mod ci;
 mod demo;
+mod rados_bench;
 
 use std::process::{Command, ExitCode};
 
@@ -19,7 +22,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("demo") => demo::run(),
         _ => {
-            eprintln!("usage: cargo xtask ci | bench [objstore] | demo");
+            eprintln!("usage: cargo xtask ci | bench [objstore] [--backend dir|rados] | demo");
             return ExitCode::from(2);
         }
     };

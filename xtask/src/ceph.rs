@@ -1,0 +1,92 @@
+//! The one-host Ceph cluster that rados tests and benchmarks run against, started with
+//! `tests/ceph/micro-cluster.sh` and stopped (by the daemons' pid files) when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::{root, run_step};
+
+/// The variable the rados tests read to find a cluster.
+pub const CEPH_CONF_ENV: &str = "RBDX_TEST_CEPH_CONF";
+
+/// A running micro-cluster.
+#[derive(Debug)]
+pub struct MicroCluster {
+    dir: PathBuf,
+}
+
+fn script() -> PathBuf {
+    root().join("tests/ceph/micro-cluster.sh")
+}
+
+/// Returns true if the Ceph daemons are installed.
+pub fn installed() -> bool {
+    Command::new("ceph-mon")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Returns a base port whose range of 100 ports has its first ones free on 127.0.0.1.
+fn free_port_range() -> anyhow::Result<u16> {
+    (0..20u16)
+        .map(|i| 46700 + i * 100)
+        .find(|base| (*base..*base + 3).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()))
+        .context("no free port range for a test cluster between 46700 and 48700")
+}
+
+impl MicroCluster {
+    /// Starts a cluster in `dir` (wiping what was there).
+    pub fn start(dir: &Path) -> anyhow::Result<MicroCluster> {
+        let port = free_port_range()?;
+        let started = std::time::Instant::now();
+        run_step(
+            Command::new("bash")
+                .arg(script())
+                .arg("start")
+                .arg(dir)
+                .arg(port.to_string()),
+        )?;
+        eprintln!(
+            "xtask: Ceph micro-cluster up in {:.1}s on ports {port}-{}",
+            started.elapsed().as_secs_f64(),
+            port + 99
+        );
+        Ok(MicroCluster {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Returns the cluster's `ceph.conf`.
+    pub fn conf(&self) -> PathBuf {
+        self.dir.join("ceph.conf")
+    }
+}
+
+impl Drop for MicroCluster {
+    fn drop(&mut self) {
+        let _ = run_step(
+            Command::new("bash")
+                .arg(script())
+                .arg("stop")
+                .arg(&self.dir),
+        );
+    }
+}
+
+/// Returns the cluster to use: `RBDX_TEST_CEPH_CONF` if set (nothing to start), else a fresh
+/// micro-cluster in `target/<name>` if Ceph is installed, else `None`.
+pub fn cluster_for(name: &str) -> anyhow::Result<(Option<MicroCluster>, Option<PathBuf>)> {
+    if let Some(conf) = std::env::var_os(CEPH_CONF_ENV).filter(|c| !c.is_empty()) {
+        return Ok((None, Some(PathBuf::from(conf))));
+    }
+    if !installed() {
+        return Ok((None, None));
+    }
+    let cluster = MicroCluster::start(&root().join("target").join(name))?;
+    let conf = cluster.conf();
+    Ok((Some(cluster), Some(conf)))
+}
