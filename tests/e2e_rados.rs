@@ -12,6 +12,16 @@ fn unique(tag: &str) -> String {
     format!("e2e-{tag}-{}", std::process::id())
 }
 
+/// Returns true if `rbdx pool ls --format json` lists `pool`.
+fn lists_pool(rbdx: &Rbdx, pool: &str) -> bool {
+    let pools = rbdx.run(&["pool", "ls", "--format", "json"]).ok().json();
+    pools
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["pool_name"] == pool)
+}
+
 #[test]
 fn pools_objects_and_keys_on_a_ceph_cluster() {
     let Some(conf) = Rbdx::test_cluster() else {
@@ -20,15 +30,7 @@ fn pools_objects_and_keys_on_a_ceph_cluster() {
     let rbdx = Rbdx::on_cluster(&["--ceph-conf", &conf, "--id", "admin"]);
     let pool = unique("pool");
     rbdx.run(&["pool", "create", &pool]).ok();
-    let pools = rbdx.run(&["pool", "ls", "--format", "json"]).ok().json();
-    assert!(
-        pools
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["pool_name"] == pool.as_str()),
-        "{pools}"
-    );
+    assert!(lists_pool(&rbdx, &pool));
 
     let file = rbdx.path().join("payload");
     std::fs::write(&file, b"object on ceph").unwrap();
@@ -71,17 +73,9 @@ fn clusters_are_chosen_by_config_files() {
     let pool = unique("conf");
     by_file.run(&["pool", "create", &pool]).ok();
     let by_ceph_conf = Rbdx::on_cluster(&["-c", &conf]);
-    let pools = by_ceph_conf
-        .run(&["pool", "ls", "--format", "json"])
-        .ok()
-        .json();
     assert!(
-        pools
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["pool_name"] == pool.as_str()),
-        "-c accepts a ceph.conf as rbd does: {pools}"
+        lists_pool(&by_ceph_conf, &pool),
+        "-c accepts a ceph.conf as rbd does"
     );
     by_ceph_conf
         .run(&["pool", "rm", &pool, "--yes-i-really-really-mean-it"])
