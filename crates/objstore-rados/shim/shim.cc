@@ -36,16 +36,26 @@ extern "C" {
 
 void rbdx_free(char* buf) { std::free(buf); }
 
-// A compound read, run as one librados operation so that every output reflects one version.
+typedef void (*rbdx_read_done)(void* arg, int r, int failed_step, const char* out, size_t len,
+                               void* owner);
+
+}  // extern "C"
+
+// A compound read, run as one asynchronous librados operation so that every output reflects
+// one version (rbdx_aio_read_op).
 // Input: u32 n, n steps, each a u8 kind then its fields:
 //   1 stat | 2 read: u64 off, u64 len (0: to the end) | 3 sparse read: u64 off, u64 len
 //   4 omap vals: str start_after, str prefix, u64 max | 5 omap by keys: u32 n, n * str
 //   6 getxattr: str name | 7 getxattrs
 // Output: u64 version, then per step:
-//   stat: u64 size, i64 sec, u32 nsec | read: u64 len, bytes | sparse: u32 n, n * (u64 off,
-//   u64 len), u64 len, bytes | omap vals: u8 more, u32 n, n * (str key, str value) |
-//   by keys: u32 n, n * (str, str) | getxattr: str value | getxattrs: u32 n, n * (str, str)
-// On failure returns a negative errno and sets *failed_step to the step at fault (-1: none).
+//   stat: u64 size, i64 sec, u32 nsec | read: ref | sparse: u32 n, n * (u64 off, u64 len), ref |
+//   omap vals: u8 more, u32 n, n * (str key, str value) | by keys: u32 n, n * (str, str) |
+//   getxattr: str value | getxattrs: u32 n, n * (str, str)
+// where a ref is u64 len, u64 address: read data is not copied but left in librados' buffers,
+// which live as long as the job.
+// When it finishes, `done` gets a negative errno and the step at fault (-1: none), or 0, the
+// encoded outputs and the job that owns them all, which the receiver frees with
+// rbdx_read_release.
 namespace {
 struct In {
   const char* p;
@@ -98,74 +108,142 @@ void put_map(Out& out, const std::map<std::string, librados::bufferlist>& map) {
 }
 }  // namespace
 
-int rbdx_read_op(rados_ioctx_t io, const char* oid, const char* in_buf, size_t in_len,
-                 char** buf, size_t* out_len, int* failed_step) {
-  *failed_step = -1;
-  librados::IoCtx ctx;
-  librados::IoCtx::from_rados_ioctx_t(io, ctx);
-  In in{in_buf, in_buf + in_len};
-  uint32_t n = in.u32();
-  std::vector<Step> steps(n);
+namespace {
+
+// One compound read: its steps, the librados operation writing into them, and where to
+// report the result.
+struct ReadJob {
+  std::vector<Step> steps;
   librados::ObjectReadOperation op;
-  for (uint32_t i = 0; i < n && in.ok; i++) {
-    Step& s = steps[i];
-    s.kind = in.u8();
-    switch (s.kind) {
-      case 1: op.stat2(&s.size, &s.mtime, &s.rval); break;
-      case 2: { uint64_t off = in.u64(); uint64_t len = in.u64(); op.read(off, len, &s.data, &s.rval); break; }
-      case 3: { uint64_t off = in.u64(); uint64_t len = in.u64(); op.sparse_read(off, len, &s.extents, &s.data, &s.rval); break; }
-      case 4: {
-        std::string after = in.str(); std::string prefix = in.str(); uint64_t max = in.u64();
-        op.omap_get_vals2(after, prefix, max, &s.map, &s.more, &s.rval);
-        break;
-      }
-      case 5: {
-        uint32_t k = in.u32();
-        for (uint32_t j = 0; j < k && in.ok; j++) s.keys.insert(in.str());
-        op.omap_get_vals_by_keys(s.keys, &s.map, &s.rval);
-        break;
-      }
-      case 6: s.name = in.str(); op.getxattr(s.name.c_str(), &s.data, &s.rval); break;
-      case 7: op.getxattrs(&s.map, &s.rval); break;
-      default: return -EINVAL;
-    }
+  librados::AioCompletion* completion = nullptr;
+  rbdx_read_done done = nullptr;
+  void* arg = nullptr;
+  Out out;
+
+  // A reference to read data, made contiguous (librados usually receives it that way).
+  void put_ref(librados::bufferlist& bl) {
+    out.u64(bl.length());
+    out.u64(bl.length() ? reinterpret_cast<uint64_t>(bl.c_str()) : 0);
   }
-  if (!in.ok) return -EINVAL;
-  int r = ctx.operate(oid, &op, nullptr);
-  // When the whole operation fails (e.g. the object is absent), the steps that did not run
-  // may report decoding errors of their empty outputs; the step at fault carries `r` itself.
+
+  int parse(const char* in_buf, size_t in_len) {
+    In in{in_buf, in_buf + in_len};
+    uint32_t n = in.u32();
+    if (!in.ok || n > in_len) return -EINVAL;
+    steps.resize(n);
+    for (uint32_t i = 0; i < n && in.ok; i++) {
+      Step& s = steps[i];
+      s.kind = in.u8();
+      switch (s.kind) {
+        case 1: op.stat2(&s.size, &s.mtime, &s.rval); break;
+        case 2: { uint64_t off = in.u64(); uint64_t len = in.u64(); op.read(off, len, &s.data, &s.rval); break; }
+        case 3: { uint64_t off = in.u64(); uint64_t len = in.u64(); op.sparse_read(off, len, &s.extents, &s.data, &s.rval); break; }
+        case 4: {
+          std::string after = in.str(); std::string prefix = in.str(); uint64_t max = in.u64();
+          op.omap_get_vals2(after, prefix, max, &s.map, &s.more, &s.rval);
+          break;
+        }
+        case 5: {
+          uint32_t k = in.u32();
+          for (uint32_t j = 0; j < k && in.ok; j++) s.keys.insert(in.str());
+          op.omap_get_vals_by_keys(s.keys, &s.map, &s.rval);
+          break;
+        }
+        case 6: s.name = in.str(); op.getxattr(s.name.c_str(), &s.data, &s.rval); break;
+        case 7: op.getxattrs(&s.map, &s.rval); break;
+        default: return -EINVAL;
+      }
+    }
+    return in.ok ? 0 : -EINVAL;
+  }
+
+  // Encodes the outputs of a finished operation into `out`, or finds the step at fault.
+  int finish(int r, uint64_t version, int* failed_step) {
+    *failed_step = -1;
+    // When the whole operation fails (e.g. the object is absent), the steps that did not run
+    // may report decoding errors of their empty outputs; the step at fault carries `r` itself.
+    if (r < 0) {
+      for (size_t i = 0; i < steps.size(); i++) {
+        if (steps[i].rval == r) { *failed_step = static_cast<int>(i); break; }
+      }
+      return r;
+    }
+    for (size_t i = 0; i < steps.size(); i++) {
+      if (steps[i].rval < 0) { *failed_step = static_cast<int>(i); return steps[i].rval; }
+    }
+    out.u64(version);
+    for (Step& s : steps) {
+      switch (s.kind) {
+        case 1:
+          out.u64(s.size);
+          out.u64(static_cast<uint64_t>(s.mtime.tv_sec));
+          out.u32(static_cast<uint32_t>(s.mtime.tv_nsec));
+          break;
+        case 2: put_ref(s.data); break;
+        case 3:
+          out.u32(static_cast<uint32_t>(s.extents.size()));
+          for (const auto& e : s.extents) { out.u64(e.first); out.u64(e.second); }
+          put_ref(s.data);
+          break;
+        case 4: out.bytes.push_back(s.more ? 1 : 0); put_map(out, s.map); break;
+        case 5: put_map(out, s.map); break;
+        case 6: out.u32(s.data.length()); put_bl(out, s.data); break;
+        case 7: put_map(out, s.map); break;
+      }
+    }
+    return 0;
+  }
+};
+
+// Runs on a librados thread when a read finishes: reports it and hands the job (which owns
+// the outputs) to the receiver, or frees it on failure.
+void on_read_complete(librados::completion_t, void* p) {
+  ReadJob* job = static_cast<ReadJob*>(p);
+  int failed = -1;
+  int r;
+  try {
+    r = job->finish(job->completion->get_return_value(), job->completion->get_version64(),
+                    &failed);
+  } catch (...) {
+    r = -ENOMEM;
+  }
+  job->completion->release();
+  job->completion = nullptr;
   if (r < 0) {
-    for (uint32_t i = 0; i < n; i++) {
-      if (steps[i].rval == r) { *failed_step = static_cast<int>(i); break; }
+    job->done(job->arg, r, failed, nullptr, 0, nullptr);
+    delete job;
+  } else {
+    job->done(job->arg, 0, -1, job->out.bytes.data(), job->out.bytes.size(), job);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+void rbdx_read_release(void* job) { delete static_cast<ReadJob*>(job); }
+
+int rbdx_aio_read_op(rados_ioctx_t io, const char* oid, const char* in_buf, size_t in_len,
+                     rbdx_read_done done, void* arg) {
+  ReadJob* job = nullptr;
+  try {
+    job = new ReadJob();
+    int r = job->parse(in_buf, in_len);
+    if (r < 0) { delete job; return r; }
+    job->done = done;
+    job->arg = arg;
+    job->completion = librados::Rados::aio_create_completion(job, on_read_complete);
+    librados::IoCtx ctx;
+    librados::IoCtx::from_rados_ioctx_t(io, ctx);
+    r = ctx.aio_operate(oid, job->completion, &job->op, nullptr);
+    if (r < 0) {
+      job->completion->release();
+      delete job;
     }
     return r;
+  } catch (...) {
+    return -ENOMEM;
   }
-  for (uint32_t i = 0; i < n; i++) {
-    if (steps[i].rval < 0) { *failed_step = static_cast<int>(i); return steps[i].rval; }
-  }
-  Out out;
-  out.u64(ctx.get_last_version());
-  for (const Step& s : steps) {
-    switch (s.kind) {
-      case 1:
-        out.u64(s.size);
-        out.u64(static_cast<uint64_t>(s.mtime.tv_sec));
-        out.u32(static_cast<uint32_t>(s.mtime.tv_nsec));
-        break;
-      case 2: out.u64(s.data.length()); put_bl(out, s.data); break;
-      case 3:
-        out.u32(static_cast<uint32_t>(s.extents.size()));
-        for (const auto& e : s.extents) { out.u64(e.first); out.u64(e.second); }
-        out.u64(s.data.length());
-        put_bl(out, s.data);
-        break;
-      case 4: out.bytes.push_back(s.more ? 1 : 0); put_map(out, s.map); break;
-      case 5: put_map(out, s.map); break;
-      case 6: out.u32(s.data.length()); put_bl(out, s.data); break;
-      case 7: put_map(out, s.map); break;
-    }
-  }
-  return out.finish(buf, out_len);
 }
 
 // The snapshot set of an object.

@@ -8,7 +8,7 @@ use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
 use std::ptr;
 
-use rbdx_objstore::{Error, ErrorKind, PoolId, Result, SnapContext, Subject};
+use rbdx_objstore::{Error, ErrorKind, PoolId, Result, SnapContext, Subject, limits};
 
 use crate::config::RadosConfig;
 use crate::errors::{check, from_errno};
@@ -124,6 +124,12 @@ impl Cluster {
             ("client_mount_timeout", secs(cfg.connect_timeout)),
             ("rados_mon_op_timeout", secs(cfg.op_timeout)),
             ("rados_osd_op_timeout", secs(cfg.op_timeout)),
+            // The store bounds operations in flight itself (64 per session); the objecter's
+            // byte throttle would otherwise block submissions of large writes.
+            (
+                "objecter_inflight_op_bytes",
+                (64 * limits::MAX_OBJECT_SIZE).to_string(),
+            ),
             ("log_to_stderr", "false".to_owned()),
             ("err_to_stderr", "false".to_owned()),
         ];
@@ -380,12 +386,6 @@ impl Io {
         };
         check(r, subject)?;
         Ok(())
-    }
-
-    /// The version of the object the last operation touched.
-    pub(crate) fn last_version(&self) -> u64 {
-        // SAFETY: valid handle.
-        unsafe { ffi::rados_get_last_version(self.handle) }
     }
 
     /// Allocates a self-managed snapshot id.

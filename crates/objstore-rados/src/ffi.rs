@@ -9,6 +9,8 @@ use std::os::raw::{c_char, c_int, c_void};
 pub type rados_t = *mut c_void;
 pub type rados_ioctx_t = *mut c_void;
 pub type rados_write_op_t = *mut c_void;
+pub type rados_completion_t = *mut c_void;
+pub type rados_callback_t = unsafe extern "C" fn(cb: rados_completion_t, arg: *mut c_void);
 pub type rados_snap_t = u64;
 
 pub const LIBRADOS_SNAP_HEAD: u64 = u64::MAX - 1;
@@ -20,6 +22,14 @@ pub type rados_watchcb2_t = unsafe extern "C" fn(
     notifier_id: u64,
     data: *mut c_void,
     data_len: usize,
+);
+pub type rbdx_read_done = unsafe extern "C" fn(
+    arg: *mut c_void,
+    r: c_int,
+    failed_step: c_int,
+    out: *const c_char,
+    len: usize,
+    owner: *mut c_void,
 );
 pub type rados_watcherrcb_t = unsafe extern "C" fn(pre: *mut c_void, cookie: u64, err: c_int);
 
@@ -76,7 +86,6 @@ unsafe extern "C" {
         num_snaps: c_int,
     ) -> c_int;
     pub fn rados_ioctx_snap_set_read(io: rados_ioctx_t, snap: rados_snap_t);
-    pub fn rados_get_last_version(io: rados_ioctx_t) -> u64;
 
     pub fn rados_create_write_op() -> rados_write_op_t;
     pub fn rados_release_write_op(op: rados_write_op_t);
@@ -124,11 +133,20 @@ unsafe extern "C" {
         len: usize,
     );
     pub fn rados_write_op_rmxattr(op: rados_write_op_t, name: *const c_char);
-    pub fn rados_write_op_operate2(
+    pub fn rados_aio_create_completion2(
+        cb_arg: *mut c_void,
+        cb_complete: rados_callback_t,
+        pc: *mut rados_completion_t,
+    ) -> c_int;
+    pub fn rados_aio_get_return_value(c: rados_completion_t) -> c_int;
+    pub fn rados_aio_get_version(c: rados_completion_t) -> u64;
+    pub fn rados_aio_release(c: rados_completion_t);
+    pub fn rados_aio_write_op_operate(
         op: rados_write_op_t,
         io: rados_ioctx_t,
+        completion: rados_completion_t,
         oid: *const c_char,
-        mtime: *mut libc::timespec,
+        mtime: *mut libc::time_t,
         flags: c_int,
     ) -> c_int;
 
@@ -175,14 +193,14 @@ unsafe extern "C" {
 
 unsafe extern "C" {
     pub fn rbdx_free(buf: *mut c_char);
-    pub fn rbdx_read_op(
+    pub fn rbdx_read_release(job: *mut c_void);
+    pub fn rbdx_aio_read_op(
         io: rados_ioctx_t,
         oid: *const c_char,
         in_buf: *const c_char,
         in_len: usize,
-        buf: *mut *mut c_char,
-        out_len: *mut usize,
-        failed_step: *mut c_int,
+        done: rbdx_read_done,
+        arg: *mut c_void,
     ) -> c_int;
     pub fn rbdx_list_snaps(
         io: rados_ioctx_t,

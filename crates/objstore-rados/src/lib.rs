@@ -18,6 +18,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod aio;
 mod cls_lock;
 mod cluster;
 mod config;

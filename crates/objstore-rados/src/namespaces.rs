@@ -17,7 +17,6 @@ use rbdx_objstore::{
 };
 
 use crate::store::Inner;
-use crate::{readop, writeop};
 
 /// The namespace holding the registry object.
 pub(crate) const REGISTRY_NAMESPACE: &str = "rbdx/registry";
@@ -70,12 +69,7 @@ impl Inner {
     /// Reads the registry: its version (0 if absent) and whether `name` is in it.
     async fn registry_lookup(self: &Arc<Self>, pool: PoolId, name: &str) -> Result<(u64, bool)> {
         let op = ReadOp::new().omap_get_by_keys([name]);
-        let result = self
-            .io_call(&registry(pool), move |h, ctx| {
-                readop::read(h, ctx, REGISTRY_OBJECT, &op, None)
-            })
-            .await;
-        match result {
+        match self.read(&registry(pool), REGISTRY_OBJECT, &op, None).await {
             Ok(mut result) => {
                 let found = result.take_map(0).is_some_and(|m| !m.is_empty());
                 Ok((result.version, found))
@@ -113,12 +107,10 @@ impl Inner {
                 WriteOp::new().assert_version(version)
             };
             let op = change(guarded);
-            let result = self
-                .io_call(&registry(pool), move |h, reg| {
-                    writeop::operate(h, reg, REGISTRY_OBJECT, &op, &SnapContext::empty())
-                })
+            let written = self
+                .write(&registry(pool), REGISTRY_OBJECT, &op, &SnapContext::empty())
                 .await;
-            match result {
+            match written {
                 Ok(_) => return Ok(()),
                 // Another client changed the registry meanwhile: look again.
                 Err(e)
@@ -188,11 +180,7 @@ impl Inner {
         let mut after: Option<String> = None;
         loop {
             let op = ReadOp::new().omap_get_vals(after.as_deref(), "", 0);
-            let result = self
-                .io_call(&registry(pool), move |h, ctx| {
-                    readop::read(h, ctx, REGISTRY_OBJECT, &op, None)
-                })
-                .await;
+            let result = self.read(&registry(pool), REGISTRY_OBJECT, &op, None).await;
             let (entries, more) = match result {
                 Ok(mut result) => result.take_omap_vals(0).unwrap_or_default(),
                 Err(e)

@@ -1,15 +1,19 @@
-//! Evaluating a [`ReadOp`] as one librados read operation through the C++ shim, which runs
-//! every step against one version of the object (layout in `shim/shim.cc`).
+//! Evaluating a [`ReadOp`] as one asynchronous librados read operation through the C++ shim,
+//! which runs every step against one version of the object (layout in `shim/shim.cc`).
 
 use std::collections::BTreeMap;
+use std::os::raw::{c_char, c_int, c_void};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rbdx_objstore::{
-    Error, IoCtx, ObjectStat, ReadOp, ReadOutput, ReadResult, ReadStep, Result, Subject, limits,
+    Error, ErrorKind, IoCtx, ObjectStat, ReadOp, ReadOutput, ReadResult, ReadStep, Result, Subject,
+    limits,
 };
+use tokio::sync::oneshot;
 
-use crate::cluster::{ForeignBuf, Io, cstr};
+use crate::cluster::{Io, cstr};
 use crate::errors::from_errno;
 use crate::ffi;
 use crate::shim_reader::ShimReader;
@@ -71,8 +75,72 @@ fn encode(op: &ReadOp) -> Vec<u8> {
     out
 }
 
-fn decode(op: &ReadOp, buf: ForeignBuf) -> Option<ReadResult> {
-    let mut r = ShimReader::new(buf);
+/// The outputs of a finished read: the shim's job, which owns the encoded outputs and the
+/// librados buffers the read data stays in. Freed when the last [`Bytes`] of it is dropped.
+#[derive(Debug)]
+pub(crate) struct JobOutputs {
+    job: *mut c_void,
+    out: *const u8,
+    len: usize,
+}
+
+// SAFETY: the job is plain memory nothing else uses once handed over; it is only read here and
+// freed once, by `Drop`.
+unsafe impl Send for JobOutputs {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for JobOutputs {}
+
+impl Drop for JobOutputs {
+    fn drop(&mut self) {
+        // SAFETY: the shim handed this job over for us to release, once.
+        unsafe { ffi::rbdx_read_release(self.job) }
+    }
+}
+
+/// Bytes inside a job's memory (the encoded outputs, or read data left in librados' buffers).
+struct JobBytes {
+    _job: Arc<JobOutputs>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: points into memory owned by `job`, which is Send and Sync and outlives this value.
+unsafe impl Send for JobBytes {}
+// SAFETY: as above.
+unsafe impl Sync for JobBytes {}
+
+impl AsRef<[u8]> for JobBytes {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the shim guarantees `len` readable bytes at `ptr` for as long as the job
+        // (kept alive by `self.job`) exists.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+fn job_bytes(job: &Arc<JobOutputs>, ptr: *const u8, len: usize) -> Bytes {
+    if len == 0 {
+        return Bytes::new();
+    }
+    Bytes::from_owner(JobBytes {
+        _job: Arc::clone(job),
+        ptr,
+        len,
+    })
+}
+
+/// Reads a data reference (length, address) of the shim's output.
+fn data_ref(r: &mut ShimReader, job: &Arc<JobOutputs>) -> Option<Bytes> {
+    let len = usize::try_from(r.u64()?).ok()?;
+    let addr = r.u64()?;
+    Some(job_bytes(job, addr as usize as *const u8, len))
+}
+
+fn decode(op: &ReadOp, job: JobOutputs) -> Option<ReadResult> {
+    let job = Arc::new(job);
+    let mut r = ShimReader::from_bytes(job_bytes(&job, job.out, job.len));
     let version = r.u64()?;
     let mut outputs = Vec::with_capacity(op.steps().len());
     for step in op.steps() {
@@ -87,17 +155,13 @@ fn decode(op: &ReadOp, buf: ForeignBuf) -> Option<ReadResult> {
                     version,
                 })
             }
-            ReadStep::Read { .. } => {
-                let len = r.u64()? as usize;
-                ReadOutput::Data(r.take(len)?)
-            }
+            ReadStep::Read { .. } => ReadOutput::Data(data_ref(&mut r, &job)?),
             ReadStep::SparseRead { .. } => {
                 let n = r.u32()?;
                 let extents: Vec<(u64, u64)> = (0..n)
                     .map(|_| Some((r.u64()?, r.u64()?)))
                     .collect::<Option<_>>()?;
-                let len = r.u64()? as usize;
-                let data = r.take(len)?;
+                let data = data_ref(&mut r, &job)?;
                 let mut at = 0usize;
                 let mut out = Vec::with_capacity(extents.len());
                 for (off, len) in extents {
@@ -126,48 +190,107 @@ fn decode(op: &ReadOp, buf: ForeignBuf) -> Option<ReadResult> {
     Some(ReadResult { version, outputs })
 }
 
-/// Evaluates `op` on `oid` at the head or a snapshot.
-pub(crate) fn read(
+/// What the shim reports when a read finishes.
+#[derive(Debug)]
+pub(crate) struct ReadDone {
+    r: i32,
+    failed_step: i32,
+    outputs: Option<JobOutputs>,
+}
+
+/// The completion callback's state: where to send the result.
+struct Pending {
+    done: oneshot::Sender<ReadDone>,
+}
+
+/// Runs on a librados thread when a read finishes.
+unsafe extern "C" fn read_done(
+    arg: *mut c_void,
+    r: c_int,
+    failed_step: c_int,
+    out: *const c_char,
+    len: usize,
+    owner: *mut c_void,
+) {
+    // SAFETY: `arg` is the Pending given at submission, owned by this callback once the read
+    // was submitted, and freed here once.
+    let pending = unsafe { Box::from_raw(arg.cast::<Pending>()) };
+    let outputs = (!owner.is_null()).then(|| JobOutputs {
+        job: owner,
+        out: out.cast(),
+        len,
+    });
+    // The caller may have stopped waiting; the outputs are then freed with the message.
+    let _ = pending.done.send(ReadDone {
+        r,
+        failed_step,
+        outputs,
+    });
+}
+
+/// Submits `op` on `oid` at the head or snapshot `snap`; the receiver gets the result.
+pub(crate) fn submit(
     io: &mut Io,
     ctx: &IoCtx,
     oid: &str,
     op: &ReadOp,
     snap: Option<u64>,
+) -> Result<oneshot::Receiver<ReadDone>> {
+    let c_oid = cstr(oid, || ctx.object_subject(oid))?;
+    let input = encode(op);
+    let (done, receiver) = oneshot::channel();
+    let pending = Box::into_raw(Box::new(Pending { done }));
+    io.set_read_snap(snap);
+    // SAFETY: valid io, oid and input (the shim copies what it keeps); `pending` belongs to
+    // the callback if the read is submitted.
+    let r = unsafe {
+        ffi::rbdx_aio_read_op(
+            io.handle,
+            c_oid.as_ptr(),
+            input.as_ptr().cast(),
+            input.len(),
+            read_done,
+            pending.cast(),
+        )
+    };
+    io.set_read_snap(None);
+    if r < 0 {
+        // SAFETY: not submitted, so no callback will free it.
+        drop(unsafe { Box::from_raw(pending) });
+        return Err(from_errno(r, ctx.object_subject(oid)));
+    }
+    Ok(receiver)
+}
+
+/// Waits for a submitted read and decodes its outputs.
+pub(crate) async fn finish(
+    receiver: oneshot::Receiver<ReadDone>,
+    ctx: &IoCtx,
+    oid: &str,
+    op: &ReadOp,
 ) -> Result<ReadResult> {
     let subject = || ctx.object_subject(oid);
-    let c_oid = cstr(oid, subject)?;
-    let input = encode(op);
-    let mut failed = -1;
-    io.set_read_snap(snap);
-    let result = io.shim_raw(
-        // SAFETY: valid io, oid and input buffer; the shim writes the out-pointers.
-        |h, buf, len| unsafe {
-            ffi::rbdx_read_op(
-                h,
-                c_oid.as_ptr(),
-                input.as_ptr().cast(),
-                input.len(),
-                buf,
-                len,
-                &mut failed,
-            )
-        },
-    );
-    io.set_read_snap(None);
-    match result {
-        Ok(buf) => decode(op, buf).ok_or_else(|| {
-            from_errno(-libc::EIO, subject())
-                .with_detail("the shim returned a malformed read result")
-        }),
+    let done = receiver.await.map_err(|_| {
+        Error::new(ErrorKind::Io, subject())
+            .with_detail("librados dropped a read without completing it")
+    })?;
+    if done.r < 0 {
         // A missing attribute is ENODATA; a missing object is ENOENT.
-        Err(r) => match usize::try_from(failed).ok().and_then(|i| op.steps().get(i)) {
-            Some(ReadStep::GetXattr(name)) if r == -libc::ENODATA => {
+        return match usize::try_from(done.failed_step)
+            .ok()
+            .and_then(|i| op.steps().get(i))
+        {
+            Some(ReadStep::GetXattr(name)) if done.r == -libc::ENODATA => {
                 Err(Error::not_found(Subject::Xattr {
                     oid: oid.to_owned(),
                     name: name.clone(),
                 }))
             }
-            _ => Err(from_errno(r, subject())),
-        },
+            _ => Err(from_errno(done.r, subject())),
+        };
     }
+    done.outputs.and_then(|job| decode(op, job)).ok_or_else(|| {
+        Error::new(ErrorKind::Io, subject())
+            .with_detail("the shim returned a malformed read result")
+    })
 }

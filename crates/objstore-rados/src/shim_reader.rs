@@ -15,10 +15,12 @@ pub(crate) struct ShimReader {
 impl ShimReader {
     /// Reads `buf` from its start.
     pub(crate) fn new(buf: ForeignBuf) -> Self {
-        ShimReader {
-            buf: Bytes::from_owner(buf),
-            pos: 0,
-        }
+        ShimReader::from_bytes(Bytes::from_owner(buf))
+    }
+
+    /// Reads `buf` from its start.
+    pub(crate) fn from_bytes(buf: Bytes) -> Self {
+        ShimReader { buf, pos: 0 }
     }
 
     /// The next `n` bytes.

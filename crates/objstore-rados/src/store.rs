@@ -1,9 +1,10 @@
 //! [`RadosStore`]: the object-store contract on a Ceph cluster.
 //!
-//! Every librados call blocks its thread until the cluster answers, so calls run on tokio's
-//! blocking threads, at most [`MAX_CALLS`] at a time. I/O contexts are kept in a pool per
-//! (pool, namespace) and reused; each carries per-call state (read snapshot, write snapshot
-//! context) that every call sets before use.
+//! Reads and write batches, the hot path, are submitted with librados' asynchronous
+//! completions and awaited. The other librados calls block their thread until the cluster
+//! answers, so they run on tokio's blocking threads. Either way at most [`MAX_CALLS`] run at
+//! a time. I/O contexts are kept in a pool per (pool, namespace) and reused; each carries
+//! per-call state (read snapshot, write snapshot context) that every call sets before use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +24,7 @@ use crate::cluster::{Cluster, Io};
 use crate::config::RadosConfig;
 use crate::namespaces::SeenNamespaces;
 use crate::watch::Registration;
-use crate::{readop, writeop};
+use crate::{aio, readop, writeop};
 
 /// The most librados calls one session runs at once.
 const MAX_CALLS: usize = 64;
@@ -156,20 +157,115 @@ impl Inner {
     }
 
     fn with_io<T>(&self, ctx: &IoCtx, f: impl FnOnce(&mut Io, &IoCtx) -> Result<T>) -> Result<T> {
-        let key = (ctx.pool(), ctx.namespace().to_owned());
-        let idle = guard(&self.ios).get_mut(&key).and_then(Vec::pop);
-        let mut io = match idle {
+        let mut io = match self.idle_io(ctx) {
             Some(io) => io,
             None => self.cluster.io(ctx.pool(), ctx.namespace())?,
         };
         let result = f(&mut io, ctx);
+        self.put_io(ctx, io);
+        result.map_err(|e| self.name_missing_pool(ctx.pool(), e))
+    }
+
+    fn idle_io(&self, ctx: &IoCtx) -> Option<Io> {
+        let key = (ctx.pool(), ctx.namespace().to_owned());
+        guard(&self.ios).get_mut(&key).and_then(Vec::pop)
+    }
+
+    fn put_io(&self, ctx: &IoCtx, io: Io) {
+        let key = (ctx.pool(), ctx.namespace().to_owned());
         let mut ios = guard(&self.ios);
         let idle = ios.entry(key).or_default();
         if idle.len() < IDLE_IOS {
             idle.push(io);
         }
-        drop(ios);
-        result.map_err(|e| self.name_missing_pool(ctx.pool(), e))
+    }
+
+    /// Takes an idle I/O context on `ctx`, opening one on a blocking thread if there is none
+    /// (opening may wait for the monitors when the pool is unknown).
+    async fn take_io(self: &Arc<Self>, ctx: &IoCtx) -> Result<Io> {
+        match self.idle_io(ctx) {
+            Some(io) => Ok(io),
+            None => {
+                let ctx = ctx.clone();
+                self.run(move |inner| inner.cluster.io(ctx.pool(), ctx.namespace()))
+                    .await
+            }
+        }
+    }
+
+    /// Submits an operation with an I/O context on `ctx` and waits for its completion, within
+    /// the session's call limit; the context goes back to the pool right after submission.
+    async fn submit_and_wait<T, R, Fut>(
+        self: &Arc<Self>,
+        ctx: &IoCtx,
+        submit: impl FnOnce(&mut Io) -> Result<R>,
+        wait: impl FnOnce(R) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let _permit = self.permits.acquire().await.map_err(call_failed)?;
+        let mut io = self.take_io(ctx).await?;
+        let submitted = submit(&mut io);
+        self.put_io(ctx, io);
+        let result = match submitted {
+            Ok(pending) => wait(pending).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let pool = ctx.pool();
+                Err(self
+                    .run(move |inner| Ok(inner.name_missing_pool(pool, e)))
+                    .await?)
+            }
+            other => other,
+        }
+    }
+
+    /// Evaluates a compound read asynchronously.
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        ctx: &IoCtx,
+        oid: &str,
+        op: &ReadOp,
+        snap: Option<SnapId>,
+    ) -> Result<ReadResult> {
+        self.submit_and_wait(
+            ctx,
+            |io| readop::submit(io, ctx, oid, op, snap.map(|s| s.0)),
+            |receiver| readop::finish(receiver, ctx, oid, op),
+        )
+        .await
+    }
+
+    /// Applies a write batch asynchronously; returns the object's new version.
+    pub(crate) async fn write(
+        self: &Arc<Self>,
+        ctx: &IoCtx,
+        oid: &str,
+        op: &WriteOp,
+        snapc: &SnapContext,
+    ) -> Result<u64> {
+        if op.steps().is_empty() {
+            // RADOS answers an empty operation with version 0; the contract wants the current
+            // one.
+            return match self.read(ctx, oid, &ReadOp::new().stat(), None).await {
+                Ok(result) => Ok(result.version),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(e),
+            };
+        }
+        let subject = || ctx.object_subject(oid);
+        self.submit_and_wait(
+            ctx,
+            |io| writeop::submit(io, ctx, oid, op, snapc),
+            |receiver| async move {
+                let done = aio::wait(receiver, subject).await?;
+                writeop::finish(done, ctx, oid)
+            },
+        )
+        .await
     }
 
     /// Turns "object not found" into "pool not found" when the pool is gone.
@@ -326,14 +422,7 @@ impl ObjectStore for RadosStore {
         if let Some(snap) = snap {
             self.inner.require_snapshot(io.pool(), snap).await?;
         }
-        let (oid_owned, op) = (oid.to_owned(), op.clone());
-        let result = self
-            .inner
-            .io_call(io, move |h, ctx| {
-                readop::read(h, ctx, &oid_owned, &op, snap.map(|s| s.0))
-            })
-            .await;
-        match result {
+        match self.inner.read(io, oid, op, snap).await {
             Ok(result) => Ok(result),
             Err(e) => Err(self.inner.explain_read_error(io, e).await),
         }
@@ -348,12 +437,7 @@ impl ObjectStore for RadosStore {
     ) -> Result<u64> {
         validate::write_op(io, oid, op, snapc)?;
         self.inner.require_namespace(io).await?;
-        let (oid, op, snapc) = (oid.to_owned(), op.clone(), snapc.clone());
-        self.inner
-            .io_call(io, move |h, ctx| {
-                writeop::operate(h, ctx, &oid, &op, &snapc)
-            })
-            .await
+        self.inner.write(io, oid, op, snapc).await
     }
 
     async fn list_objects_opts(&self, io: &IoCtx, opts: &ListOptions) -> Result<ListPage> {

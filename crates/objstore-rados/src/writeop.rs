@@ -1,16 +1,15 @@
-//! Applying a [`WriteOp`] as one librados write operation (`rados_write_op_*`), which RADOS
-//! applies atomically.
+//! Applying a [`WriteOp`] as one asynchronous librados write operation (`rados_write_op_*`),
+//! which RADOS applies atomically.
 
-use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
 
-use rbdx_objstore::{
-    CmpOp, ErrorKind, IoCtx, ReadOp, Result, SnapContext, Subject, WriteOp, WriteStep,
-};
+use rbdx_objstore::{CmpOp, IoCtx, Result, SnapContext, WriteOp, WriteStep};
+use tokio::sync::oneshot;
 
+use crate::aio::{Completion, Done};
 use crate::cluster::{Io, cstr};
 use crate::errors::from_errno;
-use crate::{ffi, readop};
+use crate::ffi;
 
 /// The `LIBRADOS_CMPXATTR_OP_*` code for `op`. RADOS puts the given value on the left
 /// (`GT` holds when the given value is greater than the stored one) while [`CmpOp`] puts the
@@ -36,38 +35,34 @@ impl Drop for Op {
     }
 }
 
-/// Applies `op` to `oid` with `snapc`; returns the object's new version.
-pub(crate) fn operate(
+/// Hands `op` (which must have steps) on `oid` with `snapc` to librados; the receiver gets
+/// the result. librados copies everything the steps point at while they are added, except
+/// the return slots of compare-extent steps, which travel with the completion.
+pub(crate) fn submit(
     io: &mut Io,
     ctx: &IoCtx,
     oid: &str,
     op: &WriteOp,
     snapc: &SnapContext,
-) -> Result<u64> {
+) -> Result<oneshot::Receiver<Done>> {
     let subject = || ctx.object_subject(oid);
-    if op.steps().is_empty() {
-        // RADOS answers an empty operation with version 0; the contract wants the current one.
-        return match readop::read(io, ctx, oid, &ReadOp::new().stat(), None) {
-            Ok(result) => Ok(result.version),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e),
-        };
-    }
     io.set_write_ctx(snapc, subject)?;
     let c_oid = cstr(oid, subject)?;
     // SAFETY: creates a new, empty write operation.
     let handle = Op(unsafe { ffi::rados_create_write_op() });
     let h = handle.0;
-    // Everything the operation points at must outlive `operate2`, which copies the data.
-    let mut names: Vec<CString> = Vec::new();
-    let mut cmp_rvals: Vec<Box<c_int>> = Vec::new();
-    let mut key_ptrs: Vec<Vec<*const c_char>> = Vec::new();
-    let mut val_ptrs: Vec<Vec<*const c_char>> = Vec::new();
-    let mut lens: Vec<Vec<usize>> = Vec::new();
-    let mut first_xattr_removed: Option<String> = None;
+    // One return slot per compare-extent step, allocated once so their addresses stay put.
+    let cmpexts = op
+        .steps()
+        .iter()
+        .filter(|s| matches!(s, WriteStep::CmpExt { .. }))
+        .count();
+    let mut cmp_rvals: Box<[c_int]> = vec![0; cmpexts].into_boxed_slice();
+    let mut next_rval = cmp_rvals.iter_mut();
     for step in op.steps() {
-        // SAFETY: (every call in this match) `h` is a valid write operation; every pointer
-        // passed stays valid until the operation runs below, as its owner lives in this frame.
+        // SAFETY: (every call in this match) `h` is a valid write operation; librados copies
+        // the names, keys and data passed while adding the step; the compare-extent slots are
+        // boxed and kept by the completion until the operation ends.
         unsafe {
             match step {
                 WriteStep::AssertExists => ffi::rados_write_op_assert_exists(h),
@@ -84,18 +79,12 @@ pub(crate) fn operate(
                         value.as_ptr().cast(),
                         value.len(),
                     );
-                    names.push(n);
                 }
                 WriteStep::CmpExt { offset, data } => {
-                    let mut rval = Box::new(0);
-                    ffi::rados_write_op_cmpext(
-                        h,
-                        data.as_ptr().cast(),
-                        data.len(),
-                        *offset,
-                        &mut *rval,
-                    );
-                    cmp_rvals.push(rval);
+                    let rval: *mut c_int = next_rval
+                        .next()
+                        .map_or(std::ptr::null_mut(), std::ptr::from_mut);
+                    ffi::rados_write_op_cmpext(h, data.as_ptr().cast(), data.len(), *offset, rval);
                 }
                 WriteStep::Write { offset, data } => {
                     ffi::rados_write_op_write(h, data.as_ptr().cast(), data.len(), *offset)
@@ -121,53 +110,50 @@ pub(crate) fn operate(
                         val_lens.as_ptr(),
                         map.len(),
                     );
-                    key_ptrs.push(keys);
-                    val_ptrs.push(vals);
-                    lens.push(l);
                 }
                 WriteStep::OmapRemove(keys) => {
                     let ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr().cast()).collect();
                     let l: Vec<usize> = keys.iter().map(|k| k.len()).collect();
                     ffi::rados_write_op_omap_rm_keys2(h, ptrs.as_ptr(), l.as_ptr(), keys.len());
-                    key_ptrs.push(ptrs);
-                    lens.push(l);
                 }
                 WriteStep::OmapClear => ffi::rados_write_op_omap_clear(h),
                 WriteStep::XattrSet { name, value } => {
                     let n = cstr(name, subject)?;
                     ffi::rados_write_op_setxattr(h, n.as_ptr(), value.as_ptr().cast(), value.len());
-                    names.push(n);
                 }
                 WriteStep::XattrRemove(name) => {
                     let n = cstr(name, subject)?;
                     ffi::rados_write_op_rmxattr(h, n.as_ptr());
-                    names.push(n);
-                    first_xattr_removed.get_or_insert_with(|| name.clone());
                 }
             }
         }
     }
-    // SAFETY: valid operation, io and oid; the data it points at is alive (see above).
+    let (completion, receiver) = Completion::new(cmp_rvals);
+    // SAFETY: valid operation, io, completion and oid; the operation's content was copied.
     let r = unsafe {
-        ffi::rados_write_op_operate2(h, io.handle, c_oid.as_ptr(), std::ptr::null_mut(), 0)
+        ffi::rados_aio_write_op_operate(
+            h,
+            io.handle,
+            completion.handle(),
+            c_oid.as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
     };
-    drop((names, key_ptrs, val_ptrs, lens));
     if r < 0 {
-        if r == -libc::ENODATA
-            && let Some(name) = first_xattr_removed
-        {
-            return Err(from_errno(
-                r,
-                Subject::Xattr {
-                    oid: oid.to_owned(),
-                    name,
-                },
-            ));
-        }
-        if let Some(bad) = cmp_rvals.iter().find(|v| ***v < 0) {
-            return Err(from_errno(**bad, subject()));
-        }
         return Err(from_errno(r, subject()));
     }
-    Ok(io.last_version())
+    completion.submitted();
+    Ok(receiver)
+}
+
+/// Turns a finished write into the object's new version or the error of the step at fault.
+pub(crate) fn finish(done: Done, ctx: &IoCtx, oid: &str) -> Result<u64> {
+    if done.r < 0 {
+        return Err(from_errno(
+            done.cmpext.unwrap_or(done.r),
+            ctx.object_subject(oid),
+        ));
+    }
+    Ok(done.version)
 }
