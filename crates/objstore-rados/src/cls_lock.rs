@@ -276,8 +276,8 @@ mod tests {
         assert_eq!(*bytes.last().unwrap(), MAY_RENEW);
     }
 
-    #[test]
-    fn info_reply_decodes_holders() {
+    /// A `get_info` reply with one exclusive holder, as the lock class encodes it.
+    fn sample_info() -> Vec<u8> {
         let mut e = Enc::default();
         e.versioned(|e| {
             e.u32(1);
@@ -297,7 +297,13 @@ mod tests {
             });
             e.u8(EXCLUSIVE).str("");
         });
-        let info = decode_info(&e.0).unwrap();
+        e.0
+    }
+
+    #[test]
+    fn info_reply_decodes_holders() {
+        let bytes = sample_info();
+        let info = decode_info(&bytes).unwrap();
         assert_eq!(info.kind, Some(LockKind::Exclusive));
         assert_eq!(
             info.holders[0].client,
@@ -308,6 +314,21 @@ mod tests {
         );
         assert_eq!(info.holders[0].description, "held by a");
         assert!(info.holders[0].expiration.is_some());
-        assert_eq!(decode_info(&e.0[..10]), Err(Malformed));
+    }
+
+    #[test]
+    fn truncated_or_corrupted_replies_are_refused_without_panicking() {
+        let bytes = sample_info();
+        for len in 0..bytes.len() {
+            assert_eq!(decode_info(&bytes[..len]), Err(Malformed), "cut at {len}");
+        }
+        for at in 0..bytes.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[at] ^= flip;
+                let _ = decode_info(&bad);
+                let _ = decode_list(&bad);
+            }
+        }
     }
 }

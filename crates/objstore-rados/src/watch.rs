@@ -398,6 +398,8 @@ mod tests {
             }]
         );
         assert_eq!(timeouts, vec![(8, 10)]);
-        assert!(decode_reply(&b[..10]).is_none());
+        for len in 0..b.len() {
+            assert!(decode_reply(&b[..len]).is_none(), "cut at {len}");
+        }
     }
 }
