@@ -113,6 +113,9 @@ namespace {
 // One compound read: its steps, the librados operation writing into them, and where to
 // report the result.
 struct ReadJob {
+  // Holds a reference to the I/O context until the read completes: librados' completion of a
+  // read still uses it, and the caller may close its handle while the read is in flight.
+  librados::IoCtx ctx;
   std::vector<Step> steps;
   librados::ObjectReadOperation op;
   librados::AioCompletion* completion = nullptr;
@@ -209,6 +212,7 @@ void on_read_complete(librados::completion_t, void* p) {
   }
   job->completion->release();
   job->completion = nullptr;
+  job->ctx.close();
   if (r < 0) {
     job->done(job->arg, r, failed, nullptr, 0, nullptr);
     delete job;
@@ -233,9 +237,8 @@ int rbdx_aio_read_op(rados_ioctx_t io, const char* oid, const char* in_buf, size
     job->done = done;
     job->arg = arg;
     job->completion = librados::Rados::aio_create_completion(job, on_read_complete);
-    librados::IoCtx ctx;
-    librados::IoCtx::from_rados_ioctx_t(io, ctx);
-    r = ctx.aio_operate(oid, job->completion, &job->op, nullptr);
+    librados::IoCtx::from_rados_ioctx_t(io, job->ctx);
+    r = job->ctx.aio_operate(oid, job->completion, &job->op, nullptr);
     if (r < 0) {
       job->completion->release();
       delete job;

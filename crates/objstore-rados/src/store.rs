@@ -120,17 +120,22 @@ impl Inner {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(call_failed)?;
+        let _permit = self.permits.acquire().await.map_err(call_failed)?;
+        self.blocking(f).await
+    }
+
+    /// Runs a blocking librados call on a blocking thread, outside the call limit: for the
+    /// short calls that a call holding a permit needs (so that they cannot wait on each
+    /// other).
+    async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
         let inner = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            f(&inner)
-        })
-        .await
-        .map_err(call_failed)?
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(call_failed)?
     }
 
     /// Runs `f` with an I/O context on `ctx`, outside the call limit (for answers that calls
@@ -187,7 +192,7 @@ impl Inner {
             Some(io) => Ok(io),
             None => {
                 let ctx = ctx.clone();
-                self.run(move |inner| inner.cluster.io(ctx.pool(), ctx.namespace()))
+                self.blocking(move |inner| inner.cluster.io(ctx.pool(), ctx.namespace()))
                     .await
             }
         }
@@ -207,6 +212,8 @@ impl Inner {
         let _permit = self.permits.acquire().await.map_err(call_failed)?;
         let mut io = self.take_io(ctx).await?;
         let submitted = submit(&mut io);
+        // librados keeps what an operation in flight needs of the context (a reference for
+        // writes; the shim holds one for reads), so it can serve the next call at once.
         self.put_io(ctx, io);
         let result = match submitted {
             Ok(pending) => wait(pending).await,
@@ -216,7 +223,7 @@ impl Inner {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let pool = ctx.pool();
                 Err(self
-                    .run(move |inner| Ok(inner.name_missing_pool(pool, e)))
+                    .blocking(move |inner| Ok(inner.name_missing_pool(pool, e)))
                     .await?)
             }
             other => other,
