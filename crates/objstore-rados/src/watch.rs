@@ -33,7 +33,7 @@ pub(crate) struct WatchCtx {
     pub(crate) oid: String,
 }
 
-/// The watch callback.
+/// The watch callback. A panic must not unwind into librados, so it is caught and logged.
 pub(crate) unsafe extern "C" fn on_notify(
     arg: *mut c_void,
     notify_id: u64,
@@ -51,6 +51,17 @@ pub(crate) unsafe extern "C" fn on_notify(
         // SAFETY: librados passes `len` readable bytes at `data` for the call's duration.
         Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
     };
+    let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        deliver(ctx, notify_id, cookie, notifier, payload)
+    }));
+    if delivered.is_err() {
+        tracing::error!("delivering notify {notify_id} panicked");
+    }
+}
+
+/// Queues a notification on the watch's channel and answers it from a task once the user
+/// acknowledges it.
+fn deliver(ctx: &WatchCtx, notify_id: u64, cookie: u64, notifier: u64, payload: Bytes) {
     let (tx, rx) = oneshot::channel();
     let who = ClientInfo {
         id: ClientId(notifier),
@@ -81,8 +92,13 @@ pub(crate) unsafe extern "C" fn on_notify(
 pub(crate) unsafe extern "C" fn on_error(arg: *mut c_void, _cookie: u64, err: c_int) {
     // SAFETY: as in `on_notify`.
     let ctx = unsafe { &*(arg as *const WatchCtx) };
-    let error = from_errno(err.min(-1), ctx.io.object_subject(&ctx.oid));
-    let _ = ctx.events.send(WatchEvent::Disconnected(error));
+    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let error = from_errno(err.min(-1), ctx.io.object_subject(&ctx.oid));
+        let _ = ctx.events.send(WatchEvent::Disconnected(error));
+    }));
+    if sent.is_err() {
+        tracing::error!("reporting a lost watch panicked");
+    }
 }
 
 /// The watchers that did not answer a notify: (gid, cookie) pairs.
