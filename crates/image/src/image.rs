@@ -1,0 +1,454 @@
+//! An open image: its header, its snapshot context, and the state a writer keeps (the
+//! exclusive lock and the head object map).
+//!
+//! # Concurrency
+//!
+//! - `gate`: every data operation holds it shared; snapshot creation, rollback and lock
+//!   release hold it exclusively, so they see no write in flight ("quiesce").
+//! - `objects`: per-object ordering of an object-map transition and the write it guards.
+//! - The header is cached with its version; header changes are version-checked batches
+//!   followed by a notify, and a notify from another client marks the cache stale.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rbdx_objstore::{
+    ErrorKind as StoreKind, IoCtx, ObjectStore, ReadOp, SnapContext, SnapId, WriteOp,
+};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::error::{Error, ErrorKind, Result, StoreContext};
+use crate::features::Features;
+use crate::header::{Header, SnapInfo};
+use crate::layout::Layout;
+use crate::lock::LockState;
+use crate::names;
+use crate::objectmap::ObjectMap;
+use crate::objlocks::ObjectLocks;
+
+/// How to open an image.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Open at this snapshot (read-only).
+    pub snap: Option<String>,
+    /// Refuse writes.
+    pub read_only: bool,
+    /// How long to wait for another client to hand over the exclusive lock.
+    pub lock_wait: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            snap: None,
+            read_only: false,
+            lock_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Opens at snapshot `snap`.
+    pub fn with_snap(mut self, snap: Option<String>) -> Self {
+        self.snap = snap;
+        self
+    }
+
+    /// Opens read-only.
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+}
+
+/// The cached header and the object version it was read at.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderState {
+    pub header: Header,
+    pub version: u64,
+}
+
+/// Shared state of an open image.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub store: Arc<dyn ObjectStore>,
+    pub io: IoCtx,
+    pub data_io: IoCtx,
+    pub name: String,
+    pub id: String,
+    pub header_oid: String,
+    pub snap: Option<SnapInfo>,
+    pub read_only: bool,
+    pub lock_wait: Duration,
+    pub state: RwLock<HeaderState>,
+    pub stale: AtomicBool,
+    pub gate: tokio::sync::RwLock<()>,
+    pub objects: ObjectLocks,
+    /// The head object map, loaded while this client holds the exclusive lock.
+    pub map: AsyncMutex<Option<ObjectMap>>,
+    /// The object map of the snapshot the image is open at, if it has a valid one.
+    pub snap_map: Option<ObjectMap>,
+    pub lock: LockState,
+}
+
+/// An open image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Reads a whole header with its version.
+pub(crate) async fn read_header(
+    store: &Arc<dyn ObjectStore>,
+    io: &IoCtx,
+    oid: &str,
+    name: &str,
+) -> Result<HeaderState> {
+    'again: loop {
+        let mut entries = std::collections::BTreeMap::new();
+        let mut after: Option<String> = None;
+        let mut version = None;
+        loop {
+            let op = ReadOp::new().omap_get_vals(after.as_deref(), "", 0);
+            let mut res = store.read_op(io, oid, &op, None).await.map_err(|e| {
+                if crate::directory::is_missing_object(&e) {
+                    Error::not_found(format!("image {name} has no header ({oid})"))
+                } else {
+                    Error::store(format!("cannot read the header of image {name}"), e)
+                }
+            })?;
+            match version {
+                None => version = Some(res.version),
+                Some(v) if v != res.version => continue 'again,
+                Some(_) => {}
+            }
+            let (page, more) = res
+                .take_omap_vals(0)
+                .ok_or_else(|| Error::corrupt("header read returned no entries"))?;
+            after = page.last().map(|(k, _)| k.clone());
+            entries.extend(page);
+            if !more {
+                break;
+            }
+        }
+        let header =
+            Header::decode(&entries).map_err(|e| Error::corrupt(format!("image {name}: {e}")))?;
+        return Ok(HeaderState {
+            header,
+            version: version.unwrap_or(0),
+        });
+    }
+}
+
+/// Reads and decodes a stored object map.
+pub(crate) async fn load_object_map(
+    store: &Arc<dyn ObjectStore>,
+    io: &IoCtx,
+    id: &str,
+    snap: Option<u64>,
+) -> Result<Option<ObjectMap>> {
+    let oid = names::object_map_object(id, snap);
+    match store
+        .read_op(io, &oid, &ReadOp::new().read(0, None), None)
+        .await
+    {
+        Ok(mut res) => {
+            let bytes = res.take_data(0).unwrap_or_default();
+            match ObjectMap::decode(&bytes) {
+                Ok(map) => Ok(Some(map)),
+                Err(e) => {
+                    tracing::warn!("{oid}: {e}; treating the object map as invalid");
+                    Ok(None)
+                }
+            }
+        }
+        Err(e) if crate::directory::is_missing_object(&e) => Ok(None),
+        Err(e) => Err(Error::store(format!("cannot read object map {oid}"), e)),
+    }
+}
+
+impl Image {
+    /// Opens image `name` in the pool namespace `io`.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        name: &str,
+        options: OpenOptions,
+    ) -> Result<Image> {
+        let id = crate::directory::lookup(&store, &io, name).await?;
+        Image::open_by_id(store, io, name, &id, options).await
+    }
+
+    /// Opens an image whose id is known.
+    pub async fn open_by_id(
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        name: &str,
+        id: &str,
+        options: OpenOptions,
+    ) -> Result<Image> {
+        let header_oid = names::header_object(id);
+        let state = read_header(&store, &io, &header_oid, name).await?;
+        let data_io = match state.header.data_pool_id {
+            Some(pool) => IoCtx::with_namespace(rbdx_objstore::PoolId(pool), io.namespace()),
+            None => io.clone(),
+        };
+        let snap = match &options.snap {
+            Some(snap_name) => Some(
+                state
+                    .header
+                    .snapshot_by_name(snap_name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "snapshot {snap_name} of image {name} does not exist"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let snap_map = match &snap {
+            Some(s)
+                if state.header.features.contains(Features::OBJECT_MAP)
+                    && s.flags & crate::header::FLAG_OBJECT_MAP_INVALID == 0 =>
+            {
+                load_object_map(&store, &io, id, Some(s.id)).await?
+            }
+            _ => None,
+        };
+        let read_only = options.read_only || snap.is_some();
+        let inner = Arc::new(Inner {
+            store,
+            io,
+            data_io,
+            name: name.to_owned(),
+            id: id.to_owned(),
+            header_oid,
+            snap,
+            read_only,
+            lock_wait: options.lock_wait,
+            state: RwLock::new(state),
+            stale: AtomicBool::new(false),
+            gate: tokio::sync::RwLock::new(()),
+            objects: ObjectLocks::default(),
+            map: AsyncMutex::new(None),
+            snap_map,
+            lock: LockState::default(),
+        });
+        crate::lock::start_watch(&inner).await?;
+        Ok(Image { inner })
+    }
+
+    /// Releases the exclusive lock if held and stops watching the header.
+    pub async fn close(self) -> Result<()> {
+        crate::lock::shutdown(&self.inner).await
+    }
+
+    /// Returns the image name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Returns the image id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Returns the pool namespace of the header.
+    pub fn io_ctx(&self) -> &IoCtx {
+        &self.inner.io
+    }
+
+    /// Returns the pool namespace of the data objects.
+    pub fn data_io_ctx(&self) -> &IoCtx {
+        &self.inner.data_io
+    }
+
+    /// Returns the store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// Returns the snapshot the image is open at, if any.
+    pub fn snapshot(&self) -> Option<&SnapInfo> {
+        self.inner.snap.as_ref()
+    }
+
+    /// Returns a copy of the cached header.
+    pub fn header(&self) -> Header {
+        self.inner.header()
+    }
+
+    /// Returns the size of the image (or of the snapshot it is open at).
+    pub fn size(&self) -> u64 {
+        match &self.inner.snap {
+            Some(s) => s.size,
+            None => self.inner.header().size,
+        }
+    }
+
+    /// Returns the layout.
+    pub fn layout(&self) -> Layout {
+        self.inner.header().layout
+    }
+
+    /// Returns true if the image refuses writes.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// Re-reads the header from the store.
+    pub async fn refresh(&self) -> Result<()> {
+        self.inner.refresh().await
+    }
+}
+
+impl Inner {
+    /// Returns a copy of the cached header.
+    pub fn header(&self) -> Header {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .header
+            .clone()
+    }
+
+    /// Re-reads the header.
+    pub async fn refresh(&self) -> Result<()> {
+        self.stale.store(false, Ordering::SeqCst);
+        let state = read_header(&self.store, &self.io, &self.header_oid, &self.name).await?;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        Ok(())
+    }
+
+    /// Re-reads the header if another client announced a change.
+    pub async fn refresh_if_stale(&self) -> Result<()> {
+        if self.stale.load(Ordering::SeqCst) {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Returns the snapshot context writes carry.
+    pub fn snapc(&self) -> SnapContext {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut ctx = SnapContext::from_snaps(state.header.snapshots.keys().map(|&id| SnapId(id)));
+        ctx.seq = ctx.seq.max(state.header.snap_seq);
+        ctx
+    }
+
+    /// Returns the name of data object `objectno`.
+    pub fn data_oid(&self, objectno: u64) -> String {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        names::data_object(&state.header.object_prefix, objectno)
+    }
+
+    /// Changes the header with `change`, version-checked, retried on conflict, then tells
+    /// the other watchers; returns the new header.
+    pub async fn update_header(
+        &self,
+        change: impl Fn(&mut Header) -> Result<()>,
+    ) -> Result<Header> {
+        loop {
+            let current = read_header(&self.store, &self.io, &self.header_oid, &self.name).await?;
+            let mut new = current.header.clone();
+            change(&mut new)?;
+            let (set, remove) = new.diff(&current.header);
+            let mut op = WriteOp::new().assert_version(current.version);
+            if !set.is_empty() {
+                op = op.omap_set(set);
+            }
+            if !remove.is_empty() {
+                op = op.omap_remove(remove);
+            }
+            match self
+                .store
+                .operate(&self.io, &self.header_oid, &op, &SnapContext::empty())
+                .await
+            {
+                Ok(version) => {
+                    *self.state.write().unwrap_or_else(|p| p.into_inner()) = HeaderState {
+                        header: new.clone(),
+                        version,
+                    };
+                    crate::lock::notify_header_update(self).await;
+                    return Ok(new);
+                }
+                Err(e) if e.kind() == StoreKind::VersionMismatch => continue,
+                Err(e) => {
+                    return Err(Error::store(
+                        format!("cannot update the header of image {}", self.name),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Refuses writes on a read-only handle.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            let what = match &self.snap {
+                Some(s) => format!("image {}@{} is a snapshot and read-only", self.name, s.name),
+                None => format!("image {} is open read-only", self.name),
+            };
+            return Err(Error::new(ErrorKind::ReadOnly, what));
+        }
+        Ok(())
+    }
+
+    /// Writes a whole object map object.
+    pub async fn store_object_map(&self, snap: Option<u64>, map: &ObjectMap) -> Result<()> {
+        let oid = names::object_map_object(&self.id, snap);
+        self.store
+            .operate(
+                &self.io,
+                &oid,
+                &WriteOp::new().write_full(map.encode()),
+                &SnapContext::empty(),
+            )
+            .await
+            .ctx(|| format!("cannot write object map {oid}"))?;
+        Ok(())
+    }
+
+    /// Removes an object, ignoring that it is already gone.
+    pub async fn remove_object(&self, io: &IoCtx, oid: &str, snapc: &SnapContext) -> Result<()> {
+        match self
+            .store
+            .operate(io, oid, &WriteOp::new().remove(), snapc)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == StoreKind::NotFound => Ok(()),
+            Err(e) => Err(Error::store(format!("cannot remove {oid}"), e)),
+        }
+    }
+
+    /// Stores a header flag (e.g. object map invalid) on the head or a snapshot.
+    pub async fn set_flags(&self, snap: Option<u64>, set: u64, clear: u64) -> Result<()> {
+        self.update_header(|h| {
+            match snap {
+                None => h.flags = (h.flags | set) & !clear,
+                Some(id) => {
+                    if let Some(s) = h.snapshots.get_mut(&id) {
+                        s.flags = (s.flags | set) & !clear;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Copies bytes into a zero-filled buffer of `len` at `at`, for reads that came back short.
+pub(crate) fn place(buf: &mut [u8], at: usize, data: &Bytes) {
+    let end = (at + data.len()).min(buf.len());
+    if at < end {
+        buf[at..end].copy_from_slice(&data[..end - at]);
+    }
+}

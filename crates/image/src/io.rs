@@ -1,0 +1,351 @@
+//! Image I/O: byte extents mapped to data objects, with the object map kept exact.
+//!
+//! Writes mark an object as existing in the object map before writing it; removals mark it
+//! pending, remove it, then mark it nonexistent. Each transition and its data operation run
+//! under the object's lock, so the map never claims an object is absent while it exists.
+//! Reads of objects the map (or a snapshot's map) says are absent return zeros without asking
+//! the store.
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt as _, TryStreamExt as _};
+use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId, WriteOp};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::image::{Image, Inner, place};
+use crate::layout::ObjectExtent;
+use crate::objectmap::ObjectState;
+
+/// Object operations in flight for one request.
+pub(crate) const CONCURRENCY: usize = 16;
+
+/// What a data operation does to its object, for the object map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Creates or changes the object.
+    Write,
+    /// Changes the object only if it exists (zeroing, truncating).
+    Modify,
+    /// Removes the object.
+    Remove,
+}
+
+impl Inner {
+    fn check_range(&self, offset: u64, length: u64, size: u64) -> Result<()> {
+        match offset.checked_add(length) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "extent {offset}~{length} is past the end of image {} ({size} bytes)",
+                self.name
+            ))),
+        }
+    }
+
+    /// Applies `op` to data object `objectno`, keeping the object map exact.
+    pub(crate) async fn object_op(&self, objectno: u64, op: WriteOp, effect: Effect) -> Result<()> {
+        let oid = self.data_oid(objectno);
+        let snapc = self.snapc();
+        let _object = self.objects.lock(objectno).await;
+        let state = {
+            let map = self.map.lock().await;
+            map.as_ref().map(|m| m.get(objectno))
+        };
+        if effect != Effect::Write && state == Some(ObjectState::Nonexistent) {
+            return Ok(());
+        }
+        match effect {
+            Effect::Write | Effect::Modify => {
+                if matches!(state, Some(s) if s != ObjectState::Exists) {
+                    self.mark(objectno, ObjectState::Exists).await?;
+                }
+                match self.store.operate(&self.data_io, &oid, &op, &snapc).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if effect == Effect::Modify && e.kind() == StoreKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::store(format!("cannot write {oid}"), e)),
+                }
+            }
+            Effect::Remove => {
+                if state.is_some() {
+                    self.mark(objectno, ObjectState::Pending).await?;
+                }
+                self.remove_object(&self.data_io, &oid, &snapc).await?;
+                if state.is_some() {
+                    self.mark(objectno, ObjectState::Nonexistent).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets one entry of the head object map and stores it.
+    async fn mark(&self, objectno: u64, state: ObjectState) -> Result<()> {
+        let mut guard = self.map.lock().await;
+        let Some(map) = guard.as_mut() else {
+            return Ok(());
+        };
+        if !map.set(objectno, state) {
+            return Ok(());
+        }
+        let op = map.update_op(objectno, objectno);
+        let oid = crate::names::object_map_object(&self.id, None);
+        self.store
+            .operate(&self.io, &oid, &op, &rbdx_objstore::SnapContext::empty())
+            .await
+            .map_err(|e| Error::store(format!("cannot update object map {oid}"), e))?;
+        Ok(())
+    }
+
+    /// Reads one object extent at the head or a snapshot; absent objects read as zeros.
+    pub(crate) async fn read_object(&self, e: ObjectExtent, snap: Option<u64>) -> Result<Bytes> {
+        let known_absent = match snap {
+            Some(_) => self
+                .snap_map
+                .as_ref()
+                .is_some_and(|m| !m.get(e.objectno).may_exist()),
+            None => self
+                .map
+                .lock()
+                .await
+                .as_ref()
+                .is_some_and(|m| !m.get(e.objectno).may_exist()),
+        };
+        let len = e.length as usize;
+        if known_absent {
+            return Ok(Bytes::from(vec![0u8; len]));
+        }
+        let oid = self.data_oid(e.objectno);
+        let op = ReadOp::new().read(e.offset, Some(e.length));
+        match self
+            .store
+            .read_op(&self.data_io, &oid, &op, snap.map(SnapId))
+            .await
+        {
+            Ok(mut res) => {
+                let data = res.take_data(0).unwrap_or_default();
+                if data.len() == len {
+                    return Ok(data);
+                }
+                let mut buf = vec![0u8; len];
+                place(&mut buf, 0, &data);
+                Ok(Bytes::from(buf))
+            }
+            Err(err) if err.kind() == StoreKind::NotFound => Ok(Bytes::from(vec![0u8; len])),
+            Err(err) => Err(Error::store(format!("cannot read {oid}"), err)),
+        }
+    }
+
+    async fn discard_extents(&self, offset: u64, length: u64) -> Result<()> {
+        let header = self.header();
+        let layout = header.layout;
+        let extents = layout.map(offset, length);
+        futures::stream::iter(extents)
+            .map(|e| {
+                let whole =
+                    e.offset == 0 && e.length >= layout.object_len_within(e.objectno, header.size);
+                async move {
+                    if whole {
+                        self.object_op(e.objectno, WriteOp::new().remove(), Effect::Remove)
+                            .await
+                    } else {
+                        self.object_op(
+                            e.objectno,
+                            WriteOp::new().zero(e.offset, e.length),
+                            Effect::Modify,
+                        )
+                        .await
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+}
+
+impl Image {
+    /// Reads `length` bytes at `offset` (of the head, or of the snapshot the image is open at).
+    pub async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
+        let inner = &self.inner;
+        let _gate = inner.gate.read().await;
+        if inner.snap.is_none() {
+            inner.refresh_if_stale().await?;
+        }
+        inner.check_range(offset, length, self.size())?;
+        let layout = inner.header().layout;
+        let snap = inner.snap.as_ref().map(|s| s.id);
+        let extents = layout.map(offset, length);
+        if extents.len() == 1 {
+            return inner.read_object(extents[0], snap).await;
+        }
+        let mut buf = BytesMut::zeroed(length as usize);
+        let mut pieces = futures::stream::iter(extents)
+            .map(|e| async move { inner.read_object(e, snap).await.map(|d| (e, d)) })
+            .buffer_unordered(CONCURRENCY);
+        while let Some((e, data)) = pieces.try_next().await? {
+            place(&mut buf, e.buffer_offset as usize, &data);
+        }
+        Ok(buf.freeze())
+    }
+
+    async fn begin_write(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
+        self.inner.check_writable()?;
+        let gate = self.inner.gate.read().await;
+        crate::lock::ensure_lock(&self.inner).await?;
+        Ok(gate)
+    }
+
+    /// Writes `data` at `offset`.
+    pub async fn write(&self, offset: u64, data: Bytes) -> Result<()> {
+        let _gate = self.begin_write().await?;
+        let inner = &self.inner;
+        let header = inner.header();
+        inner.check_range(offset, data.len() as u64, header.size)?;
+        let extents = header.layout.map(offset, data.len() as u64);
+        futures::stream::iter(extents)
+            .map(|e| {
+                let start = e.buffer_offset as usize;
+                let piece = data.slice(start..start + e.length as usize);
+                inner.object_op(
+                    e.objectno,
+                    WriteOp::new().write(e.offset, piece),
+                    Effect::Write,
+                )
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Discards `[offset, offset + length)`: whole objects are removed, parts are zeroed.
+    pub async fn discard(&self, offset: u64, length: u64) -> Result<()> {
+        let _gate = self.begin_write().await?;
+        let inner = &self.inner;
+        inner.check_range(offset, length, inner.header().size)?;
+        inner.discard_extents(offset, length).await
+    }
+
+    /// Makes `[offset, offset + length)` read as zeros, deallocating where possible.
+    pub async fn write_zeroes(&self, offset: u64, length: u64) -> Result<()> {
+        self.discard(offset, length).await
+    }
+
+    /// Writes `pattern` repeatedly over `[offset, offset + length)`; `length` must be a
+    /// multiple of the pattern length.
+    pub async fn write_same(&self, offset: u64, length: u64, pattern: &[u8]) -> Result<()> {
+        if pattern.is_empty() || !length.is_multiple_of(pattern.len() as u64) {
+            return Err(Error::invalid(format!(
+                "write-same length {length} is not a multiple of the pattern length {}",
+                pattern.len()
+            )));
+        }
+        if pattern.iter().all(|&b| b == 0) {
+            return self.write_zeroes(offset, length).await;
+        }
+        // Expand the pattern one object-size chunk at a time, so memory stays bounded.
+        let object_size = self.layout().object_size();
+        let chunk = (object_size / pattern.len() as u64).max(1) * pattern.len() as u64;
+        let block: Bytes = pattern
+            .iter()
+            .copied()
+            .cycle()
+            .take(chunk.min(length) as usize)
+            .collect::<Vec<u8>>()
+            .into();
+        let mut done = 0;
+        while done < length {
+            let n = (length - done).min(block.len() as u64);
+            self.write(offset + done, block.slice(..n as usize)).await?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` if the image holds `compare` there; otherwise fails with
+    /// `Mismatch` naming the first differing image offset. The extent must lie in one object.
+    pub async fn compare_and_write(&self, offset: u64, compare: Bytes, data: Bytes) -> Result<()> {
+        if compare.len() != data.len() {
+            return Err(Error::invalid(
+                "compare-and-write needs compare and write buffers of the same length",
+            ));
+        }
+        let _gate = self.begin_write().await?;
+        let inner = &self.inner;
+        let header = inner.header();
+        inner.check_range(offset, data.len() as u64, header.size)?;
+        let extents = header.layout.map(offset, data.len() as u64);
+        let [e] = extents.as_slice() else {
+            return Err(Error::invalid(
+                "compare-and-write must not cross an object or stripe unit boundary",
+            ));
+        };
+        let op = WriteOp::new()
+            .create(false)
+            .cmp_ext(e.offset, compare.clone())
+            .write(e.offset, data);
+        match inner.object_op(e.objectno, op, Effect::Write).await {
+            Ok(()) => Ok(()),
+            Err(err)
+                if err
+                    .store_error()
+                    .is_some_and(|s| s.kind() == StoreKind::ComparisonFailed) =>
+            {
+                let current = inner.read_object(*e, None).await?;
+                let at = current
+                    .iter()
+                    .zip(compare.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0) as u64;
+                Err(Error::new(
+                    ErrorKind::Mismatch,
+                    format!(
+                        "compare-and-write on image {}: data differs at offset {}",
+                        inner.name,
+                        offset + at
+                    ),
+                ))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Makes every completed write durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner
+            .store
+            .flush()
+            .await
+            .map_err(|e| Error::store(format!("cannot flush image {}", self.inner.name), e))
+    }
+
+    /// Changes the size. Shrinking needs `allow_shrink` and discards the bytes past the new end.
+    pub async fn resize(&self, size: u64, allow_shrink: bool) -> Result<()> {
+        self.inner.check_writable()?;
+        let inner = &self.inner;
+        let _gate = inner.gate.write().await;
+        crate::lock::ensure_lock(inner).await?;
+        let header = inner.header();
+        if size < header.size && !allow_shrink {
+            return Err(Error::invalid(format!(
+                "shrinking image {} from {} to {size} bytes needs --allow-shrink",
+                inner.name, header.size
+            )));
+        }
+        if size < header.size {
+            inner.discard_extents(size, header.size - size).await?;
+        }
+        let count = header.layout.num_objects(size);
+        {
+            let mut guard = inner.map.lock().await;
+            if let Some(map) = guard.as_mut() {
+                map.resize(count);
+                inner.store_object_map(None, map).await?;
+            }
+        }
+        inner
+            .update_header(|h| {
+                h.size = size;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,56 @@
+//! Block images on an rbdx object store: the librbd equivalent.
+//!
+//! An image is a header (`rbd_header.<id>`), data objects (`rbd_data.<id>.<n>`), an optional
+//! object map per head and snapshot, and entries in the pool directory, named as RBD's
+//! format 2 names them (see [`names`]). [`Images`] creates, lists, renames and removes images
+//! of one pool namespace; [`Image`] is an open image: I/O, snapshots, resize.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use rbdx_image::{CreateOptions, Images, OpenOptions};
+//! use rbdx_objstore::{IoCtx, MemoryStore, ObjectStore};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+//! let pool = store.pool_create("rbd").await.unwrap();
+//! let images = Images::new(store, IoCtx::new(pool));
+//! images.create("disk", &CreateOptions::new(16 << 20)).await?;
+//! let image = images.open("disk", OpenOptions::default()).await?;
+//! image.write(4096, Bytes::from_static(b"hello")).await?;
+//! image.snap_create("before").await?;
+//! image.write(4096, Bytes::from_static(b"HELLO")).await?;
+//! assert_eq!(image.read(4096, 5).await?, "HELLO");
+//! let snap = images.open("disk", OpenOptions::default().with_snap(Some("before".into()))).await?;
+//! assert_eq!(snap.read(4096, 5).await?, "hello");
+//! snap.close().await?;
+//! image.close().await?;
+//! # Ok::<(), rbdx_image::Error>(())
+//! # }).unwrap();
+//! ```
+
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod admin;
+pub mod children;
+mod directory;
+mod error;
+mod features;
+pub mod header;
+mod image;
+mod io;
+pub mod layout;
+mod lock;
+pub mod names;
+pub mod objectmap;
+mod objlocks;
+mod snapshot;
+
+pub use admin::{CreateOptions, ImageEntry, Images, check_image_name};
+pub use error::{Error, ErrorKind, Result};
+pub use features::Features;
+pub use header::{Header, ParentSpec, Protection, SnapInfo};
+pub use image::{Image, OpenOptions};
+pub use layout::{Layout, ObjectExtent};
+pub use objectmap::{ObjectMap, ObjectState};
+pub use snapshot::Progress;

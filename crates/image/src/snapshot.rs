@@ -1,0 +1,414 @@
+//! Snapshots: taken with the store's self-managed snapshots, recorded in the header, each with
+//! a frozen copy of the object map.
+//!
+//! Creating one quiesces this handle's writes and takes the exclusive lock (so the lock owner,
+//! if another process, hands it over and re-reads the header, and with it the new snapshot
+//! context, before it writes again). With fast-diff, the head map's "exists" entries become
+//! "exists-clean" afterwards, so the next diff knows what changed since.
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId, WriteOp};
+
+use crate::error::{Error, ErrorKind, Result, StoreContext};
+use crate::features::Features;
+use crate::header::{FLAG_OBJECT_MAP_INVALID, Protection, SnapInfo, now};
+use crate::image::{Image, load_object_map};
+use crate::io::{CONCURRENCY, Effect};
+use crate::objectmap::{ObjectMap, ObjectState};
+
+/// Progress of a long operation: bytes (or objects) done and the total.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+fn check_snap_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.contains('@') {
+        return Err(Error::invalid(format!("invalid snapshot name '{name}'")));
+    }
+    Ok(())
+}
+
+impl Image {
+    /// Returns the snapshots, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<SnapInfo>> {
+        self.inner.refresh().await?;
+        Ok(self.inner.header().snapshots.into_values().collect())
+    }
+
+    fn find_snap(&self, name: &str) -> Result<SnapInfo> {
+        self.inner
+            .header()
+            .snapshot_by_name(name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "snapshot {name} of image {} does not exist",
+                    self.inner.name
+                ))
+            })
+    }
+
+    /// Takes a snapshot named `name`.
+    pub async fn snap_create(&self, name: &str) -> Result<SnapInfo> {
+        check_snap_name(name)?;
+        self.inner.check_writable()?;
+        let inner = &self.inner;
+        let _gate = inner.gate.write().await;
+        crate::lock::ensure_lock(inner).await?;
+        inner.refresh().await?;
+        let header = inner.header();
+        if header.snapshot_by_name(name).is_some() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("snapshot {name} of image {} already exists", inner.name),
+            ));
+        }
+        if let Some(limit) = header.snap_limit
+            && header.snapshots.len() as u64 >= limit
+        {
+            return Err(Error::new(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "image {} has reached its snapshot limit of {limit}",
+                    inner.name
+                ),
+            ));
+        }
+        let id = inner
+            .store
+            .snap_create(inner.data_io.pool())
+            .await
+            .ctx(|| format!("cannot allocate a snapshot id for image {}", inner.name))?
+            .0;
+        let frozen = inner.map.lock().await.clone();
+        let map_valid = frozen.is_some();
+        if let Some(map) = &frozen {
+            inner.store_object_map(Some(id), map).await?;
+        }
+        let snap = SnapInfo {
+            id,
+            name: name.to_owned(),
+            size: header.size,
+            timestamp: now(),
+            protection: Protection::Unprotected,
+            flags: if header.features.contains(Features::OBJECT_MAP) && !map_valid {
+                FLAG_OBJECT_MAP_INVALID
+            } else {
+                0
+            },
+            parent: header.parent.clone(),
+        };
+        let record = snap.clone();
+        let result = inner
+            .update_header(|h| {
+                if h.snapshot_by_name(name).is_some() {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("snapshot {name} of image {} already exists", inner.name),
+                    ));
+                }
+                h.snap_seq = h.snap_seq.max(id);
+                h.snapshots.insert(id, record.clone());
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            let _ = inner
+                .store
+                .snap_remove(inner.data_io.pool(), SnapId(id))
+                .await;
+            let oid = crate::names::object_map_object(&inner.id, Some(id));
+            let _ = inner
+                .remove_object(&inner.io, &oid, &rbdx_objstore::SnapContext::empty())
+                .await;
+            return Err(e);
+        }
+        if header.features.contains(Features::FAST_DIFF) {
+            let mut guard = inner.map.lock().await;
+            if let Some(map) = guard.as_mut() {
+                for i in 0..map.len() {
+                    if map.get(i) == ObjectState::Exists {
+                        map.set(i, ObjectState::ExistsClean);
+                    }
+                }
+                inner.store_object_map(None, map).await?;
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Removes snapshot `name`; refused while it is protected.
+    pub async fn snap_remove(&self, name: &str) -> Result<()> {
+        self.inner.check_writable()?;
+        let inner = &self.inner;
+        let _gate = inner.gate.write().await;
+        crate::lock::ensure_lock(inner).await?;
+        inner.refresh().await?;
+        let snap = self.find_snap(name)?;
+        if snap.protection != Protection::Unprotected {
+            return Err(Error::busy(format!(
+                "snapshot {name} of image {} is protected; unprotect it first",
+                inner.name
+            )));
+        }
+        let header = inner.header();
+        // Keep fast-diff exact: what changed before the removed snapshot now counts as
+        // changed in the next newer map.
+        if header.features.contains(Features::FAST_DIFF) {
+            let removed =
+                load_object_map(&inner.store, &inner.io, &inner.id, Some(snap.id)).await?;
+            let next = header
+                .snapshots
+                .range(snap.id + 1..)
+                .next()
+                .map(|(id, _)| *id);
+            if let Some(removed) = removed {
+                match next {
+                    Some(next_id) => {
+                        if let Some(mut m) =
+                            load_object_map(&inner.store, &inner.io, &inner.id, Some(next_id))
+                                .await?
+                        {
+                            merge_dirty(&mut m, &removed);
+                            inner.store_object_map(Some(next_id), &m).await?;
+                        }
+                    }
+                    None => {
+                        let mut guard = inner.map.lock().await;
+                        if let Some(m) = guard.as_mut() {
+                            merge_dirty(m, &removed);
+                            inner.store_object_map(None, m).await?;
+                        }
+                    }
+                }
+            }
+        }
+        inner
+            .update_header(|h| {
+                h.snapshots.remove(&snap.id);
+                Ok(())
+            })
+            .await?;
+        let oid = crate::names::object_map_object(&inner.id, Some(snap.id));
+        inner
+            .remove_object(&inner.io, &oid, &rbdx_objstore::SnapContext::empty())
+            .await?;
+        inner
+            .store
+            .snap_remove(inner.data_io.pool(), SnapId(snap.id))
+            .await
+            .ctx(|| format!("cannot remove snapshot {name} from the store"))?;
+        Ok(())
+    }
+
+    /// Renames snapshot `old` to `new`.
+    pub async fn snap_rename(&self, old: &str, new: &str) -> Result<()> {
+        check_snap_name(new)?;
+        let inner = &self.inner;
+        inner
+            .update_header(|h| {
+                if h.snapshot_by_name(new).is_some() {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("snapshot {new} of image {} already exists", inner.name),
+                    ));
+                }
+                let snap = h
+                    .snapshots
+                    .values_mut()
+                    .find(|s| s.name == old)
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "snapshot {old} of image {} does not exist",
+                            inner.name
+                        ))
+                    })?;
+                snap.name = new.to_owned();
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets the protection of snapshot `name`. Protecting a protected snapshot fails with
+    /// `Busy`, unprotecting an unprotected one with `InvalidArgument`, as `rbd` does.
+    pub async fn snap_set_protection(&self, name: &str, protect: bool) -> Result<()> {
+        let inner = &self.inner;
+        if !protect {
+            let snap = {
+                inner.refresh().await?;
+                self.find_snap(name)?
+            };
+            let children =
+                crate::children::list(&inner.store, &inner.io, &inner.id, snap.id).await?;
+            if !children.is_empty() {
+                return Err(Error::busy(format!(
+                    "snapshot {name} of image {} has {} child image(s)",
+                    inner.name,
+                    children.len()
+                )));
+            }
+        }
+        inner
+            .update_header(|h| {
+                if protect && !h.features.contains(Features::LAYERING) {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!("image {} does not have the layering feature", inner.name),
+                    ));
+                }
+                let snap = h
+                    .snapshots
+                    .values_mut()
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "snapshot {name} of image {} does not exist",
+                            inner.name
+                        ))
+                    })?;
+                match (protect, snap.protection) {
+                    (true, Protection::Protected) => {
+                        Err(Error::busy(format!("snapshot {name} is already protected")))
+                    }
+                    (false, Protection::Unprotected) => Err(Error::invalid(format!(
+                        "snapshot {name} is already unprotected"
+                    ))),
+                    _ => {
+                        snap.protection = if protect {
+                            Protection::Protected
+                        } else {
+                            Protection::Unprotected
+                        };
+                        Ok(())
+                    }
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets (`Some`) or clears (`None`) the maximum number of snapshots.
+    pub async fn snap_set_limit(&self, limit: Option<u64>) -> Result<()> {
+        self.inner
+            .update_header(|h| {
+                if let Some(l) = limit
+                    && (h.snapshots.len() as u64) > l
+                {
+                    return Err(Error::invalid(format!(
+                        "the image already has {} snapshots, more than {l}",
+                        h.snapshots.len()
+                    )));
+                }
+                h.snap_limit = limit;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Rolls the head back to snapshot `name`: size, data and object map.
+    pub async fn snap_rollback(&self, name: &str, progress: Progress<'_>) -> Result<()> {
+        self.inner.check_writable()?;
+        let inner = &self.inner;
+        let _gate = inner.gate.write().await;
+        crate::lock::ensure_lock(inner).await?;
+        inner.refresh().await?;
+        let snap = self.find_snap(name)?;
+        let header = inner.header();
+        let layout = header.layout;
+        let snap_map = if header.features.contains(Features::OBJECT_MAP)
+            && snap.flags & FLAG_OBJECT_MAP_INVALID == 0
+        {
+            load_object_map(&inner.store, &inner.io, &inner.id, Some(snap.id)).await?
+        } else {
+            None
+        };
+        let total = layout.num_objects(header.size.max(snap.size));
+        let head_map = {
+            // Cover every object the rollback may write, so each write is recorded.
+            let mut guard = inner.map.lock().await;
+            if let Some(map) = guard.as_mut()
+                && map.len() < total
+            {
+                map.resize(total);
+                inner.store_object_map(None, map).await?;
+            }
+            guard.clone()
+        };
+        let done = std::sync::atomic::AtomicU64::new(0);
+        futures::stream::iter(0..total)
+            .map(|objectno| {
+                let snap_map = &snap_map;
+                let head_map = &head_map;
+                let done = &done;
+                async move {
+                    let in_snap = objectno < layout.num_objects(snap.size)
+                        && snap_map
+                            .as_ref()
+                            .is_none_or(|m| m.get(objectno).may_exist());
+                    let in_head = head_map
+                        .as_ref()
+                        .is_none_or(|m| m.get(objectno).may_exist());
+                    let oid = inner.data_oid(objectno);
+                    let data = if in_snap {
+                        let op = ReadOp::new().read(0, None);
+                        match inner
+                            .store
+                            .read_op(&inner.data_io, &oid, &op, Some(SnapId(snap.id)))
+                            .await
+                        {
+                            Ok(mut res) => res.take_data(0),
+                            Err(e) if e.kind() == StoreKind::NotFound => None,
+                            Err(e) => return Err(Error::store(format!("cannot read {oid}"), e)),
+                        }
+                    } else {
+                        None
+                    };
+                    match data {
+                        Some(data) => {
+                            inner
+                                .object_op(objectno, WriteOp::new().write_full(data), Effect::Write)
+                                .await?
+                        }
+                        None if in_head => {
+                            inner
+                                .object_op(objectno, WriteOp::new().remove(), Effect::Remove)
+                                .await?
+                        }
+                        None => {}
+                    }
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    progress(n, total);
+                    Ok::<(), Error>(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        {
+            let mut guard = inner.map.lock().await;
+            if let Some(map) = guard.as_mut() {
+                map.resize(layout.num_objects(snap.size));
+                inner.store_object_map(None, map).await?;
+            }
+        }
+        let parent = snap.parent.clone();
+        inner
+            .update_header(|h| {
+                h.size = snap.size;
+                h.parent = parent.clone();
+                Ok(())
+            })
+            .await?;
+        progress(total, total);
+        Ok(())
+    }
+}
+
+/// Marks objects that were dirty in `removed` as dirty in `next` where `next` says clean.
+fn merge_dirty(next: &mut ObjectMap, removed: &ObjectMap) {
+    for i in 0..next.len().min(removed.len()) {
+        if removed.get(i) == ObjectState::Exists && next.get(i) == ObjectState::ExistsClean {
+            next.set(i, ObjectState::Exists);
+        }
+    }
+}
