@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::image_args::{
+    BenchArgs, CreateArgs, ExportArgs, ImageArg, ImportArgs, MetaCommand, NamespaceCommand,
+    PoolArg, SnapCommand,
+};
 use crate::output::Format;
 
 /// Block images on an object store, moved between pools and sites while in use.
@@ -61,6 +65,91 @@ pub struct Global {
 /// The command groups.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create an image.
+    Create {
+        #[command(flatten)]
+        image: ImageArg,
+        /// Size (a bare number counts MiB, as with `rbd`), e.g. `10G`.
+        #[arg(short = 's', long = "size", value_name = "SIZE")]
+        size: String,
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+    /// List the images of a pool.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        pool: PoolArg,
+        /// Show size, parent, format, protection and lock of each image and snapshot.
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+    },
+    /// Show an image's (or snapshot's) size, layout, features and times.
+    Info(ImageArg),
+    /// Remove an image and its data.
+    #[command(visible_alias = "remove")]
+    Rm(ImageArg),
+    /// Change an image's size.
+    Resize {
+        #[command(flatten)]
+        image: ImageArg,
+        /// The new size.
+        #[arg(short = 's', long = "size", value_name = "SIZE")]
+        size: String,
+        /// Allow making the image smaller (the data past the new end is lost).
+        #[arg(long = "allow-shrink")]
+        allow_shrink: bool,
+    },
+    /// Rename an image (within its pool and namespace).
+    #[command(visible_alias = "mv")]
+    Rename {
+        #[command(flatten)]
+        src: ImageArg,
+        /// The new image spec.
+        #[arg(value_name = "DEST_IMAGE_SPEC")]
+        dest_spec: Option<String>,
+        /// The new pool (must be the same).
+        #[arg(long = "dest-pool", value_name = "POOL")]
+        dest_pool: Option<String>,
+        /// The new namespace (must be the same).
+        #[arg(long = "dest-namespace", value_name = "NAMESPACE")]
+        dest_namespace: Option<String>,
+        /// The new name.
+        #[arg(long = "dest", value_name = "IMAGE")]
+        dest: Option<String>,
+    },
+    /// Show the clients that have an image open.
+    Status(ImageArg),
+    /// Show provisioned and used space of images and snapshots.
+    Du {
+        /// Image spec (default: every image of the pool).
+        #[arg(value_name = "IMAGE_SPEC")]
+        spec: Option<String>,
+        #[command(flatten)]
+        opts: crate::spec::SpecOptions,
+    },
+    /// Snapshots of an image.
+    Snap {
+        #[command(subcommand)]
+        command: SnapCommand,
+    },
+    /// Key/value metadata of an image.
+    #[command(name = "image-meta")]
+    ImageMeta {
+        #[command(subcommand)]
+        command: MetaCommand,
+    },
+    /// Write an image's bytes to a file or standard output.
+    Export(ExportArgs),
+    /// Create an image from a file or standard input.
+    Import(ImportArgs),
+    /// Measure image I/O.
+    Bench(BenchArgs),
+    /// Namespaces of a pool.
+    Namespace {
+        #[command(subcommand)]
+        command: NamespaceCommand,
+    },
     /// Create, list and remove pools.
     Pool {
         #[command(subcommand)]
@@ -79,6 +168,11 @@ pub enum Command {
 /// `rbdx pool ...`
 #[derive(Debug, Subcommand)]
 pub enum PoolCommand {
+    /// Prepare a pool for images.
+    Init {
+        /// Pool name (default `rbd`).
+        name: Option<String>,
+    },
     /// Create a pool.
     Create {
         /// Pool name.

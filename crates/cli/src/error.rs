@@ -20,7 +20,6 @@ impl CliError {
     }
 
     /// A not-supported error (exit status 95).
-    #[cfg(not(feature = "rados"))]
     pub fn unsupported(message: impl Into<String>) -> Self {
         CliError {
             message: message.into(),
@@ -40,6 +39,14 @@ impl CliError {
         }
     }
 
+    /// An error with an explicit exit status.
+    pub fn with_code(message: impl Into<String>, code: u8) -> Self {
+        CliError {
+            message: message.into(),
+            code,
+        }
+    }
+
     /// Returns the process exit status.
     pub fn exit_code(&self) -> u8 {
         self.code
@@ -54,6 +61,22 @@ impl fmt::Display for CliError {
 
 impl From<rbdx_objstore::Error> for CliError {
     fn from(e: rbdx_objstore::Error) -> Self {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        CliError {
+            message,
+            code: u8::try_from(e.errno()).unwrap_or(1),
+        }
+    }
+}
+
+impl From<rbdx_image::Error> for CliError {
+    fn from(e: rbdx_image::Error) -> Self {
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(cause) = source {

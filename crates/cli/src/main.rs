@@ -5,7 +5,11 @@ mod args;
 mod cluster;
 mod commands;
 mod error;
+mod image_args;
 mod output;
+mod progress;
+mod size;
+mod spec;
 mod store;
 
 use std::process::ExitCode;

@@ -41,10 +41,12 @@ mod image;
 mod io;
 pub mod layout;
 mod lock;
+mod meta;
 pub mod names;
 pub mod objectmap;
 mod objlocks;
 mod snapshot;
+mod usage;
 
 pub use admin::{CreateOptions, ImageEntry, Images, check_image_name};
 pub use error::{Error, ErrorKind, Result};
@@ -54,3 +56,4 @@ pub use image::{Image, OpenOptions};
 pub use layout::{Layout, ObjectExtent};
 pub use objectmap::{ObjectMap, ObjectState};
 pub use snapshot::Progress;
+pub use usage::Usage;

@@ -224,11 +224,13 @@ pub(crate) async fn ensure_lock(inner: &Inner) -> Result<()> {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
     }
-    inner.lock.owned.store(true, Ordering::SeqCst);
+    // Only a handle that has loaded the object map may count as owner: writers that see
+    // `owned` go straight to the map.
     if let Err(e) = take_over(inner).await {
         let _ = unlock(inner).await;
         return Err(e);
     }
+    inner.lock.owned.store(true, Ordering::SeqCst);
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Image behaviour on the in-memory store: I/O, striping, object map, snapshots, resize,
 //! removal rules and the exclusive-lock hand-over.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -340,5 +342,33 @@ async fn write_same_repeats_the_pattern() {
     assert!(back.chunks(2).all(|c| c == b"ab"));
     let err = image.write_same(0, 3, b"ab").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    image.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_several_objects_are_all_in_the_object_map() {
+    // The embedded store yields at every operation, so the writes really interleave.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(rbdx_objstore_dir::DirStore::open(dir.path()).unwrap());
+    let pool = store.pool_create("rbd").await.unwrap();
+    let images = Images::new(store, IoCtx::new(pool));
+    images
+        .create("cw", &CreateOptions::new(5_000_000).with_order(20))
+        .await
+        .unwrap();
+    let image = images.open("cw", OpenOptions::default()).await.unwrap();
+    // The first writes race with taking the lock and loading the object map.
+    let (a, b, c) = tokio::join!(
+        image.write(0, pattern(1, 1 << 20)),
+        image.write(4 << 20, pattern(2, 100_000)),
+        image.write(4_900_000, pattern(3, 100_000))
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let map = head_map(&images, &image).await;
+    let written: Vec<u64> = (0..map.len()).filter(|&i| map.get(i).may_exist()).collect();
+    assert_eq!(written, vec![0, 4]);
     image.close().await.unwrap();
 }

@@ -41,7 +41,7 @@ pub async fn run(
         }
         ConfigKeyCommand::Ls => {
             let keys = store.config_key_list().await?;
-            printer.print(&keys, |keys| {
+            printer.print("keys", &keys, |keys| {
                 for k in keys {
                     println!("{k}");
                 }

@@ -1,8 +1,15 @@
 //! Command dispatch: one module per command group.
 
+mod bench;
 mod config_key;
+mod du;
+mod image;
+mod meta;
+mod namespace;
 mod pool;
 mod rados;
+mod snap;
+mod transfer;
 
 use crate::args::{Cli, Command};
 use crate::error::CliResult;
@@ -16,7 +23,44 @@ pub async fn run(cli: Cli) -> CliResult {
         pretty: cli.global.pretty_format,
     };
     let store = store::open(&cli.global).await?;
+    let progress = !cli.global.no_progress;
     match cli.command {
+        Command::Create {
+            image: arg,
+            size,
+            create,
+        } => image::create(&store, &arg, &size, &create).await,
+        Command::Ls { pool, long } => image::ls(&store, &pool, long, printer).await,
+        Command::Info(arg) => image::info(&store, &arg, printer).await,
+        Command::Rm(arg) => image::rm(&store, &arg, progress).await,
+        Command::Resize {
+            image: arg,
+            size,
+            allow_shrink,
+        } => image::resize(&store, &arg, &size, allow_shrink, progress).await,
+        Command::Rename {
+            src,
+            dest_spec,
+            dest_pool,
+            dest_namespace,
+            dest,
+        } => {
+            let opts = crate::spec::SpecOptions {
+                pool: dest_pool,
+                namespace: dest_namespace,
+                image: dest,
+                snap: None,
+            };
+            image::rename(&store, &src, dest_spec.as_deref(), opts).await
+        }
+        Command::Status(arg) => image::status(&store, &arg, printer).await,
+        Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,
+        Command::Snap { command } => snap::run(&store, command, printer, progress).await,
+        Command::ImageMeta { command } => meta::run(&store, command, printer).await,
+        Command::Export(args) => transfer::export(&store, args, progress).await,
+        Command::Import(args) => transfer::import(&store, args, progress).await,
+        Command::Bench(args) => bench::run(&store, args, printer).await,
+        Command::Namespace { command } => namespace::run(&store, command, printer).await,
         Command::Pool { command } => pool::run(&*store, command, printer).await,
         Command::ConfigKey { command } => config_key::run(&*store, command, printer).await,
         Command::Rados(args) => rados::run(&*store, args, printer).await,

@@ -16,6 +16,19 @@ struct PoolEntry {
 /// Runs a pool command.
 pub async fn run(store: &dyn ObjectStore, command: PoolCommand, printer: Printer) -> CliResult {
     match command {
+        PoolCommand::Init { name } => {
+            // Marks the pool as holding images (`rbd_info`), as `rbd pool init` does.
+            let name = name.unwrap_or_else(|| crate::spec::DEFAULT_POOL.to_owned());
+            let info = store.pool_lookup(&name).await?;
+            store
+                .operate(
+                    &rbdx_objstore::IoCtx::new(info.id),
+                    rbdx_image::names::INFO,
+                    &rbdx_objstore::WriteOp::new().create(false),
+                    &rbdx_objstore::SnapContext::empty(),
+                )
+                .await?;
+        }
         PoolCommand::Create { name } => {
             let id = store.pool_create(&name).await?;
             eprintln!("pool '{name}' created (id {id})");
@@ -30,7 +43,7 @@ pub async fn run(store: &dyn ObjectStore, command: PoolCommand, printer: Printer
                     pool_name: p.name,
                 })
                 .collect();
-            printer.print(&pools, |pools| {
+            printer.print("pools", &pools, |pools| {
                 for p in pools {
                     println!("{} {}", p.pool_id, p.pool_name);
                 }

@@ -66,7 +66,7 @@ pub async fn run(store: &dyn ObjectStore, args: RadosArgs, printer: Printer) -> 
                 mtime,
                 version: stat.version,
             };
-            printer.print(&out, |o| {
+            printer.print("object", &out, |o| {
                 println!(
                     "{}/{} mtime {}, size {}, version {}",
                     o.pool,
@@ -79,7 +79,7 @@ pub async fn run(store: &dyn ObjectStore, args: RadosArgs, printer: Printer) -> 
         }
         RadosCommand::Ls => {
             let names: Vec<String> = store.list_objects(&io, "").try_collect().await?;
-            printer.print(&names, |names| {
+            printer.print("objects", &names, |names| {
                 for n in names {
                     println!("{n}");
                 }
@@ -109,7 +109,7 @@ pub async fn run(store: &dyn ObjectStore, args: RadosArgs, printer: Printer) -> 
                 ))
             })?;
             let shown = show_bytes(value);
-            printer.print(&shown, |v| println!("{v}"));
+            printer.print("value", &shown, |v| println!("{v}"));
         }
         RadosCommand::Listomapvals { object } => {
             let entries: BTreeMap<String, String> = store
@@ -118,7 +118,7 @@ pub async fn run(store: &dyn ObjectStore, args: RadosArgs, printer: Printer) -> 
                 .into_iter()
                 .map(|(k, v)| (k, show_bytes(&v)))
                 .collect();
-            printer.print(&entries, |entries| {
+            printer.print("entries", &entries, |entries| {
                 for (k, v) in entries {
                     println!("{k}\n{v}");
                 }
@@ -140,7 +140,7 @@ pub async fn run(store: &dyn ObjectStore, args: RadosArgs, printer: Printer) -> 
                     cookie: w.cookie,
                 })
                 .collect();
-            printer.print(&watchers, |ws| {
+            printer.print("watchers", &watchers, |ws| {
                 for w in ws {
                     println!("watcher={} {} cookie={}", w.watcher, w.client, w.cookie);
                 }

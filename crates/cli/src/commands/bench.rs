@@ -1,0 +1,178 @@
+//! `rbdx bench`: I/O against an image with `rbd bench`'s options and report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rbdx_image::OpenOptions;
+use rbdx_objstore::ObjectStore;
+use serde::Serialize;
+
+use crate::commands::image::resolve;
+use crate::error::{CliError, CliResult};
+use crate::image_args::{BenchArgs, IoPattern, IoType};
+use crate::output::Printer;
+use crate::size::{format_size, parse_size};
+use crate::spec::SnapRule;
+
+#[derive(Serialize)]
+struct BenchOut {
+    io_type: &'static str,
+    io_size: u64,
+    io_threads: usize,
+    io_total: u64,
+    io_pattern: &'static str,
+    elapsed_sec: f64,
+    ops: u64,
+    ops_per_sec: f64,
+    bytes_per_sec: f64,
+}
+
+/// A small xorshift generator: bench offsets need speed, not quality.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(1);
+    h.finish() | 1
+}
+
+/// Runs `bench`.
+pub async fn run(store: &Arc<dyn ObjectStore>, args: BenchArgs, printer: Printer) -> CliResult {
+    let io_size = parse_size(&args.io_size, 1)?;
+    let io_total = parse_size(&args.io_total, 1)?;
+    if io_size == 0 || args.io_threads == 0 {
+        return Err(CliError::invalid(
+            "--io-size and --io-threads must be positive",
+        ));
+    }
+    let (spec, images) = resolve(store, &args.image, SnapRule::None).await?;
+    let read_only = args.io_type == IoType::Read;
+    let image = images
+        .open(
+            &spec.image,
+            OpenOptions::default().with_read_only(read_only),
+        )
+        .await?;
+    let size = image.size();
+    if io_size > size {
+        image.close().await?;
+        return Err(CliError::invalid(format!(
+            "--io-size {io_size} is larger than the image ({size} bytes)"
+        )));
+    }
+    let slots = size / io_size;
+    let total_ops = io_total / io_size;
+    let io_type = match args.io_type {
+        IoType::Read => "read",
+        IoType::Write => "write",
+        IoType::Readwrite | IoType::Rw => "readwrite",
+    };
+    let pattern = match args.io_pattern {
+        IoPattern::Seq => "sequential",
+        IoPattern::Rand => "random",
+    };
+    if printer.is_plain() {
+        println!(
+            "bench  type {io_type} io_size {io_size} io_threads {} bytes {io_total} pattern {pattern}",
+            args.io_threads
+        );
+    }
+    let next = AtomicU64::new(0);
+    let done = Arc::new(AtomicU64::new(0));
+    let data = Bytes::from(vec![0xa5u8; io_size as usize]);
+    let start = Instant::now();
+    let ticker = printer.is_plain().then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            println!("  SEC       OPS   OPS/SEC   BYTES/SEC");
+            let mut last = 0u64;
+            for sec in 1u64.. {
+                tokio::time::sleep_until((start + Duration::from_secs(sec)).into()).await;
+                let now = done.load(Ordering::Relaxed);
+                let ops = now - last;
+                last = now;
+                println!(
+                    "{sec:>5} {now:>9} {ops:>9.2} {:>11}/s",
+                    format_size(ops * io_size)
+                );
+            }
+        })
+    });
+    let worker = |worker_id: u64| {
+        let (next, done, data, image) = (&next, &done, data.clone(), &image);
+        async move {
+            let mut rng = Rng(seed() ^ worker_id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total_ops {
+                    return Ok::<(), CliError>(());
+                }
+                let slot = match args.io_pattern {
+                    IoPattern::Seq => i % slots,
+                    IoPattern::Rand => rng.next() % slots,
+                };
+                let offset = slot * io_size;
+                let read = match args.io_type {
+                    IoType::Read => true,
+                    IoType::Write => false,
+                    IoType::Readwrite | IoType::Rw => {
+                        rng.next() % 100 < u64::from(args.rw_mix_read)
+                    }
+                };
+                if read {
+                    image.read(offset, io_size).await?;
+                } else {
+                    image.write(offset, data.clone()).await?;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    let result = futures::future::try_join_all((0..args.io_threads as u64).map(worker)).await;
+    let result = match result {
+        Ok(_) if !read_only => image.flush().await.map_err(CliError::from),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let closed = image.close().await;
+    result?;
+    closed?;
+    let ops = done.load(Ordering::Relaxed);
+    let out = BenchOut {
+        io_type,
+        io_size,
+        io_threads: args.io_threads,
+        io_total,
+        io_pattern: pattern,
+        elapsed_sec: elapsed,
+        ops,
+        ops_per_sec: ops as f64 / elapsed.max(1e-9),
+        bytes_per_sec: (ops * io_size) as f64 / elapsed.max(1e-9),
+    };
+    printer.print("bench", &out, |o| {
+        println!(
+            "elapsed: {:.0}   ops: {}   ops/sec: {:.2}   bytes/sec: {}/s",
+            o.elapsed_sec,
+            o.ops,
+            o.ops_per_sec,
+            format_size(o.bytes_per_sec as u64)
+        );
+    });
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! `rbdx create|ls|info|rm|resize|rename|status`: image management with `rbd`'s syntax and
+//! outputs.
+
+use std::sync::Arc;
+
+use rbdx_image::{
+    CreateOptions, Features, Header, Images, OpenOptions, Protection,
+    header::FLAG_FAST_DIFF_INVALID, header::FLAG_OBJECT_MAP_INVALID, layout::MAX_ORDER,
+    layout::MIN_ORDER,
+};
+use rbdx_objstore::{IoCtx, ObjectStore};
+use serde::Serialize;
+
+use crate::error::{CliError, CliResult};
+use crate::image_args::{CreateArgs, ImageArg, PoolArg};
+use crate::output::{Printer, ctime};
+use crate::progress::ProgressLine;
+use crate::size::{format_size, parse_size};
+use crate::spec::{ImageSpec, SnapRule, SpecOptions, resolve_pool};
+
+/// Returns the images of a pool namespace, checking that the pool exists.
+pub async fn images(
+    store: &Arc<dyn ObjectStore>,
+    pool: &str,
+    namespace: &str,
+) -> CliResult<Images> {
+    let info = store.pool_lookup(pool).await?;
+    Ok(Images::new(
+        store.clone(),
+        IoCtx::with_namespace(info.id, namespace),
+    ))
+}
+
+/// Resolves an image argument and returns its pool's images.
+pub async fn resolve(
+    store: &Arc<dyn ObjectStore>,
+    arg: &ImageArg,
+    rule: SnapRule,
+) -> CliResult<(ImageSpec, Images)> {
+    let spec = arg.opts.resolve(arg.spec.as_deref(), rule)?;
+    let images = images(store, &spec.pool, &spec.namespace).await?;
+    Ok((spec, images))
+}
+
+/// Turns `create` options into image-layer options.
+pub async fn create_options(
+    store: &Arc<dyn ObjectStore>,
+    size: u64,
+    args: &CreateArgs,
+) -> CliResult<CreateOptions> {
+    let mut opts = CreateOptions::new(size);
+    if let Some(order) = args.order {
+        if !(MIN_ORDER..=MAX_ORDER).contains(&order) {
+            return Err(CliError::invalid(format!(
+                "order must be between {MIN_ORDER} and {MAX_ORDER}, not {order}"
+            )));
+        }
+        opts.order = Some(order);
+    }
+    if let Some(text) = &args.object_size {
+        let bytes = parse_size(text, 1)?;
+        if !bytes.is_power_of_two() {
+            return Err(CliError::invalid(format!(
+                "object size {text} is not a power of two"
+            )));
+        }
+        let order = bytes.trailing_zeros() as u8;
+        if !(MIN_ORDER..=MAX_ORDER).contains(&order) {
+            return Err(CliError::invalid(format!(
+                "object size must be between 4K and 32M, not {text}"
+            )));
+        }
+        opts.order = Some(order);
+    }
+    if !args.image_feature.is_empty() {
+        let mut features = Features(0);
+        for item in &args.image_feature {
+            features = features.with(Features::parse_list(item)?);
+        }
+        opts.features = Some(features);
+    }
+    if let Some(unit) = &args.stripe_unit {
+        opts.stripe_unit = Some(parse_size(unit, 1)?);
+    }
+    opts.stripe_count = args.stripe_count;
+    if let Some(pool) = &args.data_pool {
+        opts.data_pool = Some(store.pool_lookup(pool).await?.id.0);
+    }
+    Ok(opts)
+}
+
+/// `rbdx create`.
+pub async fn create(
+    store: &Arc<dyn ObjectStore>,
+    image: &ImageArg,
+    size: &str,
+    args: &CreateArgs,
+) -> CliResult {
+    let (spec, images) = resolve(store, image, SnapRule::None).await?;
+    let size = parse_size(size, 1 << 20)?;
+    let opts = create_options(store, size, args).await?;
+    images.create(&spec.image, &opts).await?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct LongEntry {
+    image: String,
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_id: Option<u64>,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
+    format: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock_type: Option<String>,
+}
+
+/// Prints rows as a left-aligned table with a header line.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// `rbdx ls [-l]`.
+pub async fn ls(
+    store: &Arc<dyn ObjectStore>,
+    pool: &PoolArg,
+    long: bool,
+    printer: Printer,
+) -> CliResult {
+    let (pool_name, namespace) = resolve_pool(pool.spec.as_deref(), &pool.pool, &pool.namespace)?;
+    let images = images(store, &pool_name, &namespace).await?;
+    if !long {
+        let names: Vec<String> = images.list().await?.into_keys().collect();
+        printer.print("images", &names, |names| {
+            for n in names {
+                println!("{n}");
+            }
+        });
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for entry in images.list_long().await? {
+        let header = match entry.header {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("rbdx: error opening {}: {e}", entry.name);
+                continue;
+            }
+        };
+        let locked = store
+            .lock_info(
+                images.io_ctx(),
+                &rbdx_image::names::header_object(&entry.id),
+                "rbd_lock",
+            )
+            .await
+            .map(|info| !info.lockers.is_empty())
+            .unwrap_or(false);
+        entries.push(LongEntry {
+            image: entry.name.clone(),
+            id: entry.id.clone(),
+            snapshot: None,
+            snapshot_id: None,
+            size: header.size,
+            parent: None,
+            format: 2,
+            protected: None,
+            lock_type: locked.then(|| "exclusive".to_owned()),
+        });
+        for snap in header.snapshots.values() {
+            entries.push(LongEntry {
+                image: entry.name.clone(),
+                id: entry.id.clone(),
+                snapshot: Some(snap.name.clone()),
+                snapshot_id: Some(snap.id),
+                size: snap.size,
+                parent: None,
+                format: 2,
+                protected: Some((snap.protection == Protection::Protected).to_string()),
+                lock_type: None,
+            });
+        }
+    }
+    printer.print("images", &entries, |entries| {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|e| {
+                let name = match &e.snapshot {
+                    Some(s) => format!("{}@{s}", e.image),
+                    None => e.image.clone(),
+                };
+                vec![
+                    name,
+                    format_size(e.size),
+                    e.parent.clone().unwrap_or_default(),
+                    e.format.to_string(),
+                    if e.protected.as_deref() == Some("true") {
+                        "yes".into()
+                    } else {
+                        String::new()
+                    },
+                    if e.lock_type.is_some() {
+                        "excl".into()
+                    } else {
+                        String::new()
+                    },
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            print_table(&["NAME", "SIZE", "PARENT", "FMT", "PROT", "LOCK"], &rows);
+        }
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct InfoOut {
+    name: String,
+    id: String,
+    size: u64,
+    objects: u64,
+    order: u8,
+    object_size: u64,
+    snapshot_count: usize,
+    block_name_prefix: String,
+    format: u8,
+    features: Vec<&'static str>,
+    op_features: Vec<String>,
+    flags: Vec<&'static str>,
+    create_timestamp: String,
+    access_timestamp: String,
+    modify_timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stripe_unit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stripe_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protected: Option<String>,
+}
+
+fn flag_names(flags: u64) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if flags & FLAG_OBJECT_MAP_INVALID != 0 {
+        out.push("object map invalid");
+    }
+    if flags & FLAG_FAST_DIFF_INVALID != 0 {
+        out.push("fast diff invalid");
+    }
+    out
+}
+
+/// `rbdx info`.
+pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (spec, images) = resolve(store, arg, SnapRule::Optional).await?;
+    let image = images
+        .open(
+            &spec.image,
+            OpenOptions::default()
+                .with_snap(spec.snap.clone())
+                .with_read_only(true),
+        )
+        .await?;
+    let header: Header = image.header();
+    image.close().await?;
+    let snap = spec
+        .snap
+        .as_ref()
+        .and_then(|s| header.snapshot_by_name(s).cloned());
+    let size = snap.as_ref().map_or(header.size, |s| s.size);
+    let layout = header.layout;
+    let data_pool = match header.data_pool_id {
+        Some(id) => Some(store.pool_by_id(rbdx_objstore::PoolId(id)).await?.name),
+        None => None,
+    };
+    let created = ctime(header.created());
+    let out = InfoOut {
+        name: spec.image.clone(),
+        id: header.id().to_owned(),
+        size,
+        objects: layout.num_objects(size),
+        order: layout.order(),
+        object_size: layout.object_size(),
+        snapshot_count: header.snapshots.len(),
+        block_name_prefix: header.object_prefix.clone(),
+        format: 2,
+        features: header.features.names(),
+        op_features: Vec::new(),
+        flags: flag_names(snap.as_ref().map_or(header.flags, |s| s.flags)),
+        create_timestamp: created.clone(),
+        access_timestamp: created.clone(),
+        modify_timestamp: created,
+        stripe_unit: layout.is_fancy().then(|| layout.stripe_unit()),
+        stripe_count: layout.is_fancy().then(|| layout.stripe_count()),
+        data_pool,
+        protected: snap
+            .as_ref()
+            .map(|s| (s.protection == Protection::Protected).to_string()),
+    };
+    printer.print("image", &out, |o| {
+        println!("rbd image '{}':", o.name);
+        println!("\tsize {} in {} objects", format_size(o.size), o.objects);
+        println!(
+            "\torder {} ({} objects)",
+            o.order,
+            format_size(o.object_size)
+        );
+        println!("\tsnapshot_count: {}", o.snapshot_count);
+        println!("\tid: {}", o.id);
+        if let Some(pool) = &o.data_pool {
+            println!("\tdata_pool: {pool}");
+        }
+        println!("\tblock_name_prefix: {}", o.block_name_prefix);
+        println!("\tformat: {}", o.format);
+        println!("\tfeatures: {}", o.features.join(", "));
+        println!("\top_features: {}", o.op_features.join(", "));
+        println!("\tflags: {}", o.flags.join(", "));
+        println!("\tcreate_timestamp: {}", o.create_timestamp);
+        println!("\taccess_timestamp: {}", o.access_timestamp);
+        println!("\tmodify_timestamp: {}", o.modify_timestamp);
+        if let (Some(unit), Some(count)) = (o.stripe_unit, o.stripe_count) {
+            println!("\tstripe unit: {}", format_size(unit));
+            println!("\tstripe count: {count}");
+        }
+        if let Some(p) = &o.protected {
+            println!(
+                "\tprotected: {}",
+                if p == "true" { "True" } else { "False" }
+            );
+        }
+    });
+    Ok(())
+}
+
+/// `rbdx rm`.
+pub async fn rm(store: &Arc<dyn ObjectStore>, arg: &ImageArg, show_progress: bool) -> CliResult {
+    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+    let progress = ProgressLine::new("Removing image", show_progress);
+    match images
+        .remove(&spec.image, &|done, total| progress.update(done, total))
+        .await
+    {
+        Ok(()) => {
+            progress.finish();
+            Ok(())
+        }
+        Err(e) => {
+            progress.fail();
+            Err(e.into())
+        }
+    }
+}
+
+/// `rbdx resize`.
+pub async fn resize(
+    store: &Arc<dyn ObjectStore>,
+    arg: &ImageArg,
+    size: &str,
+    allow_shrink: bool,
+    show_progress: bool,
+) -> CliResult {
+    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+    let size = parse_size(size, 1 << 20)?;
+    let image = images.open(&spec.image, OpenOptions::default()).await?;
+    let progress = ProgressLine::new("Resizing image", show_progress);
+    let result = image.resize(size, allow_shrink).await;
+    let closed = image.close().await;
+    match result {
+        Ok(()) => {
+            progress.finish();
+            closed?;
+            Ok(())
+        }
+        Err(e) => {
+            progress.fail();
+            Err(e.into())
+        }
+    }
+}
+
+/// `rbdx rename`.
+pub async fn rename(
+    store: &Arc<dyn ObjectStore>,
+    src: &ImageArg,
+    dest_spec: Option<&str>,
+    dest_opts: SpecOptions,
+) -> CliResult {
+    let (spec, images) = resolve(store, src, SnapRule::None).await?;
+    let dest = dest_opts.resolve(dest_spec, SnapRule::None)?;
+    let dest_pool = if dest_spec.is_some_and(|d| d.contains('/')) || dest_opts.pool.is_some() {
+        dest.pool.clone()
+    } else {
+        spec.pool.clone()
+    };
+    let dest_ns = if dest_spec.is_some_and(|d| d.matches('/').count() == 2)
+        || dest_opts.namespace.is_some()
+    {
+        dest.namespace.clone()
+    } else {
+        spec.namespace.clone()
+    };
+    if dest_pool != spec.pool || dest_ns != spec.namespace {
+        return Err(CliError::invalid(
+            "rename works within a pool and namespace; use `migration prepare` to move an image",
+        ));
+    }
+    images.rename(&spec.image, &dest.image).await?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct WatcherOut {
+    address: String,
+    client: u64,
+    cookie: u64,
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    watchers: Vec<WatcherOut>,
+}
+
+/// `rbdx status`.
+pub async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+    let ids = images.list().await?;
+    let id = ids
+        .get(&spec.image)
+        .ok_or_else(|| CliError::with_code(format!("image {} does not exist", spec.image), 2))?;
+    let watchers = store
+        .list_watchers(images.io_ctx(), &rbdx_image::names::header_object(id))
+        .await?;
+    let out = StatusOut {
+        watchers: watchers
+            .into_iter()
+            .map(|w| WatcherOut {
+                address: w.client.addr,
+                client: w.client.id.0,
+                cookie: w.cookie,
+            })
+            .collect(),
+    };
+    printer.print("status", &out, |o| {
+        if o.watchers.is_empty() {
+            println!("Watchers: none");
+        } else {
+            println!("Watchers:");
+            for w in &o.watchers {
+                println!(
+                    "\twatcher={} client.{} cookie={}",
+                    w.address, w.client, w.cookie
+                );
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Syntax of the image commands, as `rbd` spells them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::spec::SpecOptions;
+
+/// Layout and feature options of `create` (and `import`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CreateArgs {
+    /// Object size (4K to 32M, a power of two), e.g. `4M`.
+    #[arg(long = "object-size", value_name = "SIZE", conflicts_with = "order")]
+    pub object_size: Option<String>,
+    /// Object order: objects are 2^ORDER bytes (12 to 25).
+    #[arg(long = "order", value_name = "ORDER")]
+    pub order: Option<u8>,
+    /// Image features, repeated or comma-separated (layering, exclusive-lock, object-map,
+    /// fast-diff, deep-flatten).
+    #[arg(long = "image-feature", value_name = "FEATURE")]
+    pub image_feature: Vec<String>,
+    /// Pool for the data objects.
+    #[arg(long = "data-pool", value_name = "POOL")]
+    pub data_pool: Option<String>,
+    /// Stripe unit, e.g. `64K`.
+    #[arg(long = "stripe-unit", value_name = "SIZE")]
+    pub stripe_unit: Option<String>,
+    /// Stripe count.
+    #[arg(long = "stripe-count", value_name = "COUNT")]
+    pub stripe_count: Option<u64>,
+}
+
+/// An image spec argument with its options.
+#[derive(Debug, Clone, Args)]
+pub struct ImageArg {
+    /// Image spec: `[pool/[namespace/]]image`.
+    #[arg(value_name = "IMAGE_SPEC")]
+    pub spec: Option<String>,
+    #[command(flatten)]
+    pub opts: SpecOptions,
+}
+
+/// A pool spec argument with its options.
+#[derive(Debug, Clone, Args)]
+pub struct PoolArg {
+    /// Pool spec: `pool[/namespace]`.
+    #[arg(value_name = "POOL_SPEC")]
+    pub spec: Option<String>,
+    /// Pool name.
+    #[arg(short = 'p', long = "pool", value_name = "POOL")]
+    pub pool: Option<String>,
+    /// Namespace name.
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+/// `rbdx snap ...`
+#[derive(Debug, Subcommand)]
+pub enum SnapCommand {
+    /// Create a snapshot.
+    #[command(visible_alias = "add")]
+    Create(ImageArg),
+    /// List the snapshots of an image.
+    #[command(visible_alias = "list")]
+    Ls(ImageArg),
+    /// Remove a snapshot.
+    #[command(visible_alias = "remove")]
+    Rm(ImageArg),
+    /// Rename a snapshot: `snap rename img@old img@new` (or just `new`).
+    Rename {
+        #[command(flatten)]
+        src: ImageArg,
+        /// New snapshot spec or name.
+        #[arg(value_name = "DEST_SNAP_SPEC")]
+        dest: Option<String>,
+        /// New snapshot name.
+        #[arg(long = "dest-snap", value_name = "SNAP")]
+        dest_snap: Option<String>,
+    },
+    /// Roll the image back to a snapshot.
+    #[command(visible_alias = "revert")]
+    Rollback(ImageArg),
+    /// Protect a snapshot from removal, so that it can be cloned.
+    Protect(ImageArg),
+    /// Unprotect a snapshot (refused while it has clones).
+    Unprotect(ImageArg),
+    /// Remove every unprotected snapshot of an image.
+    Purge(ImageArg),
+    /// Limit the number of snapshots.
+    Limit {
+        #[command(subcommand)]
+        command: LimitCommand,
+    },
+}
+
+/// `rbdx snap limit ...`
+#[derive(Debug, Subcommand)]
+pub enum LimitCommand {
+    /// Set the maximum number of snapshots.
+    Set {
+        #[command(flatten)]
+        image: ImageArg,
+        /// The maximum.
+        #[arg(long = "limit", value_name = "N")]
+        limit: u64,
+    },
+    /// Remove the limit.
+    Clear(ImageArg),
+}
+
+/// `rbdx image-meta ...`
+#[derive(Debug, Subcommand)]
+pub enum MetaCommand {
+    /// Set a metadata key.
+    Set {
+        #[command(flatten)]
+        image: ImageArg,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Print a metadata value.
+    Get {
+        #[command(flatten)]
+        image: ImageArg,
+        /// Key.
+        key: String,
+    },
+    /// List metadata.
+    #[command(visible_alias = "list")]
+    Ls(ImageArg),
+    /// Remove a metadata key.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[command(flatten)]
+        image: ImageArg,
+        /// Key.
+        key: String,
+    },
+}
+
+/// `rbdx namespace ...`
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Create a namespace in a pool.
+    Create(PoolArg),
+    /// List the namespaces of a pool.
+    #[command(visible_alias = "list")]
+    Ls(PoolArg),
+    /// Remove an empty namespace.
+    #[command(visible_alias = "remove")]
+    Rm(PoolArg),
+}
+
+/// What `bench` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoType {
+    /// Reads only.
+    Read,
+    /// Writes only.
+    Write,
+    /// Both, by `--rw-mix-read` percent.
+    Readwrite,
+    /// Both (as `readwrite`).
+    Rw,
+}
+
+/// The order of `bench` operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoPattern {
+    /// Sequential.
+    Seq,
+    /// Random.
+    Rand,
+}
+
+/// `rbdx bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// What to do.
+    #[arg(long = "io-type", value_enum)]
+    pub io_type: IoType,
+    /// Size of each operation.
+    #[arg(long = "io-size", default_value = "4K", value_name = "SIZE")]
+    pub io_size: String,
+    /// Operations in flight.
+    #[arg(long = "io-threads", default_value_t = 16, value_name = "N")]
+    pub io_threads: usize,
+    /// Total bytes to transfer.
+    #[arg(long = "io-total", default_value = "1G", value_name = "SIZE")]
+    pub io_total: String,
+    /// Sequential or random offsets.
+    #[arg(long = "io-pattern", value_enum, default_value = "seq")]
+    pub io_pattern: IoPattern,
+    /// Percent of reads for `readwrite`.
+    #[arg(long = "rw-mix-read", default_value_t = 50, value_name = "PERCENT")]
+    pub rw_mix_read: u8,
+}
+
+/// `rbdx export` options.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub image: ImageArg,
+    /// Output file, or `-` for standard output.
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Export format (1: the raw bytes).
+    #[arg(long = "export-format", default_value_t = 1)]
+    pub export_format: u8,
+}
+
+/// `rbdx import` options.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Input file, or `-` for standard input.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Image spec of the new image (default: the file name).
+    #[arg(value_name = "IMAGE_SPEC")]
+    pub spec: Option<String>,
+    /// Pool of the new image.
+    #[arg(
+        short = 'p',
+        long = "pool",
+        visible_alias = "dest-pool",
+        value_name = "POOL"
+    )]
+    pub pool: Option<String>,
+    /// Namespace of the new image.
+    #[arg(
+        long = "namespace",
+        visible_alias = "dest-namespace",
+        value_name = "NAMESPACE"
+    )]
+    pub namespace: Option<String>,
+    /// Name of the new image.
+    #[arg(long = "image", visible_alias = "dest", value_name = "IMAGE")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Import format (1: the raw bytes).
+    #[arg(long = "export-format", default_value_t = 1)]
+    pub export_format: u8,
+    /// Blocks of this size that are all zeros are not written.
+    #[arg(long = "sparse-size", default_value = "4K", value_name = "SIZE")]
+    pub sparse_size: String,
+}
