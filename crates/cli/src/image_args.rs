@@ -40,6 +40,27 @@ pub struct ImageArg {
     pub opts: SpecOptions,
 }
 
+/// An image spec argument that must be given positionally (commands with more positional
+/// arguments after it).
+#[derive(Debug, Clone, Args)]
+pub struct RequiredImageArg {
+    /// Image spec: `[pool/[namespace/]]image`.
+    #[arg(value_name = "IMAGE_SPEC")]
+    pub spec: String,
+    #[command(flatten)]
+    pub opts: SpecOptions,
+}
+
+impl RequiredImageArg {
+    /// Returns the equivalent optional-spec argument.
+    pub fn to_arg(&self) -> ImageArg {
+        ImageArg {
+            spec: Some(self.spec.clone()),
+            opts: self.opts.clone(),
+        }
+    }
+}
+
 /// A pool spec argument with its options.
 #[derive(Debug, Clone, Args)]
 pub struct PoolArg {
@@ -114,7 +135,7 @@ pub enum MetaCommand {
     /// Set a metadata key.
     Set {
         #[command(flatten)]
-        image: ImageArg,
+        image: RequiredImageArg,
         /// Key.
         key: String,
         /// Value.
@@ -123,7 +144,7 @@ pub enum MetaCommand {
     /// Print a metadata value.
     Get {
         #[command(flatten)]
-        image: ImageArg,
+        image: RequiredImageArg,
         /// Key.
         key: String,
     },
@@ -134,7 +155,7 @@ pub enum MetaCommand {
     #[command(visible_alias = "remove")]
     Rm {
         #[command(flatten)]
-        image: ImageArg,
+        image: RequiredImageArg,
         /// Key.
         key: String,
     },

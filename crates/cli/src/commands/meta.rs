@@ -20,10 +20,11 @@ pub async fn run(
     printer: Printer,
 ) -> CliResult {
     let (arg, read_only) = match &command {
-        MetaCommand::Set { image, .. } | MetaCommand::Rm { image, .. } => (image, false),
-        MetaCommand::Get { image, .. } | MetaCommand::Ls(image) => (image, true),
+        MetaCommand::Set { image, .. } | MetaCommand::Rm { image, .. } => (image.to_arg(), false),
+        MetaCommand::Get { image, .. } => (image.to_arg(), true),
+        MetaCommand::Ls(image) => (image.clone(), true),
     };
-    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+    let (spec, images) = resolve(store, &arg, SnapRule::None).await?;
     let image = images
         .open(
             &spec.image,

@@ -279,7 +279,11 @@ async fn import_into(
                 let (offset, data) = item.map_err(|e| CliError::io("cannot read the input", e))?;
                 let end = offset + data.len() as u64;
                 if end > image_size {
-                    // Standard input has no size up front: grow as the data arrives.
+                    // Standard input has no size up front: grow as the data arrives. A
+                    // resize waits for the writes in flight, so finish them first.
+                    while let Some(result) = writes.next().await {
+                        result?;
+                    }
                     image.resize(end, false).await?;
                     image_size = end;
                 }
