@@ -487,7 +487,7 @@ fn bench_reports_json_and_status_lists_watchers() {
 fn a_snapshot_taken_while_another_process_writes_gets_the_lock_handed_over() {
     let rbdx = Rbdx::new();
     rbdx.run(&["create", "busy", "--size", "256M"]).ok();
-    let mut writer = Command::new(Rbdx::binary())
+    let writer = Command::new(Rbdx::binary())
         .args([
             "bench",
             "busy",
