@@ -114,6 +114,16 @@ impl Images {
 
     /// Creates image `name`.
     pub async fn create(&self, name: &str, opts: &CreateOptions) -> Result<String> {
+        self.create_with_parent(name, opts, None).await
+    }
+
+    /// Creates image `name`, a clone of `parent` if given.
+    pub(crate) async fn create_with_parent(
+        &self,
+        name: &str,
+        opts: &CreateOptions,
+        parent: Option<crate::header::ParentSpec>,
+    ) -> Result<String> {
         check_image_name(name)?;
         let order = opts.order.unwrap_or(DEFAULT_ORDER);
         let object_size = 1u64 << order.min(63);
@@ -174,7 +184,7 @@ impl Images {
             flags: 0,
             snap_limit: None,
             snapshots: BTreeMap::new(),
-            parent: None,
+            parent,
             metadata: BTreeMap::new(),
         };
         directory::add(&self.store, &self.io, name, &id).await?;
@@ -350,6 +360,14 @@ impl Images {
                 .await?;
         }
         self.remove_metadata_objects(&id).await?;
+        if let Some(h) = &header
+            && let Some(parent) = h.parent.clone()
+        {
+            let mut gone = h.clone();
+            gone.parent = None;
+            crate::layering::unregister_if_unused(&self.store, &self.io, &id, &gone, &parent)
+                .await?;
+        }
         directory::remove(&self.store, &self.io, name, &id).await?;
         progress(1, 1);
         Ok(())

@@ -21,7 +21,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::error::{Error, ErrorKind, Result, StoreContext};
 use crate::features::Features;
-use crate::header::{Header, SnapInfo};
+use crate::header::{Header, ParentSpec, SnapInfo};
 use crate::layout::Layout;
 use crate::lock::LockState;
 use crate::names;
@@ -37,6 +37,10 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// How long to wait for another client to hand over the exclusive lock.
     pub lock_wait: Duration,
+    /// Open at this snapshot id instead of a name (used for parents).
+    pub(crate) snap_id: Option<u64>,
+    /// Position in a clone chain.
+    pub(crate) depth: usize,
 }
 
 impl Default for OpenOptions {
@@ -45,6 +49,8 @@ impl Default for OpenOptions {
             snap: None,
             read_only: false,
             lock_wait: Duration::from_secs(30),
+            snap_id: None,
+            depth: 0,
         }
     }
 }
@@ -91,6 +97,12 @@ pub(crate) struct Inner {
     /// The object map of the snapshot the image is open at, if it has a valid one.
     pub snap_map: Option<ObjectMap>,
     pub lock: LockState,
+    /// The open parent image and the spec it was opened for.
+    pub parent: AsyncMutex<Option<(ParentSpec, Image)>>,
+    /// Head objects of a clone known to exist (no copy-up needed).
+    pub known: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// How deep in a clone chain this image is (0 for the image opened by the user).
+    pub depth: usize,
 }
 
 /// An open image.
@@ -195,8 +207,11 @@ impl Image {
             Some(pool) => IoCtx::with_namespace(rbdx_objstore::PoolId(pool), io.namespace()),
             None => io.clone(),
         };
-        let snap = match &options.snap {
-            Some(snap_name) => Some(
+        let snap = match (&options.snap, options.snap_id) {
+            (_, Some(id)) => Some(state.header.snapshots.get(&id).cloned().ok_or_else(|| {
+                Error::not_found(format!("snapshot id {id} of image {name} does not exist"))
+            })?),
+            (Some(snap_name), None) => Some(
                 state
                     .header
                     .snapshot_by_name(snap_name)
@@ -207,7 +222,7 @@ impl Image {
                         ))
                     })?,
             ),
-            None => None,
+            (None, None) => None,
         };
         let snap_map = match &snap {
             Some(s)
@@ -236,6 +251,9 @@ impl Image {
             map: AsyncMutex::new(None),
             snap_map,
             lock: LockState::default(),
+            parent: AsyncMutex::new(None),
+            known: std::sync::Mutex::new(std::collections::HashSet::new()),
+            depth: options.depth,
         });
         crate::lock::start_watch(&inner).await?;
         Ok(Image { inner })
@@ -337,6 +355,14 @@ impl Inner {
         let mut ctx = SnapContext::from_snaps(state.header.snapshots.keys().map(|&id| SnapId(id)));
         ctx.seq = ctx.seq.max(state.header.snap_seq);
         ctx
+    }
+
+    /// Returns the parent of what this handle shows: the snapshot's, or the head's.
+    pub fn parent_spec(&self) -> Option<ParentSpec> {
+        match &self.snap {
+            Some(s) => s.parent.clone(),
+            None => self.header().parent,
+        }
     }
 
     /// Returns the name of data object `objectno`.

@@ -25,8 +25,10 @@ pub(crate) enum Effect {
     Write,
     /// Changes the object only if it exists (zeroing, truncating).
     Modify,
-    /// Removes the object.
+    /// Removes the object (in a clone, empties it so that the parent stays hidden).
     Remove,
+    /// Removes the object even in a clone, so that the parent shows through again.
+    Delete,
 }
 
 impl Inner {
@@ -40,8 +42,14 @@ impl Inner {
         }
     }
 
-    /// Applies `op` to data object `objectno`, keeping the object map exact.
-    pub(crate) async fn object_op(&self, objectno: u64, op: WriteOp, effect: Effect) -> Result<()> {
+    /// Applies `op` to data object `objectno`, keeping the object map exact; in a clone,
+    /// copies the parent's data up first.
+    pub(crate) async fn object_op(
+        &self,
+        objectno: u64,
+        mut op: WriteOp,
+        mut effect: Effect,
+    ) -> Result<()> {
         let oid = self.data_oid(objectno);
         let snapc = self.snapc();
         let _object = self.objects.lock(objectno).await;
@@ -49,6 +57,14 @@ impl Inner {
             let map = self.map.lock().await;
             map.as_ref().map(|m| m.get(objectno))
         };
+        let from_parent = effect != Effect::Delete && self.overlaps_parent(objectno);
+        if from_parent {
+            // Removing the object would let the parent show through: keep it, empty.
+            if effect == Effect::Remove {
+                op = WriteOp::new().create(false).truncate(0);
+            }
+            effect = Effect::Write;
+        }
         if effect != Effect::Write && state == Some(ObjectState::Nonexistent) {
             return Ok(());
         }
@@ -57,13 +73,20 @@ impl Inner {
                 if matches!(state, Some(s) if s != ObjectState::Exists) {
                     self.mark(objectno, ObjectState::Exists).await?;
                 }
+                if from_parent {
+                    self.copy_up(objectno, state).await?;
+                }
                 match self.store.operate(&self.data_io, &oid, &op, &snapc).await {
                     Ok(_) => Ok(()),
                     Err(e) if effect == Effect::Modify && e.kind() == StoreKind::NotFound => Ok(()),
                     Err(e) => Err(Error::store(format!("cannot write {oid}"), e)),
                 }
             }
-            Effect::Remove => {
+            Effect::Remove | Effect::Delete => {
+                self.known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&objectno);
                 if state.is_some() {
                     self.mark(objectno, ObjectState::Pending).await?;
                 }
@@ -77,7 +100,7 @@ impl Inner {
     }
 
     /// Sets one entry of the head object map and stores it.
-    async fn mark(&self, objectno: u64, state: ObjectState) -> Result<()> {
+    pub(crate) async fn mark(&self, objectno: u64, state: ObjectState) -> Result<()> {
         let mut guard = self.map.lock().await;
         let Some(map) = guard.as_mut() else {
             return Ok(());
@@ -94,8 +117,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads one object extent at the head or a snapshot; absent objects read as zeros.
-    pub(crate) async fn read_object(&self, e: ObjectExtent, snap: Option<u64>) -> Result<Bytes> {
+    /// Reads one object extent at the head or a snapshot; `None` if the object is absent
+    /// (then the parent, if any, provides the bytes).
+    pub(crate) async fn read_object(
+        &self,
+        e: ObjectExtent,
+        snap: Option<u64>,
+    ) -> Result<Option<Bytes>> {
         let known_absent = match snap {
             Some(_) => self
                 .snap_map
@@ -108,10 +136,10 @@ impl Inner {
                 .as_ref()
                 .is_some_and(|m| !m.get(e.objectno).may_exist()),
         };
-        let len = e.length as usize;
         if known_absent {
-            return Ok(Bytes::from(vec![0u8; len]));
+            return Ok(None);
         }
+        let len = e.length as usize;
         let oid = self.data_oid(e.objectno);
         let op = ReadOp::new().read(e.offset, Some(e.length));
         match self
@@ -122,14 +150,28 @@ impl Inner {
             Ok(mut res) => {
                 let data = res.take_data(0).unwrap_or_default();
                 if data.len() == len {
-                    return Ok(data);
+                    return Ok(Some(data));
                 }
                 let mut buf = vec![0u8; len];
                 place(&mut buf, 0, &data);
-                Ok(Bytes::from(buf))
+                Ok(Some(Bytes::from(buf)))
             }
-            Err(err) if err.kind() == StoreKind::NotFound => Ok(Bytes::from(vec![0u8; len])),
+            Err(err) if err.kind() == StoreKind::NotFound => Ok(None),
             Err(err) => Err(Error::store(format!("cannot read {oid}"), err)),
+        }
+    }
+
+    /// Reads one object extent of an image read starting at `offset`, falling through to the
+    /// parent for absent objects.
+    pub(crate) async fn read_piece(
+        &self,
+        offset: u64,
+        e: ObjectExtent,
+        snap: Option<u64>,
+    ) -> Result<Bytes> {
+        match self.read_object(e, snap).await? {
+            Some(data) => Ok(data),
+            None => self.read_parent(offset + e.buffer_offset, e.length).await,
         }
     }
 
@@ -174,11 +216,11 @@ impl Image {
         let snap = inner.snap.as_ref().map(|s| s.id);
         let extents = layout.map(offset, length);
         if extents.len() == 1 {
-            return inner.read_object(extents[0], snap).await;
+            return inner.read_piece(offset, extents[0], snap).await;
         }
         let mut buf = BytesMut::zeroed(length as usize);
         let mut pieces = futures::stream::iter(extents)
-            .map(|e| async move { inner.read_object(e, snap).await.map(|d| (e, d)) })
+            .map(|e| async move { inner.read_piece(offset, e, snap).await.map(|d| (e, d)) })
             .buffer_unordered(CONCURRENCY);
         while let Some((e, data)) = pieces.try_next().await? {
             place(&mut buf, e.buffer_offset as usize, &data);
@@ -288,7 +330,7 @@ impl Image {
                     .store_error()
                     .is_some_and(|s| s.kind() == StoreKind::ComparisonFailed) =>
             {
-                let current = inner.read_object(*e, None).await?;
+                let current = inner.read_piece(offset, *e, None).await?;
                 let at = current
                     .iter()
                     .zip(compare.iter())
@@ -343,6 +385,9 @@ impl Image {
         inner
             .update_header(|h| {
                 h.size = size;
+                if let Some(parent) = h.parent.as_mut() {
+                    parent.overlap = parent.overlap.min(size);
+                }
                 Ok(())
             })
             .await?;

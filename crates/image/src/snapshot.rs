@@ -181,12 +181,16 @@ impl Image {
                 }
             }
         }
-        inner
+        let new = inner
             .update_header(|h| {
                 h.snapshots.remove(&snap.id);
                 Ok(())
             })
             .await?;
+        if let Some(parent) = &snap.parent {
+            crate::layering::unregister_if_unused(&inner.store, &inner.io, &inner.id, &new, parent)
+                .await?;
+        }
         let oid = crate::names::object_map_object(&inner.id, Some(snap.id));
         inner
             .remove_object(&inner.io, &oid, &rbdx_objstore::SnapContext::empty())
@@ -371,7 +375,7 @@ impl Image {
                         }
                         None if in_head => {
                             inner
-                                .object_op(objectno, WriteOp::new().remove(), Effect::Remove)
+                                .object_op(objectno, WriteOp::new().remove(), Effect::Delete)
                                 .await?
                         }
                         None => {}

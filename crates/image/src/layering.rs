@@ -1,0 +1,470 @@
+//! Clones: an image whose unwritten objects read through to a protected snapshot of a parent
+//! image, up to the overlap.
+//!
+//! - **Reads** of an object the clone does not have come from the parent at the same image
+//!   offsets (zeros past the overlap). The parent is opened lazily at its snapshot, and a
+//!   chain of clones is followed to at most [`MAX_DEPTH`] levels.
+//! - **Copy-up**: the first write to such an object first creates it with the parent's data,
+//!   in one batch that asserts the object is absent, so a concurrent copier and a writer can
+//!   never both fill it; the loser simply writes on top. The copy is written with an empty
+//!   snapshot context, so the clone's older snapshots see the parent's data in the object too
+//!   (what deep-flatten relies on). Discarding a whole object of a clone leaves an empty
+//!   object behind instead of removing it, so the parent does not show through again.
+//! - **Flatten** copies up every object inside the overlap, then drops the parent link (from
+//!   the snapshots too with deep-flatten) and leaves the parent's children registry.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
+use rbdx_objstore::{IoCtx, ObjectStore, PoolId, SnapContext, WriteOp};
+
+use crate::admin::{CreateOptions, Images};
+use crate::children::{self, ChildRef};
+use crate::error::{Error, Result, StoreContext};
+use crate::features::Features;
+use crate::header::{ParentSpec, Protection};
+use crate::image::{Image, Inner, OpenOptions};
+use crate::io::CONCURRENCY;
+use crate::objectmap::ObjectState;
+use crate::snapshot::Progress;
+
+/// The longest chain of clones followed.
+pub const MAX_DEPTH: usize = 16;
+
+/// A clone's parent, named for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentInfo {
+    /// Pool name.
+    pub pool: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Image name (the id if the name cannot be found).
+    pub image: String,
+    /// Image id.
+    pub image_id: String,
+    /// Snapshot name.
+    pub snapshot: String,
+    /// Bytes of the parent visible through the clone.
+    pub overlap: u64,
+}
+
+/// A clone, named for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// Pool name.
+    pub pool: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Image name.
+    pub image: String,
+    /// Image id.
+    pub image_id: String,
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    data.iter().all(|&b| b == 0)
+}
+
+async fn image_name(store: &Arc<dyn ObjectStore>, io: &IoCtx, id: &str) -> Option<String> {
+    let op = rbdx_objstore::ReadOp::new().omap_get_by_keys([format!("id_{id}")]);
+    let mut res = store
+        .read_op(io, crate::names::DIRECTORY, &op, None)
+        .await
+        .ok()?;
+    let map = res.take_map(0)?;
+    map.values()
+        .next()
+        .and_then(|v| String::from_utf8(v.to_vec()).ok())
+}
+
+fn registry_key(parent: &ParentSpec, child_pool: u64, child_ns: &str, child_id: &str) -> String {
+    format!(
+        "{}{child_pool}/{child_ns}/{child_id}",
+        children::key_prefix(&parent.image_id, parent.snap_id)
+    )
+}
+
+impl Inner {
+    /// Returns the open parent of what this handle shows, opening it on first use.
+    pub(crate) async fn parent_image(&self) -> Result<Option<(ParentSpec, Image)>> {
+        let Some(spec) = self.parent_spec() else {
+            return Ok(None);
+        };
+        let mut cached = self.parent.lock().await;
+        if let Some((open_spec, image)) = cached.as_ref()
+            && open_spec.image_id == spec.image_id
+            && open_spec.snap_id == spec.snap_id
+            && open_spec.pool_id == spec.pool_id
+        {
+            return Ok(Some((spec, image.clone())));
+        }
+        if self.depth + 1 > MAX_DEPTH {
+            return Err(Error::invalid(format!(
+                "image {} is more than {MAX_DEPTH} clones deep",
+                self.name
+            )));
+        }
+        let io = IoCtx::with_namespace(PoolId(spec.pool_id), spec.namespace.clone());
+        let name = image_name(&self.store, &io, &spec.image_id)
+            .await
+            .unwrap_or_else(|| spec.image_id.clone());
+        let options = OpenOptions {
+            read_only: true,
+            snap_id: Some(spec.snap_id),
+            depth: self.depth + 1,
+            ..OpenOptions::default()
+        };
+        let image = Image::open_by_id(self.store.clone(), io, &name, &spec.image_id, options)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("cannot open the parent of image {}: {e}", self.name),
+                )
+            })?;
+        *cached = Some((spec.clone(), image.clone()));
+        Ok(Some((spec, image)))
+    }
+
+    /// Reads `[offset, offset + length)` of the parent (zeros past the overlap, or without a
+    /// parent).
+    pub(crate) async fn read_parent(&self, offset: u64, length: u64) -> Result<Bytes> {
+        let Some((spec, parent)) = self.parent_image().await? else {
+            return Ok(Bytes::from(vec![0u8; length as usize]));
+        };
+        let overlap = spec.overlap.min(parent.size());
+        if offset >= overlap {
+            return Ok(Bytes::from(vec![0u8; length as usize]));
+        }
+        let inside = length.min(overlap - offset);
+        let data = Box::pin(parent.read(offset, inside)).await?;
+        if inside == length {
+            return Ok(data);
+        }
+        let mut buf = vec![0u8; length as usize];
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(Bytes::from(buf))
+    }
+
+    /// Returns true if object `objectno` holds bytes below the parent overlap.
+    pub(crate) fn overlaps_parent(&self, objectno: u64) -> bool {
+        let header = self.header();
+        let Some(spec) = &header.parent else {
+            return false;
+        };
+        let overlap = spec.overlap.min(header.size);
+        let layout = header.layout;
+        (0..layout.object_size())
+            .step_by(layout.stripe_unit() as usize)
+            .any(|o| layout.image_offset(objectno, o) < overlap)
+    }
+
+    /// Makes sure head object `objectno` of a clone exists, copying the parent's data into
+    /// it if it does not. The caller holds the object's lock.
+    pub(crate) async fn copy_up(
+        &self,
+        objectno: u64,
+        map_state: Option<ObjectState>,
+    ) -> Result<()> {
+        if map_state.is_some_and(|s| s.may_exist()) {
+            return Ok(());
+        }
+        if self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&objectno)
+        {
+            return Ok(());
+        }
+        let header = self.header();
+        let layout = header.layout;
+        let overlap = header
+            .parent
+            .as_ref()
+            .map_or(0, |p| p.overlap.min(header.size));
+        let mut op = WriteOp::new().create(true);
+        let su = layout.stripe_unit();
+        let mut o = 0;
+        while o < layout.object_size() {
+            let image_off = layout.image_offset(objectno, o);
+            if image_off < overlap {
+                let len = su.min(overlap - image_off);
+                let data = self.read_parent(image_off, len).await?;
+                if !is_zero(&data) {
+                    op = op.write(o, data);
+                }
+            }
+            o += su;
+        }
+        let oid = self.data_oid(objectno);
+        match self
+            .store
+            .operate(&self.data_io, &oid, &op, &SnapContext::empty())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == rbdx_objstore::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::store(format!("cannot copy up {oid}"), e)),
+        }
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(objectno);
+        Ok(())
+    }
+}
+
+impl Images {
+    /// Creates `name` in this pool namespace as a clone of `parent` at its protected
+    /// snapshot `snap`.
+    pub async fn clone_from(
+        &self,
+        parent: &Image,
+        snap: &str,
+        name: &str,
+        opts: &CreateOptions,
+    ) -> Result<String> {
+        parent.refresh().await?;
+        let header = parent.header();
+        if !header.features.contains(Features::LAYERING) {
+            return Err(Error::invalid(format!(
+                "image {} does not have the layering feature",
+                parent.name()
+            )));
+        }
+        let snap_info = header.snapshot_by_name(snap).cloned().ok_or_else(|| {
+            Error::not_found(format!(
+                "snapshot {snap} of image {} does not exist",
+                parent.name()
+            ))
+        })?;
+        if snap_info.protection != Protection::Protected {
+            return Err(Error::invalid(format!(
+                "snapshot {snap} of image {} must be protected before it can be cloned",
+                parent.name()
+            )));
+        }
+        let mut opts = opts.clone();
+        opts.size = snap_info.size;
+        if opts.order.is_none() {
+            opts.order = Some(header.layout.order());
+        }
+        let features = opts.features.unwrap_or(Features::DEFAULT);
+        if !features.contains(Features::LAYERING) {
+            return Err(Error::invalid("a clone needs the layering feature"));
+        }
+        let spec = ParentSpec {
+            pool_id: parent.io_ctx().pool().0,
+            namespace: parent.io_ctx().namespace().to_owned(),
+            image_id: parent.id().to_owned(),
+            snap_id: snap_info.id,
+            overlap: snap_info.size,
+        };
+        let id = self
+            .create_with_parent(name, &opts, Some(spec.clone()))
+            .await?;
+        let key = registry_key(
+            &spec,
+            self.io_ctx().pool().0,
+            self.io_ctx().namespace(),
+            &id,
+        );
+        let record = ChildRef {
+            pool_id: self.io_ctx().pool().0,
+            namespace: self.io_ctx().namespace().to_owned(),
+            image_id: id.clone(),
+        };
+        let value = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+        let registered = self
+            .store()
+            .operate(
+                parent.io_ctx(),
+                crate::names::CHILDREN,
+                &WriteOp::new().omap_set([(key, value)]),
+                &SnapContext::empty(),
+            )
+            .await
+            .ctx(|| "cannot register the clone with its parent".to_owned());
+        if let Err(e) = registered {
+            let _ = self.remove(name, &|_, _| {}).await;
+            return Err(e);
+        }
+        Ok(id)
+    }
+}
+
+/// Removes a clone from its parent's children registry once neither its head nor any of its
+/// snapshots uses the parent snapshot any more.
+pub(crate) async fn unregister_if_unused(
+    store: &Arc<dyn ObjectStore>,
+    child_io: &IoCtx,
+    child_id: &str,
+    header: &crate::header::Header,
+    old: &ParentSpec,
+) -> Result<()> {
+    let still_used = header.parent.as_ref() == Some(old)
+        || header.snapshots.values().any(|s| {
+            s.parent
+                .as_ref()
+                .is_some_and(|p| p.image_id == old.image_id && p.snap_id == old.snap_id)
+        });
+    if still_used {
+        return Ok(());
+    }
+    let key = registry_key(old, child_io.pool().0, child_io.namespace(), child_id);
+    let parent_io = IoCtx::with_namespace(PoolId(old.pool_id), old.namespace.clone());
+    match store
+        .operate(
+            &parent_io,
+            crate::names::CHILDREN,
+            &WriteOp::new().omap_remove([key]),
+            &SnapContext::empty(),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == rbdx_objstore::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::store("cannot update the children registry", e)),
+    }
+}
+
+impl Image {
+    /// Describes the parent of the head (or of the snapshot this handle is open at).
+    pub async fn parent_info(&self) -> Result<Option<ParentInfo>> {
+        let Some(spec) = self.inner.parent_spec() else {
+            return Ok(None);
+        };
+        let store = &self.inner.store;
+        let io = IoCtx::with_namespace(PoolId(spec.pool_id), spec.namespace.clone());
+        let pool = store
+            .pool_by_id(PoolId(spec.pool_id))
+            .await
+            .map(|p| p.name)
+            .unwrap_or_else(|_| spec.pool_id.to_string());
+        let image = image_name(store, &io, &spec.image_id)
+            .await
+            .unwrap_or_else(|| spec.image_id.clone());
+        let snapshot = match self.inner.parent_image().await {
+            Ok(Some((_, parent))) => parent
+                .snapshot()
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            _ => spec.snap_id.to_string(),
+        };
+        Ok(Some(ParentInfo {
+            pool,
+            namespace: spec.namespace.clone(),
+            image,
+            image_id: spec.image_id.clone(),
+            snapshot,
+            overlap: spec.overlap,
+        }))
+    }
+
+    /// Lists the clones of snapshot `snap` of this image.
+    pub async fn children(&self, snap: &str) -> Result<Vec<ChildInfo>> {
+        self.inner.refresh().await?;
+        let header = self.inner.header();
+        let info = header.snapshot_by_name(snap).ok_or_else(|| {
+            Error::not_found(format!(
+                "snapshot {snap} of image {} does not exist",
+                self.inner.name
+            ))
+        })?;
+        let store = &self.inner.store;
+        let mut out = Vec::new();
+        for child in children::list(store, &self.inner.io, &self.inner.id, info.id).await? {
+            let io = IoCtx::with_namespace(PoolId(child.pool_id), child.namespace.clone());
+            let pool = store
+                .pool_by_id(PoolId(child.pool_id))
+                .await
+                .map(|p| p.name)
+                .unwrap_or_else(|_| child.pool_id.to_string());
+            let image = image_name(store, &io, &child.image_id)
+                .await
+                .unwrap_or_else(|| child.image_id.clone());
+            out.push(ChildInfo {
+                pool,
+                namespace: child.namespace,
+                image,
+                image_id: child.image_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Copies every object the parent still provides into the clone and removes the parent
+    /// link.
+    pub async fn flatten(&self, progress: Progress<'_>) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        let _gate = inner.gate.read().await;
+        crate::lock::ensure_lock(inner).await?;
+        inner.refresh().await?;
+        let header = inner.header();
+        let Some(old) = header.parent.clone() else {
+            return Err(Error::invalid(format!(
+                "image {} is not a clone",
+                inner.name
+            )));
+        };
+        let layout = header.layout;
+        let total = layout.num_objects(header.size);
+        let done = std::sync::atomic::AtomicU64::new(0);
+        futures::stream::iter(0..total)
+            .map(|objectno| {
+                let done = &done;
+                async move {
+                    if inner.overlaps_parent(objectno) {
+                        let _object = inner.objects.lock(objectno).await;
+                        let state = inner.map.lock().await.as_ref().map(|m| m.get(objectno));
+                        if state.is_some_and(|s| !s.may_exist()) {
+                            inner.mark(objectno, ObjectState::Exists).await?;
+                        }
+                        inner.copy_up(objectno, state).await?;
+                    }
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    progress(n, total);
+                    Ok::<(), Error>(())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        let deep = header.features.contains(Features::DEEP_FLATTEN);
+        if deep {
+            // The copies are visible at the snapshots too: record that in their maps.
+            for snap in header.snapshots.values().filter(|s| s.parent.is_some()) {
+                if let Some(mut map) =
+                    crate::image::load_object_map(&inner.store, &inner.io, &inner.id, Some(snap.id))
+                        .await?
+                {
+                    let count = layout.num_objects(snap.size).min(map.len());
+                    for i in 0..count {
+                        if !map.get(i).may_exist() && inner.overlaps_parent(i) {
+                            map.set(i, ObjectState::Exists);
+                        }
+                    }
+                    inner.store_object_map(Some(snap.id), &map).await?;
+                }
+            }
+        }
+        let new = inner
+            .update_header(|h| {
+                h.parent = None;
+                if deep {
+                    for s in h.snapshots.values_mut() {
+                        s.parent = None;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        *inner.parent.lock().await = None;
+        unregister_if_unused(&inner.store, &inner.io, &inner.id, &new, &old).await?;
+        progress(total, total);
+        Ok(())
+    }
+}
