@@ -120,6 +120,29 @@ pub enum Command {
     },
     /// Show the clients that have an image open.
     Status(ImageArg),
+    /// Create a clone of a protected snapshot.
+    Clone {
+        #[command(flatten)]
+        parent: ImageArg,
+        /// The clone's image spec.
+        #[arg(value_name = "DEST_IMAGE_SPEC")]
+        dest_spec: Option<String>,
+        /// The clone's pool.
+        #[arg(long = "dest-pool", value_name = "POOL")]
+        dest_pool: Option<String>,
+        /// The clone's namespace.
+        #[arg(long = "dest-namespace", value_name = "NAMESPACE")]
+        dest_namespace: Option<String>,
+        /// The clone's name.
+        #[arg(long = "dest", value_name = "IMAGE")]
+        dest: Option<String>,
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+    /// Copy all data from the parent into a clone and detach it.
+    Flatten(ImageArg),
+    /// List the clones of a snapshot.
+    Children(ImageArg),
     /// Show provisioned and used space of images and snapshots.
     Du {
         /// Image spec (default: every image of the pool).

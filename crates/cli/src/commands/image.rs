@@ -182,13 +182,24 @@ pub async fn ls(
             .await
             .map(|info| !info.lockers.is_empty())
             .unwrap_or(false);
+        let parent = match &header.parent {
+            Some(_) => {
+                let image = images
+                    .open(&entry.name, OpenOptions::default().with_read_only(true))
+                    .await?;
+                let info = image.parent_info().await;
+                image.close().await?;
+                info?.map(|p| format!("{}/{}@{}", p.pool, p.image, p.snapshot))
+            }
+            None => None,
+        };
         entries.push(LongEntry {
             image: entry.name.clone(),
             id: entry.id.clone(),
             snapshot: None,
             snapshot_id: None,
             size: header.size,
-            parent: None,
+            parent,
             format: 2,
             protected: None,
             lock_type: locked.then(|| "exclusive".to_owned()),
@@ -265,6 +276,19 @@ struct InfoOut {
     data_pool: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     protected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<ParentOut>,
+}
+
+#[derive(Serialize)]
+struct ParentOut {
+    pool: String,
+    pool_namespace: String,
+    image: String,
+    id: String,
+    snapshot: String,
+    trash: bool,
+    overlap: u64,
 }
 
 fn flag_names(flags: u64) -> Vec<&'static str> {
@@ -290,7 +314,17 @@ pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer
         )
         .await?;
     let header: Header = image.header();
+    let parent = image.parent_info().await;
     image.close().await?;
+    let parent = parent?.map(|p| ParentOut {
+        pool: p.pool,
+        pool_namespace: p.namespace,
+        image: p.image,
+        id: p.image_id,
+        snapshot: p.snapshot,
+        trash: false,
+        overlap: p.overlap,
+    });
     let snap = spec
         .snap
         .as_ref()
@@ -324,6 +358,7 @@ pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer
         protected: snap
             .as_ref()
             .map(|s| (s.protection == Protection::Protected).to_string()),
+        parent,
     };
     printer.print("image", &out, |o| {
         println!("rbd image '{}':", o.name);
@@ -349,6 +384,15 @@ pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer
         if let (Some(unit), Some(count)) = (o.stripe_unit, o.stripe_count) {
             println!("\tstripe unit: {}", format_size(unit));
             println!("\tstripe count: {count}");
+        }
+        if let Some(p) = &o.parent {
+            let ns = if p.pool_namespace.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", p.pool_namespace)
+            };
+            println!("\tparent: {}/{ns}{}@{}", p.pool, p.image, p.snapshot);
+            println!("\toverlap: {}", format_size(p.overlap));
         }
         if let Some(p) = &o.protected {
             println!(

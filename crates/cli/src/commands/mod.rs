@@ -4,6 +4,7 @@ mod bench;
 mod config_key;
 mod du;
 mod image;
+mod layering;
 mod meta;
 mod namespace;
 mod pool;
@@ -54,6 +55,24 @@ pub async fn run(cli: Cli) -> CliResult {
             image::rename(&store, &src, dest_spec.as_deref(), opts).await
         }
         Command::Status(arg) => image::status(&store, &arg, printer).await,
+        Command::Clone {
+            parent,
+            dest_spec,
+            dest_pool,
+            dest_namespace,
+            dest,
+            create,
+        } => {
+            let opts = crate::spec::SpecOptions {
+                pool: dest_pool,
+                namespace: dest_namespace,
+                image: dest,
+                snap: None,
+            };
+            layering::clone(&store, &parent, dest_spec.as_deref(), opts, &create).await
+        }
+        Command::Flatten(arg) => layering::flatten(&store, &arg, progress).await,
+        Command::Children(arg) => layering::children(&store, &arg, printer).await,
         Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,
         Command::Snap { command } => snap::run(&store, command, printer, progress).await,
         Command::ImageMeta { command } => meta::run(&store, command, printer).await,

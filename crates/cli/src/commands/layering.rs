@@ -1,0 +1,108 @@
+//! `rbdx clone|flatten|children`.
+
+use std::sync::Arc;
+
+use rbdx_image::OpenOptions;
+use rbdx_objstore::ObjectStore;
+use serde::Serialize;
+
+use crate::commands::image::{create_options, images, resolve};
+use crate::error::CliResult;
+use crate::image_args::{CreateArgs, ImageArg};
+use crate::output::Printer;
+use crate::progress::ProgressLine;
+use crate::spec::{SnapRule, SpecOptions};
+
+/// `rbdx clone`.
+pub async fn clone(
+    store: &Arc<dyn ObjectStore>,
+    parent_arg: &ImageArg,
+    dest_spec: Option<&str>,
+    dest_opts: SpecOptions,
+    create: &CreateArgs,
+) -> CliResult {
+    let (spec, parent_images) = resolve(store, parent_arg, SnapRule::Required).await?;
+    let dest = dest_opts.resolve(dest_spec, SnapRule::None)?;
+    let parent = parent_images
+        .open(&spec.image, OpenOptions::default().with_read_only(true))
+        .await?;
+    let result = async {
+        let child_images = images(store, &dest.pool, &dest.namespace).await?;
+        let opts = create_options(store, 0, create).await?;
+        child_images
+            .clone_from(
+                &parent,
+                spec.snap.as_deref().unwrap_or_default(),
+                &dest.image,
+                &opts,
+            )
+            .await?;
+        Ok::<(), crate::error::CliError>(())
+    }
+    .await;
+    let closed = parent.close().await;
+    result?;
+    closed?;
+    Ok(())
+}
+
+/// `rbdx flatten`.
+pub async fn flatten(
+    store: &Arc<dyn ObjectStore>,
+    arg: &ImageArg,
+    show_progress: bool,
+) -> CliResult {
+    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+    let image = images.open(&spec.image, OpenOptions::default()).await?;
+    let progress = ProgressLine::new("Image flatten", show_progress);
+    let result = image.flatten(&|d, t| progress.update(d, t)).await;
+    let closed = image.close().await;
+    match result {
+        Ok(()) => {
+            progress.finish();
+            closed?;
+            Ok(())
+        }
+        Err(e) => {
+            progress.fail();
+            Err(e.into())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChildOut {
+    pool: String,
+    pool_namespace: String,
+    image: String,
+}
+
+/// `rbdx children`.
+pub async fn children(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (spec, images) = resolve(store, arg, SnapRule::Required).await?;
+    let image = images
+        .open(&spec.image, OpenOptions::default().with_read_only(true))
+        .await?;
+    let result = image
+        .children(spec.snap.as_deref().unwrap_or_default())
+        .await;
+    image.close().await?;
+    let out: Vec<ChildOut> = result?
+        .into_iter()
+        .map(|c| ChildOut {
+            pool: c.pool,
+            pool_namespace: c.namespace,
+            image: c.image,
+        })
+        .collect();
+    printer.print("children", &out, |out| {
+        for c in out {
+            if c.pool_namespace.is_empty() {
+                println!("{}/{}", c.pool, c.image);
+            } else {
+                println!("{}/{}/{}", c.pool, c.pool_namespace, c.image);
+            }
+        }
+    });
+    Ok(())
+}
