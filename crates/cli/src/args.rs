@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::image_args::{
-    BenchArgs, CreateArgs, ExportArgs, ImageArg, ImportArgs, MetaCommand, NamespaceCommand,
-    PoolArg, SnapCommand,
+    BenchArgs, CreateArgs, ExportArgs, FeatureCommand, ImageArg, ImportArgs, LockCommand,
+    MetaCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand,
 };
 use crate::output::Format;
 
@@ -143,6 +143,22 @@ pub enum Command {
     Flatten(ImageArg),
     /// List the clones of a snapshot.
     Children(ImageArg),
+    /// Enable or disable image features.
+    Feature {
+        #[command(subcommand)]
+        command: FeatureCommand,
+    },
+    /// Check or rebuild object maps.
+    #[command(name = "object-map")]
+    ObjectMap {
+        #[command(subcommand)]
+        command: ObjectMapCommand,
+    },
+    /// Show or break image locks.
+    Lock {
+        #[command(subcommand)]
+        command: LockCommand,
+    },
     /// Show provisioned and used space of images and snapshots.
     Du {
         /// Image spec (default: every image of the pool).

@@ -270,3 +270,53 @@ pub struct ImportArgs {
     #[arg(long = "sparse-size", default_value = "4K", value_name = "SIZE")]
     pub sparse_size: String,
 }
+
+/// `rbdx feature ...`
+#[derive(Debug, Subcommand)]
+pub enum FeatureCommand {
+    /// Enable features.
+    Enable {
+        #[command(flatten)]
+        image: RequiredImageArg,
+        /// Features (exclusive-lock, object-map, fast-diff).
+        #[arg(required = true, value_name = "FEATURE")]
+        features: Vec<String>,
+    },
+    /// Disable features.
+    Disable {
+        #[command(flatten)]
+        image: RequiredImageArg,
+        /// Features (exclusive-lock, object-map, fast-diff, deep-flatten).
+        #[arg(required = true, value_name = "FEATURE")]
+        features: Vec<String>,
+    },
+}
+
+/// `rbdx object-map ...`
+#[derive(Debug, Subcommand)]
+pub enum ObjectMapCommand {
+    /// Rebuild the object maps from the data objects.
+    Rebuild(ImageArg),
+    /// Verify the object maps; flags them invalid if they are wrong.
+    Check(ImageArg),
+}
+
+/// `rbdx lock ...`
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// List the locks held on an image.
+    #[command(visible_alias = "list")]
+    Ls(ImageArg),
+    /// Break another client's lock.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[command(flatten)]
+        image: RequiredImageArg,
+        /// The lock id (cookie), as `lock ls` shows it.
+        #[arg(value_name = "LOCK_ID")]
+        lock_id: String,
+        /// The locker, e.g. `client.4123`.
+        #[arg(value_name = "LOCKER")]
+        locker: String,
+    },
+}

@@ -288,6 +288,15 @@ pub(crate) async fn release(inner: &Inner) -> Result<()> {
     Ok(())
 }
 
+/// Releases the lock if held, for a caller that already holds the gate.
+pub(crate) async fn release_held(inner: &Inner) -> Result<()> {
+    let _acquiring = inner.lock.acquiring.lock().await;
+    if inner.lock.owned() {
+        unlock(inner).await?;
+    }
+    Ok(())
+}
+
 /// Releases the lock and stops the watch.
 pub(crate) async fn shutdown(inner: &Inner) -> Result<()> {
     if inner.lock.closed.swap(true, Ordering::SeqCst) {

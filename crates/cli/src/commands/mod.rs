@@ -5,6 +5,7 @@ mod config_key;
 mod du;
 mod image;
 mod layering;
+mod maintenance;
 mod meta;
 mod namespace;
 mod pool;
@@ -73,6 +74,11 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Flatten(arg) => layering::flatten(&store, &arg, progress).await,
         Command::Children(arg) => layering::children(&store, &arg, printer).await,
+        Command::Feature { command } => maintenance::feature(&store, command, progress).await,
+        Command::ObjectMap { command } => {
+            maintenance::object_map(&store, command, printer, progress).await
+        }
+        Command::Lock { command } => maintenance::lock(&store, command, printer).await,
         Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,
         Command::Snap { command } => snap::run(&store, command, printer, progress).await,
         Command::ImageMeta { command } => meta::run(&store, command, printer).await,
