@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::image_args::{
     BenchArgs, CreateArgs, ExportArgs, FeatureCommand, ImageArg, ImportArgs, LockCommand,
-    MetaCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand,
+    MetaCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand, TrashCommand,
 };
 use crate::output::Format;
 
@@ -158,6 +158,11 @@ pub enum Command {
     Lock {
         #[command(subcommand)]
         command: LockCommand,
+    },
+    /// Move images to the trash, restore them, or remove them for good.
+    Trash {
+        #[command(subcommand)]
+        command: TrashCommand,
     },
     /// Show provisioned and used space of images and snapshots.
     Du {

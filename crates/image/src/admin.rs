@@ -293,6 +293,21 @@ impl Images {
     /// other clients have it open (`Busy`).
     pub async fn remove(&self, name: &str, progress: Progress<'_>) -> Result<()> {
         let id = directory::lookup(&self.store, &self.io, name).await?;
+        self.remove_data(name, &id, progress).await?;
+        directory::remove(&self.store, &self.io, name, &id).await?;
+        progress(1, 1);
+        Ok(())
+    }
+
+    /// Removes the header, data and object maps of image `id` (named `name` in messages),
+    /// with the same refusals as [`Images::remove`].
+    pub(crate) async fn remove_data(
+        &self,
+        name: &str,
+        id: &str,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let id = id.to_owned();
         let header_oid = names::header_object(&id);
         let header = match read_header(&self.store, &self.io, &header_oid, name).await {
             Ok(state) => Some(state.header),
@@ -368,8 +383,6 @@ impl Images {
             crate::layering::unregister_if_unused(&self.store, &self.io, &id, &gone, &parent)
                 .await?;
         }
-        directory::remove(&self.store, &self.io, name, &id).await?;
-        progress(1, 1);
         Ok(())
     }
 }

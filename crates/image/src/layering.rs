@@ -363,7 +363,7 @@ impl Image {
         }))
     }
 
-    /// Lists the clones of snapshot `snap` of this image.
+    /// Lists the clones of snapshot `snap` of this image, sorted by pool, namespace, name.
     pub async fn children(&self, snap: &str) -> Result<Vec<ChildInfo>> {
         self.inner.refresh().await?;
         let header = self.inner.header();
@@ -392,6 +392,9 @@ impl Image {
                 image_id: child.image_id,
             });
         }
+        out.sort_by(|a, b| {
+            (&a.pool, &a.namespace, &a.image).cmp(&(&b.pool, &b.namespace, &b.image))
+        });
         Ok(out)
     }
 

@@ -48,6 +48,7 @@ pub mod names;
 pub mod objectmap;
 mod objlocks;
 mod snapshot;
+mod trash;
 mod usage;
 
 pub use admin::{CreateOptions, ImageEntry, Images, check_image_name};
@@ -60,4 +61,5 @@ pub use layout::{Layout, ObjectExtent};
 pub use maintenance::MapCheck;
 pub use objectmap::{ObjectMap, ObjectState};
 pub use snapshot::Progress;
+pub use trash::{TrashEntry, TrashSource};
 pub use usage::Usage;

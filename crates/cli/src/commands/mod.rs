@@ -12,6 +12,7 @@ mod pool;
 mod rados;
 mod snap;
 mod transfer;
+mod trash;
 
 use crate::args::{Cli, Command};
 use crate::error::CliResult;
@@ -79,6 +80,7 @@ pub async fn run(cli: Cli) -> CliResult {
             maintenance::object_map(&store, command, printer, progress).await
         }
         Command::Lock { command } => maintenance::lock(&store, command, printer).await,
+        Command::Trash { command } => trash::run(&store, command, printer, progress).await,
         Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,
         Command::Snap { command } => snap::run(&store, command, printer, progress).await,
         Command::ImageMeta { command } => meta::run(&store, command, printer).await,

@@ -1,0 +1,266 @@
+//! End-to-end tests of `feature`, `object-map`, `lock` and `trash` through the built `rbdx`
+//! binary.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::Rbdx;
+
+#[test]
+fn features_change_and_object_maps_are_checked_and_rebuilt() {
+    let rbdx = Rbdx::new();
+    rbdx.run(&[
+        "create",
+        "f",
+        "--size",
+        "16M",
+        "--image-feature",
+        "layering",
+    ])
+    .ok();
+    rbdx.run(&[
+        "bench",
+        "f",
+        "--io-type",
+        "write",
+        "--io-size",
+        "1M",
+        "--io-total",
+        "6M",
+        "--format",
+        "json",
+    ])
+    .ok();
+    rbdx.run(&["feature", "enable", "f", "object-map"])
+        .fails(22, "object-map requires exclusive-lock");
+    rbdx.run(&[
+        "feature",
+        "enable",
+        "f",
+        "exclusive-lock",
+        "object-map,fast-diff",
+    ])
+    .ok();
+    let info = rbdx.run(&["info", "f", "--format", "json"]).ok().json();
+    assert_eq!(
+        info["features"],
+        serde_json::json!(["layering", "exclusive-lock", "object-map", "fast-diff"])
+    );
+    assert_eq!(info["flags"], serde_json::json!([]));
+    let check = rbdx
+        .run(&["object-map", "check", "f", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(check["valid"], true);
+    let du = rbdx.run(&["du", "f", "--format", "json"]).ok().json();
+    assert_eq!(
+        du["images"][0]["used_size"],
+        8 << 20,
+        "objects 0 and 1 of 4 MiB: {du}"
+    );
+
+    // Damage the head map: the check flags it, a rebuild repairs it.
+    let id = info["id"].as_str().unwrap().to_owned();
+    rbdx.run_with_input(
+        &["rados", "put", &format!("rbd_object_map.{id}"), "-"],
+        Some(b"junk"),
+    )
+    .ok();
+    let check = rbdx
+        .run(&["object-map", "check", "f", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(check["valid"], false);
+    let flags = rbdx.run(&["info", "f", "--format", "json"]).ok().json()["flags"].clone();
+    assert_eq!(
+        flags,
+        serde_json::json!(["object map invalid", "fast diff invalid"])
+    );
+    rbdx.run(&["object-map", "rebuild", "f", "--no-progress"])
+        .ok();
+    assert_eq!(
+        rbdx.run(&["info", "f", "--format", "json"]).ok().json()["flags"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        rbdx.run(&["object-map", "check", "f", "--format", "json"])
+            .ok()
+            .json()["valid"],
+        true
+    );
+
+    rbdx.run(&["feature", "disable", "f", "object-map"])
+        .fails(22, "fast-diff requires object-map");
+    rbdx.run(&["feature", "disable", "f", "fast-diff", "object-map"])
+        .ok();
+    rbdx.run(&["feature", "disable", "f", "object-map"])
+        .fails(22, "already disabled");
+    rbdx.run(&["feature", "enable", "f", "exclusive-lock"])
+        .fails(22, "already enabled");
+    rbdx.run(&["feature", "enable", "f", "layering"])
+        .fails(22, "cannot be enabled");
+    rbdx.run(&["feature", "enable", "f", "journaling"])
+        .fails(95, "journaling");
+    rbdx.run(&["object-map", "rebuild", "f"])
+        .fails(22, "does not have the object-map feature");
+    let left: Vec<String> = rbdx
+        .run(&["rados", "ls", "--format", "json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !left.iter().any(|o| o.starts_with("rbd_object_map.")),
+        "{left:?}"
+    );
+}
+
+#[test]
+fn locks_of_a_killed_writer_are_listed_and_broken() {
+    let rbdx = Rbdx::new();
+    rbdx.run(&["create", "l", "--size", "256M"]).ok();
+    let mut writer = std::process::Command::new(Rbdx::binary())
+        .args([
+            "bench",
+            "l",
+            "--io-type",
+            "write",
+            "--io-total",
+            "100G",
+            "--io-pattern",
+            "rand",
+        ])
+        .env("RBDX_DATA_DIR", rbdx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut locks = serde_json::json!([]);
+    for _ in 0..300 {
+        locks = rbdx
+            .run(&["lock", "ls", "l", "--format", "json"])
+            .ok()
+            .json();
+        if !locks.as_array().unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let lock = &locks[0];
+    assert!(lock["id"].as_str().unwrap().starts_with("auto "), "{locks}");
+    assert!(
+        lock["locker"].as_str().unwrap().starts_with("client."),
+        "{locks}"
+    );
+    let plain = rbdx.run(&["lock", "ls", "l"]).ok().stdout;
+    assert!(
+        plain.starts_with("There is 1 exclusive lock on this image."),
+        "{plain}"
+    );
+    rbdx.run(&["lock", "rm", "l", "auto 1", "client.999999"])
+        .fails(2, "no lock");
+    rbdx.run(&[
+        "lock",
+        "rm",
+        "l",
+        lock["id"].as_str().unwrap(),
+        lock["locker"].as_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(
+        rbdx.run(&["lock", "ls", "l", "--format", "json"])
+            .ok()
+            .json(),
+        serde_json::json!([])
+    );
+    // The image is writable again by anyone.
+    rbdx.run(&[
+        "bench",
+        "l",
+        "--io-type",
+        "write",
+        "--io-total",
+        "1M",
+        "--format",
+        "json",
+    ])
+    .ok();
+}
+
+#[test]
+fn trash_keeps_images_until_restored_or_removed() {
+    let rbdx = Rbdx::new();
+    rbdx.run(&["create", "t1", "--size", "8M"]).ok();
+    rbdx.run(&["create", "t2", "--size", "8M"]).ok();
+    rbdx.run(&[
+        "bench",
+        "t1",
+        "--io-type",
+        "write",
+        "--io-total",
+        "2M",
+        "--format",
+        "json",
+    ])
+    .ok();
+    rbdx.run(&["trash", "mv", "t1"]).ok();
+    rbdx.run(&["trash", "move", "t2", "--expires-at", "1d"])
+        .ok();
+    rbdx.run(&["info", "t1"]).fails(2, "does not exist");
+    assert_eq!(
+        rbdx.run(&["ls", "--format", "json"]).ok().json(),
+        serde_json::json!([])
+    );
+    let trash = rbdx.run(&["trash", "ls", "--format", "json"]).ok().json();
+    let entries = trash.as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    let id_of = |name: &str| {
+        entries.iter().find(|e| e["name"] == name).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (id1, id2) = (id_of("t1"), id_of("t2"));
+    let long = rbdx.run(&["trash", "ls", "-l"]).ok().stdout;
+    assert!(long.starts_with("ID"), "{long}");
+    assert!(
+        long.contains("USER") && long.contains("protected until"),
+        "{long}"
+    );
+
+    rbdx.run(&["trash", "rm", &id2]).fails(16, "deferment time");
+    rbdx.run(&["trash", "restore", &id1, "--image", "back"])
+        .ok();
+    assert_eq!(
+        rbdx.run(&["info", "back", "--format", "json"]).ok().json()["id"],
+        id1.as_str()
+    );
+    let out = rbdx.run(&["du", "back", "--format", "json"]).ok().json();
+    assert_eq!(out["images"][0]["used_size"], 4 << 20);
+    rbdx.run(&["trash", "restore", "nosuchid"])
+        .fails(2, "not in the trash");
+    rbdx.run(&["trash", "purge"]).ok();
+    assert_eq!(
+        rbdx.run(&["trash", "ls", "--format", "json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    rbdx.run(&["trash", "rm", &id2, "--force", "--no-progress"])
+        .ok();
+    assert_eq!(
+        rbdx.run(&["trash", "ls", "--format", "json"]).ok().json(),
+        serde_json::json!([])
+    );
+    rbdx.run(&["trash", "mv", "nosuch"])
+        .fails(2, "does not exist");
+}
