@@ -35,6 +35,9 @@ pub const LOCK_TAG: &str = "internal";
 const HEADER_UPDATE: &[u8] = b"header_update";
 const REQUEST_LOCK: &[u8] = b"request_lock";
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+/// After handing the lock over, how long this handle leaves it to the requester before
+/// taking it back unasked.
+const HANDOVER_GRACE: Duration = Duration::from_secs(2);
 
 /// Lock and watch state of an open image.
 #[derive(Debug, Default)]
@@ -45,6 +48,8 @@ pub(crate) struct LockState {
     watching: AtomicBool,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// When this handle last released the lock because another client asked for it.
+    handed_over: std::sync::Mutex<Option<Instant>>,
 }
 
 impl LockState {
@@ -88,7 +93,7 @@ pub(crate) async fn start_watch(inner: &Arc<Inner>) -> Result<()> {
                         }));
                         if owned {
                             tokio::spawn(async move {
-                                if let Err(e) = release(&inner).await {
+                                if let Err(e) = hand_over(&inner).await {
                                     tracing::warn!("releasing the lock of {}: {e}", inner.name);
                                 }
                             });
@@ -148,7 +153,27 @@ pub(crate) async fn ensure_lock(inner: &Inner) -> Result<()> {
         )));
     }
     let deadline = Instant::now() + inner.lock_wait;
-    let mut pause = Duration::from_millis(20);
+    let handed_over = *inner
+        .lock
+        .handed_over
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(at) = handed_over {
+        // Leave the lock to the client that asked for it: wait until it has taken it (then
+        // ask for it back as usual) or until the grace time is over.
+        while at.elapsed() < HANDOVER_GRACE {
+            let info = inner
+                .store
+                .lock_info(&inner.io, &inner.header_oid, LOCK_NAME)
+                .await
+                .ctx(|| format!("cannot read the lock of image {}", inner.name))?;
+            if !info.lockers.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut pause = Duration::from_millis(5);
     loop {
         let opts = LockOptions::new(LOCK_NAME, LockKind::Exclusive, inner.lock.cookie())
             .with_tag(LOCK_TAG)
@@ -205,14 +230,14 @@ pub(crate) async fn ensure_lock(inner: &Inner) -> Result<()> {
         }
         if Instant::now() >= deadline {
             return Err(Error::busy(format!(
-                "image {} is locked by client.{} ({}), which did not release it within {} s",
+                "image {} is locked by {} ({}), which did not release it within {} s",
                 inner.name,
                 holder.client.id,
                 holder.client.addr,
                 inner.lock_wait.as_secs()
             )));
         }
-        let _ = inner
+        let releasing = match inner
             .store
             .notify(
                 &inner.io,
@@ -220,9 +245,17 @@ pub(crate) async fn ensure_lock(inner: &Inner) -> Result<()> {
                 Bytes::from_static(REQUEST_LOCK),
                 NOTIFY_TIMEOUT,
             )
-            .await;
+            .await
+        {
+            Ok(result) => result.acks.iter().any(|a| a.reply.as_ref() == b"releasing"),
+            Err(_) => false,
+        };
+        if releasing {
+            // The owner is letting go: try again soon and often.
+            pause = Duration::from_millis(5);
+        }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
     // Only a handle that has loaded the object map may count as owner: writers that see
     // `owned` go straight to the map.
@@ -231,6 +264,28 @@ pub(crate) async fn ensure_lock(inner: &Inner) -> Result<()> {
         return Err(e);
     }
     inner.lock.owned.store(true, Ordering::SeqCst);
+    *inner
+        .lock
+        .handed_over
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = None;
+    Ok(())
+}
+
+/// Releases the lock because another client asked for it, and remembers when.
+async fn hand_over(inner: &Inner) -> Result<()> {
+    *inner
+        .lock
+        .handed_over
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    release(inner).await?;
+    // The grace time counts from the actual release.
+    *inner
+        .lock
+        .handed_over
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     Ok(())
 }
 

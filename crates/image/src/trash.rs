@@ -70,7 +70,7 @@ impl Images {
             .ctx(|| format!("cannot list the watchers of image {name}"))?;
         if let Some(w) = watchers.first() {
             return Err(Error::busy(format!(
-                "image {name} still has watchers (client.{} at {}); close it there first",
+                "image {name} still has watchers ({} at {}); close it there first",
                 w.client.id, w.client.addr
             )));
         }
