@@ -111,7 +111,7 @@ fn killed_writers_and_snapshotters_leave_consistent_images() {
     }
     let head = export(&rbdx, "crash", files.path());
     only_whole_blocks(&head, "head");
-    assert!(head.iter().any(|&b| b == 0xa5), "the writer wrote nothing");
+    assert!(head.contains(&0xa5), "the writer wrote nothing");
     for name in &names {
         let snap = export(&rbdx, &format!("crash@{name}"), files.path());
         only_whole_blocks(&snap, name);
