@@ -141,6 +141,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => names.push(other),
         }
     }
+    let wants_image = backend == "dir" && (names.is_empty() || names.contains(&"image"));
+    if backend == "dir" && names == ["image"] {
+        return crate::image_bench::run();
+    }
+    names.retain(|n| *n != "image");
     let selected: Vec<&Suite> = SUITES
         .iter()
         .filter(|s| s.backend == backend && (names.is_empty() || names.contains(&s.name)))
@@ -188,6 +193,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!("machine: {}", machine());
     for suite in selected {
         print_table(suite, &references)?;
+    }
+    if wants_image {
+        crate::image_bench::run()?;
     }
     Ok(())
 }

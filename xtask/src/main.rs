@@ -4,13 +4,14 @@
 //!   documentation with warnings denied, and a build of the fuzz targets.
 //! - `bench [GROUP...] [--backend dir|rados]`: runs the benchmarks (default: all, on `dir`)
 //!   and prints, per group, a table of rbdx next to the reference measured in the same run
-//!   (for `rados`, Ceph's `rados bench` on the same cluster).
+//!   (for `rados`, Ceph's `rados bench` on the same cluster; for `image`, plain file I/O).
 //! - `demo`: builds `rbdx` and runs the main job end to end on a fresh embedded store.
 
 mod bench;
 mod ceph;
 mod ci;
 mod demo;
+mod image_bench;
 mod rados_bench;
 
 use std::process::{Command, ExitCode};
@@ -22,7 +23,9 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("demo") => demo::run(),
         _ => {
-            eprintln!("usage: cargo xtask ci | bench [objstore] [--backend dir|rados] | demo");
+            eprintln!(
+                "usage: cargo xtask ci | bench [objstore] [image] [--backend dir|rados] | demo"
+            );
             return ExitCode::from(2);
         }
     };

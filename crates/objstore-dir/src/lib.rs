@@ -74,6 +74,8 @@ mod watch;
 mod writer;
 
 pub use store::{DirOptions, DirStore};
+/// Sparse-file helper shared with the command line's import: the allocated ranges of a file.
+pub use sys::data_ranges;
 
 /// Entry points for the fuzz targets in `fuzz/`: each feeds untrusted bytes to one decoder.
 /// Not a stable API.

@@ -26,14 +26,13 @@ const SPARSE_BLOCK: usize = 4096;
 const IN_FLIGHT: usize = 8;
 
 fn is_zero(block: &[u8]) -> bool {
-    let (prefix, words, suffix) = {
-        // SAFETY: every bit pattern is a valid u64, and align_to only reinterprets the
-        // aligned middle of the slice.
-        unsafe { block.align_to::<u64>() }
-    };
-    prefix.iter().all(|&b| b == 0)
-        && words.iter().all(|&w| w == 0)
-        && suffix.iter().all(|&b| b == 0)
+    // OR 64 bytes at a time (the compiler vectorises this), stopping at the first non-zero
+    // chunk.
+    let mut chunks = block.chunks_exact(64);
+    let body = chunks
+        .by_ref()
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    body && chunks.remainder().iter().all(|&b| b == 0)
 }
 
 fn require_format_1(format: u8) -> CliResult {
@@ -234,6 +233,32 @@ async fn import_into(
     let chunk = image.layout().object_size().max(1 << 20) as usize;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(IN_FLIGHT);
     let reader = tokio::task::spawn_blocking(move || {
+        if let (Some(f), Some(len)) = (&file, size) {
+            // A file: read only its allocated ranges, holes are zeros anyway.
+            let ranges = match rbdx_objstore_dir::data_ranges(f, 0, len) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            for (start, end) in ranges {
+                let mut at = start;
+                while at < end {
+                    let n = (end - at).min(chunk as u64) as usize;
+                    let mut buf = vec![0u8; n];
+                    if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(f, &mut buf, at) {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                    if tx.blocking_send(Ok((at, buf))).is_err() {
+                        return;
+                    }
+                    at += n as u64;
+                }
+            }
+            return;
+        }
         let mut input: Box<dyn std::io::Read> = match file {
             Some(f) => Box::new(f),
             None => Box::new(std::io::stdin()),
