@@ -160,32 +160,27 @@ impl Inner {
             .any(|o| layout.image_offset(objectno, o) < overlap)
     }
 
-    /// Makes sure head object `objectno` of a clone exists, copying the parent's data into
-    /// it if it does not. The caller holds the object's lock.
-    pub(crate) async fn copy_up(
-        &self,
-        objectno: u64,
-        map_state: Option<ObjectState>,
-    ) -> Result<()> {
-        if map_state.is_some_and(|s| s.may_exist()) {
-            return Ok(());
-        }
-        if self
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&objectno)
-        {
-            return Ok(());
-        }
+    /// Returns true if head object `objectno` is known to exist already (no copy-up needed).
+    fn known_to_exist(&self, objectno: u64, map_state: Option<ObjectState>) -> bool {
+        map_state.is_some_and(|s| s.may_exist())
+            || self
+                .known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&objectno)
+    }
+
+    /// Returns the writes that give object `objectno` the parent's bytes (empty if the parent
+    /// holds only zeros there).
+    async fn parent_object_writes(&self, objectno: u64) -> Result<Vec<(u64, Bytes)>> {
         let header = self.header();
         let layout = header.layout;
         let overlap = header
             .parent
             .as_ref()
             .map_or(0, |p| p.overlap.min(header.size));
-        let mut op = WriteOp::new().create(true);
         let su = layout.stripe_unit();
+        let mut writes = Vec::new();
         let mut o = 0;
         while o < layout.object_size() {
             let image_off = layout.image_offset(objectno, o);
@@ -193,10 +188,20 @@ impl Inner {
                 let len = su.min(overlap - image_off);
                 let data = self.read_parent(image_off, len).await?;
                 if !is_zero(&data) {
-                    op = op.write(o, data);
+                    writes.push((o, data));
                 }
             }
             o += su;
+        }
+        Ok(writes)
+    }
+
+    /// Creates head object `objectno` with `writes`, unless it exists (a concurrent copier
+    /// won); the empty snapshot context makes the copy visible at older snapshots too.
+    async fn create_copy(&self, objectno: u64, writes: Vec<(u64, Bytes)>) -> Result<()> {
+        let mut op = WriteOp::new().create(true);
+        for (offset, data) in writes {
+            op = op.write(offset, data);
         }
         let oid = self.data_oid(objectno);
         match self
@@ -213,6 +218,39 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(objectno);
         Ok(())
+    }
+
+    /// Makes sure head object `objectno` of a clone exists, copying the parent's data into
+    /// it if it does not. The caller holds the object's lock and has marked the object in
+    /// the object map.
+    pub(crate) async fn copy_up(
+        &self,
+        objectno: u64,
+        map_state: Option<ObjectState>,
+    ) -> Result<()> {
+        if self.known_to_exist(objectno, map_state) {
+            return Ok(());
+        }
+        let writes = self.parent_object_writes(objectno).await?;
+        self.create_copy(objectno, writes).await
+    }
+
+    /// Copies the parent's data of object `objectno` into the clone for flatten; an object
+    /// whose parent bytes are all zeros is left absent (it reads as zeros without a parent).
+    async fn flatten_object(&self, objectno: u64) -> Result<()> {
+        let _object = self.objects.lock(objectno).await;
+        let state = self.map.lock().await.as_ref().map(|m| m.get(objectno));
+        if self.known_to_exist(objectno, state) {
+            return Ok(());
+        }
+        let writes = self.parent_object_writes(objectno).await?;
+        if writes.is_empty() {
+            return Ok(());
+        }
+        if state.is_some() {
+            self.mark(objectno, ObjectState::Exists).await?;
+        }
+        self.create_copy(objectno, writes).await
     }
 }
 
@@ -421,12 +459,7 @@ impl Image {
                 let done = &done;
                 async move {
                     if inner.overlaps_parent(objectno) {
-                        let _object = inner.objects.lock(objectno).await;
-                        let state = inner.map.lock().await.as_ref().map(|m| m.get(objectno));
-                        if state.is_some_and(|s| !s.may_exist()) {
-                            inner.mark(objectno, ObjectState::Exists).await?;
-                        }
-                        inner.copy_up(objectno, state).await?;
+                        inner.flatten_object(objectno).await?;
                     }
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                     progress(n, total);
