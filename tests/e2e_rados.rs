@@ -88,3 +88,70 @@ fn clusters_are_chosen_by_config_files() {
         .run(&["pool", "ls"])
         .fails(2, "/nonexistent/ceph.conf");
 }
+
+#[test]
+fn images_snapshots_and_clones_on_a_ceph_cluster() {
+    let Some(conf) = Rbdx::test_cluster() else {
+        return;
+    };
+    let rbdx = Rbdx::on_cluster(&["--ceph-conf", &conf]);
+    let pool = unique("images");
+    rbdx.run(&["pool", "create", &pool]).ok();
+    let content: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let src = rbdx.path().join("disk.raw");
+    std::fs::write(&src, &content).unwrap();
+    let spec = format!("{pool}/golden");
+    rbdx.run(&["import", "--no-progress", src.to_str().unwrap(), &spec])
+        .ok();
+    rbdx.run(&["snap", "create", &format!("{spec}@v1")]).ok();
+    rbdx.run(&["snap", "protect", &format!("{spec}@v1")]).ok();
+    let clone = format!("{pool}/vm");
+    rbdx.run(&["clone", &format!("{spec}@v1"), &clone]).ok();
+    rbdx.run(&[
+        "bench",
+        &clone,
+        "--io-type",
+        "write",
+        "--io-size",
+        "4K",
+        "--io-total",
+        "1M",
+        "--io-pattern",
+        "rand",
+        "--format",
+        "json",
+    ])
+    .ok();
+    rbdx.run(&["flatten", &clone, "--no-progress"]).ok();
+    let check = rbdx
+        .run(&[
+            "object-map",
+            "check",
+            &clone,
+            "--format",
+            "json",
+            "--no-progress",
+        ])
+        .ok()
+        .json();
+    assert_eq!(check["valid"], true);
+    let out = rbdx.path().join("golden.raw");
+    rbdx.run(&[
+        "export",
+        &format!("{spec}@v1"),
+        out.to_str().unwrap(),
+        "--no-progress",
+    ])
+    .ok();
+    assert_eq!(std::fs::read(&out).unwrap(), content);
+    rbdx.run(&["rm", &clone, "--no-progress"]).ok();
+    rbdx.run(&["snap", "unprotect", &format!("{spec}@v1")]).ok();
+    rbdx.run(&["snap", "purge", &spec, "--no-progress"]).ok();
+    rbdx.run(&["rm", &spec, "--no-progress"]).ok();
+    assert_eq!(
+        rbdx.run(&["ls", &pool, "--format", "json"]).ok().json(),
+        serde_json::json!([])
+    );
+    rbdx.run(&["pool", "rm", &pool, "--yes-i-really-really-mean-it"])
+        .ok();
+}
