@@ -151,7 +151,8 @@ fn create_applies_layout_and_features_and_refuses_bad_input() {
     .fails(22, "stripe unit");
     rbdx.run(&["create", "nosuch/e", "--size", "1G"])
         .fails(2, "pool 'nosuch'");
-    rbdx.run(&["create", "e"]).fails(22, "--size");
+    let usage = rbdx.run(&["create", "e"]).fails(22, "--size");
+    assert_eq!(usage.stderr.lines().count(), 1, "{}", usage.stderr);
     rbdx.run(&["info", "missing"])
         .fails(2, "image missing does not exist");
     let names = rbdx.run(&["list", "--format", "json"]).ok().json();

@@ -22,13 +22,13 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
             // Usage errors exit with EINVAL, as `rbd` does; help and version succeed.
-            return if e.use_stderr() {
-                ExitCode::from(22)
-            } else {
-                ExitCode::SUCCESS
-            };
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("rbdx: {}", one_line(&e.to_string()));
+            return ExitCode::from(22);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -47,5 +47,34 @@ fn main() -> ExitCode {
             eprintln!("rbdx: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Turns clap's multi-line usage error into one line (without the usage and help hints).
+fn one_line(text: &str) -> String {
+    let body = text.split("\n\nUsage:").next().unwrap_or(text);
+    let body = body
+        .split("\n\nFor more information")
+        .next()
+        .unwrap_or(body);
+    let joined: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    joined.join(" ").trim_start_matches("error: ").to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        let text = "error: the following required arguments were not provided:\n  --size <SIZE>\n\nUsage: rbdx create --size <SIZE> [IMAGE_SPEC]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(text),
+            "the following required arguments were not provided: --size <SIZE>"
+        );
     }
 }
