@@ -129,12 +129,14 @@ impl Inner {
                 .snap_map
                 .as_ref()
                 .is_some_and(|m| !m.get(e.objectno).may_exist()),
-            None => self
+            // Only the lock owner has the head map loaded; others need not wait for it.
+            None if self.lock.owned() => self
                 .map
                 .lock()
                 .await
                 .as_ref()
                 .is_some_and(|m| !m.get(e.objectno).may_exist()),
+            None => false,
         };
         if known_absent {
             return Ok(None);
