@@ -1,0 +1,71 @@
+//! What drivers get when they open: the registry (for nested streams), the way to resolve
+//! `config://` secrets, and the rules for following references out of an image.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::Registry;
+use crate::spec::CONFIG_KEY_PREFIX;
+
+/// Where `config://` values come from: the cluster's config-key store.
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// Returns the value stored under `key`.
+    async fn get(&self, key: &str) -> Result<String>;
+}
+
+/// The context of opening a source.
+#[derive(Clone)]
+pub struct OpenContext {
+    registry: Arc<Registry>,
+    secrets: Option<Arc<dyn SecretStore>>,
+}
+
+impl fmt::Debug for OpenContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenContext")
+            .field("registry", &self.registry)
+            .field("secrets", &self.secrets.is_some())
+            .finish()
+    }
+}
+
+impl OpenContext {
+    /// Returns a context using `registry`, without a secret store.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        OpenContext {
+            registry,
+            secrets: None,
+        }
+    }
+
+    /// Uses `secrets` to resolve `config://` values.
+    pub fn with_secrets(mut self, secrets: Arc<dyn SecretStore>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// Returns the registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Returns `value`, or the secret it names if it is `config://<key>`.
+    pub async fn resolve(&self, value: &str) -> Result<String> {
+        let Some(key) = value.strip_prefix(CONFIG_KEY_PREFIX) else {
+            return Ok(value.to_owned());
+        };
+        let store = self.secrets.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "'{value}' needs the cluster's config-key store, which is not available here"
+                ),
+            )
+        })?;
+        store.get(key).await
+    }
+}
