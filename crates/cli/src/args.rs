@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::image_args::{
     BenchArgs, CreateArgs, ExportArgs, FeatureCommand, ImageArg, ImportArgs, LockCommand,
-    MetaCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand, TrashCommand,
+    MetaCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand, SourceCommand,
+    TrashCommand,
 };
 use crate::output::Format;
 
@@ -21,7 +22,7 @@ pub struct Cli {
 }
 
 /// Options every command takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Directory of the embedded store (default: `~/.local/share/rbdx/<cluster>`).
     #[arg(long, global = true, env = "RBDX_DATA_DIR", value_name = "DIR")]
@@ -158,6 +159,11 @@ pub enum Command {
     Lock {
         #[command(subcommand)]
         command: LockCommand,
+    },
+    /// Inspect and read import sources (files, HTTP, S3, NBD; raw, qcow, native).
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
     },
     /// Move images to the trash, restore them, or remove them for good.
     Trash {

@@ -91,6 +91,22 @@ impl From<rbdx_image::Error> for CliError {
     }
 }
 
+impl From<rbdx_source::Error> for CliError {
+    fn from(e: rbdx_source::Error) -> Self {
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        CliError {
+            message,
+            code: u8::try_from(e.errno()).unwrap_or(1),
+        }
+    }
+}
+
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
         use std::io::ErrorKind as K;

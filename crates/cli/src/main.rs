@@ -15,6 +15,11 @@ mod store;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+// Source drivers register themselves when linked; referencing them keeps them linked.
+#[cfg(feature = "format-raw")]
+use rbdx_format_raw as _;
+#[cfg(feature = "stream-file")]
+use rbdx_stream_file as _;
 
 use crate::args::Cli;
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Registry;
@@ -51,6 +52,30 @@ impl OpenContext {
     /// Returns the registry.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Returns `value` with every string `config://<key>` replaced by the stored value.
+    pub async fn resolve_all(&self, value: &Value) -> Result<Value> {
+        Ok(match value {
+            Value::String(s) if s.starts_with(CONFIG_KEY_PREFIX) => {
+                Value::String(self.resolve(s).await?)
+            }
+            Value::Object(map) => {
+                let mut out = serde_json::Map::new();
+                for (k, v) in map {
+                    out.insert(k.clone(), Box::pin(self.resolve_all(v)).await?);
+                }
+                Value::Object(out)
+            }
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for v in items {
+                    out.push(Box::pin(self.resolve_all(v)).await?);
+                }
+                Value::Array(out)
+            }
+            other => other.clone(),
+        })
     }
 
     /// Returns `value`, or the secret it names if it is `config://<key>`.

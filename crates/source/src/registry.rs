@@ -190,8 +190,12 @@ impl Registry {
         self.stream(&name)?.open(spec, ctx).await
     }
 
-    /// Opens the source a spec describes.
+    /// Opens the source a spec describes, after replacing every `config://<key>` value with
+    /// the stored one.
     pub async fn open(&self, spec: &SourceSpec, ctx: &OpenContext) -> Result<Box<dyn Format>> {
-        self.format(&spec.format)?.open(spec, ctx).await
+        let factory = self.format(&spec.format)?;
+        let resolved =
+            SourceSpec::from_value(ctx.resolve_all(&Value::Object(spec.object.clone())).await?)?;
+        factory.open(&resolved, ctx).await
     }
 }

@@ -11,6 +11,7 @@ mod namespace;
 mod pool;
 mod rados;
 mod snap;
+mod source;
 mod transfer;
 mod trash;
 
@@ -25,6 +26,10 @@ pub async fn run(cli: Cli) -> CliResult {
         format: cli.global.format,
         pretty: cli.global.pretty_format,
     };
+    // Source commands open the store only if a config:// value needs it.
+    if let Command::Source { command } = cli.command {
+        return source::run(&cli.global, command, printer, !cli.global.no_progress).await;
+    }
     let store = store::open(&cli.global).await?;
     let progress = !cli.global.no_progress;
     match cli.command {
@@ -81,6 +86,7 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Lock { command } => maintenance::lock(&store, command, printer).await,
         Command::Trash { command } => trash::run(&store, command, printer, progress).await,
+        Command::Source { .. } => Ok(()),
         Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,
         Command::Snap { command } => snap::run(&store, command, printer, progress).await,
         Command::ImageMeta { command } => meta::run(&store, command, printer).await,

@@ -1,0 +1,275 @@
+//! `rbdx source probe|export`: open an import source without touching any image.
+//!
+//! The store is opened only if the spec has `config://` values to resolve.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{StreamExt as _, TryStreamExt as _};
+use rbdx_objstore::ObjectStore;
+use rbdx_source::{ExtentKind, Format, OpenContext, Registry, SecretStore, SourceSpec};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+
+use crate::args::Global;
+use crate::error::{CliError, CliResult};
+use crate::image_args::{SourceCommand, SourceSpecArg};
+use crate::output::Printer;
+use crate::progress::ProgressLine;
+use crate::size::format_size;
+
+/// Resolves `config://` values from the selected store, opened on first use.
+struct StoreSecrets {
+    global: Global,
+    store: OnceCell<Arc<dyn ObjectStore>>,
+}
+
+#[async_trait]
+impl SecretStore for StoreSecrets {
+    async fn get(&self, key: &str) -> rbdx_source::Result<String> {
+        let store = self
+            .store
+            .get_or_try_init(|| crate::store::open(&self.global))
+            .await
+            .map_err(|e| {
+                rbdx_source::Error::new(
+                    rbdx_source::ErrorKind::NotFound,
+                    format!("cannot open the store to read config://{key}: {e}"),
+                )
+            })?;
+        let value = store.config_key_get(key).await.map_err(|e| {
+            let kind = if e.kind() == rbdx_objstore::ErrorKind::NotFound {
+                rbdx_source::ErrorKind::NotFound
+            } else {
+                rbdx_source::ErrorKind::Io
+            };
+            rbdx_source::Error::new(kind, format!("cannot read config://{key}: {e}"))
+        })?;
+        String::from_utf8(value.to_vec()).map_err(|_| {
+            rbdx_source::Error::invalid(format!("config://{key} does not hold UTF-8 text"))
+        })
+    }
+}
+
+/// Reads the spec from the argument, a file or standard input.
+pub fn read_spec(arg: &SourceSpecArg) -> CliResult<SourceSpec> {
+    let text = match (&arg.source_spec, &arg.source_spec_path) {
+        (Some(json), _) => json.clone(),
+        (None, Some(path)) => {
+            let bytes = crate::commands::read_input(path)?;
+            String::from_utf8(bytes)
+                .map_err(|_| CliError::invalid("the source spec is not UTF-8 text"))?
+        }
+        (None, None) => {
+            return Err(CliError::invalid(
+                "give --source-spec or --source-spec-path",
+            ));
+        }
+    };
+    Ok(SourceSpec::parse(&text)?)
+}
+
+/// Returns an open context with every linked driver and the store's secrets.
+pub fn context(global: &Global) -> OpenContext {
+    OpenContext::new(Arc::new(Registry::builtin())).with_secrets(Arc::new(StoreSecrets {
+        global: global.clone(),
+        store: OnceCell::new(),
+    }))
+}
+
+/// Sums the data extents of a view, a gigabyte at a time.
+async fn allocated(format: &dyn Format, snap: Option<usize>) -> CliResult<u64> {
+    let size = format.view_size(snap);
+    let mut total = 0;
+    let mut offset = 0;
+    while offset < size {
+        let len = (size - offset).min(1 << 30);
+        for e in format.extents(snap, offset, len).await? {
+            if e.kind == ExtentKind::Data {
+                total += e.length;
+            }
+        }
+        offset += len;
+    }
+    Ok(total)
+}
+
+#[derive(Serialize)]
+struct SnapOut {
+    name: String,
+    size: u64,
+    allocated: u64,
+}
+
+#[derive(Serialize)]
+struct ProbeOut {
+    format: String,
+    source: String,
+    size: u64,
+    allocated: u64,
+    snapshots: Vec<SnapOut>,
+    spec: serde_json::Value,
+}
+
+/// Runs a source command.
+pub async fn run(
+    global: &Global,
+    command: SourceCommand,
+    printer: Printer,
+    show_progress: bool,
+) -> CliResult {
+    let ctx = context(global);
+    match command {
+        SourceCommand::Probe { spec } => {
+            let spec = read_spec(&spec)?;
+            let format = ctx.registry().open(&spec, &ctx).await?;
+            let mut snapshots = Vec::new();
+            for (i, s) in format.snapshots().iter().enumerate() {
+                snapshots.push(SnapOut {
+                    name: s.name.clone(),
+                    size: s.size,
+                    allocated: allocated(format.as_ref(), Some(i)).await?,
+                });
+            }
+            let out = ProbeOut {
+                format: format.format_name().to_owned(),
+                source: format.describe(),
+                size: format.size(),
+                allocated: allocated(format.as_ref(), None).await?,
+                snapshots,
+                spec: spec.redacted(),
+            };
+            printer.print("source", &out, |o| {
+                println!("format: {}", o.format);
+                println!("source: {}", o.source);
+                println!("size: {} ({} bytes)", format_size(o.size), o.size);
+                println!(
+                    "allocated: {} ({} bytes)",
+                    format_size(o.allocated),
+                    o.allocated
+                );
+                if o.snapshots.is_empty() {
+                    println!("snapshots: none");
+                } else {
+                    println!("snapshots:");
+                    for s in &o.snapshots {
+                        println!(
+                            "\t{}  size {}  allocated {}",
+                            s.name,
+                            format_size(s.size),
+                            format_size(s.allocated)
+                        );
+                    }
+                }
+            });
+        }
+        SourceCommand::Export { spec, snap, path } => {
+            let spec = read_spec(&spec)?;
+            let format = ctx.registry().open(&spec, &ctx).await?;
+            let view = match &snap {
+                None => None,
+                Some(name) => Some(
+                    format
+                        .snapshots()
+                        .iter()
+                        .position(|s| s.name == *name)
+                        .ok_or_else(|| {
+                            CliError::with_code(
+                                format!("{} has no snapshot '{name}'", format.describe()),
+                                2,
+                            )
+                        })?,
+                ),
+            };
+            let to_stdout = path.as_os_str() == "-";
+            let progress = ProgressLine::new("Exporting source", show_progress && !to_stdout);
+            let result = export(format.as_ref(), view, &path, &progress).await;
+            match result {
+                Ok(()) => progress.finish(),
+                Err(e) => {
+                    progress.fail();
+                    if !to_stdout {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+const CHUNK: u64 = 4 << 20;
+
+async fn export(
+    format: &dyn Format,
+    snap: Option<usize>,
+    path: &std::path::Path,
+    progress: &ProgressLine,
+) -> CliResult {
+    use std::io::Write as _;
+    let size = format.view_size(snap);
+    let mut file = if path.as_os_str() == "-" {
+        None
+    } else {
+        Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| CliError::io(format!("cannot create {}", path.display()), e))?,
+        )
+    };
+    let mut pieces = futures::stream::iter((0..size.div_ceil(CHUNK)).map(|i| i * CHUNK))
+        .map(|off| async move {
+            let len = CHUNK.min(size - off);
+            format
+                .read_sparse(snap, off, len, 4096)
+                .await
+                .map(|p| (off, len, p))
+        })
+        .buffered(8);
+    let mut stdout = std::io::stdout().lock();
+    while let Some((off, len, parts)) = pieces.try_next().await? {
+        match file.as_mut() {
+            Some(f) => {
+                for (at, data) in parts {
+                    std::os::unix::fs::FileExt::write_all_at(f, &data, at)
+                        .map_err(|e| CliError::io("cannot write the export file", e))?;
+                }
+            }
+            None => {
+                // Standard output gets every byte, zeros included.
+                let mut buf = vec![0u8; len as usize];
+                for (at, data) in parts {
+                    let start = (at - off) as usize;
+                    buf[start..start + data.len()].copy_from_slice(&data);
+                }
+                stdout
+                    .write_all(&buf)
+                    .map_err(|e| CliError::io("cannot write to standard output", e))?;
+            }
+        }
+        progress.update(off + len, size);
+    }
+    match file {
+        Some(f) => f
+            .set_len(size)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| CliError::io("cannot finish the export file", e))?,
+        None => stdout
+            .flush()
+            .map_err(|e| CliError::io("cannot write to standard output", e))?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn linked_drivers_are_registered() {
+        let registry = rbdx_source::Registry::builtin();
+        assert!(registry.format_names().contains(&"raw"), "{registry:?}");
+        assert!(registry.stream_names().contains(&"file"), "{registry:?}");
+    }
+}

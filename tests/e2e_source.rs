@@ -1,0 +1,142 @@
+//! End-to-end tests of `rbdx source probe|export` through the built binary: raw sources on
+//! files, snapshots, `config://` values, and the errors of bad specs.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+
+use common::Rbdx;
+
+#[test]
+fn raw_sources_are_probed_and_exported_sparsely() {
+    let rbdx = Rbdx::new();
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("head.raw");
+    let f = std::fs::File::create(&head).unwrap();
+    f.set_len(32 << 20).unwrap();
+    f.write_all_at(&vec![7u8; 1 << 20], 8 << 20).unwrap();
+    drop(f);
+    let snap = dir.path().join("snap.raw");
+    std::fs::write(&snap, vec![1u8; 16 << 20]).unwrap();
+    let spec = serde_json::json!({
+        "type": "raw",
+        "stream": {"type": "file", "file_path": head},
+        "snapshots": [{"type": "raw", "name": "before", "stream": {"type": "file", "file_path": snap}}]
+    })
+    .to_string();
+    let probe = rbdx
+        .run(&[
+            "source",
+            "probe",
+            "--source-spec",
+            &spec,
+            "--format",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(probe["format"], "raw");
+    assert_eq!(probe["size"], 32 << 20);
+    assert_eq!(probe["allocated"], 1 << 20);
+    assert_eq!(probe["snapshots"][0]["name"], "before");
+    assert_eq!(probe["snapshots"][0]["size"], 16 << 20);
+
+    let spec_file = dir.path().join("spec.json");
+    std::fs::write(&spec_file, &spec).unwrap();
+    let out = dir.path().join("out.raw");
+    rbdx.run(&[
+        "source",
+        "export",
+        "--source-spec-path",
+        spec_file.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&head).unwrap());
+    assert!(std::fs::metadata(&out).unwrap().blocks() * 512 <= 2 << 20);
+    let snap_out = dir.path().join("snap.out");
+    rbdx.run_with_input(
+        &[
+            "source",
+            "export",
+            "--source-spec-path",
+            "-",
+            "--snap",
+            "before",
+            snap_out.to_str().unwrap(),
+        ],
+        Some(spec.as_bytes()),
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read(&snap_out).unwrap(),
+        std::fs::read(&snap).unwrap()
+    );
+    rbdx.run(&[
+        "source",
+        "export",
+        "--source-spec",
+        &spec,
+        "--snap",
+        "nosuch",
+        "x",
+    ])
+    .fails(2, "no snapshot 'nosuch'");
+}
+
+#[test]
+fn config_key_values_are_resolved_and_never_shown() {
+    let rbdx = Rbdx::new();
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("secret-location.raw");
+    std::fs::write(&head, vec![3u8; 4096]).unwrap();
+    rbdx.run(&["config-key", "set", "paths/head", head.to_str().unwrap()])
+        .ok();
+    let spec = r#"{"type":"raw","stream":{"type":"file","file_path":"config://paths/head"}}"#;
+    let probe = rbdx
+        .run(&["source", "probe", "--source-spec", spec, "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(probe["size"], 4096);
+    assert_eq!(probe["spec"]["stream"]["file_path"], "config://paths/head");
+    let spec = r#"{"type":"raw","stream":{"type":"file","file_path":"config://paths/none"}}"#;
+    rbdx.run(&["source", "probe", "--source-spec", spec])
+        .fails(2, "config://paths/none");
+}
+
+#[test]
+fn bad_specs_fail_with_the_key_and_cephs_status() {
+    let rbdx = Rbdx::new();
+    let cases: [(&str, i32, &str); 7] = [
+        ("not json", 74, "invalid source-spec JSON"),
+        ("[]", 74, "not an object"),
+        (r#"{"stream":{}}"#, 22, "no 'type' key"),
+        (
+            r#"{"type":"vmdk"}"#,
+            38,
+            "unknown or unsupported format type 'vmdk'",
+        ),
+        (
+            r#"{"type":"raw","stream":{"type":"gopher"}}"#,
+            38,
+            "unknown or unsupported stream type 'gopher'",
+        ),
+        (
+            r#"{"type":"raw","stream":{"type":"file"}}"#,
+            22,
+            "missing the 'file_path' key",
+        ),
+        (
+            r#"{"type":"raw","stream":{"type":"file","file_path":"/nonexistent"}}"#,
+            2,
+            "cannot open /nonexistent",
+        ),
+    ];
+    for (spec, code, text) in cases {
+        rbdx.run(&["source", "probe", "--source-spec", spec])
+            .fails(code, text);
+    }
+    rbdx.run(&["source", "probe"]).fails(22, "--source-spec");
+}
