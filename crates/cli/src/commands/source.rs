@@ -270,6 +270,7 @@ mod tests {
     fn linked_drivers_are_registered() {
         let registry = rbdx_source::Registry::builtin();
         assert!(registry.format_names().contains(&"raw"), "{registry:?}");
+        assert!(registry.format_names().contains(&"qcow"), "{registry:?}");
         assert!(registry.stream_names().contains(&"file"), "{registry:?}");
     }
 }
