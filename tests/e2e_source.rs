@@ -140,3 +140,59 @@ fn bad_specs_fail_with_the_key_and_cephs_status() {
     }
     rbdx.run(&["source", "probe"]).fails(22, "--source-spec");
 }
+
+#[test]
+fn stream_plugins_load_from_the_plugin_dir() {
+    let rbdx = Rbdx::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = root.join("target/sample-plugin-e2e");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "-q", "-p", "rbdx-sample-stream", "--target-dir"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        target.join("debug/librbdx_sample_stream.so"),
+        plugins.path().join("sample.so"),
+    )
+    .unwrap();
+    let spec = r#"{"type":"raw","stream":{"type":"sample-pattern","size":12288,"seed":9}}"#;
+    rbdx.run(&["source", "probe", "--source-spec", spec])
+        .fails(38, "unknown or unsupported stream type 'sample-pattern'");
+    let dir = plugins.path().to_str().unwrap();
+    let probe = rbdx
+        .run(&[
+            "--plugin-dir",
+            dir,
+            "source",
+            "probe",
+            "--source-spec",
+            spec,
+            "--format",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(probe["size"], 12288);
+    let out = rbdx.path().join("pattern.raw");
+    rbdx.run_with_input(
+        &[
+            "source",
+            "export",
+            "--source-spec",
+            spec,
+            out.to_str().unwrap(),
+            "--plugin-dir",
+            dir,
+        ],
+        None,
+    )
+    .ok();
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes[0], 9);
+    assert_eq!(bytes[8192], 11);
+}

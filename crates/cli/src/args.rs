@@ -58,6 +58,9 @@ pub struct Global {
     /// Indent JSON output.
     #[arg(long, global = true)]
     pub pretty_format: bool,
+    /// Load stream plugins (shared libraries) from this directory.
+    #[arg(long, global = true, env = "RBDX_PLUGIN_DIR", value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
     /// Do not show progress on long operations.
     #[arg(long, global = true)]
     pub no_progress: bool,

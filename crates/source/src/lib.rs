@@ -22,6 +22,7 @@ mod context;
 mod error;
 pub mod extent;
 mod format;
+mod plugin;
 mod registry;
 pub mod spec;
 mod stream;
@@ -30,6 +31,7 @@ pub use context::{OpenContext, SecretStore};
 pub use error::{Error, ErrorKind, Result};
 pub use extent::{Extent, ExtentKind};
 pub use format::{Format, SnapshotInfo};
+pub use plugin::PluginLoad;
 pub use registry::{
     FormatFactory, FormatRegistration, Registry, StreamFactory, StreamRegistration,
 };

@@ -69,12 +69,23 @@ pub fn read_spec(arg: &SourceSpecArg) -> CliResult<SourceSpec> {
     Ok(SourceSpec::parse(&text)?)
 }
 
-/// Returns an open context with every linked driver and the store's secrets.
-pub fn context(global: &Global) -> OpenContext {
-    OpenContext::new(Arc::new(Registry::builtin())).with_secrets(Arc::new(StoreSecrets {
-        global: global.clone(),
-        store: OnceCell::new(),
-    }))
+/// Returns an open context with every linked driver, the plugins of `--plugin-dir` (a
+/// refused plugin is reported on stderr and left out) and the store's secrets.
+pub fn context(global: &Global) -> CliResult<OpenContext> {
+    let mut registry = Registry::builtin();
+    if let Some(dir) = &global.plugin_dir {
+        for load in registry.load_dir(dir)? {
+            if let Err(e) = load.result {
+                eprintln!("rbdx: warning: {e}");
+            }
+        }
+    }
+    Ok(
+        OpenContext::new(Arc::new(registry)).with_secrets(Arc::new(StoreSecrets {
+            global: global.clone(),
+            store: OnceCell::new(),
+        })),
+    )
 }
 
 /// Sums the data extents of a view, a gigabyte at a time.
@@ -118,7 +129,7 @@ pub async fn run(
     printer: Printer,
     show_progress: bool,
 ) -> CliResult {
-    let ctx = context(global);
+    let ctx = context(global)?;
     match command {
         SourceCommand::Probe { spec } => {
             let spec = read_spec(&spec)?;
