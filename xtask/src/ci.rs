@@ -7,8 +7,8 @@
 use crate::ceph::{self, CEPH_CONF_ENV};
 use crate::{cargo, run_step};
 
-/// Runs formatting, lint, test, documentation and fuzz-build checks, stopping at the first
-/// failure.
+/// Runs formatting, lint, test, documentation and fuzz-build checks and a 10-second smoke run
+/// of every fuzz target, stopping at the first failure.
 pub fn run() -> anyhow::Result<()> {
     run_step(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run_step(cargo().args([
@@ -35,6 +35,7 @@ pub fn run() -> anyhow::Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     run_step(cargo().args(["build", "--manifest-path", "fuzz/Cargo.toml", "--bins"]))?;
+    crate::fuzz::run(&["--smoke".to_owned(), "10".to_owned()])?;
     eprintln!("xtask ci: all checks passed");
     Ok(())
 }

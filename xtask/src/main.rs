@@ -1,16 +1,19 @@
 //! Project tasks, run with `cargo xtask <task>`:
 //!
 //! - `ci`: everything CI checks: formatting, clippy with warnings denied, every test, the
-//!   documentation with warnings denied, and a build of the fuzz targets.
+//!   documentation with warnings denied, and a build and smoke run of the fuzz targets.
 //! - `bench [GROUP...] [--backend dir|rados]`: runs the benchmarks (default: all, on `dir`)
 //!   and prints, per group, a table of rbdx next to the reference measured in the same run
 //!   (for `rados`, Ceph's `rados bench` on the same cluster; for `image`, plain file I/O).
 //! - `demo`: builds `rbdx` and runs the main job end to end on a fresh embedded store.
+//! - `fuzz --smoke [SECONDS]`: builds the fuzz targets with coverage instrumentation and runs
+//!   each for a few seconds from a seed corpus.
 
 mod bench;
 mod ceph;
 mod ci;
 mod demo;
+mod fuzz;
 mod image_bench;
 mod rados_bench;
 
@@ -22,9 +25,10 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("demo") => demo::run(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | bench [objstore] [image] [--backend dir|rados] | demo"
+                "usage: cargo xtask ci | bench [objstore] [image] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
             );
             return ExitCode::from(2);
         }

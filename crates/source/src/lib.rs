@@ -36,7 +36,33 @@ pub use registry::{
     FormatFactory, FormatRegistration, Registry, StreamFactory, StreamRegistration,
 };
 pub use spec::{SourceSpec, SpecReader};
-pub use stream::{Stream, check_range};
+pub use stream::{MemoryStream, Stream, check_range};
+
+/// Entry points for the fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses a source spec and reads typical keys from it with every accessor.
+    pub fn source_spec(text: &str) {
+        let Ok(spec) = crate::SourceSpec::parse(text) else {
+            return;
+        };
+        let _ = spec.redacted();
+        let mut r = spec.reader();
+        let _ = r.opt_str("pool_name");
+        let _ = r.opt_u64("pool_id");
+        let _ = r.opt_u64("snap_id");
+        let _ = r.opt_bool("flatten");
+        let _ = r.opt_str_array("rbdx_allow_backing");
+        if let Ok(Some(stream)) = r.opt_object("stream") {
+            let _ = crate::spec::type_of(stream, "stream");
+            let mut s = crate::SpecReader::new(stream, "stream");
+            let _ = s.opt_str("url");
+            let _ = s.finish();
+        }
+        let _ = r.opt_array("snapshots");
+        let _ = r.finish();
+    }
+}
 
 /// Re-exported so that drivers can announce themselves without depending on `inventory`.
 pub use inventory;

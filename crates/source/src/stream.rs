@@ -56,3 +56,36 @@ pub fn check_range(what: &dyn Stream, offset: u64, length: u64, size: u64) -> Re
         ))),
     }
 }
+
+/// A stream over bytes in memory (tests, fuzzing, small inline sources).
+#[derive(Debug, Clone)]
+pub struct MemoryStream {
+    name: String,
+    data: Bytes,
+}
+
+impl MemoryStream {
+    /// Returns a stream of `data`, called `name` in messages.
+    pub fn new(name: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        MemoryStream {
+            name: name.into(),
+            data: data.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Stream for MemoryStream {
+    fn describe(&self) -> String {
+        format!("memory stream {}", self.name)
+    }
+
+    async fn size(&self) -> Result<u64> {
+        Ok(self.data.len() as u64)
+    }
+
+    async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
+        check_range(self, offset, length, self.data.len() as u64)?;
+        Ok(self.data.slice(offset as usize..(offset + length) as usize))
+    }
+}

@@ -553,6 +553,30 @@ impl Format for QcowFormat {
     }
 }
 
+/// Entry points for the fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use rbdx_source::{Format, MemoryStream, OpenContext, Registry};
+
+    /// Opens `bytes` as a qcow image and reads its first MiB and the extents of its first
+    /// 64 MiB, at the head and at each snapshot; errors are fine, panics and hangs are not.
+    pub async fn image(bytes: &[u8]) {
+        let stream = Arc::new(MemoryStream::new("fuzz", bytes.to_vec()));
+        let ctx = OpenContext::new(Arc::new(Registry::new()));
+        let Ok(format) = super::QcowFormat::open(stream, &ctx, &[], 0).await else {
+            return;
+        };
+        let views = std::iter::once(None).chain((0..format.snapshots().len().min(4)).map(Some));
+        for view in views {
+            let size = format.view_size(view);
+            let _ = format.read(view, 0, size.min(1 << 20)).await;
+            let _ = format.extents(view, 0, size.min(64 << 20)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
