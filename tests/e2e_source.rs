@@ -196,3 +196,75 @@ fn stream_plugins_load_from_the_plugin_dir() {
     assert_eq!(bytes[0], 9);
     assert_eq!(bytes[8192], 11);
 }
+
+#[test]
+fn native_sources_read_images_of_this_or_another_cluster() {
+    let site_a = Rbdx::new();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(
+        &disk,
+        (0..(3u32 << 20))
+            .map(|i| (i % 199) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    site_a
+        .run(&["import", "--no-progress", disk.to_str().unwrap(), "vm"])
+        .ok();
+    site_a.run(&["snap", "create", "vm@base"]).ok();
+    site_a
+        .run(&[
+            "bench",
+            "vm",
+            "--io-type",
+            "write",
+            "--io-total",
+            "1M",
+            "--format",
+            "json",
+        ])
+        .ok();
+    site_a.run(&["snap", "create", "vm@later"]).ok();
+
+    let spec = r#"{"type":"native","pool_name":"rbd","image_name":"vm","snap_name":"later"}"#;
+    let probe = site_a
+        .run(&["source", "probe", "--source-spec", spec, "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(probe["format"], "native");
+    assert_eq!(probe["size"], 3 << 20);
+    assert_eq!(probe["snapshots"][0]["name"], "base");
+    let missing = r#"{"type":"native","pool_name":"rbd","image_name":"vm"}"#;
+    site_a
+        .run(&["source", "probe", "--source-spec", missing])
+        .fails(22, "snap name or snap id required");
+
+    // Site B reads site A's image through an rbdx config naming A's data directory.
+    let site_b = Rbdx::new();
+    let conf = dir.path().join("site-a.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[cluster]\nbackend = \"dir\"\ndata_dir = \"{}\"\n",
+            site_a.path().display()
+        ),
+    )
+    .unwrap();
+    let remote = format!(
+        r#"{{"type":"native","cluster_name":"{}","pool_id":1,"image_name":"vm","snap_name":"base"}}"#,
+        conf.display()
+    );
+    let out = dir.path().join("base.raw");
+    site_b
+        .run(&[
+            "source",
+            "export",
+            "--source-spec",
+            &remote,
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .ok();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&disk).unwrap());
+}

@@ -16,6 +16,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 // Source drivers register themselves when linked; referencing them keeps them linked.
+#[cfg(feature = "format-native")]
+use rbdx_format_native as _;
 #[cfg(feature = "format-qcow")]
 use rbdx_format_qcow as _;
 #[cfg(feature = "format-raw")]

@@ -62,6 +62,12 @@ impl OpenOptions {
         self
     }
 
+    /// Opens at the snapshot with store id `snap_id` (read-only).
+    pub fn with_snap_id(mut self, snap_id: Option<u64>) -> Self {
+        self.snap_id = snap_id;
+        self
+    }
+
     /// Opens read-only.
     pub fn with_read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;

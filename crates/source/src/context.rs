@@ -18,11 +18,23 @@ pub trait SecretStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<String>;
 }
 
+/// Where native sources live: the cluster rbdx was pointed at, or another configured one.
+#[async_trait]
+pub trait Clusters: Send + Sync {
+    /// Returns the store of cluster `name` (`None`: the current one), as cephx user `client`.
+    async fn store(
+        &self,
+        name: Option<&str>,
+        client: Option<&str>,
+    ) -> Result<Arc<dyn rbdx_objstore::ObjectStore>>;
+}
+
 /// The context of opening a source.
 #[derive(Clone)]
 pub struct OpenContext {
     registry: Arc<Registry>,
     secrets: Option<Arc<dyn SecretStore>>,
+    clusters: Option<Arc<dyn Clusters>>,
 }
 
 impl fmt::Debug for OpenContext {
@@ -30,6 +42,7 @@ impl fmt::Debug for OpenContext {
         f.debug_struct("OpenContext")
             .field("registry", &self.registry)
             .field("secrets", &self.secrets.is_some())
+            .field("clusters", &self.clusters.is_some())
             .finish()
     }
 }
@@ -40,6 +53,7 @@ impl OpenContext {
         OpenContext {
             registry,
             secrets: None,
+            clusters: None,
         }
     }
 
@@ -47,6 +61,27 @@ impl OpenContext {
     pub fn with_secrets(mut self, secrets: Arc<dyn SecretStore>) -> Self {
         self.secrets = Some(secrets);
         self
+    }
+
+    /// Uses `clusters` to open native sources.
+    pub fn with_clusters(mut self, clusters: Arc<dyn Clusters>) -> Self {
+        self.clusters = Some(clusters);
+        self
+    }
+
+    /// Returns the store of cluster `name` (`None`: the current one).
+    pub async fn cluster(
+        &self,
+        name: Option<&str>,
+        client: Option<&str>,
+    ) -> Result<Arc<dyn rbdx_objstore::ObjectStore>> {
+        let clusters = self.clusters.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "native sources need access to a cluster, which is not available here",
+            )
+        })?;
+        clusters.store(name, client).await
     }
 
     /// Returns the registry.

@@ -27,7 +27,7 @@ mod registry;
 pub mod spec;
 mod stream;
 
-pub use context::{OpenContext, SecretStore};
+pub use context::{Clusters, OpenContext, SecretStore};
 pub use error::{Error, ErrorKind, Result};
 pub use extent::{Extent, ExtentKind};
 pub use format::{Format, SnapshotInfo};

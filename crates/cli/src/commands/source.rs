@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_objstore::ObjectStore;
-use rbdx_source::{ExtentKind, Format, OpenContext, Registry, SecretStore, SourceSpec};
+use rbdx_source::{Clusters, ExtentKind, Format, OpenContext, Registry, SecretStore, SourceSpec};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
@@ -51,6 +51,51 @@ impl SecretStore for StoreSecrets {
     }
 }
 
+#[async_trait]
+impl Clusters for StoreSecrets {
+    async fn store(
+        &self,
+        name: Option<&str>,
+        client: Option<&str>,
+    ) -> rbdx_source::Result<Arc<dyn ObjectStore>> {
+        let unavailable = |e: CliError| {
+            rbdx_source::Error::new(
+                rbdx_source::ErrorKind::NotFound,
+                format!("cannot open cluster {}: {e}", name.unwrap_or("(current)")),
+            )
+        };
+        let Some(name) = name else {
+            return self
+                .store
+                .get_or_try_init(|| crate::store::open(&self.global))
+                .await
+                .cloned()
+                .map_err(unavailable);
+        };
+        // Another cluster: its rbdx config (`~/.config/rbdx/NAME.conf`, `/etc/rbdx/NAME.conf`)
+        // or embedded store, or (an rbdx extension) a config file given by path.
+        let mut global = self.global.clone();
+        global.data_dir = None;
+        global.ceph_conf = None;
+        global.keyring = None;
+        global.id = None;
+        global.user_name = client.map(|c| {
+            if c.contains('.') {
+                c.to_owned()
+            } else {
+                format!("client.{c}")
+            }
+        });
+        if name.contains('/') {
+            global.conf = Some(name.into());
+        } else {
+            global.conf = None;
+            global.cluster = name.to_owned();
+        }
+        crate::store::open(&global).await.map_err(unavailable)
+    }
+}
+
 /// Reads the spec from the argument, a file or standard input.
 pub fn read_spec(arg: &SourceSpecArg) -> CliResult<SourceSpec> {
     let text = match (&arg.source_spec, &arg.source_spec_path) {
@@ -70,7 +115,8 @@ pub fn read_spec(arg: &SourceSpecArg) -> CliResult<SourceSpec> {
 }
 
 /// Returns an open context with every linked driver, the plugins of `--plugin-dir` (a
-/// refused plugin is reported on stderr and left out) and the store's secrets.
+/// refused plugin is reported on stderr and left out), the store's secrets and access to
+/// clusters for native sources.
 pub fn context(global: &Global) -> CliResult<OpenContext> {
     let mut registry = Registry::builtin();
     if let Some(dir) = &global.plugin_dir {
@@ -80,12 +126,13 @@ pub fn context(global: &Global) -> CliResult<OpenContext> {
             }
         }
     }
-    Ok(
-        OpenContext::new(Arc::new(registry)).with_secrets(Arc::new(StoreSecrets {
-            global: global.clone(),
-            store: OnceCell::new(),
-        })),
-    )
+    let access = Arc::new(StoreSecrets {
+        global: global.clone(),
+        store: OnceCell::new(),
+    });
+    Ok(OpenContext::new(Arc::new(registry))
+        .with_secrets(access.clone())
+        .with_clusters(access))
 }
 
 /// Sums the data extents of a view, a gigabyte at a time.
@@ -282,6 +329,7 @@ mod tests {
         let registry = rbdx_source::Registry::builtin();
         assert!(registry.format_names().contains(&"raw"), "{registry:?}");
         assert!(registry.format_names().contains(&"qcow"), "{registry:?}");
+        assert!(registry.format_names().contains(&"native"), "{registry:?}");
         assert!(registry.stream_names().contains(&"file"), "{registry:?}");
     }
 }
