@@ -24,6 +24,8 @@ use rbdx_format_qcow as _;
 use rbdx_format_raw as _;
 #[cfg(feature = "stream-file")]
 use rbdx_stream_file as _;
+#[cfg(feature = "stream-http")]
+use rbdx_stream_http as _;
 
 use crate::args::Cli;
 

@@ -331,5 +331,6 @@ mod tests {
         assert!(registry.format_names().contains(&"qcow"), "{registry:?}");
         assert!(registry.format_names().contains(&"native"), "{registry:?}");
         assert!(registry.stream_names().contains(&"file"), "{registry:?}");
+        assert!(registry.stream_names().contains(&"http"), "{registry:?}");
     }
 }
