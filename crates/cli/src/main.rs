@@ -26,6 +26,8 @@ use rbdx_format_raw as _;
 use rbdx_stream_file as _;
 #[cfg(feature = "stream-http")]
 use rbdx_stream_http as _;
+#[cfg(feature = "stream-nbd")]
+use rbdx_stream_nbd as _;
 
 use crate::args::Cli;
 

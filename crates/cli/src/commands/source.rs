@@ -332,5 +332,6 @@ mod tests {
         assert!(registry.format_names().contains(&"native"), "{registry:?}");
         assert!(registry.stream_names().contains(&"file"), "{registry:?}");
         assert!(registry.stream_names().contains(&"http"), "{registry:?}");
+        assert!(registry.stream_names().contains(&"nbd"), "{registry:?}");
     }
 }
