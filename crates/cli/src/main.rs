@@ -28,6 +28,8 @@ use rbdx_stream_file as _;
 use rbdx_stream_http as _;
 #[cfg(feature = "stream-nbd")]
 use rbdx_stream_nbd as _;
+#[cfg(feature = "stream-s3")]
+use rbdx_stream_s3 as _;
 
 use crate::args::Cli;
 

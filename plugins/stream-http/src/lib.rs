@@ -14,6 +14,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,15 +39,45 @@ pub struct HttpStreamFactory;
 
 rbdx_source::inventory::submit! { StreamRegistration(&HttpStreamFactory) }
 
+/// Adds authentication to each request (e.g. S3's signatures) just before it is sent.
+pub trait Authorizer: Send + Sync + std::fmt::Debug {
+    /// Adds the headers that authenticate a `method` request for `url` carrying `headers`.
+    fn authorize(&self, method: &str, url: &reqwest::Url, headers: &mut HeaderMap) -> Result<()>;
+}
+
 /// An object on an HTTP(S) server.
 #[derive(Debug)]
 pub struct HttpStream {
     client: Client,
     url: String,
+    parsed: reqwest::Url,
     size: u64,
     /// The validator pinned at open: (header to send, value).
     pin: Option<(header::HeaderName, HeaderValue)>,
     ca_file: Option<String>,
+    auth: Option<Arc<dyn Authorizer>>,
+}
+
+/// Builds a request with `headers`, authorized if the stream has an authorizer.
+fn build(
+    client: &Client,
+    method: reqwest::Method,
+    url: &reqwest::Url,
+    mut headers: HeaderMap,
+    auth: Option<&Arc<dyn Authorizer>>,
+) -> Result<reqwest::RequestBuilder> {
+    if let Some(auth) = auth {
+        auth.authorize(method.as_str(), url, &mut headers)?;
+    }
+    Ok(client.request(method, url.clone()).headers(headers))
+}
+
+fn range_headers(range: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(range) {
+        h.insert(header::RANGE, v);
+    }
+    h
 }
 
 /// Builds a client, trusting the CA certificates in `ca_file` in addition to the system's.
@@ -99,13 +130,17 @@ fn status_error(url: &str, status: StatusCode) -> Error {
     Error::new(kind, what)
 }
 
-/// Sends the request `make` builds, retrying transport errors and 5xx answers.
-async fn send(url: &str, make: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Response> {
+/// Sends the request `make` builds, retrying transport errors and 5xx answers (a request is
+/// built, and signed, anew for every attempt).
+async fn send(
+    url: &str,
+    make: impl Fn() -> Result<reqwest::RequestBuilder>,
+) -> Result<reqwest::Response> {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         let last = attempt == ATTEMPTS;
-        match make().send().await {
+        match make()?.send().await {
             Ok(resp) if resp.status().is_server_error() && !last => {
                 tracing::debug!("{}: HTTP {}, retrying", redact_url(url), resp.status());
             }
@@ -146,6 +181,15 @@ fn content_range_total(headers: &HeaderMap) -> Option<u64> {
 impl HttpStream {
     /// Opens `url`: finds its size and pins its version.
     pub async fn open(url: &str, ca_file: Option<String>) -> Result<HttpStream> {
+        HttpStream::open_with(url, ca_file, None).await
+    }
+
+    /// Opens `url` with requests authorized by `auth`.
+    pub async fn open_with(
+        url: &str,
+        ca_file: Option<String>,
+        auth: Option<Arc<dyn Authorizer>>,
+    ) -> Result<HttpStream> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Error::invalid(format!(
                 "http stream url '{}' must start with http:// or https://",
@@ -153,7 +197,19 @@ impl HttpStream {
             )));
         }
         let client = client(ca_file.as_deref())?;
-        let head = send(url, || client.head(url)).await?;
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| Error::invalid(format!("invalid url '{}': {e}", redact_url(url))))?;
+        let auth_ref = auth.as_ref();
+        let head = send(url, || {
+            build(
+                &client,
+                reqwest::Method::HEAD,
+                &parsed,
+                HeaderMap::new(),
+                auth_ref,
+            )
+        })
+        .await?;
         if !head.status().is_success() && head.status() != StatusCode::METHOD_NOT_ALLOWED {
             return Err(status_error(url, head.status()));
         }
@@ -165,7 +221,16 @@ impl HttpStream {
             .and_then(|v| v.parse::<u64>().ok());
         // A ranged GET of the first byte proves range support (and gives the size when HEAD
         // did not).
-        let probe = send(url, || client.get(url).header(header::RANGE, "bytes=0-0")).await?;
+        let probe = send(url, || {
+            build(
+                &client,
+                reqwest::Method::GET,
+                &parsed,
+                range_headers("bytes=0-0"),
+                auth_ref,
+            )
+        })
+        .await?;
         let size = match probe.status() {
             StatusCode::PARTIAL_CONTENT => content_range_total(probe.headers())
                 .or(head_len)
@@ -183,9 +248,11 @@ impl HttpStream {
         Ok(HttpStream {
             client,
             url: url.to_owned(),
+            parsed,
             size,
             pin,
             ca_file,
+            auth,
         })
     }
 }
@@ -225,11 +292,17 @@ impl Stream for HttpStream {
         let mut attempt = 1;
         loop {
             let resp = send(&self.url, || {
-                let mut req = self.client.get(&self.url).header(header::RANGE, &range);
+                let mut headers = range_headers(&range);
                 if let Some((name, value)) = &self.pin {
-                    req = req.header(name, value);
+                    headers.insert(name.clone(), value.clone());
                 }
-                req
+                build(
+                    &self.client,
+                    reqwest::Method::GET,
+                    &self.parsed,
+                    headers,
+                    self.auth.as_ref(),
+                )
             })
             .await?;
             let status = resp.status();

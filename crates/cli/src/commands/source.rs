@@ -333,5 +333,6 @@ mod tests {
         assert!(registry.stream_names().contains(&"file"), "{registry:?}");
         assert!(registry.stream_names().contains(&"http"), "{registry:?}");
         assert!(registry.stream_names().contains(&"nbd"), "{registry:?}");
+        assert!(registry.stream_names().contains(&"s3"), "{registry:?}");
     }
 }
