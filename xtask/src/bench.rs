@@ -145,7 +145,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if backend == "dir" && names == ["image"] {
         return crate::image_bench::run();
     }
-    names.retain(|n| *n != "image");
+    if backend == "dir" && names == ["source"] {
+        return crate::source_bench::run();
+    }
+    let wants_source = backend == "dir" && (names.is_empty() || names.contains(&"source"));
+    names.retain(|n| *n != "image" && *n != "source");
     let selected: Vec<&Suite> = SUITES
         .iter()
         .filter(|s| s.backend == backend && (names.is_empty() || names.contains(&s.name)))
@@ -196,6 +200,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if wants_image {
         crate::image_bench::run()?;
+    }
+    if wants_source {
+        crate::source_bench::run()?;
     }
     Ok(())
 }

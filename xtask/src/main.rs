@@ -16,6 +16,7 @@ mod demo;
 mod fuzz;
 mod image_bench;
 mod rados_bench;
+mod source_bench;
 
 use std::process::{Command, ExitCode};
 
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | bench [objstore] [image] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
+                "usage: cargo xtask ci | bench [objstore] [image] [source] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
             );
             return ExitCode::from(2);
         }
