@@ -278,13 +278,18 @@ async fn export(
                 .map_err(|e| CliError::io(format!("cannot create {}", path.display()), e))?,
         )
     };
+    let to_file = file.is_some();
     let mut pieces = futures::stream::iter((0..size.div_ceil(CHUNK)).map(|i| i * CHUNK))
         .map(|off| async move {
             let len = CHUNK.min(size - off);
-            format
-                .read_sparse(snap, off, len, 4096)
-                .await
-                .map(|p| (off, len, p))
+            // A file gets only the data (holes stay holes); standard output gets every byte,
+            // read in one piece without looking for zeros.
+            let parts = if to_file {
+                format.read_sparse(snap, off, len, 4096).await?
+            } else {
+                vec![(off, format.read(snap, off, len).await?)]
+            };
+            Ok::<_, rbdx_source::Error>((off, len, parts))
         })
         .buffered(8);
     let mut stdout = std::io::stdout().lock();
@@ -297,15 +302,11 @@ async fn export(
                 }
             }
             None => {
-                // Standard output gets every byte, zeros included.
-                let mut buf = vec![0u8; len as usize];
-                for (at, data) in parts {
-                    let start = (at - off) as usize;
-                    buf[start..start + data.len()].copy_from_slice(&data);
+                for (_, data) in parts {
+                    stdout
+                        .write_all(&data)
+                        .map_err(|e| CliError::io("cannot write to standard output", e))?;
                 }
-                stdout
-                    .write_all(&buf)
-                    .map_err(|e| CliError::io("cannot write to standard output", e))?;
             }
         }
         progress.update(off + len, size);
