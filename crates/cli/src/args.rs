@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::image_args::{
-    BenchArgs, CreateArgs, ExportArgs, FeatureCommand, ImageArg, ImportArgs, LockCommand,
+    BenchArgs, CreateArgs, DestArg, ExportArgs, FeatureCommand, ImageArg, ImportArgs, LockCommand,
     MetaCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand, SourceCommand,
     TrashCommand,
 };
@@ -109,18 +109,9 @@ pub enum Command {
     Rename {
         #[command(flatten)]
         src: ImageArg,
-        /// The new image spec.
-        #[arg(value_name = "DEST_IMAGE_SPEC")]
-        dest_spec: Option<String>,
-        /// The new pool (must be the same).
-        #[arg(long = "dest-pool", value_name = "POOL")]
-        dest_pool: Option<String>,
-        /// The new namespace (must be the same).
-        #[arg(long = "dest-namespace", value_name = "NAMESPACE")]
-        dest_namespace: Option<String>,
-        /// The new name.
-        #[arg(long = "dest", value_name = "IMAGE")]
-        dest: Option<String>,
+        /// The new name (same pool and namespace).
+        #[command(flatten)]
+        dest: DestArg,
     },
     /// Show the clients that have an image open.
     Status(ImageArg),
@@ -128,18 +119,9 @@ pub enum Command {
     Clone {
         #[command(flatten)]
         parent: ImageArg,
-        /// The clone's image spec.
-        #[arg(value_name = "DEST_IMAGE_SPEC")]
-        dest_spec: Option<String>,
-        /// The clone's pool.
-        #[arg(long = "dest-pool", value_name = "POOL")]
-        dest_pool: Option<String>,
-        /// The clone's namespace.
-        #[arg(long = "dest-namespace", value_name = "NAMESPACE")]
-        dest_namespace: Option<String>,
-        /// The clone's name.
-        #[arg(long = "dest", value_name = "IMAGE")]
-        dest: Option<String>,
+        /// The clone.
+        #[command(flatten)]
+        dest: DestArg,
         #[command(flatten)]
         create: CreateArgs,
     },

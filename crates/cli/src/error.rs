@@ -39,6 +39,21 @@ impl CliError {
         }
     }
 
+    /// An error whose message is `e` followed by its causes, exiting with `errno`.
+    fn with_causes(e: &dyn std::error::Error, errno: i32) -> Self {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        CliError {
+            message,
+            code: u8::try_from(errno).unwrap_or(1),
+        }
+    }
+
     /// An error with an explicit exit status.
     pub fn with_code(message: impl Into<String>, code: u8) -> Self {
         CliError {
@@ -61,49 +76,19 @@ impl fmt::Display for CliError {
 
 impl From<rbdx_objstore::Error> for CliError {
     fn from(e: rbdx_objstore::Error) -> Self {
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        CliError {
-            message,
-            code: u8::try_from(e.errno()).unwrap_or(1),
-        }
+        CliError::with_causes(&e, e.errno())
     }
 }
 
 impl From<rbdx_image::Error> for CliError {
     fn from(e: rbdx_image::Error) -> Self {
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        CliError {
-            message,
-            code: u8::try_from(e.errno()).unwrap_or(1),
-        }
+        CliError::with_causes(&e, e.errno())
     }
 }
 
 impl From<rbdx_source::Error> for CliError {
     fn from(e: rbdx_source::Error) -> Self {
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        CliError {
-            message,
-            code: u8::try_from(e.errno()).unwrap_or(1),
-        }
+        CliError::with_causes(&e, e.errno())
     }
 }
 

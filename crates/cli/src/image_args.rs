@@ -40,6 +40,35 @@ pub struct ImageArg {
     pub opts: SpecOptions,
 }
 
+/// The destination image of `rename` and `clone`: a spec and/or the `--dest-*` options.
+#[derive(Debug, Clone, Args)]
+pub struct DestArg {
+    /// The destination image spec.
+    #[arg(value_name = "DEST_IMAGE_SPEC")]
+    pub dest_spec: Option<String>,
+    /// The destination pool.
+    #[arg(long = "dest-pool", value_name = "POOL")]
+    pub dest_pool: Option<String>,
+    /// The destination namespace.
+    #[arg(long = "dest-namespace", value_name = "NAMESPACE")]
+    pub dest_namespace: Option<String>,
+    /// The destination image name.
+    #[arg(long = "dest", value_name = "IMAGE")]
+    pub dest_image: Option<String>,
+}
+
+impl DestArg {
+    /// Returns the options part as spec options.
+    pub fn options(&self) -> SpecOptions {
+        SpecOptions {
+            pool: self.dest_pool.clone(),
+            namespace: self.dest_namespace.clone(),
+            image: self.dest_image.clone(),
+            snap: None,
+        }
+    }
+}
+
 /// An image spec argument that must be given positionally (commands with more positional
 /// arguments after it).
 #[derive(Debug, Clone, Args)]

@@ -49,6 +49,24 @@ impl ProgressLine {
         }
     }
 
+    /// Ends the line as `result` says: `done.` for success, `failed.` for an error, which is
+    /// returned.
+    pub fn conclude<T, E: Into<crate::error::CliError>>(
+        &self,
+        result: Result<T, E>,
+    ) -> crate::error::CliResult<T> {
+        match result {
+            Ok(value) => {
+                self.finish();
+                Ok(value)
+            }
+            Err(e) => {
+                self.fail();
+                Err(e.into())
+            }
+        }
+    }
+
     /// Finishes the line with `failed.`.
     pub fn fail(&self) {
         if self.enabled && self.last.lock().map(|l| l.is_some()).unwrap_or(false) {

@@ -13,7 +13,7 @@ use crate::image::{Image, OpenOptions, read_header};
 use crate::layout::{DEFAULT_ORDER, Layout};
 use crate::names;
 use crate::objectmap::{MAX_OBJECTS, ObjectMap};
-use crate::snapshot::Progress;
+use crate::snapshot::{Progress, StepCounter};
 use crate::{directory, io::CONCURRENCY};
 
 /// How to create an image.
@@ -139,18 +139,7 @@ impl Images {
             .unwrap_or(Features::DEFAULT)
             .without(Features::STRIPINGV2)
             .without(Features::DATA_POOL);
-        let extra = features.without(Features::USER_CREATABLE);
-        if extra.contains(Features::JOURNALING) {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "the journaling feature is not available yet",
-            ));
-        }
-        if extra != Features(0) {
-            return Err(Error::invalid(format!(
-                "features {extra} cannot be requested at create"
-            )));
-        }
+        features.check_allowed(Features::USER_CREATABLE, "requested at create")?;
         if layout.is_fancy() {
             features = features.with(Features::STRIPINGV2);
         }
@@ -249,6 +238,22 @@ impl Images {
         Ok(())
     }
 
+    /// Fails with `Busy`, naming a client, if any client has image `name` (id `id`) open.
+    pub(crate) async fn ensure_unwatched(&self, name: &str, id: &str) -> Result<()> {
+        let watchers = self
+            .store
+            .list_watchers(&self.io, &names::header_object(id))
+            .await
+            .ctx(|| format!("cannot list the watchers of image {name}"))?;
+        match watchers.first() {
+            Some(w) => Err(Error::busy(format!(
+                "image {name} still has watchers ({} at {}); close it there first",
+                w.client.id, w.client.addr
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Lists image names and ids, sorted by name.
     pub async fn list(&self) -> Result<BTreeMap<String, String>> {
         directory::list(&self.store, &self.io).await
@@ -325,17 +330,7 @@ impl Images {
                     ),
                 ));
             }
-            let watchers = self
-                .store
-                .list_watchers(&self.io, &header_oid)
-                .await
-                .ctx(|| format!("cannot list the watchers of image {name}"))?;
-            if let Some(w) = watchers.first() {
-                return Err(Error::busy(format!(
-                    "image {name} still has watchers ({} at {}); close it there first",
-                    w.client.id, w.client.addr
-                )));
-            }
+            self.ensure_unwatched(name, &id).await?;
             let data_io = match header.data_pool_id {
                 Some(pool) => {
                     IoCtx::with_namespace(rbdx_objstore::PoolId(pool), self.io.namespace())
@@ -350,7 +345,7 @@ impl Images {
                 .await
                 .ctx(|| format!("cannot list the data objects of image {name}"))?;
             let total = oids.len() as u64;
-            let done = std::sync::atomic::AtomicU64::new(0);
+            let done = StepCounter::new(total);
             let snapc = SnapContext::empty();
             futures::stream::iter(oids)
                 .map(|oid| {
@@ -365,8 +360,7 @@ impl Images {
                             Err(e) if e.kind() == rbdx_objstore::ErrorKind::NotFound => {}
                             Err(e) => return Err(Error::store(format!("cannot remove {oid}"), e)),
                         }
-                        let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                        progress(n, total);
+                        done.step(progress);
                         Ok(())
                     }
                 })

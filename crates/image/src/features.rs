@@ -1,6 +1,6 @@
 //! Image feature bits, with RBD's values and names.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// A set of image features (RBD's bit values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -93,6 +93,22 @@ impl Features {
             .filter(|(_, f)| self.contains(*f))
             .map(|(n, _)| *n)
             .collect()
+    }
+
+    /// Refuses features outside `allowed`: journaling as not available yet (Unsupported),
+    /// anything else as invalid, with `how` completing "features X cannot be …".
+    pub fn check_allowed(self, allowed: Features, how: &str) -> Result<()> {
+        let extra = self.without(allowed);
+        if extra.contains(Features::JOURNALING) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "the journaling feature is not available yet",
+            ));
+        }
+        if extra != Features(0) {
+            return Err(Error::invalid(format!("features {extra} cannot be {how}")));
+        }
+        Ok(())
     }
 
     /// Checks the dependencies between features, as RBD does.

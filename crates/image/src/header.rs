@@ -309,6 +309,18 @@ impl Header {
         self.snapshots.values().find(|s| s.name == name)
     }
 
+    /// Returns every view of the image with its size: the snapshots, oldest first, then the
+    /// head (`None`).
+    pub fn views(&self) -> Vec<(Option<SnapInfo>, u64)> {
+        let mut views: Vec<(Option<SnapInfo>, u64)> = self
+            .snapshots
+            .values()
+            .map(|s| (Some(s.clone()), s.size))
+            .collect();
+        views.push((None, self.size));
+        views
+    }
+
     /// Returns the creation time.
     pub fn created(&self) -> SystemTime {
         UNIX_EPOCH + Duration::new(self.create_timestamp.0, self.create_timestamp.1)

@@ -27,7 +27,7 @@ use crate::header::{ParentSpec, Protection};
 use crate::image::{Image, Inner, OpenOptions};
 use crate::io::CONCURRENCY;
 use crate::objectmap::ObjectState;
-use crate::snapshot::Progress;
+use crate::snapshot::{Progress, StepCounter};
 
 /// The longest chain of clones followed.
 pub const MAX_DEPTH: usize = 16;
@@ -453,7 +453,7 @@ impl Image {
         };
         let layout = header.layout;
         let total = layout.num_objects(header.size);
-        let done = std::sync::atomic::AtomicU64::new(0);
+        let done = StepCounter::new(total);
         futures::stream::iter(0..total)
             .map(|objectno| {
                 let done = &done;
@@ -461,8 +461,7 @@ impl Image {
                     if inner.overlaps_parent(objectno) {
                         inner.flatten_object(objectno).await?;
                     }
-                    let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    progress(n, total);
+                    done.step(progress);
                     Ok::<(), Error>(())
                 }
             })

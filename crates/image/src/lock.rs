@@ -57,6 +57,10 @@ impl LockState {
         format!("auto {}", self.watch_cookie.load(Ordering::SeqCst))
     }
 
+    fn set_handed_over(&self, at: Option<Instant>) {
+        *self.handed_over.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
     /// Returns true while this handle holds the exclusive lock.
     pub fn owned(&self) -> bool {
         self.owned.load(Ordering::SeqCst)
@@ -264,28 +268,16 @@ pub(crate) async fn ensure_lock(inner: &Inner) -> Result<()> {
         return Err(e);
     }
     inner.lock.owned.store(true, Ordering::SeqCst);
-    *inner
-        .lock
-        .handed_over
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = None;
+    inner.lock.set_handed_over(None);
     Ok(())
 }
 
 /// Releases the lock because another client asked for it, and remembers when.
 async fn hand_over(inner: &Inner) -> Result<()> {
-    *inner
-        .lock
-        .handed_over
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    inner.lock.set_handed_over(Some(Instant::now()));
     release(inner).await?;
     // The grace time counts from the actual release.
-    *inner
-        .lock
-        .handed_over
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    inner.lock.set_handed_over(Some(Instant::now()));
     Ok(())
 }
 

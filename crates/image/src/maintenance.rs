@@ -10,13 +10,13 @@
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::features::Features;
 use crate::header::{FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID};
 use crate::image::{Image, Inner, load_object_map};
 use crate::io::CONCURRENCY;
 use crate::objectmap::{ObjectMap, ObjectState};
-use crate::snapshot::Progress;
+use crate::snapshot::{Progress, StepCounter};
 
 /// What `object-map check` found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,14 +72,11 @@ impl Inner {
     /// The points to survey: every snapshot, then the head, with their object counts.
     fn points(&self) -> Vec<(Option<u64>, u64)> {
         let header = self.header();
-        let layout = header.layout;
-        let mut points: Vec<(Option<u64>, u64)> = header
-            .snapshots
-            .values()
-            .map(|s| (Some(s.id), layout.num_objects(s.size)))
-            .collect();
-        points.push((None, layout.num_objects(header.size)));
-        points
+        header
+            .views()
+            .into_iter()
+            .map(|(snap, size)| (snap.map(|s| s.id), header.layout.num_objects(size)))
+            .collect()
     }
 }
 
@@ -105,11 +102,8 @@ impl Image {
         self.require_object_map()?;
         let points = inner.points();
         let total: u64 = points.iter().map(|(_, n)| n).sum();
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let tick = || {
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            progress(n, total);
-        };
+        let counter = StepCounter::new(total);
+        let tick = || counter.step(progress);
         for (snap, count) in points {
             let map = inner.survey(snap, count, &tick).await?;
             inner.store_object_map(snap, &map).await?;
@@ -138,11 +132,8 @@ impl Image {
         self.require_object_map()?;
         let points = inner.points();
         let total: u64 = points.iter().map(|(_, n)| n).sum();
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let tick = || {
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            progress(n, total);
-        };
+        let counter = StepCounter::new(total);
+        let tick = || counter.step(progress);
         let mut check = MapCheck {
             missing: Vec::new(),
             unreadable: Vec::new(),
@@ -205,19 +196,12 @@ impl Image {
         } else {
             Features::USER_MUTABLE.with(Features::DEEP_FLATTEN)
         };
-        let extra = features.without(mutable);
-        if extra.contains(Features::JOURNALING) {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "the journaling feature is not available yet",
-            ));
-        }
-        if extra != Features(0) {
-            return Err(Error::invalid(format!(
-                "features {extra} cannot be {} after the image is created",
-                if enable { "enabled" } else { "disabled" }
-            )));
-        }
+        let how = if enable {
+            "enabled after the image is created"
+        } else {
+            "disabled after the image is created"
+        };
+        features.check_allowed(mutable, how)?;
         let target = if enable {
             if current.contains(features) {
                 return Err(Error::invalid(

@@ -11,13 +11,44 @@ use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId, WriteOp};
 
 use crate::error::{Error, ErrorKind, Result, StoreContext};
 use crate::features::Features;
-use crate::header::{FLAG_OBJECT_MAP_INVALID, Protection, SnapInfo, now};
+use crate::header::{FLAG_OBJECT_MAP_INVALID, Header, Protection, SnapInfo, now};
 use crate::image::{Image, load_object_map};
 use crate::io::{CONCURRENCY, Effect};
 use crate::objectmap::{ObjectMap, ObjectState};
 
 /// Progress of a long operation: bytes (or objects) done and the total.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+/// Counts finished steps of a long operation whose steps end in any order, and reports each.
+#[derive(Debug)]
+pub(crate) struct StepCounter {
+    done: std::sync::atomic::AtomicU64,
+    total: u64,
+}
+
+impl StepCounter {
+    /// Counts towards `total` steps.
+    pub fn new(total: u64) -> Self {
+        StepCounter {
+            done: std::sync::atomic::AtomicU64::new(0),
+            total,
+        }
+    }
+
+    /// Counts one more finished step and reports it.
+    pub fn step(&self, progress: Progress<'_>) {
+        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        progress(n, self.total);
+    }
+}
+
+/// Finds snapshot `name` in a header being changed.
+fn snapshot_mut<'a>(h: &'a mut Header, name: &str, image: &str) -> Result<&'a mut SnapInfo> {
+    h.snapshots
+        .values_mut()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Error::not_found(format!("snapshot {name} of image {image} does not exist")))
+}
 
 fn check_snap_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains('/') || name.contains('@') {
@@ -215,16 +246,7 @@ impl Image {
                         format!("snapshot {new} of image {} already exists", inner.name),
                     ));
                 }
-                let snap = h
-                    .snapshots
-                    .values_mut()
-                    .find(|s| s.name == old)
-                    .ok_or_else(|| {
-                        Error::not_found(format!(
-                            "snapshot {old} of image {} does not exist",
-                            inner.name
-                        ))
-                    })?;
+                let snap = snapshot_mut(h, old, &inner.name)?;
                 snap.name = new.to_owned();
                 Ok(())
             })
@@ -259,16 +281,7 @@ impl Image {
                         format!("image {} does not have the layering feature", inner.name),
                     ));
                 }
-                let snap = h
-                    .snapshots
-                    .values_mut()
-                    .find(|s| s.name == name)
-                    .ok_or_else(|| {
-                        Error::not_found(format!(
-                            "snapshot {name} of image {} does not exist",
-                            inner.name
-                        ))
-                    })?;
+                let snap = snapshot_mut(h, name, &inner.name)?;
                 match (protect, snap.protection) {
                     (true, Protection::Protected) => {
                         Err(Error::busy(format!("snapshot {name} is already protected")))
@@ -338,7 +351,7 @@ impl Image {
             }
             guard.clone()
         };
-        let done = std::sync::atomic::AtomicU64::new(0);
+        let done = StepCounter::new(total);
         futures::stream::iter(0..total)
             .map(|objectno| {
                 let snap_map = &snap_map;
@@ -380,8 +393,7 @@ impl Image {
                         }
                         None => {}
                     }
-                    let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                    progress(n, total);
+                    done.step(progress);
                     Ok::<(), Error>(())
                 }
             })

@@ -63,17 +63,7 @@ impl Images {
         source: TrashSource,
     ) -> Result<String> {
         let id = directory::lookup(self.store(), self.io_ctx(), name).await?;
-        let watchers = self
-            .store()
-            .list_watchers(self.io_ctx(), &names::header_object(&id))
-            .await
-            .ctx(|| format!("cannot list the watchers of image {name}"))?;
-        if let Some(w) = watchers.first() {
-            return Err(Error::busy(format!(
-                "image {name} still has watchers ({} at {}); close it there first",
-                w.client.id, w.client.addr
-            )));
-        }
+        self.ensure_unwatched(name, &id).await?;
         let now = SystemTime::now();
         let entry = TrashEntry {
             id: id.clone(),

@@ -34,12 +34,7 @@ impl Image {
         let exact = header.features.contains(Features::FAST_DIFF)
             && header.flags & invalid == 0
             && header.snapshots.values().all(|s| s.flags & invalid == 0);
-        let mut points: Vec<(Option<SnapInfo>, u64)> = header
-            .snapshots
-            .values()
-            .map(|s| (Some(s.clone()), s.size))
-            .collect();
-        points.push((None, header.size));
+        let points = header.views();
         let mut out = Vec::new();
         if exact {
             for (snap, size) in points {
@@ -79,12 +74,7 @@ impl Image {
             .await
             .ctx(|| format!("cannot list the data objects of image {}", inner.name))?;
         let mut out = Vec::new();
-        let mut points: Vec<(Option<SnapInfo>, u64)> = header
-            .snapshots
-            .values()
-            .map(|s| (Some(s.clone()), s.size))
-            .collect();
-        points.push((None, header.size));
+        let points = header.views();
         for (snap, size) in points {
             let mut count = 0u64;
             for oid in &oids {

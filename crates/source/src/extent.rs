@@ -54,6 +54,23 @@ pub fn is_zero(data: &[u8]) -> bool {
     body && chunks.remainder().iter().all(|&b| b == 0)
 }
 
+/// Returns `(offset, length)` of the runs of `data` made of `block`-sized blocks that are not
+/// all zeros (the last block may be shorter); everything else is left out.
+pub fn nonzero_runs(data: &[u8], block: usize) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (n, chunk) in data.chunks(block.max(1)).enumerate() {
+        if is_zero(chunk) {
+            continue;
+        }
+        let at = n * block.max(1);
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == at => *len += chunk.len(),
+            _ => runs.push((at, chunk.len())),
+        }
+    }
+    runs
+}
+
 /// Merges adjacent extents of the same kind and fills the gaps of `[offset, offset + len)`
 /// that `extents` leaves uncovered with `gap` extents.
 pub fn normalize(mut extents: Vec<Extent>, offset: u64, len: u64, gap: ExtentKind) -> Vec<Extent> {
@@ -133,6 +150,20 @@ mod tests {
                 Extent::zero(25, 25)
             ]
         );
+    }
+
+    #[test]
+    fn zero_blocks_are_skipped_and_runs_merged() {
+        let mut data = vec![0u8; 5 * 4096];
+        data[4096] = 1;
+        data[2 * 4096 + 7] = 2;
+        data[4 * 4096 + 4095] = 3;
+        assert_eq!(
+            nonzero_runs(&data, 4096),
+            vec![(4096, 8192), (4 * 4096, 4096)]
+        );
+        assert!(nonzero_runs(&[0u8; 100], 4096).is_empty());
+        assert_eq!(nonzero_runs(&[0, 0, 9], 4096), vec![(0, 3)]);
     }
 
     #[test]

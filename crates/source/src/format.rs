@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::extent::{Extent, ExtentKind, is_zero};
+use crate::extent::{Extent, ExtentKind, nonzero_runs};
 
 /// A snapshot of a source image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,23 +68,8 @@ pub trait Format: Send + Sync + Debug {
                 continue;
             }
             let data = self.read(snap, e.offset, e.length).await?;
-            let mut at = 0usize;
-            while at < data.len() {
-                let end = (at + block).min(data.len());
-                if is_zero(&data[at..end]) {
-                    at = end;
-                    continue;
-                }
-                let start = at;
-                at = end;
-                while at < data.len() {
-                    let next = (at + block).min(data.len());
-                    if is_zero(&data[at..next]) {
-                        break;
-                    }
-                    at = next;
-                }
-                out.push((e.offset + start as u64, data.slice(start..at)));
+            for (at, len) in nonzero_runs(&data, block) {
+                out.push((e.offset + at as u64, data.slice(at..at + len)));
             }
         }
         Ok(out)

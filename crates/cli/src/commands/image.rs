@@ -12,11 +12,11 @@ use rbdx_objstore::{IoCtx, ObjectStore};
 use serde::Serialize;
 
 use crate::error::{CliError, CliResult};
-use crate::image_args::{CreateArgs, ImageArg, PoolArg};
+use crate::image_args::{CreateArgs, DestArg, ImageArg, PoolArg};
 use crate::output::{Printer, ctime};
 use crate::progress::ProgressLine;
 use crate::size::{format_size, parse_size};
-use crate::spec::{ImageSpec, SnapRule, SpecOptions, resolve_pool};
+use crate::spec::{ImageSpec, SnapRule, resolve_pool};
 
 /// Returns the images of a pool namespace, checking that the pool exists.
 pub async fn images(
@@ -408,19 +408,10 @@ pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer
 pub async fn rm(store: &Arc<dyn ObjectStore>, arg: &ImageArg, show_progress: bool) -> CliResult {
     let (spec, images) = resolve(store, arg, SnapRule::None).await?;
     let progress = ProgressLine::new("Removing image", show_progress);
-    match images
+    let result = images
         .remove(&spec.image, &|done, total| progress.update(done, total))
-        .await
-    {
-        Ok(()) => {
-            progress.finish();
-            Ok(())
-        }
-        Err(e) => {
-            progress.fail();
-            Err(e.into())
-        }
-    }
+        .await;
+    progress.conclude(result)
 }
 
 /// `rbdx resize`.
@@ -437,27 +428,15 @@ pub async fn resize(
     let progress = ProgressLine::new("Resizing image", show_progress);
     let result = image.resize(size, allow_shrink).await;
     let closed = image.close().await;
-    match result {
-        Ok(()) => {
-            progress.finish();
-            closed?;
-            Ok(())
-        }
-        Err(e) => {
-            progress.fail();
-            Err(e.into())
-        }
-    }
+    progress.conclude(result)?;
+    Ok(closed?)
 }
 
 /// `rbdx rename`.
-pub async fn rename(
-    store: &Arc<dyn ObjectStore>,
-    src: &ImageArg,
-    dest_spec: Option<&str>,
-    dest_opts: SpecOptions,
-) -> CliResult {
+pub async fn rename(store: &Arc<dyn ObjectStore>, src: &ImageArg, dest_arg: &DestArg) -> CliResult {
     let (spec, images) = resolve(store, src, SnapRule::None).await?;
+    let dest_opts = dest_arg.options();
+    let dest_spec = dest_arg.dest_spec.as_deref();
     let dest = dest_opts.resolve(dest_spec, SnapRule::None)?;
     let dest_pool = if dest_spec.is_some_and(|d| d.contains('/')) || dest_opts.pool.is_some() {
         dest.pool.clone()

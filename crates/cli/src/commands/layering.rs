@@ -8,21 +8,22 @@ use serde::Serialize;
 
 use crate::commands::image::{create_options, images, resolve};
 use crate::error::CliResult;
-use crate::image_args::{CreateArgs, ImageArg};
+use crate::image_args::{CreateArgs, DestArg, ImageArg};
 use crate::output::Printer;
 use crate::progress::ProgressLine;
-use crate::spec::{SnapRule, SpecOptions};
+use crate::spec::SnapRule;
 
 /// `rbdx clone`.
 pub async fn clone(
     store: &Arc<dyn ObjectStore>,
     parent_arg: &ImageArg,
-    dest_spec: Option<&str>,
-    dest_opts: SpecOptions,
+    dest_arg: &DestArg,
     create: &CreateArgs,
 ) -> CliResult {
     let (spec, parent_images) = resolve(store, parent_arg, SnapRule::Required).await?;
-    let dest = dest_opts.resolve(dest_spec, SnapRule::None)?;
+    let dest = dest_arg
+        .options()
+        .resolve(dest_arg.dest_spec.as_deref(), SnapRule::None)?;
     let parent = parent_images
         .open(&spec.image, OpenOptions::default().with_read_only(true))
         .await?;
@@ -57,17 +58,8 @@ pub async fn flatten(
     let progress = ProgressLine::new("Image flatten", show_progress);
     let result = image.flatten(&|d, t| progress.update(d, t)).await;
     let closed = image.close().await;
-    match result {
-        Ok(()) => {
-            progress.finish();
-            closed?;
-            Ok(())
-        }
-        Err(e) => {
-            progress.fail();
-            Err(e.into())
-        }
-    }
+    progress.conclude(result)?;
+    Ok(closed?)
 }
 
 #[derive(Serialize)]

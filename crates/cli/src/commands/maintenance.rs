@@ -74,14 +74,7 @@ pub async fn object_map(
         image.object_map_check(&tick).await.map(Some)
     };
     let closed = image.close().await;
-    let check = match result {
-        Ok(check) => check,
-        Err(e) => {
-            progress.fail();
-            return Err(e.into());
-        }
-    };
-    progress.finish();
+    let check = progress.conclude(result)?;
     closed?;
     if let Some(check) = check {
         let out = CheckOut {

@@ -46,38 +46,13 @@ pub async fn run(cli: Cli) -> CliResult {
             size,
             allow_shrink,
         } => image::resize(&store, &arg, &size, allow_shrink, progress).await,
-        Command::Rename {
-            src,
-            dest_spec,
-            dest_pool,
-            dest_namespace,
-            dest,
-        } => {
-            let opts = crate::spec::SpecOptions {
-                pool: dest_pool,
-                namespace: dest_namespace,
-                image: dest,
-                snap: None,
-            };
-            image::rename(&store, &src, dest_spec.as_deref(), opts).await
-        }
+        Command::Rename { src, dest } => image::rename(&store, &src, &dest).await,
         Command::Status(arg) => image::status(&store, &arg, printer).await,
         Command::Clone {
             parent,
-            dest_spec,
-            dest_pool,
-            dest_namespace,
             dest,
             create,
-        } => {
-            let opts = crate::spec::SpecOptions {
-                pool: dest_pool,
-                namespace: dest_namespace,
-                image: dest,
-                snap: None,
-            };
-            layering::clone(&store, &parent, dest_spec.as_deref(), opts, &create).await
-        }
+        } => layering::clone(&store, &parent, &dest, &create).await,
         Command::Flatten(arg) => layering::flatten(&store, &arg, progress).await,
         Command::Children(arg) => layering::children(&store, &arg, printer).await,
         Command::Feature { command } => maintenance::feature(&store, command, progress).await,
@@ -110,6 +85,19 @@ pub fn read_input(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
         std::fs::read(path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     }
+}
+
+/// Creates a new output file, refusing to overwrite one; `None` for `-` (standard output).
+pub fn create_output(path: &std::path::Path) -> crate::error::CliResult<Option<std::fs::File>> {
+    if path.as_os_str() == "-" {
+        return Ok(None);
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map(Some)
+        .map_err(|e| crate::error::CliError::io(format!("cannot create {}", path.display()), e))
 }
 
 /// Writes `data` to a file, or standard output for `-`.

@@ -140,11 +140,7 @@ pub async fn run(
                     .await
             })
             .await;
-            if result.is_err() {
-                progress.fail();
-            }
-            result?;
-            progress.finish();
+            progress.conclude(result)?;
         }
         SnapCommand::Protect(arg) => {
             let (spec, image) = open(store, &arg, SnapRule::Required).await?;

@@ -267,17 +267,7 @@ async fn export(
 ) -> CliResult {
     use std::io::Write as _;
     let size = format.view_size(snap);
-    let mut file = if path.as_os_str() == "-" {
-        None
-    } else {
-        Some(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .map_err(|e| CliError::io(format!("cannot create {}", path.display()), e))?,
-        )
-    };
+    let mut file = crate::commands::create_output(path)?;
     let to_file = file.is_some();
     let mut pieces = futures::stream::iter((0..size.div_ceil(CHUNK)).map(|i| i * CHUNK))
         .map(|off| async move {

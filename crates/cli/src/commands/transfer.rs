@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_image::{Image, OpenOptions};
 use rbdx_objstore::ObjectStore;
+use rbdx_source::extent::nonzero_runs;
 
 use crate::commands::image::{create_options, images, resolve};
 use crate::error::{CliError, CliResult};
@@ -24,16 +25,6 @@ use crate::spec::{SnapRule, SpecOptions};
 
 const SPARSE_BLOCK: usize = 4096;
 const IN_FLIGHT: usize = 8;
-
-fn is_zero(block: &[u8]) -> bool {
-    // OR 64 bytes at a time (the compiler vectorises this), stopping at the first non-zero
-    // chunk.
-    let mut chunks = block.chunks_exact(64);
-    let body = chunks
-        .by_ref()
-        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0);
-    body && chunks.remainder().iter().all(|&b| b == 0)
-}
 
 fn require_format_1(format: u8) -> CliResult {
     match format {
@@ -68,17 +59,7 @@ pub async fn export(
         )
         .await?;
     let to_stdout = path.as_os_str() == "-";
-    let file = if to_stdout {
-        None
-    } else {
-        Some(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| CliError::io(format!("cannot create {}", path.display()), e))?,
-        )
-    };
+    let file = crate::commands::create_output(&path)?;
     let progress = ProgressLine::new("Exporting image", show_progress && !to_stdout);
     let result = export_into(&image, file, &progress).await;
     let closed = image.close().await;
@@ -134,24 +115,9 @@ async fn export_into(image: &Image, mut file: Option<File>, progress: &ProgressL
 
 /// Writes the non-zero blocks of `data` at `offset`, leaving holes for the rest.
 fn write_sparse(file: &mut File, offset: u64, data: &[u8]) -> std::io::Result<()> {
-    let mut at = 0;
-    while at < data.len() {
-        let end = (at + SPARSE_BLOCK).min(data.len());
-        if is_zero(&data[at..end]) {
-            at = end;
-            continue;
-        }
-        let mut run_end = end;
-        while run_end < data.len() {
-            let next = (run_end + SPARSE_BLOCK).min(data.len());
-            if is_zero(&data[run_end..next]) {
-                break;
-            }
-            run_end = next;
-        }
+    for (at, len) in nonzero_runs(data, SPARSE_BLOCK) {
         file.seek(SeekFrom::Start(offset + at as u64))?;
-        file.write_all(&data[at..run_end])?;
-        at = run_end;
+        file.write_all(&data[at..at + len])?;
     }
     Ok(())
 }
@@ -341,47 +307,4 @@ async fn import_into(
         .map_err(|e| CliError::invalid(format!("input reader failed: {e}")))?;
     image.flush().await?;
     Ok(())
-}
-
-/// Returns `(offset, length)` of the runs of non-zero `block`-sized blocks in `data`.
-fn nonzero_runs(data: &[u8], block: usize) -> Vec<(usize, usize)> {
-    let mut runs = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        let end = (at + block).min(data.len());
-        if is_zero(&data[at..end]) {
-            at = end;
-            continue;
-        }
-        let start = at;
-        at = end;
-        while at < data.len() {
-            let next = (at + block).min(data.len());
-            if is_zero(&data[at..next]) {
-                break;
-            }
-            at = next;
-        }
-        runs.push((start, at - start));
-    }
-    runs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_blocks_are_skipped_and_runs_merged() {
-        let mut data = vec![0u8; 5 * 4096];
-        data[4096] = 1;
-        data[2 * 4096 + 7] = 2;
-        data[4 * 4096 + 4095] = 3;
-        assert_eq!(
-            nonzero_runs(&data, 4096),
-            vec![(4096, 8192), (4 * 4096, 4096)]
-        );
-        assert!(nonzero_runs(&[0u8; 100], 4096).is_empty());
-        assert_eq!(nonzero_runs(&[0, 0, 9], 4096), vec![(0, 3)]);
-    }
 }

@@ -134,16 +134,10 @@ pub async fn run(
             let (pool, namespace) = resolve_pool(None, &pool, &namespace)?;
             let images = images(store, &pool, &namespace).await?;
             let progress = ProgressLine::new("Removing image", show_progress);
-            match images
+            let result = images
                 .trash_remove(&id, force, &|d, t| progress.update(d, t))
-                .await
-            {
-                Ok(()) => progress.finish(),
-                Err(e) => {
-                    progress.fail();
-                    return Err(e.into());
-                }
-            }
+                .await;
+            progress.conclude(result)?;
         }
         TrashCommand::Purge { pool } => {
             let (pool, namespace) =
@@ -153,13 +147,7 @@ pub async fn run(
             let (_, failure) = images
                 .trash_purge(SystemTime::now(), &|d, t| progress.update(d, t))
                 .await?;
-            match failure {
-                None => progress.finish(),
-                Some(e) => {
-                    progress.fail();
-                    return Err(e.into());
-                }
-            }
+            progress.conclude(failure.map_or(Ok(()), Err))?;
         }
     }
     Ok(())
