@@ -18,6 +18,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod buffer;
 mod context;
 mod error;
 pub mod extent;
@@ -27,6 +28,7 @@ mod registry;
 pub mod spec;
 mod stream;
 
+pub use buffer::{BufferPool, PooledBuf};
 pub use context::{Clusters, OpenContext, SecretStore};
 pub use error::{Error, ErrorKind, Result};
 pub use extent::{Extent, ExtentKind};

@@ -230,7 +230,7 @@ impl Stream for DynStream {
         check_range(self, offset, length, self.size)?;
         let (vtable, handle) = (self.vtable, self.handle.clone());
         let (rc, buf) = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; length as usize];
+            let mut buf = crate::BufferPool::global().take(length as usize);
             // SAFETY: an open handle (kept alive by the Arc) and `length` writable bytes.
             let rc = unsafe { (vtable.read_at)(handle.0, offset, buf.as_mut_ptr(), buf.len()) };
             (rc, buf)
@@ -243,6 +243,6 @@ impl Stream for DynStream {
                 rc,
             ));
         }
-        Ok(Bytes::from(buf))
+        Ok(buf.freeze())
     }
 }

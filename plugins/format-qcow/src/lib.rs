@@ -31,8 +31,8 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_source::extent::normalize;
 use rbdx_source::{
-    Error, ErrorKind, Extent, ExtentKind, Format, FormatFactory, FormatRegistration, OpenContext,
-    Result, SnapshotInfo, SourceSpec, Stream,
+    BufferPool, Error, ErrorKind, Extent, ExtentKind, Format, FormatFactory, FormatRegistration,
+    OpenContext, Result, SnapshotInfo, SourceSpec, Stream,
 };
 use serde_json::{Map, Value};
 
@@ -509,19 +509,28 @@ impl Format for QcowFormat {
         {
             return Ok(data);
         }
-        let mut buf = vec![0u8; length as usize];
+        let unbacked = self.backing.is_none();
+        if let [(_, _, m)] = runs.as_slice()
+            && (*m == Mapping::Zero || (*m == Mapping::Unallocated && unbacked))
+        {
+            return Ok(rbdx_source::buffer::zeros(length as usize));
+        }
+        let mut buf = BufferPool::global().take(length as usize);
         let mut pieces = futures::stream::iter(runs)
             .map(|(pos, len, mapping)| async move {
-                self.read_run(pos, len, mapping).await.map(|d| (pos, d))
+                self.read_run(pos, len, mapping)
+                    .await
+                    .map(|d| (pos, len, d))
             })
             .buffer_unordered(IN_FLIGHT);
-        while let Some((pos, data)) = pieces.try_next().await? {
-            if let Some(data) = data {
-                let at = (pos - offset) as usize;
-                buf[at..at + data.len()].copy_from_slice(&data);
+        while let Some((pos, len, data)) = pieces.try_next().await? {
+            let at = (pos - offset) as usize;
+            match data {
+                Some(data) => buf[at..at + data.len()].copy_from_slice(&data),
+                None => buf[at..at + len as usize].fill(0),
             }
         }
-        Ok(Bytes::from(buf))
+        Ok(buf.freeze())
     }
 
     async fn extents(&self, snap: Option<usize>, offset: u64, length: u64) -> Result<Vec<Extent>> {

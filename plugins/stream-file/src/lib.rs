@@ -17,8 +17,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rbdx_source::{
-    Error, ErrorKind, Extent, ExtentKind, OpenContext, Result, SpecReader, Stream, StreamFactory,
-    StreamRegistration, check_range, extent::normalize,
+    BufferPool, Error, ErrorKind, Extent, ExtentKind, OpenContext, Result, SpecReader, Stream,
+    StreamFactory, StreamRegistration, check_range, extent::normalize,
 };
 use serde_json::{Map, Value};
 
@@ -138,7 +138,7 @@ impl Stream for FileStream {
         check_range(self, offset, length, self.size)?;
         let file = self.file.clone();
         let data = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; length as usize];
+            let mut buf = BufferPool::global().take(length as usize);
             file.read_exact_at(&mut buf, offset).map(|()| buf)
         })
         .await
@@ -150,7 +150,7 @@ impl Stream for FileStream {
             )
         });
         match data {
-            Ok(buf) => Ok(Bytes::from(buf)),
+            Ok(buf) => Ok(buf.freeze()),
             Err(e) => {
                 self.check_unchanged()?;
                 Err(e)

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rbdx_source::spec::redact_url;
 use rbdx_source::{
-    Error, ErrorKind, OpenContext, Result, SpecReader, Stream, StreamFactory, StreamRegistration,
-    check_range,
+    BufferPool, Error, ErrorKind, OpenContext, PooledBuf, Result, SpecReader, Stream,
+    StreamFactory, StreamRegistration, check_range,
 };
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Client, StatusCode};
@@ -272,6 +272,24 @@ impl StreamFactory for HttpStreamFactory {
     }
 }
 
+/// Copies a response body into a pooled buffer of `length` bytes; returns the buffer and how
+/// many bytes the body had (more than `length` are counted, not kept).
+async fn read_body(
+    mut resp: reqwest::Response,
+    length: usize,
+) -> reqwest::Result<(PooledBuf, usize)> {
+    let mut buf = BufferPool::global().take(length);
+    let mut got = 0;
+    while let Some(chunk) = resp.chunk().await? {
+        let end = got + chunk.len();
+        if end <= length {
+            buf[got..end].copy_from_slice(&chunk);
+        }
+        got = end;
+    }
+    Ok((buf, got))
+}
+
 #[async_trait]
 impl Stream for HttpStream {
     fn describe(&self) -> String {
@@ -323,15 +341,14 @@ impl Stream for HttpStream {
                 return Err(status_error(&self.url, StatusCode::PRECONDITION_FAILED));
             }
             // A connection dropped in the middle of the body is retried like a reset.
-            match resp.bytes().await {
-                Ok(body) if body.len() as u64 == length => return Ok(body),
-                Ok(body) if attempt >= ATTEMPTS => {
+            match read_body(resp, length as usize).await {
+                Ok((body, got)) if got == length as usize => return Ok(body.freeze()),
+                Ok((_, got)) if attempt >= ATTEMPTS => {
                     return Err(Error::new(
                         ErrorKind::Io,
                         format!(
-                            "{}: got {} bytes of {range}, expected {length}",
+                            "{}: got {got} bytes of {range}, expected {length}",
                             redact_url(&self.url),
-                            body.len()
                         ),
                     ));
                 }

@@ -100,6 +100,20 @@ pub fn create_output(path: &std::path::Path) -> crate::error::CliResult<Option<s
         .map_err(|e| crate::error::CliError::io(format!("cannot create {}", path.display()), e))
 }
 
+/// Returns standard output as a plain file, for bulk data: `std::io::Stdout` scans every
+/// write for a newline, which costs more than the write itself for megabytes of zeros.
+pub fn bulk_stdout() -> crate::error::CliResult<std::fs::File> {
+    use std::io::Write as _;
+    use std::os::fd::AsFd as _;
+    let stdout = std::io::stdout();
+    let _ = stdout.lock().flush();
+    stdout
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(|e| crate::error::CliError::io("cannot use standard output", e))
+}
+
 /// Writes `data` to a file, or standard output for `-`.
 pub fn write_output(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     if path.as_os_str() == "-" {

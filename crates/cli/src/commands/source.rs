@@ -282,7 +282,7 @@ async fn export(
             Ok::<_, rbdx_source::Error>((off, len, parts))
         })
         .buffered(8);
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::commands::bulk_stdout()?;
     while let Some((off, len, parts)) = pieces.try_next().await? {
         match file.as_mut() {
             Some(f) => {

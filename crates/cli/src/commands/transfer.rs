@@ -89,7 +89,7 @@ async fn export_into(image: &Image, mut file: Option<File>, progress: &ProgressL
             image.read(off, len).await.map(|data| (off, data))
         })
         .buffered(IN_FLIGHT);
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::commands::bulk_stdout()?;
     while let Some((off, data)) = reads.try_next().await? {
         match file.as_mut() {
             Some(f) => write_sparse(f, off, &data)
