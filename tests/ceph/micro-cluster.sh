@@ -3,13 +3,16 @@
 # BlueStore OSD on a sparse 32 GiB file, pools of one replica, cephx on, on a port range of its own.
 #
 #   tests/ceph/micro-cluster.sh start DIR [BASE_PORT]   # prints DIR/ceph.conf when the cluster is up
+#   tests/ceph/micro-cluster.sh rgw DIR                 # adds an S3 gateway; prints DIR/rgw.env
 #   tests/ceph/micro-cluster.sh stop DIR                # stops the daemons by their pid files
 #
 # Clients use `-c DIR/ceph.conf` (or CEPH_CONF); its keyring holds client.admin.
-# Needs Debian's ceph-mon ceph-osd ceph-mgr ceph-common.
+# The gateway (Ceph RGW, signature checks on) listens on 127.0.0.1:BASE_PORT+90 and has one
+# user; DIR/rgw.env holds RBDX_TEST_S3_URL, RBDX_TEST_S3_ACCESS_KEY and RBDX_TEST_S3_SECRET_KEY.
+# Needs Debian's ceph-mon ceph-osd ceph-mgr ceph-common (and radosgw for `rgw`).
 set -euo pipefail
 
-usage() { echo "usage: $0 start DIR [BASE_PORT] | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [BASE_PORT] | rgw DIR | stop DIR" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 action=$1
 dir=$(realpath -m "$2")
@@ -59,7 +62,7 @@ cluster addr = 127.0.0.1
 public network = 127.0.0.0/8
 ms bind ipv6 = false
 ms bind port min = $((port + 2))
-ms bind port max = $((port + 99))
+ms bind port max = $((port + 89))
 auth cluster required = cephx
 auth service required = cephx
 auth client required = cephx
@@ -123,11 +126,33 @@ EOF
     ceph-osd -c "$conf" --id "$id" --mkfs --osd-uuid "$uuid" >"$dir/log/osd-mkfs.out" 2>&1 || { cat "$dir/log/osd-mkfs.out" >&2; exit 1; }
     ceph-osd -c "$conf" --id "$id" 2>>"$dir/log/osd-start.err"
     wait_for 40 "osd.$id coming up" osd_up
+    echo "$port" > "$dir/base-port"
     echo "$conf"
+}
+
+rgw() {
+    [ -e "$dir/base-port" ] || { echo "micro-cluster: no cluster in $dir (run start first)" >&2; exit 1; }
+    local rport access secret
+    rport=$(( $(cat "$dir/base-port") + 90 ))
+    access=RBDXTEST$(tr -dc 'A-Z0-9' </dev/urandom | head -c 12 || true)
+    secret=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 40 || true)
+    mkdir -p "$dir/rgw"
+    ceph -c "$conf" auth get-or-create client.rgw.x mon 'allow rw' osd 'allow rwx' mgr 'allow rw' \
+        > "$dir/rgw/keyring"
+    radosgw -c "$conf" -n client.rgw.x --keyring "$dir/rgw/keyring" --rgw-data "$dir/rgw" \
+        --rgw-frontends "beast endpoint=127.0.0.1:$rport" --rgw-enable-apis s3,admin \
+        2>>"$dir/log/rgw-start.err"
+    wait_for 60 "the S3 gateway answering" curl -sf -o /dev/null "http://127.0.0.1:$rport/"
+    radosgw-admin -c "$conf" user create --uid=rbdx-test --display-name="rbdx tests" \
+        --access-key="$access" --secret-key="$secret" >/dev/null
+    printf '%s\n' "RBDX_TEST_S3_URL=http://127.0.0.1:$rport" "RBDX_TEST_S3_ACCESS_KEY=$access" \
+        "RBDX_TEST_S3_SECRET_KEY=$secret" > "$dir/rgw.env"
+    echo "$dir/rgw.env"
 }
 
 case "$action" in
     start) start ;;
+    rgw) rgw ;;
     stop) stop ;;
     *) usage ;;
 esac

@@ -60,6 +60,23 @@ impl MicroCluster {
         })
     }
 
+    /// Starts an S3 gateway (Ceph RGW) on the cluster; returns the variables that point the
+    /// S3 tests at it (`RBDX_TEST_S3_URL` and its keys).
+    pub fn start_gateway(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let started = std::time::Instant::now();
+        run_step(Command::new("bash").arg(script()).arg("rgw").arg(&self.dir))?;
+        let env = std::fs::read_to_string(self.dir.join("rgw.env"))?;
+        eprintln!(
+            "xtask: S3 gateway up in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(env
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
+    }
+
     /// Returns the cluster's `ceph.conf`.
     pub fn conf(&self) -> PathBuf {
         self.dir.join("ceph.conf")
@@ -75,6 +92,14 @@ impl Drop for MicroCluster {
                 .arg(&self.dir),
         );
     }
+}
+
+/// Returns true if Ceph's S3 gateway is installed.
+pub fn gateway_installed() -> bool {
+    Command::new("radosgw")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Returns the cluster to use: `RBDX_TEST_CEPH_CONF` if set (nothing to start), else a fresh

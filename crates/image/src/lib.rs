@@ -32,6 +32,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod admin;
+mod allocation;
 pub mod children;
 mod directory;
 mod error;
@@ -52,6 +53,7 @@ mod trash;
 mod usage;
 
 pub use admin::{CreateOptions, ImageEntry, Images, check_image_name};
+pub use allocation::Allocation;
 pub use error::{Error, ErrorKind, Result};
 pub use features::Features;
 pub use header::{Header, ParentSpec, Protection, SnapInfo};

@@ -193,10 +193,21 @@ impl Format for NativeFormat {
     }
 
     async fn extents(&self, snap: Option<usize>, offset: u64, length: u64) -> Result<Vec<Extent>> {
-        // Object-level allocation is not exposed by the image layer yet; everything counts
-        // as data, and `read_sparse` still leaves zero blocks out of copies.
-        let _ = self.image(snap)?;
-        Ok(vec![Extent::data(offset, length)])
+        let runs = self
+            .image(snap)?
+            .allocation(offset, length)
+            .await
+            .map_err(from_image)?;
+        Ok(runs
+            .into_iter()
+            .map(|r| {
+                if r.data {
+                    Extent::data(r.offset, r.length)
+                } else {
+                    Extent::zero(r.offset, r.length)
+                }
+            })
+            .collect())
     }
 }
 
@@ -231,7 +242,7 @@ mod tests {
         let pool = store.pool_create("rbd").await.unwrap();
         let images = Images::new(store.clone(), IoCtx::new(pool));
         images
-            .create("src", &CreateOptions::new(1 << 20))
+            .create("src", &CreateOptions::new(12 << 20))
             .await
             .unwrap();
         let image = images.open("src", OpenOptions::default()).await.unwrap();
@@ -262,6 +273,10 @@ mod tests {
         assert_eq!(f.snapshots().len(), 1);
         assert_eq!(f.snapshots()[0].name, "s1");
         assert_eq!(f.read(Some(0), 0, 3).await.unwrap(), "one");
+        // Only the first 4 MiB object holds data; the rest are holes, from the object map.
+        let expected = vec![Extent::data(0, 4 << 20), Extent::zero(4 << 20, 8 << 20)];
+        assert_eq!(f.extents(None, 0, 12 << 20).await.unwrap(), expected);
+        assert_eq!(f.extents(Some(0), 0, 12 << 20).await.unwrap(), expected);
         let by_id = open(
             &ctx,
             serde_json::json!({"type":"native","pool_id":"1","image_name":"src","snap_id":1}),
