@@ -71,7 +71,7 @@ pub fn check_image_name(name: &str) -> Result<()> {
 }
 
 /// Returns a new random image id: 12 lowercase hex digits, as RBD's look.
-fn new_image_id() -> Result<String> {
+pub(crate) fn new_image_id() -> Result<String> {
     let mut bytes = [0u8; 6];
     getrandom::fill(&mut bytes)
         .map_err(|e| Error::new(ErrorKind::Store(5), format!("cannot draw an image id: {e}")))?;
@@ -124,6 +124,20 @@ impl Images {
         opts: &CreateOptions,
         parent: Option<crate::header::ParentSpec>,
     ) -> Result<String> {
+        self.create_image(name, opts, parent, None, async |_| Ok(()))
+            .await
+    }
+
+    /// Creates image `name` (with id `id` if given, else a new one), letting `finish` add to
+    /// the header before it is written.
+    pub(crate) async fn create_image(
+        &self,
+        name: &str,
+        opts: &CreateOptions,
+        parent: Option<crate::header::ParentSpec>,
+        id: Option<String>,
+        finish: impl AsyncFnOnce(&mut Header) -> Result<()>,
+    ) -> Result<String> {
         check_image_name(name)?;
         let order = opts.order.unwrap_or(DEFAULT_ORDER);
         let object_size = 1u64 << order.min(63);
@@ -161,8 +175,11 @@ impl Images {
                 .await
                 .ctx(|| format!("data pool {pool}"))?;
         }
-        let id = new_image_id()?;
-        let header = Header {
+        let id = match id {
+            Some(id) => id,
+            None => new_image_id()?,
+        };
+        let mut header = Header {
             size: opts.size,
             layout,
             features,
@@ -175,7 +192,9 @@ impl Images {
             snapshots: BTreeMap::new(),
             parent,
             metadata: BTreeMap::new(),
+            migration: None,
         };
+        finish(&mut header).await?;
         directory::add(&self.store, &self.io, name, &id).await?;
         let created = self.write_new_header(&id, &header, count).await;
         if let Err(e) = created {

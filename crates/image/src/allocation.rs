@@ -86,11 +86,62 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Completes the object states of a migration destination view: absent objects show the
+    /// source's allocation, within the source's overlap.
+    async fn source_allocation(
+        &self,
+        spec: &crate::migration::MigrationSpec,
+        states: Vec<(u64, u64, bool)>,
+    ) -> Result<Vec<Allocation>> {
+        let source = self.source(spec).await?;
+        let (view, overlap) =
+            self.source_view(spec, source.as_ref(), self.snap.as_ref().map(|s| s.id))?;
+        let mut out = Vec::new();
+        for (at, len, exists) in states {
+            let inside = if exists || at >= overlap {
+                0
+            } else {
+                len.min(overlap - at)
+            };
+            if inside > 0 {
+                for run in source.allocation(view, at, inside).await? {
+                    push(&mut out, run);
+                }
+            }
+            push(
+                &mut out,
+                Allocation {
+                    offset: at + inside,
+                    length: len - inside,
+                    data: exists,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
 impl Image {
     /// Returns the allocation of `[offset, offset + length)` of this view (the head, or the
     /// snapshot the image is open at): runs in order, covering the range exactly, adjacent
     /// runs always different.
     pub async fn allocation(&self, offset: u64, length: u64) -> Result<Vec<Allocation>> {
+        self.allocation_with(offset, length, true).await
+    }
+
+    /// Like [`Image::allocation`], but objects this image does not have count as holes even
+    /// where a parent or migration source shows through: what the image itself stores.
+    pub async fn own_allocation(&self, offset: u64, length: u64) -> Result<Vec<Allocation>> {
+        self.allocation_with(offset, length, false).await
+    }
+
+    async fn allocation_with(
+        &self,
+        offset: u64,
+        length: u64,
+        through: bool,
+    ) -> Result<Vec<Allocation>> {
         let inner = &self.inner;
         let header = inner.header();
         let size = self.size();
@@ -114,6 +165,23 @@ impl Image {
             .try_collect()
             .await?;
         states.sort_unstable_by_key(|s| s.0);
+        if !through {
+            let mut out = Vec::new();
+            for (at, len, exists) in states {
+                push(
+                    &mut out,
+                    Allocation {
+                        offset: at,
+                        length: len,
+                        data: exists,
+                    },
+                );
+            }
+            return Ok(out);
+        }
+        if let Some(spec) = inner.migration_dst() {
+            return inner.source_allocation(&spec, states).await;
+        }
         let parent = inner.parent_image().await?;
         let overlap = parent
             .as_ref()

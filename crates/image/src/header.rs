@@ -112,6 +112,8 @@ pub struct Header {
     pub parent: Option<ParentSpec>,
     /// Image metadata (`image-meta`).
     pub metadata: BTreeMap<String, Bytes>,
+    /// The migration this image takes part in, as source or destination.
+    pub migration: Option<crate::migration::MigrationSpec>,
 }
 
 fn u64_of(key: &str, v: &[u8]) -> Result<u64> {
@@ -206,6 +208,10 @@ impl Header {
                 .map(|v| json_of("parent", v))
                 .transpose()?,
             metadata: BTreeMap::new(),
+            migration: entries
+                .get("migration")
+                .map(|v| json_of("migration", v))
+                .transpose()?,
         };
         for (key, value) in entries {
             if let Some(rest) = key.strip_prefix(SNAPSHOT_PREFIX) {
@@ -280,6 +286,9 @@ impl Header {
         }
         if let Some(parent) = &self.parent {
             map.insert("parent".into(), json_bytes(parent));
+        }
+        if let Some(migration) = &self.migration {
+            map.insert("migration".into(), json_bytes(migration));
         }
         for (key, value) in &self.metadata {
             map.insert(format!("{METADATA_PREFIX}{key}"), value.clone());
@@ -363,6 +372,19 @@ mod tests {
             )]),
             parent: None,
             metadata: BTreeMap::from([("conf_x".to_owned(), Bytes::from_static(b"1"))]),
+            migration: Some(crate::migration::MigrationSpec {
+                role: crate::migration::MigrationRole::Destination,
+                pool_id: 1,
+                namespace: String::new(),
+                image_name: "src".into(),
+                image_id: "123".into(),
+                source_spec: None,
+                snap_map: BTreeMap::from([(7, 3)]),
+                overlap: 1 << 30,
+                flatten: false,
+                state: crate::migration::MigrationState::Executing,
+                state_description: String::new(),
+            }),
         }
     }
 

@@ -24,6 +24,7 @@ use crate::features::Features;
 use crate::header::{Header, ParentSpec, SnapInfo};
 use crate::layout::Layout;
 use crate::lock::LockState;
+use crate::migration::{MigrationSource, NativeOpener, SourceOpener};
 use crate::names;
 use crate::objectmap::ObjectMap;
 use crate::objlocks::ObjectLocks;
@@ -41,6 +42,9 @@ pub struct OpenOptions {
     pub(crate) snap_id: Option<u64>,
     /// Position in a clone chain.
     pub(crate) depth: usize,
+    /// Opens the source when the image is a migration destination (default: rbdx images
+    /// only, see [`NativeOpener`]).
+    pub source_opener: Option<Arc<dyn SourceOpener>>,
 }
 
 impl Default for OpenOptions {
@@ -51,6 +55,7 @@ impl Default for OpenOptions {
             lock_wait: Duration::from_secs(30),
             snap_id: None,
             depth: 0,
+            source_opener: None,
         }
     }
 }
@@ -71,6 +76,12 @@ impl OpenOptions {
     /// Opens read-only.
     pub fn with_read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
+        self
+    }
+
+    /// Opens migration sources with `opener`.
+    pub fn with_source_opener(mut self, opener: Arc<dyn SourceOpener>) -> Self {
+        self.source_opener = Some(opener);
         self
     }
 }
@@ -109,6 +120,10 @@ pub(crate) struct Inner {
     pub known: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// How deep in a clone chain this image is (0 for the image opened by the user).
     pub depth: usize,
+    /// Opens the migration source of a destination.
+    pub opener: Arc<dyn SourceOpener>,
+    /// The open migration source, once needed.
+    pub migration_source: AsyncMutex<Option<Arc<dyn MigrationSource>>>,
 }
 
 /// An open image.
@@ -157,6 +172,40 @@ pub(crate) async fn read_header(
             header,
             version: version.unwrap_or(0),
         });
+    }
+}
+
+/// Changes a header optimistically (read, change, write asserting the version, retry on a
+/// conflict); returns the new header and its version. Watchers are not notified.
+pub(crate) async fn write_header_change(
+    store: &Arc<dyn ObjectStore>,
+    io: &IoCtx,
+    oid: &str,
+    name: &str,
+    change: impl Fn(&mut Header) -> Result<()>,
+) -> Result<(Header, u64)> {
+    loop {
+        let current = read_header(store, io, oid, name).await?;
+        let mut new = current.header.clone();
+        change(&mut new)?;
+        let (set, remove) = new.diff(&current.header);
+        let mut op = WriteOp::new().assert_version(current.version);
+        if !set.is_empty() {
+            op = op.omap_set(set);
+        }
+        if !remove.is_empty() {
+            op = op.omap_remove(remove);
+        }
+        match store.operate(io, oid, &op, &SnapContext::empty()).await {
+            Ok(version) => return Ok((new, version)),
+            Err(e) if e.kind() == StoreKind::VersionMismatch => continue,
+            Err(e) => {
+                return Err(Error::store(
+                    format!("cannot update the header of image {name}"),
+                    e,
+                ));
+            }
+        }
     }
 }
 
@@ -260,6 +309,10 @@ impl Image {
             parent: AsyncMutex::new(None),
             known: std::sync::Mutex::new(std::collections::HashSet::new()),
             depth: options.depth,
+            opener: options
+                .source_opener
+                .unwrap_or_else(|| Arc::new(NativeOpener)),
+            migration_source: AsyncMutex::new(None),
         });
         crate::lock::start_watch(&inner).await?;
         Ok(Image { inner })
@@ -383,40 +436,14 @@ impl Inner {
         &self,
         change: impl Fn(&mut Header) -> Result<()>,
     ) -> Result<Header> {
-        loop {
-            let current = read_header(&self.store, &self.io, &self.header_oid, &self.name).await?;
-            let mut new = current.header.clone();
-            change(&mut new)?;
-            let (set, remove) = new.diff(&current.header);
-            let mut op = WriteOp::new().assert_version(current.version);
-            if !set.is_empty() {
-                op = op.omap_set(set);
-            }
-            if !remove.is_empty() {
-                op = op.omap_remove(remove);
-            }
-            match self
-                .store
-                .operate(&self.io, &self.header_oid, &op, &SnapContext::empty())
-                .await
-            {
-                Ok(version) => {
-                    *self.state.write().unwrap_or_else(|p| p.into_inner()) = HeaderState {
-                        header: new.clone(),
-                        version,
-                    };
-                    crate::lock::notify_header_update(self).await;
-                    return Ok(new);
-                }
-                Err(e) if e.kind() == StoreKind::VersionMismatch => continue,
-                Err(e) => {
-                    return Err(Error::store(
-                        format!("cannot update the header of image {}", self.name),
-                        e,
-                    ));
-                }
-            }
-        }
+        let (new, version) =
+            write_header_change(&self.store, &self.io, &self.header_oid, &self.name, change).await?;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = HeaderState {
+            header: new.clone(),
+            version,
+        };
+        crate::lock::notify_header_update(self).await;
+        Ok(new)
     }
 
     /// Refuses writes on a read-only handle.
@@ -427,6 +454,18 @@ impl Inner {
                 None => format!("image {} is open read-only", self.name),
             };
             return Err(Error::new(ErrorKind::ReadOnly, what));
+        }
+        if let Some(m) = &self.header().migration
+            && m.role == crate::migration::MigrationRole::Source
+        {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!(
+                    "image {} is the source of a migration to {}; it is read-only until the \
+                     migration is aborted",
+                    self.name, m.image_name
+                ),
+            ));
         }
         Ok(())
     }

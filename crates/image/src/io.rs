@@ -143,13 +143,33 @@ impl Inner {
         }
         let len = e.length as usize;
         let oid = self.data_oid(e.objectno);
-        let op = ReadOp::new().read(e.offset, Some(e.length));
+        let mut op = ReadOp::new().read(e.offset, Some(e.length));
+        // A migration destination's head object with the copy-up mark is a copy cut short:
+        // the source still has the right bytes.
+        let check_copy = snap.is_none()
+            && self.migration_dst().is_some()
+            && !self
+                .known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&e.objectno);
+        if check_copy {
+            op = op.get_xattrs();
+        }
         match self
             .store
             .read_op(&self.data_io, &oid, &op, snap.map(SnapId))
             .await
         {
             Ok(mut res) => {
+                if check_copy
+                    && res
+                        .take_map(1)
+                        .unwrap_or_default()
+                        .contains_key(crate::copyup::COPYUP_XATTR)
+                {
+                    return Ok(None);
+                }
                 let data = res.take_data(0).unwrap_or_default();
                 if data.len() == len {
                     return Ok(Some(data));

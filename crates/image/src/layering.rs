@@ -113,6 +113,7 @@ impl Inner {
             read_only: true,
             snap_id: Some(spec.snap_id),
             depth: self.depth + 1,
+            source_opener: Some(self.opener.clone()),
             ..OpenOptions::default()
         };
         let image = Image::open_by_id(self.store.clone(), io, &name, &spec.image_id, options)
@@ -130,6 +131,9 @@ impl Inner {
     /// Reads `[offset, offset + length)` of the parent (zeros past the overlap, or without a
     /// parent).
     pub(crate) async fn read_parent(&self, offset: u64, length: u64) -> Result<Bytes> {
+        if let Some(migration) = self.migration_dst() {
+            return self.read_source(&migration, offset, length).await;
+        }
         let Some((spec, parent)) = self.parent_image().await? else {
             return Ok(Bytes::from(vec![0u8; length as usize]));
         };
@@ -150,10 +154,13 @@ impl Inner {
     /// Returns true if object `objectno` holds bytes below the parent overlap.
     pub(crate) fn overlaps_parent(&self, objectno: u64) -> bool {
         let header = self.header();
-        let Some(spec) = &header.parent else {
-            return false;
+        let overlap = match (&header.migration, &header.parent) {
+            (Some(m), _) if m.role == crate::migration::MigrationRole::Destination => {
+                m.overlap.min(header.size)
+            }
+            (_, Some(spec)) => spec.overlap.min(header.size),
+            _ => return false,
         };
-        let overlap = spec.overlap.min(header.size);
         let layout = header.layout;
         (0..layout.object_size())
             .step_by(layout.stripe_unit() as usize)
@@ -228,6 +235,11 @@ impl Inner {
         objectno: u64,
         map_state: Option<ObjectState>,
     ) -> Result<()> {
+        if let Some(migration) = self.migration_dst() {
+            self.migrate_object(&migration, objectno, map_state, true)
+                .await?;
+            return Ok(());
+        }
         if self.known_to_exist(objectno, map_state) {
             return Ok(());
         }

@@ -115,14 +115,23 @@ impl Images {
     }
 
     async fn trash_get(&self, id: &str) -> Result<TrashEntry> {
-        self.trash_list()
+        let entry = self
+            .trash_list()
             .await?
             .into_iter()
             .find(|e| e.id == id)
-            .ok_or_else(|| Error::not_found(format!("image id {id} is not in the trash")))
+            .ok_or_else(|| Error::not_found(format!("image id {id} is not in the trash")))?;
+        if entry.source == TrashSource::Migration {
+            return Err(Error::busy(format!(
+                "image {} ({id}) is the source of a migration; finish it with 'rbdx migration \
+                 commit' or undo it with 'rbdx migration abort'",
+                entry.name
+            )));
+        }
+        Ok(entry)
     }
 
-    async fn trash_forget(&self, id: &str) -> Result<()> {
+    pub(crate) async fn trash_forget_entry(&self, id: &str) -> Result<()> {
         self.store()
             .operate(
                 self.io_ctx(),
@@ -141,7 +150,7 @@ impl Images {
         let name = new_name.unwrap_or(&entry.name).to_owned();
         check_image_name(&name)?;
         directory::add(self.store(), self.io_ctx(), &name, id).await?;
-        self.trash_forget(id).await?;
+        self.trash_forget_entry(id).await?;
         Ok(name)
     }
 
@@ -159,7 +168,7 @@ impl Images {
             ));
         }
         self.remove_data(&entry.name, id, progress).await?;
-        self.trash_forget(id).await?;
+        self.trash_forget_entry(id).await?;
         progress(1, 1);
         Ok(())
     }
@@ -175,7 +184,7 @@ impl Images {
             .trash_list()
             .await?
             .into_iter()
-            .filter(|e| e.expired(before))
+            .filter(|e| e.expired(before) && e.source != TrashSource::Migration)
             .collect();
         let total = entries.len() as u64;
         let mut removed = 0;

@@ -1,0 +1,275 @@
+//! Reads through to a migration source, and copy-up of a source object with its snapshot
+//! history.
+//!
+//! A destination object is copied in *steps*, one per destination snapshot (oldest first)
+//! and one for the head, each holding the source's bytes of that object at the source view
+//! the destination view was made from. Consecutive steps with the same bytes form one group;
+//! each group is written with the snapshot context of the destination snapshots older than
+//! it, so the store keeps exactly the clones the snapshots need (one write with an empty
+//! context when nothing changed, which costs no clone at all). Every group but the last sets
+//! the `rbdx.copyup` xattr, and the last removes it in the same atomic write: a head object
+//! carrying it is a copy cut short, which readers ignore and the next copier redoes (the
+//! writes are idempotent: clones already kept are never changed again).
+//!
+//! Under migration a destination head object exists exactly when it has been copied (a
+//! discard keeps it, empty), so existence, checked for the xattr, is the checkpoint.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapContext, SnapId, WriteOp};
+
+use crate::error::{Error, Result};
+use crate::image::Inner;
+use crate::migration::{MigrationRole, MigrationSource, MigrationSpec};
+use crate::objectmap::ObjectState;
+
+/// The xattr marking a head object whose copy has not finished.
+pub(crate) const COPYUP_XATTR: &str = "rbdx.copyup";
+
+/// One step of an object copy: the destination snapshot it fills (`None`: the head) and the
+/// object's writes (object offset, bytes; empty: the object is absent or all zeros).
+struct Step {
+    dst_snap: Option<u64>,
+    writes: Option<Vec<(u64, Bytes)>>,
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    data.iter().all(|b| *b == 0)
+}
+
+impl Inner {
+    /// Returns the migration record if this image is a migration destination.
+    pub(crate) fn migration_dst(&self) -> Option<MigrationSpec> {
+        self.header()
+            .migration
+            .filter(|m| m.role == MigrationRole::Destination)
+    }
+
+    /// Returns the open migration source, opening it on first use.
+    pub(crate) async fn source(&self, spec: &MigrationSpec) -> Result<Arc<dyn MigrationSource>> {
+        let mut cached = self.migration_source.lock().await;
+        if let Some(source) = cached.as_ref() {
+            return Ok(source.clone());
+        }
+        let source = self
+            .opener
+            .open_source(&self.store, spec)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("cannot open the migration source of image {}: {e}", self.name),
+                )
+            })?;
+        *cached = Some(source.clone());
+        Ok(source)
+    }
+
+    /// Returns the source view (source snapshot key, or `None` for its head) and how many
+    /// bytes of it show through, for destination view `dst_snap` (`None`: the head).
+    pub(crate) fn source_view(
+        &self,
+        spec: &MigrationSpec,
+        source: &dyn MigrationSource,
+        dst_snap: Option<u64>,
+    ) -> Result<(Option<u64>, u64)> {
+        let header = self.header();
+        let (view, dst_size) = match dst_snap {
+            None => (None, header.size),
+            Some(id) => {
+                let size = header.snapshots.get(&id).map_or(0, |s| s.size);
+                (spec.snap_map.get(&id).copied(), size)
+            }
+        };
+        let mut overlap = dst_size.min(source.view_size(view)?);
+        if view.is_none() {
+            overlap = overlap.min(spec.overlap);
+        }
+        Ok((view, overlap))
+    }
+
+    /// Reads `[offset, offset + length)` of this view from the migration source.
+    pub(crate) async fn read_source(
+        &self,
+        spec: &MigrationSpec,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes> {
+        let source = self.source(spec).await?;
+        let (view, overlap) =
+            self.source_view(spec, source.as_ref(), self.snap.as_ref().map(|s| s.id))?;
+        if offset >= overlap {
+            return Ok(Bytes::from(vec![0u8; length as usize]));
+        }
+        let inside = length.min(overlap - offset);
+        let data = source.read(view, offset, inside).await?;
+        if inside == length {
+            return Ok(data);
+        }
+        let mut buf = vec![0u8; length as usize];
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(Bytes::from(buf))
+    }
+
+    /// Returns true if head object `objectno` of a migration destination has been copied
+    /// completely (it exists without the copy-up mark).
+    pub(crate) async fn copied(&self, objectno: u64, map_state: Option<ObjectState>) -> Result<bool> {
+        if self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&objectno)
+        {
+            return Ok(true);
+        }
+        if map_state == Some(ObjectState::Nonexistent) {
+            return Ok(false);
+        }
+        let oid = self.data_oid(objectno);
+        let op = ReadOp::new().get_xattrs();
+        let complete = match self.store.read_op(&self.data_io, &oid, &op, None).await {
+            Ok(mut res) => !res.take_map(0).unwrap_or_default().contains_key(COPYUP_XATTR),
+            Err(e) if e.kind() == StoreKind::NotFound => false,
+            Err(e) => return Err(Error::store(format!("cannot check {oid}"), e)),
+        };
+        if complete {
+            self.known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(objectno);
+        }
+        Ok(complete)
+    }
+
+    /// Returns the source's writes for object `objectno` at one destination view.
+    async fn source_object_writes(
+        &self,
+        spec: &MigrationSpec,
+        source: &dyn MigrationSource,
+        objectno: u64,
+        dst_snap: Option<u64>,
+    ) -> Result<Option<Vec<(u64, Bytes)>>> {
+        let (view, overlap) = self.source_view(spec, source, dst_snap)?;
+        let layout = self.header().layout;
+        let su = layout.stripe_unit();
+        let mut writes = Vec::new();
+        let mut o = 0;
+        while o < layout.object_size() {
+            let image_off = layout.image_offset(objectno, o);
+            if image_off < overlap {
+                let len = su.min(overlap - image_off);
+                let holes = source.allocation(view, image_off, len).await?;
+                if holes.iter().any(|a| a.data) {
+                    let data = source.read(view, image_off, len).await?;
+                    if !is_zero(&data) {
+                        writes.push((o, data));
+                    }
+                }
+            }
+            o += su;
+        }
+        Ok((!writes.is_empty()).then_some(writes))
+    }
+
+    /// Copies source object `objectno` with its history into this destination, unless it is
+    /// copied already. The caller holds the exclusive lock and the object's lock. Returns
+    /// true if the object exists afterwards.
+    pub(crate) async fn migrate_object(
+        &self,
+        spec: &MigrationSpec,
+        objectno: u64,
+        map_state: Option<ObjectState>,
+        create_empty: bool,
+    ) -> Result<bool> {
+        if self.copied(objectno, map_state).await? {
+            return Ok(true);
+        }
+        let source = self.source(spec).await?;
+        let header = self.header();
+        let mut steps = Vec::new();
+        for dst_snap in header.snapshots.keys().map(|id| Some(*id)).chain([None]) {
+            let writes = self
+                .source_object_writes(spec, source.as_ref(), objectno, dst_snap)
+                .await?;
+            steps.push(Step { dst_snap, writes });
+        }
+        if !create_empty && steps.iter().all(|s| s.writes.is_none()) {
+            return Ok(false);
+        }
+        if map_state.is_some_and(|s| s != ObjectState::Exists) {
+            self.mark(objectno, ObjectState::Exists).await?;
+        }
+        // Group equal consecutive steps; each group starts after the snapshots before it.
+        let mut groups: Vec<(Vec<u64>, &Option<Vec<(u64, Bytes)>>)> = Vec::new();
+        let mut older: Vec<u64> = Vec::new();
+        for step in &steps {
+            match groups.last() {
+                Some((_, w)) if *w == &step.writes => {}
+                _ => groups.push((older.clone(), &step.writes)),
+            }
+            if let Some(id) = step.dst_snap {
+                older.push(id);
+            }
+        }
+        let oid = self.data_oid(objectno);
+        let last = groups.len() - 1;
+        let mut exists = !matches!(map_state, Some(ObjectState::Nonexistent));
+        for (i, (before, writes)) in groups.into_iter().enumerate() {
+            let snapc = SnapContext::from_snaps(before.iter().map(|id| SnapId(*id)));
+            let op = match (writes, i == last) {
+                (None, false) if !exists => continue,
+                (None, false) => WriteOp::new().remove(),
+                (writes, final_group) => {
+                    let mut op = WriteOp::new().create(false).truncate(0);
+                    for (offset, data) in writes.iter().flatten() {
+                        op = op.write(*offset, data.clone());
+                    }
+                    if final_group {
+                        op.xattr_remove(COPYUP_XATTR)
+                    } else {
+                        op.xattr_set(COPYUP_XATTR, Bytes::from_static(b"partial"))
+                    }
+                }
+            };
+            match self.store.operate(&self.data_io, &oid, &op, &snapc).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == StoreKind::NotFound => {}
+                Err(e) => return Err(Error::store(format!("cannot copy up {oid}"), e)),
+            }
+            exists = writes.is_some() || i == last;
+        }
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(objectno);
+        Ok(true)
+    }
+}
+
+impl crate::Image {
+    /// Copies object `objectno` of this migration destination from its source, with its
+    /// snapshot history, unless it is copied already or the source has no data for it.
+    /// Takes the exclusive lock like a write. Returns true if the object exists afterwards.
+    pub async fn migrate_object(&self, objectno: u64) -> Result<bool> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        let _gate = inner.gate.read().await;
+        crate::lock::ensure_lock(inner).await?;
+        inner.refresh_if_stale().await?;
+        let Some(spec) = inner.migration_dst() else {
+            return Err(Error::invalid(format!(
+                "image {} is not the destination of a migration",
+                inner.name
+            )));
+        };
+        let _object = inner.objects.lock(objectno).await;
+        let state = inner.map.lock().await.as_ref().map(|m| m.get(objectno));
+        inner.migrate_object(&spec, objectno, state, false).await
+    }
+
+    /// Returns the number of data objects of the head.
+    pub fn object_count(&self) -> u64 {
+        self.layout().num_objects(self.size())
+    }
+}
