@@ -71,7 +71,7 @@ pub fn check_image_name(name: &str) -> Result<()> {
 }
 
 /// Returns a new random image id: 12 lowercase hex digits, as RBD's look.
-pub(crate) fn new_image_id() -> Result<String> {
+pub fn new_image_id() -> Result<String> {
     let mut bytes = [0u8; 6];
     getrandom::fill(&mut bytes)
         .map_err(|e| Error::new(ErrorKind::Store(5), format!("cannot draw an image id: {e}")))?;
@@ -258,7 +258,7 @@ impl Images {
     }
 
     /// Fails with `Busy`, naming a client, if any client has image `name` (id `id`) open.
-    pub(crate) async fn ensure_unwatched(&self, name: &str, id: &str) -> Result<()> {
+    pub async fn ensure_unwatched(&self, name: &str, id: &str) -> Result<()> {
         let watchers = self
             .store
             .list_watchers(&self.io, &names::header_object(id))
@@ -271,6 +271,11 @@ impl Images {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Returns the id of image `name` (`NotFound` if there is none).
+    pub async fn lookup(&self, name: &str) -> Result<String> {
+        directory::lookup(&self.store, &self.io, name).await
     }
 
     /// Lists image names and ids, sorted by name.

@@ -21,17 +21,20 @@ use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapContext, SnapId, WriteOp
 
 use crate::error::{Error, Result};
 use crate::image::Inner;
-use crate::migration::{MigrationRole, MigrationSource, MigrationSpec};
+use crate::migration::{MigrationRole, MigrationSource, MigrationSpec, MigrationState};
 use crate::objectmap::ObjectState;
 
 /// The xattr marking a head object whose copy has not finished.
 pub(crate) const COPYUP_XATTR: &str = "rbdx.copyup";
 
+/// An object's content as writes (object offset, bytes); `None`: absent or all zeros.
+type Content = Option<Vec<(u64, Bytes)>>;
+
 /// One step of an object copy: the destination snapshot it fills (`None`: the head) and the
 /// object's writes (object offset, bytes; empty: the object is absent or all zeros).
 struct Step {
     dst_snap: Option<u64>,
-    writes: Option<Vec<(u64, Bytes)>>,
+    writes: Content,
 }
 
 fn is_zero(data: &[u8]) -> bool {
@@ -41,9 +44,10 @@ fn is_zero(data: &[u8]) -> bool {
 impl Inner {
     /// Returns the migration record if this image is a migration destination.
     pub(crate) fn migration_dst(&self) -> Option<MigrationSpec> {
-        self.header()
-            .migration
-            .filter(|m| m.role == MigrationRole::Destination)
+        // Once commit has started, every object is copied and the source may be gone.
+        self.header().migration.filter(|m| {
+            m.role == MigrationRole::Destination && m.state != MigrationState::Committing
+        })
     }
 
     /// Returns the open migration source, opening it on first use.
@@ -59,7 +63,10 @@ impl Inner {
             .map_err(|e| {
                 Error::new(
                     e.kind(),
-                    format!("cannot open the migration source of image {}: {e}", self.name),
+                    format!(
+                        "cannot open the migration source of image {}: {e}",
+                        self.name
+                    ),
                 )
             })?;
         *cached = Some(source.clone());
@@ -114,7 +121,11 @@ impl Inner {
 
     /// Returns true if head object `objectno` of a migration destination has been copied
     /// completely (it exists without the copy-up mark).
-    pub(crate) async fn copied(&self, objectno: u64, map_state: Option<ObjectState>) -> Result<bool> {
+    pub(crate) async fn copied(
+        &self,
+        objectno: u64,
+        map_state: Option<ObjectState>,
+    ) -> Result<bool> {
         if self
             .known
             .lock()
@@ -129,7 +140,10 @@ impl Inner {
         let oid = self.data_oid(objectno);
         let op = ReadOp::new().get_xattrs();
         let complete = match self.store.read_op(&self.data_io, &oid, &op, None).await {
-            Ok(mut res) => !res.take_map(0).unwrap_or_default().contains_key(COPYUP_XATTR),
+            Ok(mut res) => !res
+                .take_map(0)
+                .unwrap_or_default()
+                .contains_key(COPYUP_XATTR),
             Err(e) if e.kind() == StoreKind::NotFound => false,
             Err(e) => return Err(Error::store(format!("cannot check {oid}"), e)),
         };
@@ -149,7 +163,7 @@ impl Inner {
         source: &dyn MigrationSource,
         objectno: u64,
         dst_snap: Option<u64>,
-    ) -> Result<Option<Vec<(u64, Bytes)>>> {
+    ) -> Result<Content> {
         let (view, overlap) = self.source_view(spec, source, dst_snap)?;
         let layout = self.header().layout;
         let su = layout.stripe_unit();
@@ -201,7 +215,7 @@ impl Inner {
             self.mark(objectno, ObjectState::Exists).await?;
         }
         // Group equal consecutive steps; each group starts after the snapshots before it.
-        let mut groups: Vec<(Vec<u64>, &Option<Vec<(u64, Bytes)>>)> = Vec::new();
+        let mut groups: Vec<(Vec<u64>, &Content)> = Vec::new();
         let mut older: Vec<u64> = Vec::new();
         for step in &steps {
             match groups.last() {

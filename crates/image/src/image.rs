@@ -24,7 +24,7 @@ use crate::features::Features;
 use crate::header::{Header, ParentSpec, SnapInfo};
 use crate::layout::Layout;
 use crate::lock::LockState;
-use crate::migration::{MigrationSource, NativeOpener, SourceOpener};
+use crate::migration::{MigrationSource, SourceOpener};
 use crate::names;
 use crate::objectmap::ObjectMap;
 use crate::objlocks::ObjectLocks;
@@ -43,7 +43,7 @@ pub struct OpenOptions {
     /// Position in a clone chain.
     pub(crate) depth: usize,
     /// Opens the source when the image is a migration destination (default: rbdx images
-    /// only, see [`NativeOpener`]).
+    /// only, see [`crate::migration::NativeOpener`]).
     pub source_opener: Option<Arc<dyn SourceOpener>>,
 }
 
@@ -311,7 +311,7 @@ impl Image {
             depth: options.depth,
             opener: options
                 .source_opener
-                .unwrap_or_else(|| Arc::new(NativeOpener)),
+                .unwrap_or_else(crate::migration::default_opener),
             migration_source: AsyncMutex::new(None),
         });
         crate::lock::start_watch(&inner).await?;
@@ -437,7 +437,8 @@ impl Inner {
         change: impl Fn(&mut Header) -> Result<()>,
     ) -> Result<Header> {
         let (new, version) =
-            write_header_change(&self.store, &self.io, &self.header_oid, &self.name, change).await?;
+            write_header_change(&self.store, &self.io, &self.header_oid, &self.name, change)
+                .await?;
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = HeaderState {
             header: new.clone(),
             version,

@@ -154,12 +154,10 @@ impl Inner {
     /// Returns true if object `objectno` holds bytes below the parent overlap.
     pub(crate) fn overlaps_parent(&self, objectno: u64) -> bool {
         let header = self.header();
-        let overlap = match (&header.migration, &header.parent) {
-            (Some(m), _) if m.role == crate::migration::MigrationRole::Destination => {
-                m.overlap.min(header.size)
-            }
-            (_, Some(spec)) => spec.overlap.min(header.size),
-            _ => return false,
+        let overlap = match (self.migration_dst(), &header.parent) {
+            (Some(m), _) => m.overlap.min(header.size),
+            (None, Some(spec)) => spec.overlap.min(header.size),
+            (None, None) => return false,
         };
         let layout = header.layout;
         (0..layout.object_size())

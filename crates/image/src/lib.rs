@@ -55,7 +55,7 @@ mod snapshot;
 mod trash;
 mod usage;
 
-pub use admin::{CreateOptions, ImageEntry, Images, check_image_name};
+pub use admin::{CreateOptions, ImageEntry, Images, check_image_name, new_image_id};
 pub use allocation::Allocation;
 pub use error::{Error, ErrorKind, Result};
 pub use features::Features;

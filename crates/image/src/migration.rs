@@ -146,7 +146,9 @@ pub trait MigrationSource: Send + Sync + std::fmt::Debug {
                 .iter()
                 .find(|s| s.key == key)
                 .map(|s| s.size)
-                .ok_or_else(|| Error::not_found(format!("{} has no snapshot {key}", self.describe()))),
+                .ok_or_else(|| {
+                    Error::not_found(format!("{} has no snapshot {key}", self.describe()))
+                }),
         }
     }
 
@@ -173,6 +175,22 @@ pub trait SourceOpener: Send + Sync + std::fmt::Debug {
     ) -> Result<Arc<dyn MigrationSource>>;
 }
 
+static DEFAULT_OPENER: std::sync::OnceLock<Arc<dyn SourceOpener>> = std::sync::OnceLock::new();
+
+/// Sets the opener that images opened without one use (once per process; later calls are
+/// ignored). Without it they use [`NativeOpener`].
+pub fn set_default_opener(opener: Arc<dyn SourceOpener>) {
+    let _ = DEFAULT_OPENER.set(opener);
+}
+
+/// Returns the process's default opener.
+pub(crate) fn default_opener() -> Arc<dyn SourceOpener> {
+    DEFAULT_OPENER
+        .get()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(NativeOpener))
+}
+
 /// Opens live-migration sources (rbdx images in the same store); refuses import-only ones,
 /// which need the source drivers of the layers above.
 #[derive(Debug, Default)]
@@ -193,8 +211,14 @@ impl SourceOpener for NativeOpener {
             ));
         }
         Ok(Arc::new(
-            NativeSource::open(store.clone(), spec.io_ctx(), &spec.image_name, &spec.image_id, spec.flatten)
-                .await?,
+            NativeSource::open(
+                store.clone(),
+                spec.io_ctx(),
+                &spec.image_name,
+                &spec.image_id,
+                spec.flatten,
+            )
+            .await?,
         ))
     }
 }
@@ -221,9 +245,14 @@ impl NativeSource {
         let head = Image::open_by_id(store.clone(), io.clone(), name, id, ro()).await?;
         let mut snaps = BTreeMap::new();
         for snap in head.header().snapshots.keys() {
-            let image =
-                Image::open_by_id(store.clone(), io.clone(), name, id, ro().with_snap_id(Some(*snap)))
-                    .await?;
+            let image = Image::open_by_id(
+                store.clone(),
+                io.clone(),
+                name,
+                id,
+                ro().with_snap_id(Some(*snap)),
+            )
+            .await?;
             snaps.insert(*snap, image);
         }
         Ok(NativeSource {
@@ -237,7 +266,10 @@ impl NativeSource {
         match snap {
             None => Ok(&self.head),
             Some(id) => self.snaps.get(&id).ok_or_else(|| {
-                Error::not_found(format!("image {} has no snapshot id {id}", self.head.name()))
+                Error::not_found(format!(
+                    "image {} has no snapshot id {id}",
+                    self.head.name()
+                ))
             }),
         }
     }

@@ -12,8 +12,7 @@ use crate::children::{self, ChildRef};
 use crate::error::{Error, ErrorKind, Result, StoreContext};
 use crate::features::Features;
 use crate::header::{
-    FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID, Header, ParentSpec, Protection, SnapInfo,
-    now,
+    FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID, Header, ParentSpec, Protection, SnapInfo, now,
 };
 use crate::image::write_header_change;
 use crate::migration::{MigrationSpec, SourceSnapshot};
@@ -82,49 +81,58 @@ impl Images {
         let store = self.store().clone();
         let io = self.io_ctx().clone();
         let mut registered = Vec::new();
-        for p in parent.iter().chain(snapshots.iter().filter_map(|s| s.parent.as_ref())) {
+        for p in parent
+            .iter()
+            .chain(snapshots.iter().filter_map(|s| s.parent.as_ref()))
+        {
             if !registered.contains(&(p.image_id.clone(), p.snap_id)) {
                 register_child(&store, p, &self.ref_of(id)).await?;
                 registered.push((p.image_id.clone(), p.snap_id));
             }
         }
         let created = self
-            .create_image(name, opts, parent, Some(id.to_owned()), async |h: &mut Header| {
-                let pool = h.data_pool_id.map_or(io.pool(), PoolId);
-                let mut spec = spec.clone();
-                let invalid = if h.features.contains(Features::OBJECT_MAP) {
-                    FLAG_OBJECT_MAP_INVALID | FLAG_FAST_DIFF_INVALID
-                } else {
-                    0
-                };
-                for snap in snapshots {
-                    let sid = store
-                        .snap_create(pool)
-                        .await
-                        .ctx(|| format!("cannot allocate a snapshot id for image {name}"))?
-                        .0;
-                    h.snapshots.insert(
-                        sid,
-                        SnapInfo {
-                            id: sid,
-                            name: snap.source.name.clone(),
-                            size: snap.source.size,
-                            timestamp: snap.source.timestamp.unwrap_or_else(now),
-                            protection: if snap.source.protected {
-                                Protection::Protected
-                            } else {
-                                Protection::Unprotected
+            .create_image(
+                name,
+                opts,
+                parent,
+                Some(id.to_owned()),
+                async |h: &mut Header| {
+                    let pool = h.data_pool_id.map_or(io.pool(), PoolId);
+                    let mut spec = spec.clone();
+                    let invalid = if h.features.contains(Features::OBJECT_MAP) {
+                        FLAG_OBJECT_MAP_INVALID | FLAG_FAST_DIFF_INVALID
+                    } else {
+                        0
+                    };
+                    for snap in snapshots {
+                        let sid = store
+                            .snap_create(pool)
+                            .await
+                            .ctx(|| format!("cannot allocate a snapshot id for image {name}"))?
+                            .0;
+                        h.snapshots.insert(
+                            sid,
+                            SnapInfo {
+                                id: sid,
+                                name: snap.source.name.clone(),
+                                size: snap.source.size,
+                                timestamp: snap.source.timestamp.unwrap_or_else(now),
+                                protection: if snap.source.protected {
+                                    Protection::Protected
+                                } else {
+                                    Protection::Unprotected
+                                },
+                                flags: invalid,
+                                parent: snap.parent.clone(),
                             },
-                            flags: invalid,
-                            parent: snap.parent.clone(),
-                        },
-                    );
-                    h.snap_seq = h.snap_seq.max(sid);
-                    spec.snap_map.insert(sid, snap.source.key);
-                }
-                h.migration = Some(spec);
-                Ok(())
-            })
+                        );
+                        h.snap_seq = h.snap_seq.max(sid);
+                        spec.snap_map.insert(sid, snap.source.key);
+                    }
+                    h.migration = Some(spec);
+                    Ok(())
+                },
+            )
             .await;
         created.map_err(|e| {
             if e.kind() == ErrorKind::AlreadyExists {
@@ -147,9 +155,10 @@ impl Images {
         change: impl Fn(&mut Option<MigrationSpec>) -> Result<()>,
     ) -> Result<Header> {
         let oid = names::header_object(id);
-        let (header, _) =
-            write_header_change(self.store(), self.io_ctx(), &oid, name, |h| change(&mut h.migration))
-                .await?;
+        let (header, _) = write_header_change(self.store(), self.io_ctx(), &oid, name, |h| {
+            change(&mut h.migration)
+        })
+        .await?;
         let _ = self
             .store()
             .notify(
@@ -178,7 +187,8 @@ impl Images {
             match crate::directory::add(self.store(), self.io_ctx(), name, id).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let current = crate::directory::lookup(self.store(), self.io_ctx(), name).await?;
+                    let current =
+                        crate::directory::lookup(self.store(), self.io_ctx(), name).await?;
                     if current != id {
                         return Err(e);
                     }
@@ -197,7 +207,12 @@ impl Images {
 
     /// Removes a migration source for good: its snapshots (protected or not), data, header
     /// and trash entry. Refused while a snapshot still has clones.
-    pub async fn remove_migration_source(&self, id: &str, name: &str, progress: Progress<'_>) -> Result<()> {
+    pub async fn remove_migration_source(
+        &self,
+        id: &str,
+        name: &str,
+        progress: Progress<'_>,
+    ) -> Result<()> {
         let header = match self.header_by_id(id, name).await {
             Ok(h) => Some(h),
             Err(e) if e.kind() == ErrorKind::NotFound => None,
@@ -232,8 +247,14 @@ impl Images {
                 let mut bare = header.clone();
                 bare.snapshots.clear();
                 bare.parent = None;
-                crate::layering::unregister_if_unused(self.store(), self.io_ctx(), id, &bare, parent)
-                    .await?;
+                crate::layering::unregister_if_unused(
+                    self.store(),
+                    self.io_ctx(),
+                    id,
+                    &bare,
+                    parent,
+                )
+                .await?;
             }
             for p in header.snapshots.values().filter_map(|s| s.parent.as_ref()) {
                 let mut bare = header.clone();
@@ -281,7 +302,8 @@ impl Images {
                     overlap: 0,
                 };
                 register_child(self.store(), &new, &child).await?;
-                let child_io = IoCtx::with_namespace(PoolId(child.pool_id), child.namespace.clone());
+                let child_io =
+                    IoCtx::with_namespace(PoolId(child.pool_id), child.namespace.clone());
                 let oid = names::header_object(&child.image_id);
                 let is_old = |p: &ParentSpec| p.image_id == source_id && p.snap_id == snap.id;
                 let relink = |p: &mut Option<ParentSpec>| {
