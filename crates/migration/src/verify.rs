@@ -20,6 +20,8 @@ pub struct Mismatch {
 
 /// Bytes compared per piece.
 const PIECE: u64 = 4 << 20;
+/// Granularity of reported differences.
+const BLOCK: usize = 4096;
 /// Pieces compared at once.
 const IN_FLIGHT: usize = 8;
 
@@ -33,7 +35,7 @@ async fn compare_view(
     let size = image.size();
     let source_size = source.view_size(view)?;
     let pieces = (0..size.div_ceil(PIECE)).map(|i| i * PIECE);
-    let found: Vec<Option<Mismatch>> = futures::stream::iter(pieces)
+    let found: Vec<Vec<Mismatch>> = futures::stream::iter(pieces)
         .map(|offset| {
             let name = name.clone();
             async move {
@@ -47,14 +49,22 @@ async fn compare_view(
                 };
                 theirs.resize(len as usize, 0);
                 progress(len);
-                Ok::<_, rbdx_image::Error>(
-                    (crc32c::crc32c(&ours) != crc32c::crc32c(&theirs) || ours != theirs[..])
-                        .then_some(Mismatch {
-                            snapshot: name,
-                            offset,
-                            length: len,
-                        }),
-                )
+                if crc32c::crc32c(&ours) == crc32c::crc32c(&theirs) && ours == theirs[..] {
+                    return Ok(Vec::new());
+                }
+                // Narrow the difference down to blocks.
+                let differing = ours
+                    .chunks(BLOCK)
+                    .zip(theirs.chunks(BLOCK))
+                    .enumerate()
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(i, (a, _))| Mismatch {
+                        snapshot: name.clone(),
+                        offset: offset + (i * BLOCK) as u64,
+                        length: a.len() as u64,
+                    })
+                    .collect();
+                Ok::<_, rbdx_image::Error>(differing)
             }
         })
         .buffered(IN_FLIGHT)
