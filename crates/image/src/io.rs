@@ -197,7 +197,10 @@ impl Inner {
         }
     }
 
-    async fn discard_extents(&self, offset: u64, length: u64) -> Result<()> {
+    /// Discards an extent: whole objects get `whole` (`Remove` keeps a clone's parent hidden,
+    /// `Delete` lets it show through, for a shrink past which it cannot show anyway), parts
+    /// of objects are zeroed.
+    async fn discard_extents(&self, offset: u64, length: u64, whole_effect: Effect) -> Result<()> {
         let header = self.header();
         let layout = header.layout;
         let extents = layout.map(offset, length);
@@ -207,7 +210,7 @@ impl Inner {
                     e.offset == 0 && e.length >= layout.object_len_within(e.objectno, header.size);
                 async move {
                     if whole {
-                        self.object_op(e.objectno, WriteOp::new().remove(), Effect::Remove)
+                        self.object_op(e.objectno, WriteOp::new().remove(), whole_effect)
                             .await
                     } else {
                         self.object_op(
@@ -284,7 +287,7 @@ impl Image {
         let _gate = self.begin_write().await?;
         let inner = &self.inner;
         inner.check_range(offset, length, inner.header().size)?;
-        inner.discard_extents(offset, length).await
+        inner.discard_extents(offset, length, Effect::Remove).await
     }
 
     /// Makes `[offset, offset + length)` read as zeros, deallocating where possible.
@@ -394,7 +397,9 @@ impl Image {
             )));
         }
         if size < header.size {
-            inner.discard_extents(size, header.size - size).await?;
+            inner
+                .discard_extents(size, header.size - size, Effect::Delete)
+                .await?;
         }
         let count = header.layout.num_objects(size);
         {

@@ -201,19 +201,40 @@ impl Inner {
         Ok(writes)
     }
 
+    /// Returns true if every snapshot that reads through to the parent sees exactly what the
+    /// head sees of it (same parent, same overlap). Then a copy of the parent's data is right
+    /// for those snapshots too, and deep flatten may drop their parent.
+    fn snapshots_share_the_parent_view(&self) -> bool {
+        let header = self.header();
+        let Some(head) = &header.parent else {
+            return false;
+        };
+        let head_overlap = head.overlap.min(header.size);
+        header.snapshots.values().all(|s| match &s.parent {
+            None => true,
+            Some(p) => {
+                p.image_id == head.image_id
+                    && p.snap_id == head.snap_id
+                    && p.overlap.min(s.size) == head_overlap
+            }
+        })
+    }
+
     /// Creates head object `objectno` with `writes`, unless it exists (a concurrent copier
-    /// won); the empty snapshot context makes the copy visible at older snapshots too.
+    /// won). When the snapshots see the same parent bytes, the empty snapshot context makes
+    /// the copy visible at older snapshots too; otherwise they keep reading their parent.
     async fn create_copy(&self, objectno: u64, writes: Vec<(u64, Bytes)>) -> Result<()> {
         let mut op = WriteOp::new().create(true);
         for (offset, data) in writes {
             op = op.write(offset, data);
         }
         let oid = self.data_oid(objectno);
-        match self
-            .store
-            .operate(&self.data_io, &oid, &op, &SnapContext::empty())
-            .await
-        {
+        let snapc = if self.snapshots_share_the_parent_view() {
+            SnapContext::empty()
+        } else {
+            self.snapc()
+        };
+        match self.store.operate(&self.data_io, &oid, &op, &snapc).await {
             Ok(_) => {}
             Err(e) if e.kind() == rbdx_objstore::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::store(format!("cannot copy up {oid}"), e)),
@@ -478,7 +499,9 @@ impl Image {
             .buffer_unordered(CONCURRENCY)
             .try_collect::<()>()
             .await?;
-        let deep = header.features.contains(Features::DEEP_FLATTEN);
+        // Snapshots that see more or less of the parent than the head keep their parent.
+        let deep = header.features.contains(Features::DEEP_FLATTEN)
+            && inner.snapshots_share_the_parent_view();
         if deep {
             // The copies are visible at the snapshots too: record that in their maps.
             for snap in header.snapshots.values().filter(|s| s.parent.is_some()) {

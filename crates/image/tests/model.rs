@@ -244,7 +244,13 @@ impl World {
                     return;
                 };
                 self.open[i].flatten(&|_, _| {}).await.unwrap();
-                *self.models[p].children.get_mut(&snap).unwrap() -= 1;
+                // Snapshots that see a different part of the parent than the head keep it.
+                let header = self.open[i].header();
+                if header.snapshots.values().any(|s| s.parent.is_some()) {
+                    self.models[i].parent = Some((p, snap));
+                } else {
+                    *self.models[p].children.get_mut(&snap).unwrap() -= 1;
+                }
             }
         }
     }
