@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::image_args::{
     BenchArgs, CreateArgs, DestArg, ExportArgs, FeatureCommand, ImageArg, ImportArgs, LockCommand,
-    MetaCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand, SourceCommand,
-    TrashCommand,
+    MetaCommand, MigrationCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand,
+    SourceCommand, TrashCommand,
 };
 use crate::output::Format;
 
@@ -149,6 +149,11 @@ pub enum Command {
     Source {
         #[command(subcommand)]
         command: SourceCommand,
+    },
+    /// Move an image to another pool, namespace or layout, or import one, while it is used.
+    Migration {
+        #[command(subcommand)]
+        command: MigrationCommand,
     },
     /// Move images to the trash, restore them, or remove them for good.
     Trash {

@@ -469,10 +469,17 @@ struct WatcherOut {
 #[derive(Serialize)]
 struct StatusOut {
     watchers: Vec<WatcherOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    migration: Option<crate::commands::migration::StatusBlock>,
 }
 
 /// `rbdx status`.
-pub async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
+pub async fn status(
+    global: &crate::args::Global,
+    store: &Arc<dyn ObjectStore>,
+    arg: &ImageArg,
+    printer: Printer,
+) -> CliResult {
     let (spec, images) = resolve(store, arg, SnapRule::None).await?;
     let ids = images.list().await?;
     let id = ids
@@ -490,6 +497,8 @@ pub async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Print
                 cookie: w.cookie,
             })
             .collect(),
+        migration: crate::commands::migration::status_block(global, store, &images, &spec.image)
+            .await?,
     };
     printer.print("status", &out, |o| {
         if o.watchers.is_empty() {
@@ -502,6 +511,9 @@ pub async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Print
                     w.address, w.client, w.cookie
                 );
             }
+        }
+        if let Some(b) = &o.migration {
+            crate::commands::migration::print_block(b);
         }
     });
     Ok(())

@@ -7,6 +7,7 @@ mod image;
 mod layering;
 mod maintenance;
 mod meta;
+mod migration;
 mod namespace;
 mod pool;
 mod rados;
@@ -47,7 +48,7 @@ pub async fn run(cli: Cli) -> CliResult {
             allow_shrink,
         } => image::resize(&store, &arg, &size, allow_shrink, progress).await,
         Command::Rename { src, dest } => image::rename(&store, &src, &dest).await,
-        Command::Status(arg) => image::status(&store, &arg, printer).await,
+        Command::Status(arg) => image::status(&cli.global, &store, &arg, printer).await,
         Command::Clone {
             parent,
             dest,
@@ -60,6 +61,9 @@ pub async fn run(cli: Cli) -> CliResult {
             maintenance::object_map(&store, command, printer, progress).await
         }
         Command::Lock { command } => maintenance::lock(&store, command, printer).await,
+        Command::Migration { command } => {
+            migration::run(&cli.global, &store, command, printer, progress).await
+        }
         Command::Trash { command } => trash::run(&store, command, printer, progress).await,
         Command::Source { .. } => Ok(()),
         Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,

@@ -118,6 +118,15 @@ pub fn read_spec(arg: &SourceSpecArg) -> CliResult<SourceSpec> {
 /// refused plugin is reported on stderr and left out), the store's secrets and access to
 /// clusters for native sources.
 pub fn context(global: &Global) -> CliResult<OpenContext> {
+    context_with(global, OnceCell::new())
+}
+
+/// Like [`context`], with the store already open.
+pub fn context_for_store(global: &Global, store: Arc<dyn ObjectStore>) -> CliResult<OpenContext> {
+    context_with(global, OnceCell::new_with(Some(store)))
+}
+
+fn context_with(global: &Global, store: OnceCell<Arc<dyn ObjectStore>>) -> CliResult<OpenContext> {
     let mut registry = Registry::builtin();
     if let Some(dir) = &global.plugin_dir {
         for load in registry.load_dir(dir)? {
@@ -128,7 +137,7 @@ pub fn context(global: &Global) -> CliResult<OpenContext> {
     }
     let access = Arc::new(StoreSecrets {
         global: global.clone(),
-        store: OnceCell::new(),
+        store,
     });
     Ok(OpenContext::new(Arc::new(registry))
         .with_secrets(access.clone())

@@ -1,0 +1,351 @@
+//! `rbdx migration prepare|execute|commit|abort|verify`, and the `Migration:` block of
+//! `rbdx status`.
+
+use std::sync::Arc;
+
+use rbdx_image::migration::MigrationState;
+use rbdx_migration::{ExecuteOptions, Migration, MigrationStatus, Opener, PrepareOptions};
+use rbdx_objstore::ObjectStore;
+use serde::Serialize;
+
+use crate::args::Global;
+use crate::commands::image::{create_options, images, resolve};
+use crate::error::{CliError, CliResult};
+use crate::image_args::{ImageArg, MigrationCommand, PrepareArgs};
+use crate::output::Printer;
+use crate::progress::ProgressLine;
+use crate::size::{format_size, parse_size};
+use crate::spec::{SnapRule, SpecOptions};
+
+/// Returns the opener of migration sources for this command line, and makes it the default
+/// of every image this process opens.
+pub fn install_opener(global: &Global, store: &Arc<dyn ObjectStore>) -> CliResult<Arc<Opener>> {
+    let ctx = crate::commands::source::context_for_store(global, store.clone())?;
+    let opener = Arc::new(Opener::new(ctx));
+    rbdx_image::migration::set_default_opener(opener.clone());
+    Ok(opener)
+}
+
+#[derive(Serialize)]
+struct PrepareOut {
+    source: String,
+    destination: String,
+    size: u64,
+    snapshots: Vec<SnapOut>,
+    allocated: u64,
+    space_needed: u64,
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct SnapOut {
+    name: String,
+    size: u64,
+}
+
+/// Runs a migration command.
+pub async fn run(
+    global: &Global,
+    store: &Arc<dyn ObjectStore>,
+    command: MigrationCommand,
+    printer: Printer,
+    progress: bool,
+) -> CliResult {
+    let opener = install_opener(global, store)?;
+    let migration = Migration::new(store.clone(), opener);
+    match command {
+        MigrationCommand::Prepare(args) => prepare(&migration, store, &args, printer).await,
+        MigrationCommand::Execute {
+            image,
+            bandwidth_limit,
+            concurrency,
+        } => {
+            let (spec, dst) = resolve(store, &image, SnapRule::None).await?;
+            let options = ExecuteOptions {
+                concurrency: concurrency.unwrap_or(0),
+                bandwidth_limit: bandwidth_limit
+                    .as_deref()
+                    .map(|b| parse_size(b, 1))
+                    .transpose()?,
+            };
+            let line = ProgressLine::new("Image migration", progress);
+            line.conclude(
+                migration
+                    .execute(&dst, &spec.image, &options, &|d, t| line.update(d, t))
+                    .await,
+            )
+        }
+        MigrationCommand::Commit { image, force } => {
+            let (spec, dst) = resolve(store, &image, SnapRule::None).await?;
+            let line = ProgressLine::new("Commit image migration", progress);
+            line.conclude(
+                migration
+                    .commit(&dst, &spec.image, force, &|d, t| line.update(d, t))
+                    .await,
+            )
+        }
+        MigrationCommand::Abort { image } => {
+            let (spec, dst) = resolve(store, &image, SnapRule::None).await?;
+            let line = ProgressLine::new("Abort image migration", progress);
+            line.conclude(
+                migration
+                    .abort(&dst, &spec.image, &|d, t| line.update(d, t))
+                    .await,
+            )
+        }
+        MigrationCommand::Verify { image } => {
+            verify(&migration, store, &image, printer, progress).await
+        }
+    }
+}
+
+async fn prepare(
+    migration: &Migration,
+    store: &Arc<dyn ObjectStore>,
+    args: &PrepareArgs,
+    printer: Printer,
+) -> CliResult {
+    let mut create = create_options(store, 0, &args.create).await?;
+    if args.create.order.is_none() && args.create.object_size.is_none() {
+        create.order = None;
+    }
+    let options = PrepareOptions {
+        create,
+        flatten: args.flatten,
+        dry_run: args.dry_run,
+    };
+    let given_spec = args.source_spec.is_some() || args.source_spec_path.is_some();
+    let report = if args.import_only {
+        let (json, shown, dest) = if given_spec {
+            if args.dest.is_some() {
+                return Err(CliError::invalid(
+                    "give either a source spec or a source image, not both",
+                ));
+            }
+            let spec = crate::commands::source::read_spec(&crate::image_args::SourceSpecArg {
+                source_spec: args.source_spec.clone(),
+                source_spec_path: args.source_spec_path.clone(),
+            })?;
+            let json = serde_json::to_string(&spec.object)
+                .map_err(|e| CliError::invalid(format!("source spec: {e}")))?;
+            let shown = serde_json::to_string(&spec.redacted()).unwrap_or_default();
+            (json, shown, args.source.clone())
+        } else {
+            let Some(src) = &args.source else {
+                return Err(CliError::invalid(
+                    "give --source-spec, --source-spec-path or a source image@snapshot",
+                ));
+            };
+            let s = SpecOptions::default().resolve(Some(src), SnapRule::Required)?;
+            let mut value = serde_json::json!({
+                "type": "native",
+                "pool_name": s.pool,
+                "image_name": s.image,
+                "snap_name": s.snap,
+            });
+            if !s.namespace.is_empty() {
+                value["pool_namespace"] = serde_json::Value::String(s.namespace.clone());
+            }
+            let json = value.to_string();
+            (json.clone(), json, args.dest.clone())
+        };
+        let dest = SpecOptions::default().resolve(dest.as_deref(), SnapRule::None)?;
+        let dst = images(store, &dest.pool, &dest.namespace).await?;
+        migration
+            .prepare_import(&json, shown, &dst, &dest.image, &options)
+            .await?
+    } else {
+        if given_spec {
+            return Err(CliError::invalid("--source-spec needs --import-only"));
+        }
+        let src = SpecOptions::default().resolve(args.source.as_deref(), SnapRule::None)?;
+        let dest = match &args.dest {
+            Some(d) => SpecOptions::default().resolve(Some(d), SnapRule::None)?,
+            None => src.clone(),
+        };
+        let src_images = images(store, &src.pool, &src.namespace).await?;
+        let dst_images = images(store, &dest.pool, &dest.namespace).await?;
+        migration
+            .prepare_live(&src_images, &src.image, &dst_images, &dest.image, &options)
+            .await?
+    };
+    if !report.dry_run {
+        return Ok(());
+    }
+    let out = PrepareOut {
+        source: report.source,
+        destination: report.destination,
+        size: report.size,
+        snapshots: report
+            .snapshots
+            .into_iter()
+            .map(|(name, size)| SnapOut { name, size })
+            .collect(),
+        allocated: report.allocated,
+        space_needed: report.space_needed,
+        dry_run: true,
+    };
+    printer.print("migration", &out, |o| {
+        println!("dry run: nothing was changed");
+        println!("source: {}", o.source);
+        println!("destination: {}", o.destination);
+        println!("size: {} ({} bytes)", format_size(o.size), o.size);
+        println!("snapshots: {}", o.snapshots.len());
+        for s in &o.snapshots {
+            println!("\t{}  {}", s.name, format_size(s.size));
+        }
+        println!(
+            "data to copy: {} ({} bytes)",
+            format_size(o.allocated),
+            o.allocated
+        );
+        println!(
+            "space needed in the destination pool: at most {} ({} bytes)",
+            format_size(o.space_needed),
+            o.space_needed
+        );
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct MismatchOut {
+    snapshot: Option<String>,
+    offset: u64,
+    length: u64,
+}
+
+async fn verify(
+    migration: &Migration,
+    store: &Arc<dyn ObjectStore>,
+    image: &ImageArg,
+    printer: Printer,
+    progress: bool,
+) -> CliResult {
+    let (spec, dst) = resolve(store, image, SnapRule::None).await?;
+    let line = ProgressLine::new("Verifying image migration", progress);
+    let found = line.conclude(
+        migration
+            .verify(&dst, &spec.image, &|d, t| line.update(d, t))
+            .await,
+    )?;
+    let out: Vec<MismatchOut> = found
+        .iter()
+        .map(|m| MismatchOut {
+            snapshot: m.snapshot.clone(),
+            offset: m.offset,
+            length: m.length,
+        })
+        .collect();
+    printer.print("mismatches", &out, |o| {
+        if o.is_empty() {
+            println!("OK");
+        } else {
+            println!("{:<10} {:<20} {:<10}", "Snapshot", "Offset", "Length");
+            for m in o {
+                println!(
+                    "{:<10} {:<20} {:<10}",
+                    m.snapshot.as_deref().unwrap_or("-"),
+                    m.offset,
+                    m.length
+                );
+            }
+        }
+    });
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::with_code(
+            format!(
+                "image {} differs from its source in {} range(s)",
+                spec.image,
+                found.len()
+            ),
+            1,
+        ))
+    }
+}
+
+/// The `Migration:` block of `status`.
+#[derive(Serialize)]
+pub struct StatusBlock {
+    source: String,
+    destination: String,
+    state: String,
+    state_description: String,
+    bytes_copied: u64,
+    bytes_total: u64,
+    rate_bytes_per_sec: f64,
+    eta_secs: Option<u64>,
+}
+
+/// Returns the `Migration:` block of image `name`, if it is a migration destination.
+pub async fn status_block(
+    global: &Global,
+    store: &Arc<dyn ObjectStore>,
+    dst: &rbdx_image::Images,
+    name: &str,
+) -> CliResult<Option<StatusBlock>> {
+    let opener = install_opener(global, store)?;
+    let migration = Migration::new(store.clone(), opener);
+    let Some(st) = migration.status(dst, name).await? else {
+        return Ok(None);
+    };
+    Ok(Some(block(store, &st).await))
+}
+
+async fn block(store: &Arc<dyn ObjectStore>, st: &MigrationStatus) -> StatusBlock {
+    let source = match &st.spec.source_spec {
+        Some(json) => rbdx_source::SourceSpec::parse(json)
+            .map(|s| serde_json::to_string(&s.redacted()).unwrap_or_default())
+            .unwrap_or_else(|_| "<unreadable source spec>".into()),
+        None => format!(
+            "{} ({})",
+            rbdx_migration::image_path(store, &st.spec.io_ctx(), &st.spec.image_name).await,
+            st.spec.image_id
+        ),
+    };
+    let p = st.progress.clone().unwrap_or_default();
+    let state = match st.spec.state {
+        MigrationState::Executing => format!("executing ({}% complete)", p.percent()),
+        other => other.name().to_owned(),
+    };
+    StatusBlock {
+        source,
+        destination: format!("{} ({})", st.destination, st.destination_id),
+        state,
+        state_description: st.spec.state_description.clone(),
+        bytes_copied: p.copied_bytes,
+        bytes_total: p.total_bytes,
+        rate_bytes_per_sec: p.rate,
+        eta_secs: if st.spec.state == MigrationState::Executing {
+            p.eta_secs()
+        } else {
+            None
+        },
+    }
+}
+
+/// Prints the block as `rbd status` does, plus copy figures.
+pub fn print_block(b: &StatusBlock) {
+    println!("Migration:");
+    println!("\tsource: {}", b.source);
+    println!("\tdestination: {}", b.destination);
+    println!("\tstate: {}", b.state);
+    if !b.state_description.is_empty() {
+        println!("\tstate description: {}", b.state_description);
+    }
+    if b.bytes_total > 0 {
+        println!(
+            "\tcopied: {} of {}",
+            format_size(b.bytes_copied),
+            format_size(b.bytes_total)
+        );
+    }
+    if b.rate_bytes_per_sec > 0.0 {
+        println!("\trate: {}/s", format_size(b.rate_bytes_per_sec as u64));
+    }
+    if let Some(eta) = b.eta_secs {
+        println!("\teta: {eta}s");
+    }
+}
