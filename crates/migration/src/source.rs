@@ -17,8 +17,8 @@ pub fn from_source(e: rbdx_source::Error) -> Error {
     use rbdx_source::ErrorKind as K;
     let kind = match e.kind() {
         K::NotFound => ErrorKind::NotFound,
-        K::Invalid | K::BadMessage => ErrorKind::InvalidArgument,
-        K::Unsupported | K::UnknownDriver => ErrorKind::Unsupported,
+        K::Invalid => ErrorKind::InvalidArgument,
+        K::Unsupported => ErrorKind::Unsupported,
         _ => ErrorKind::Store(e.errno()),
     };
     Error::new(kind, e.to_string())

@@ -32,6 +32,8 @@ pub async fn run(cli: Cli) -> CliResult {
         return source::run(&cli.global, command, printer, !cli.global.no_progress).await;
     }
     let store = store::open(&cli.global).await?;
+    // Images under import-only migration read their source through the source drivers.
+    migration::install_opener(&cli.global, &store)?;
     let progress = !cli.global.no_progress;
     match cli.command {
         Command::Create {
