@@ -55,9 +55,18 @@ pub fn run() -> anyhow::Result<()> {
     let export = root.join("target/demo/vm1.raw");
     let export_arg = export.to_string_lossy().into_owned();
 
-    let steps: [&[&str]; 14] = [
+    let spec = format!(
+        r#"{{"type":"raw","stream":{{"type":"file","file_path":"{}"}}}}"#,
+        input.display()
+    );
+    let steps: [&[&str]; 24] = [
         &["pool", "create", "vms"],
-        &["import", &input_arg, "rbd/golden"],
+        &["pool", "create", "fast"],
+        // Import-only migration: the image is usable right after prepare.
+        &["migration", "prepare", "--import-only", "--source-spec", &spec, "rbd/golden"],
+        &["status", "golden"],
+        &["migration", "execute", "golden"],
+        &["migration", "commit", "golden"],
         &["info", "golden"],
         &["du", "golden"],
         &["snap", "create", "golden@v1"],
@@ -81,6 +90,13 @@ pub fn run() -> anyhow::Result<()> {
         &["snap", "create", "vms/vm1@after-flatten"],
         &["export", "vms/vm1@after-flatten", &export_arg],
         &["du", "-p", "vms"],
+        // Live migration of the clone to another pool, then a check against the source.
+        &["migration", "prepare", "vms/vm1", "fast/vm1"],
+        &["status", "fast/vm1"],
+        &["migration", "execute", "fast/vm1"],
+        &["migration", "verify", "fast/vm1"],
+        &["migration", "commit", "fast/vm1"],
+        &["ls", "-l", "fast"],
     ];
     for step in steps {
         rbdx(&binary, &data, step)?;
@@ -100,8 +116,8 @@ pub fn run() -> anyhow::Result<()> {
         content.len() / 4096
     );
     println!(
-        "demo finished: the store in {} holds rbd/golden (with snapshot v1) and the flattened \
-         clone vms/vm1",
+        "demo finished: the store in {} holds rbd/golden (imported, with snapshot v1) and the \
+         flattened clone, migrated live to fast/vm1",
         data.display()
     );
     Ok(())
