@@ -51,7 +51,6 @@ pub fn run() -> anyhow::Result<()> {
         *b = (i % 241) as u8 | 1;
     }
     std::fs::write(&input, &content)?;
-    let input_arg = input.to_string_lossy().into_owned();
     let export = root.join("target/demo/vm1.raw");
     let export_arg = export.to_string_lossy().into_owned();
 
@@ -63,7 +62,14 @@ pub fn run() -> anyhow::Result<()> {
         &["pool", "create", "vms"],
         &["pool", "create", "fast"],
         // Import-only migration: the image is usable right after prepare.
-        &["migration", "prepare", "--import-only", "--source-spec", &spec, "rbd/golden"],
+        &[
+            "migration",
+            "prepare",
+            "--import-only",
+            "--source-spec",
+            &spec,
+            "rbd/golden",
+        ],
         &["status", "golden"],
         &["migration", "execute", "golden"],
         &["migration", "commit", "golden"],
