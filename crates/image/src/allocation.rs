@@ -5,6 +5,7 @@
 //! that the store does not have) is a hole, unless a clone's parent shows through it, in which
 //! case the parent's allocation counts there. Any other object counts as data in full.
 
+use futures::future::BoxFuture;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId};
 
@@ -86,40 +87,36 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// Completes the object states of a migration destination view: absent objects show the
-    /// source's allocation, within the source's overlap.
-    async fn source_allocation(
-        &self,
-        spec: &crate::migration::MigrationSpec,
-        states: Vec<(u64, u64, bool)>,
-    ) -> Result<Vec<Allocation>> {
-        let source = self.source(spec).await?;
-        let (view, overlap) =
-            self.source_view(spec, source.as_ref(), self.snap.as_ref().map(|s| s.id))?;
-        let mut out = Vec::new();
-        for (at, len, exists) in states {
-            let inside = if exists || at >= overlap {
-                0
-            } else {
-                len.min(overlap - at)
-            };
-            if inside > 0 {
-                for run in source.allocation(view, at, inside).await? {
-                    push(&mut out, run);
-                }
+/// Turns object pieces `(image offset, length, may exist)`, in order, into runs: pieces of
+/// existing objects are data; pieces of absent ones take what `below` reports for the part
+/// under `overlap` (what a parent or migration source shows through) and are holes past it.
+async fn fill_holes<'a>(
+    states: Vec<(u64, u64, bool)>,
+    overlap: u64,
+    below: impl Fn(u64, u64) -> BoxFuture<'a, Result<Vec<Allocation>>>,
+) -> Result<Vec<Allocation>> {
+    let mut out = Vec::new();
+    for (at, len, exists) in states {
+        let inside = if exists || at >= overlap {
+            0
+        } else {
+            len.min(overlap - at)
+        };
+        if inside > 0 {
+            for run in below(at, inside).await? {
+                push(&mut out, run);
             }
-            push(
-                &mut out,
-                Allocation {
-                    offset: at + inside,
-                    length: len - inside,
-                    data: exists,
-                },
-            );
         }
-        Ok(out)
+        push(
+            &mut out,
+            Allocation {
+                offset: at + inside,
+                length: len - inside,
+                data: exists,
+            },
+        );
     }
+    Ok(out)
 }
 
 impl Image {
@@ -136,7 +133,17 @@ impl Image {
         self.allocation_with(offset, length, false).await
     }
 
-    async fn allocation_with(
+    /// Boxed: a clone's allocation recurses into its parent's.
+    fn allocation_with(
+        &self,
+        offset: u64,
+        length: u64,
+        through: bool,
+    ) -> BoxFuture<'_, Result<Vec<Allocation>>> {
+        Box::pin(self.allocation_of(offset, length, through))
+    }
+
+    async fn allocation_of(
         &self,
         offset: u64,
         length: u64,
@@ -166,54 +173,23 @@ impl Image {
             .await?;
         states.sort_unstable_by_key(|s| s.0);
         if !through {
-            let mut out = Vec::new();
-            for (at, len, exists) in states {
-                push(
-                    &mut out,
-                    Allocation {
-                        offset: at,
-                        length: len,
-                        data: exists,
-                    },
-                );
-            }
-            return Ok(out);
+            return fill_holes(states, 0, |_, _| Box::pin(async { Ok(Vec::new()) })).await;
         }
         if let Some(spec) = inner.migration_dst() {
-            return inner.source_allocation(&spec, states).await;
+            let source = inner.source(&spec).await?;
+            let (view, overlap) =
+                inner.source_view(&spec, source.as_ref(), inner.snap.as_ref().map(|s| s.id))?;
+            return fill_holes(states, overlap, |at, len| source.allocation(view, at, len)).await;
         }
-        let parent = inner.parent_image().await?;
-        let overlap = parent
-            .as_ref()
-            .map_or(0, |(spec, image)| spec.overlap.min(image.size()));
-        let mut out = Vec::new();
-        for (at, len, exists) in states {
-            if exists || at >= overlap {
-                push(
-                    &mut out,
-                    Allocation {
-                        offset: at,
-                        length: len,
-                        data: exists,
-                    },
-                );
-                continue;
+        match inner.parent_image().await? {
+            Some((spec, parent)) => {
+                let overlap = spec.overlap.min(parent.size());
+                fill_holes(states, overlap, |at, len| {
+                    parent.allocation_with(at, len, true)
+                })
+                .await
             }
-            let inside = len.min(overlap - at);
-            if let Some((_, image)) = &parent {
-                for run in Box::pin(image.allocation(at, inside)).await? {
-                    push(&mut out, run);
-                }
-            }
-            push(
-                &mut out,
-                Allocation {
-                    offset: at + inside,
-                    length: len - inside,
-                    data: false,
-                },
-            );
+            None => fill_holes(states, 0, |_, _| Box::pin(async { Ok(Vec::new()) })).await,
         }
-        Ok(out)
     }
 }

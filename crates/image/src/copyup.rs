@@ -21,6 +21,7 @@ use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapContext, SnapId, WriteOp
 
 use crate::error::{Error, Result};
 use crate::image::Inner;
+use crate::layering::{is_zero, read_below};
 use crate::migration::{MigrationRole, MigrationSource, MigrationSpec, MigrationState};
 use crate::objectmap::ObjectState;
 
@@ -37,17 +38,29 @@ struct Step {
     writes: Content,
 }
 
-fn is_zero(data: &[u8]) -> bool {
-    data.iter().all(|b| *b == 0)
+/// Returns true for the record of a destination that reads its source: once commit has
+/// started, every object is copied and the source may be gone.
+fn reads_source(m: &MigrationSpec) -> bool {
+    m.role == MigrationRole::Destination && m.state != MigrationState::Committing
 }
 
 impl Inner {
     /// Returns the migration record if this image is a migration destination.
     pub(crate) fn migration_dst(&self) -> Option<MigrationSpec> {
-        // Once commit has started, every object is copied and the source may be gone.
-        self.header().migration.filter(|m| {
-            m.role == MigrationRole::Destination && m.state != MigrationState::Committing
-        })
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state
+            .header
+            .migration
+            .as_ref()
+            .filter(|m| reads_source(m))
+            .cloned()
+    }
+
+    /// Returns true if this image is a migration destination that still reads its source
+    /// (without copying the record: this is asked on every object read).
+    pub(crate) fn reads_migration_source(&self) -> bool {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.header.migration.as_ref().is_some_and(reads_source)
     }
 
     /// Returns the open migration source, opening it on first use.
@@ -106,17 +119,10 @@ impl Inner {
         let source = self.source(spec).await?;
         let (view, overlap) =
             self.source_view(spec, source.as_ref(), self.snap.as_ref().map(|s| s.id))?;
-        if offset >= overlap {
-            return Ok(Bytes::from(vec![0u8; length as usize]));
-        }
-        let inside = length.min(overlap - offset);
-        let data = source.read(view, offset, inside).await?;
-        if inside == length {
-            return Ok(data);
-        }
-        let mut buf = vec![0u8; length as usize];
-        buf[..data.len()].copy_from_slice(&data);
-        Ok(Bytes::from(buf))
+        read_below(offset, length, overlap, async |at, len| {
+            source.read(view, at, len).await
+        })
+        .await
     }
 
     /// Returns true if head object `objectno` of a migration destination has been copied
@@ -166,22 +172,15 @@ impl Inner {
     ) -> Result<Content> {
         let (view, overlap) = self.source_view(spec, source, dst_snap)?;
         let layout = self.header().layout;
-        let su = layout.stripe_unit();
         let mut writes = Vec::new();
-        let mut o = 0;
-        while o < layout.object_size() {
-            let image_off = layout.image_offset(objectno, o);
-            if image_off < overlap {
-                let len = su.min(overlap - image_off);
-                let holes = source.allocation(view, image_off, len).await?;
-                if holes.iter().any(|a| a.data) {
-                    let data = source.read(view, image_off, len).await?;
-                    if !is_zero(&data) {
-                        writes.push((o, data));
-                    }
+        for (o, image_off, len) in layout.object_pieces_below(objectno, overlap) {
+            let holes = source.allocation(view, image_off, len).await?;
+            if holes.iter().any(|a| a.data) {
+                let data = source.read(view, image_off, len).await?;
+                if !is_zero(&data) {
+                    writes.push((o, data));
                 }
             }
-            o += su;
         }
         Ok((!writes.is_empty()).then_some(writes))
     }

@@ -147,7 +147,7 @@ impl Inner {
         // A migration destination's head object with the copy-up mark is a copy cut short:
         // the source still has the right bytes.
         let check_copy = snap.is_none()
-            && self.migration_dst().is_some()
+            && self.reads_migration_source()
             && !self
                 .known
                 .lock()

@@ -62,7 +62,8 @@ pub struct ChildInfo {
     pub image_id: String,
 }
 
-fn is_zero(data: &[u8]) -> bool {
+/// Returns true if every byte is zero.
+pub(crate) fn is_zero(data: &[u8]) -> bool {
     data.iter().all(|&b| b == 0)
 }
 
@@ -78,11 +79,77 @@ async fn image_name(store: &Arc<dyn ObjectStore>, io: &IoCtx, id: &str) -> Optio
         .and_then(|v| String::from_utf8(v.to_vec()).ok())
 }
 
-fn registry_key(parent: &ParentSpec, child_pool: u64, child_ns: &str, child_id: &str) -> String {
+fn registry_key(parent: &ParentSpec, child: &ChildRef) -> String {
     format!(
-        "{}{child_pool}/{child_ns}/{child_id}",
-        children::key_prefix(&parent.image_id, parent.snap_id)
+        "{}{}/{}/{}",
+        children::key_prefix(&parent.image_id, parent.snap_id),
+        child.pool_id,
+        child.namespace,
+        child.image_id
     )
+}
+
+/// Adds `child` to the children of `parent`.
+pub(crate) async fn register_child(
+    store: &Arc<dyn ObjectStore>,
+    parent: &ParentSpec,
+    child: &ChildRef,
+) -> Result<()> {
+    let value = Bytes::from(serde_json::to_vec(child).unwrap_or_default());
+    let io = IoCtx::with_namespace(PoolId(parent.pool_id), parent.namespace.clone());
+    store
+        .operate(
+            &io,
+            crate::names::CHILDREN,
+            &WriteOp::new().omap_set([(registry_key(parent, child), value)]),
+            &SnapContext::empty(),
+        )
+        .await
+        .ctx(|| "cannot register the clone with its parent".to_owned())?;
+    Ok(())
+}
+
+/// Removes `child` from the children of `parent` (nothing to do if it is not there).
+pub(crate) async fn unregister_child(
+    store: &Arc<dyn ObjectStore>,
+    parent: &ParentSpec,
+    child: &ChildRef,
+) -> Result<()> {
+    let io = IoCtx::with_namespace(PoolId(parent.pool_id), parent.namespace.clone());
+    match store
+        .operate(
+            &io,
+            crate::names::CHILDREN,
+            &WriteOp::new().omap_remove([registry_key(parent, child)]),
+            &SnapContext::empty(),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == rbdx_objstore::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::store("cannot update the children registry", e)),
+    }
+}
+
+/// Reads `[offset, offset + length)` through `read` where it lies below `overlap`; the rest
+/// is zeros.
+pub(crate) async fn read_below(
+    offset: u64,
+    length: u64,
+    overlap: u64,
+    read: impl AsyncFnOnce(u64, u64) -> Result<Bytes>,
+) -> Result<Bytes> {
+    if offset >= overlap {
+        return Ok(Bytes::from(vec![0u8; length as usize]));
+    }
+    let inside = length.min(overlap - offset);
+    let data = read(offset, inside).await?;
+    if inside == length {
+        return Ok(data);
+    }
+    let mut buf = vec![0u8; length as usize];
+    buf[..data.len()].copy_from_slice(&data);
+    Ok(Bytes::from(buf))
 }
 
 impl Inner {
@@ -138,17 +205,10 @@ impl Inner {
             return Ok(Bytes::from(vec![0u8; length as usize]));
         };
         let overlap = spec.overlap.min(parent.size());
-        if offset >= overlap {
-            return Ok(Bytes::from(vec![0u8; length as usize]));
-        }
-        let inside = length.min(overlap - offset);
-        let data = Box::pin(parent.read(offset, inside)).await?;
-        if inside == length {
-            return Ok(data);
-        }
-        let mut buf = vec![0u8; length as usize];
-        buf[..data.len()].copy_from_slice(&data);
-        Ok(Bytes::from(buf))
+        read_below(offset, length, overlap, async |at, len| {
+            Box::pin(parent.read(at, len)).await
+        })
+        .await
     }
 
     /// Returns true if object `objectno` holds bytes below the parent overlap.
@@ -159,10 +219,10 @@ impl Inner {
             (None, Some(spec)) => spec.overlap.min(header.size),
             (None, None) => return false,
         };
-        let layout = header.layout;
-        (0..layout.object_size())
-            .step_by(layout.stripe_unit() as usize)
-            .any(|o| layout.image_offset(objectno, o) < overlap)
+        !header
+            .layout
+            .object_pieces_below(objectno, overlap)
+            .is_empty()
     }
 
     /// Returns true if head object `objectno` is known to exist already (no copy-up needed).
@@ -184,19 +244,12 @@ impl Inner {
             .parent
             .as_ref()
             .map_or(0, |p| p.overlap.min(header.size));
-        let su = layout.stripe_unit();
         let mut writes = Vec::new();
-        let mut o = 0;
-        while o < layout.object_size() {
-            let image_off = layout.image_offset(objectno, o);
-            if image_off < overlap {
-                let len = su.min(overlap - image_off);
-                let data = self.read_parent(image_off, len).await?;
-                if !is_zero(&data) {
-                    writes.push((o, data));
-                }
+        for (o, image_off, len) in layout.object_pieces_below(objectno, overlap) {
+            let data = self.read_parent(image_off, len).await?;
+            if !is_zero(&data) {
+                writes.push((o, data));
             }
-            o += su;
         }
         Ok(writes)
     }
@@ -334,29 +387,12 @@ impl Images {
         let id = self
             .create_with_parent(name, &opts, Some(spec.clone()))
             .await?;
-        let key = registry_key(
-            &spec,
-            self.io_ctx().pool().0,
-            self.io_ctx().namespace(),
-            &id,
-        );
         let record = ChildRef {
             pool_id: self.io_ctx().pool().0,
             namespace: self.io_ctx().namespace().to_owned(),
             image_id: id.clone(),
         };
-        let value = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-        let registered = self
-            .store()
-            .operate(
-                parent.io_ctx(),
-                crate::names::CHILDREN,
-                &WriteOp::new().omap_set([(key, value)]),
-                &SnapContext::empty(),
-            )
-            .await
-            .ctx(|| "cannot register the clone with its parent".to_owned());
-        if let Err(e) = registered {
+        if let Err(e) = register_child(self.store(), &spec, &record).await {
             let _ = self.remove(name, &|_, _| {}).await;
             return Err(e);
         }
@@ -382,21 +418,12 @@ pub(crate) async fn unregister_if_unused(
     if still_used {
         return Ok(());
     }
-    let key = registry_key(old, child_io.pool().0, child_io.namespace(), child_id);
-    let parent_io = IoCtx::with_namespace(PoolId(old.pool_id), old.namespace.clone());
-    match store
-        .operate(
-            &parent_io,
-            crate::names::CHILDREN,
-            &WriteOp::new().omap_remove([key]),
-            &SnapContext::empty(),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == rbdx_objstore::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::store("cannot update the children registry", e)),
-    }
+    let child = ChildRef {
+        pool_id: child_io.pool().0,
+        namespace: child_io.namespace().to_owned(),
+        image_id: child_id.to_owned(),
+    };
+    unregister_child(store, old, &child).await
 }
 
 impl Image {

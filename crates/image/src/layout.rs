@@ -158,6 +158,18 @@ impl Layout {
         blockno * su + object_offset % su
     }
 
+    /// Returns the stripe units of object `objectno` that start below image offset `limit`,
+    /// cut at it: (object offset, image offset, length).
+    pub fn object_pieces_below(&self, objectno: u64, limit: u64) -> Vec<(u64, u64, u64)> {
+        (0..self.object_size())
+            .step_by(self.stripe_unit as usize)
+            .filter_map(|o| {
+                let image_off = self.image_offset(objectno, o);
+                (image_off < limit).then(|| (o, image_off, self.stripe_unit.min(limit - image_off)))
+            })
+            .collect()
+    }
+
     /// Returns how many leading bytes of object `objectno` lie below image offset `size`
     /// (the object's length in an image of that size).
     pub fn object_len_within(&self, objectno: u64, size: u64) -> u64 {

@@ -19,7 +19,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rbdx_objstore::{ErrorKind as StoreKind, LockKind, LockOptions, WatchEvent};
+use rbdx_objstore::{
+    ErrorKind as StoreKind, IoCtx, LockKind, LockOptions, ObjectStore, WatchEvent,
+};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinHandle;
 
@@ -122,17 +124,16 @@ pub(crate) async fn start_watch(inner: &Arc<Inner>) -> Result<()> {
 
 /// Tells every watcher of the header that it changed.
 pub(crate) async fn notify_header_update(inner: &Inner) {
-    if let Err(e) = inner
-        .store
-        .notify(
-            &inner.io,
-            &inner.header_oid,
-            Bytes::from_static(HEADER_UPDATE),
-            NOTIFY_TIMEOUT,
-        )
+    notify_header(&inner.store, &inner.io, &inner.header_oid).await;
+}
+
+/// Tells every watcher of header object `oid` that it changed.
+pub(crate) async fn notify_header(store: &Arc<dyn ObjectStore>, io: &IoCtx, oid: &str) {
+    if let Err(e) = store
+        .notify(io, oid, Bytes::from_static(HEADER_UPDATE), NOTIFY_TIMEOUT)
         .await
     {
-        tracing::debug!("header update notify for {}: {e}", inner.name);
+        tracing::debug!("header update notify for {oid}: {e}");
     }
 }
 

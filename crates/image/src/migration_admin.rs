@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use rbdx_objstore::{IoCtx, ObjectStore, PoolId, SnapContext, WriteOp};
+use rbdx_objstore::{IoCtx, ObjectStore, PoolId};
 
 use crate::admin::{CreateOptions, Images};
 use crate::children::{self, ChildRef};
@@ -15,6 +14,7 @@ use crate::header::{
     FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID, Header, ParentSpec, Protection, SnapInfo, now,
 };
 use crate::image::write_header_change;
+use crate::layering::{register_child, unregister_child};
 use crate::migration::{MigrationSpec, SourceSnapshot};
 use crate::names;
 use crate::snapshot::Progress;
@@ -28,31 +28,19 @@ pub struct TargetSnapshot {
     pub parent: Option<ParentSpec>,
 }
 
-/// Adds `child` to the children of `parent`.
-pub(crate) async fn register_child(
+/// Changes the header of image `id` in `io` (named `name` in messages) and tells its
+/// watchers.
+async fn change_header(
     store: &Arc<dyn ObjectStore>,
-    parent: &ParentSpec,
-    child: &ChildRef,
-) -> Result<()> {
-    let key = format!(
-        "{}{}/{}/{}",
-        children::key_prefix(&parent.image_id, parent.snap_id),
-        child.pool_id,
-        child.namespace,
-        child.image_id
-    );
-    let value = Bytes::from(serde_json::to_vec(child).unwrap_or_default());
-    let io = IoCtx::with_namespace(PoolId(parent.pool_id), parent.namespace.clone());
-    store
-        .operate(
-            &io,
-            names::CHILDREN,
-            &WriteOp::new().omap_set([(key, value)]),
-            &SnapContext::empty(),
-        )
-        .await
-        .ctx(|| "cannot register the clone with its parent".to_owned())?;
-    Ok(())
+    io: &IoCtx,
+    id: &str,
+    name: &str,
+    change: impl Fn(&mut Header) -> Result<()>,
+) -> Result<Header> {
+    let oid = names::header_object(id);
+    let (header, _) = write_header_change(store, io, &oid, name, change).await?;
+    crate::lock::notify_header(store, io, &oid).await;
+    Ok(header)
 }
 
 impl Images {
@@ -154,21 +142,10 @@ impl Images {
         name: &str,
         change: impl Fn(&mut Option<MigrationSpec>) -> Result<()>,
     ) -> Result<Header> {
-        let oid = names::header_object(id);
-        let (header, _) = write_header_change(self.store(), self.io_ctx(), &oid, name, |h| {
+        change_header(self.store(), self.io_ctx(), id, name, |h| {
             change(&mut h.migration)
         })
-        .await?;
-        let _ = self
-            .store()
-            .notify(
-                self.io_ctx(),
-                &oid,
-                Bytes::from_static(b"header_update"),
-                std::time::Duration::from_secs(5),
-            )
-            .await;
-        Ok(header)
+        .await
     }
 
     /// Reads the header of image `id`.
@@ -243,25 +220,9 @@ impl Images {
                 Ok(())
             })
             .await?;
-            if let Some(parent) = &header.parent {
-                let mut bare = header.clone();
-                bare.snapshots.clear();
-                bare.parent = None;
-                crate::layering::unregister_if_unused(
-                    self.store(),
-                    self.io_ctx(),
-                    id,
-                    &bare,
-                    parent,
-                )
-                .await?;
-            }
-            for p in header.snapshots.values().filter_map(|s| s.parent.as_ref()) {
-                let mut bare = header.clone();
-                bare.snapshots.clear();
-                bare.parent = None;
-                crate::layering::unregister_if_unused(self.store(), self.io_ctx(), id, &bare, p)
-                    .await?;
+            let parents = header.parent.iter();
+            for p in parents.chain(header.snapshots.values().filter_map(|s| s.parent.as_ref())) {
+                unregister_child(self.store(), p, &self.ref_of(id)).await?;
             }
         }
         self.remove_data(name, id, progress).await?;
@@ -304,7 +265,6 @@ impl Images {
                 register_child(self.store(), &new, &child).await?;
                 let child_io =
                     IoCtx::with_namespace(PoolId(child.pool_id), child.namespace.clone());
-                let oid = names::header_object(&child.image_id);
                 let is_old = |p: &ParentSpec| p.image_id == source_id && p.snap_id == snap.id;
                 let relink = |p: &mut Option<ParentSpec>| {
                     if let Some(p) = p.as_mut()
@@ -316,39 +276,28 @@ impl Images {
                         p.snap_id = new.snap_id;
                     }
                 };
-                write_header_change(self.store(), &child_io, &oid, &child.image_id, |h| {
-                    relink(&mut h.parent);
-                    for s in h.snapshots.values_mut() {
-                        relink(&mut s.parent);
-                    }
-                    Ok(())
-                })
+                change_header(
+                    self.store(),
+                    &child_io,
+                    &child.image_id,
+                    &child.image_id,
+                    |h| {
+                        relink(&mut h.parent);
+                        for s in h.snapshots.values_mut() {
+                            relink(&mut s.parent);
+                        }
+                        Ok(())
+                    },
+                )
                 .await?;
-                let _ = self
-                    .store()
-                    .notify(
-                        &child_io,
-                        &oid,
-                        Bytes::from_static(b"header_update"),
-                        std::time::Duration::from_secs(5),
-                    )
-                    .await;
-                let key = format!(
-                    "{}{}/{}/{}",
-                    children::key_prefix(source_id, snap.id),
-                    child.pool_id,
-                    child.namespace,
-                    child.image_id
-                );
-                self.store()
-                    .operate(
-                        self.io_ctx(),
-                        names::CHILDREN,
-                        &WriteOp::new().omap_remove([key]),
-                        &SnapContext::empty(),
-                    )
-                    .await
-                    .ctx(|| "cannot update the children registry".to_owned())?;
+                let old = ParentSpec {
+                    pool_id: self.io_ctx().pool().0,
+                    namespace: self.io_ctx().namespace().to_owned(),
+                    image_id: source_id.to_owned(),
+                    snap_id: snap.id,
+                    overlap: 0,
+                };
+                unregister_child(self.store(), &old, &child).await?;
                 moved += 1;
             }
         }

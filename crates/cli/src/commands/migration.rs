@@ -17,11 +17,15 @@ use crate::progress::ProgressLine;
 use crate::size::{format_size, parse_size};
 use crate::spec::{SnapRule, SpecOptions};
 
-/// Returns the opener of migration sources for this command line, and makes it the default
-/// of every image this process opens.
+/// Returns the opener of migration sources for this command line (made once: it loads the
+/// plugin directory), and makes it the default of every image this process opens.
 pub fn install_opener(global: &Global, store: &Arc<dyn ObjectStore>) -> CliResult<Arc<Opener>> {
+    static OPENER: std::sync::OnceLock<Arc<Opener>> = std::sync::OnceLock::new();
+    if let Some(opener) = OPENER.get() {
+        return Ok(opener.clone());
+    }
     let ctx = crate::commands::source::context_for_store(global, store.clone())?;
-    let opener = Arc::new(Opener::new(ctx));
+    let opener = OPENER.get_or_init(|| Arc::new(Opener::new(ctx))).clone();
     rbdx_image::migration::set_default_opener(opener.clone());
     Ok(opener)
 }
