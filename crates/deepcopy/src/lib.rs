@@ -121,6 +121,20 @@ pub async fn copy_migration(
     on_progress: &(dyn Fn(&CopyProgress) + Sync),
 ) -> Result<CopyProgress> {
     let views = snapshot_views(dst).await?;
+    let copied = copy_views(dst, &views, options, on_progress).await;
+    // The snapshot views (not the caller's handle) watch the image and their sources.
+    for view in views.into_iter().skip(1) {
+        view.close().await?;
+    }
+    copied
+}
+
+async fn copy_views(
+    dst: &Image,
+    views: &[Image],
+    options: &CopyOptions,
+    on_progress: &(dyn Fn(&CopyProgress) + Sync),
+) -> Result<CopyProgress> {
     let layout = dst.layout();
     let set_bytes = layout.object_size() * layout.stripe_count();
     let span = views.iter().map(Image::size).max().unwrap_or(0);
@@ -140,7 +154,7 @@ pub async fn copy_migration(
     let mut total = 0;
     let mut offset = 0;
     while offset < span {
-        let found = data_objects(&views, offset, (offset + window).min(span)).await?;
+        let found = data_objects(views, offset, (offset + window).min(span)).await?;
         total += found.values().sum::<u64>();
         offset += window;
     }
@@ -149,7 +163,7 @@ pub async fn copy_migration(
     let mut paced_bytes = 0u64;
     while start < span {
         let end = (start + window).min(span);
-        let found = data_objects(&views, start, end).await?;
+        let found = data_objects(views, start, end).await?;
         let skipped: u64 = found.range(..options.start_object).map(|(_, b)| *b).sum();
         progress.copied_bytes += skipped;
         let todo: Vec<(u64, u64)> = found

@@ -372,6 +372,15 @@ pub(crate) async fn shutdown(inner: &Inner) -> Result<()> {
             Err(e) => tracing::debug!("unwatching image {}: {e}", inner.name),
         }
     }
+    // What this image opened to read through to goes with it.
+    if let Some(source) = inner.migration_source.lock().await.take() {
+        source.close().await;
+    }
+    if let Some((_, parent)) = inner.parent.lock().await.take()
+        && let Err(e) = Box::pin(parent.close()).await
+    {
+        tracing::debug!("closing the parent of image {}: {e}", inner.name);
+    }
     released
 }
 

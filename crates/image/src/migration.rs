@@ -162,6 +162,10 @@ pub trait MigrationSource: Send + Sync + std::fmt::Debug {
         offset: u64,
         length: u64,
     ) -> Result<Vec<Allocation>>;
+
+    /// Lets go of what the source holds open (watches on a cluster); the destination calls
+    /// it when it is closed.
+    async fn close(&self) {}
 }
 
 /// Opens the source of a migration destination from its `migration` record.
@@ -175,19 +179,24 @@ pub trait SourceOpener: Send + Sync + std::fmt::Debug {
     ) -> Result<Arc<dyn MigrationSource>>;
 }
 
-static DEFAULT_OPENER: std::sync::OnceLock<Arc<dyn SourceOpener>> = std::sync::OnceLock::new();
+/// The default opener, held weakly: whoever sets it keeps it (and the store it reaches)
+/// alive, so that nothing outlives the store's owner.
+static DEFAULT_OPENER: std::sync::RwLock<Option<std::sync::Weak<dyn SourceOpener>>> =
+    std::sync::RwLock::new(None);
 
-/// Sets the opener that images opened without one use (once per process; later calls are
-/// ignored). Without it they use [`NativeOpener`].
-pub fn set_default_opener(opener: Arc<dyn SourceOpener>) {
-    let _ = DEFAULT_OPENER.set(opener);
+/// Sets the opener that images opened without one use, for as long as the caller keeps
+/// `opener` alive. Without it (or after it is dropped) they use [`NativeOpener`].
+pub fn set_default_opener(opener: &Arc<dyn SourceOpener>) {
+    *DEFAULT_OPENER.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(opener));
 }
 
 /// Returns the process's default opener.
 pub(crate) fn default_opener() -> Arc<dyn SourceOpener> {
     DEFAULT_OPENER
-        .get()
-        .cloned()
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(std::sync::Weak::upgrade)
         .unwrap_or_else(|| Arc::new(NativeOpener))
 }
 
@@ -315,6 +324,14 @@ impl MigrationSource for NativeSource {
             image.allocation(offset, length).await
         } else {
             image.own_allocation(offset, length).await
+        }
+    }
+
+    async fn close(&self) {
+        for image in std::iter::once(&self.head).chain(self.snaps.values()) {
+            if let Err(e) = image.clone().close().await {
+                tracing::debug!("closing migration source {}: {e}", image.name());
+            }
         }
     }
 }

@@ -61,6 +61,28 @@ pub async fn image_path(store: &Arc<dyn ObjectStore>, io: &IoCtx, name: &str) ->
     }
 }
 
+/// Returns the migration of destination `name` of `dst`, or `None` if it is not migrating.
+pub async fn status(
+    store: &Arc<dyn ObjectStore>,
+    dst: &Images,
+    name: &str,
+) -> Result<Option<MigrationStatus>> {
+    let id = dst.lookup(name).await?;
+    let header = dst.header_by_id(&id, name).await?;
+    let Some(spec) = header.migration else {
+        return Ok(None);
+    };
+    if spec.role != MigrationRole::Destination {
+        return Ok(None);
+    }
+    Ok(Some(MigrationStatus {
+        progress: progress::load(store, dst.io_ctx(), &id).await?,
+        destination: image_path(store, dst.io_ctx(), name).await,
+        destination_id: id,
+        spec,
+    }))
+}
+
 impl Migration {
     /// Returns a runner for `store`, opening external sources with `opener`.
     pub fn new(store: Arc<dyn ObjectStore>, opener: Arc<Opener>) -> Migration {
@@ -96,20 +118,7 @@ impl Migration {
 
     /// Returns the migration of destination `name`, or `None` if it is not migrating.
     pub async fn status(&self, dst: &Images, name: &str) -> Result<Option<MigrationStatus>> {
-        let id = dst.lookup(name).await?;
-        let header = dst.header_by_id(&id, name).await?;
-        let Some(spec) = header.migration else {
-            return Ok(None);
-        };
-        if spec.role != MigrationRole::Destination {
-            return Ok(None);
-        }
-        Ok(Some(MigrationStatus {
-            progress: progress::load(&self.store, dst.io_ctx(), &id).await?,
-            destination: image_path(&self.store, dst.io_ctx(), name).await,
-            destination_id: id,
-            spec,
-        }))
+        status(&self.store, dst, name).await
     }
 
     /// Finds the source of a live migration to `name` in `dst` that lost its destination

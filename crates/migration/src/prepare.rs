@@ -188,11 +188,12 @@ impl Migration {
             image_path(&self.store, src.io_ctx(), src_name).await
         );
         let destination = image_path(&self.store, dst.io_ctx(), dst_name).await;
-        let out = report(&source, shown, destination, options.dry_run).await?;
+        let out = report(&source, shown, destination, options.dry_run).await;
+        source.close().await;
+        let out = out?;
         if options.dry_run {
             return Ok(out);
         }
-        drop(source);
         let dst_id = match planned {
             Some(id) => id,
             None => rbdx_image::new_image_id()?,

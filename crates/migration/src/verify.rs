@@ -106,23 +106,29 @@ impl Migration {
             let now = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
             progress(now, total);
         };
-        let mut out = Vec::new();
-        for (snap_id, key, _) in views {
-            let image = Image::open_by_id(
-                self.store.clone(),
-                dst.io_ctx().clone(),
-                name,
-                &id,
-                OpenOptions::default()
-                    .with_read_only(true)
-                    .with_snap_id(snap_id),
-            )
-            .await?;
-            let label = image.snapshot().map(|s| s.name.clone());
-            out.extend(compare_view(source.as_ref(), key, &image, label, &tick).await?);
-            image.close().await?;
+        let compared = async {
+            let mut out = Vec::new();
+            for (snap_id, key, _) in views {
+                let image = Image::open_by_id(
+                    self.store.clone(),
+                    dst.io_ctx().clone(),
+                    name,
+                    &id,
+                    OpenOptions::default()
+                        .with_read_only(true)
+                        .with_snap_id(snap_id),
+                )
+                .await?;
+                let label = image.snapshot().map(|s| s.name.clone());
+                let found = compare_view(source.as_ref(), key, &image, label, &tick).await;
+                image.close().await?;
+                out.extend(found?);
+            }
+            Ok(out)
         }
-        Ok(out)
+        .await;
+        source.close().await;
+        compared
     }
 
     async fn opener_source(

@@ -41,7 +41,8 @@ async fn setup() -> Setup {
         IoCtx::new(store.pool_create("b").await.unwrap()),
     );
     let opener = Arc::new(Opener::new(OpenContext::new(Arc::new(Registry::builtin()))));
-    rbdx_image::migration::set_default_opener(opener.clone());
+    let shared: Arc<dyn rbdx_image::migration::SourceOpener> = opener.clone();
+    rbdx_image::migration::set_default_opener(&shared);
     Setup {
         migration: Migration::new(store.clone(), opener),
         store,

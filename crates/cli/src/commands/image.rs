@@ -474,12 +474,7 @@ struct StatusOut {
 }
 
 /// `rbdx status`.
-pub async fn status(
-    global: &crate::args::Global,
-    store: &Arc<dyn ObjectStore>,
-    arg: &ImageArg,
-    printer: Printer,
-) -> CliResult {
+pub async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
     let (spec, images) = resolve(store, arg, SnapRule::None).await?;
     let ids = images.list().await?;
     let id = ids
@@ -497,8 +492,7 @@ pub async fn status(
                 cookie: w.cookie,
             })
             .collect(),
-        migration: crate::commands::migration::status_block(global, store, &images, &spec.image)
-            .await?,
+        migration: crate::commands::migration::status_block(store, &images, &spec.image).await?,
     };
     printer.print("status", &out, |o| {
         if o.watchers.is_empty() {

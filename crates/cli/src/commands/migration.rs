@@ -17,16 +17,14 @@ use crate::progress::ProgressLine;
 use crate::size::{format_size, parse_size};
 use crate::spec::{SnapRule, SpecOptions};
 
-/// Returns the opener of migration sources for this command line (made once: it loads the
-/// plugin directory), and makes it the default of every image this process opens.
+/// Returns the opener of migration sources for this command line, and makes it the default
+/// of every image this process opens while the caller keeps it (the store it reaches must
+/// not outlive the command: a Ceph connection alive at exit can crash the process).
 pub fn install_opener(global: &Global, store: &Arc<dyn ObjectStore>) -> CliResult<Arc<Opener>> {
-    static OPENER: std::sync::OnceLock<Arc<Opener>> = std::sync::OnceLock::new();
-    if let Some(opener) = OPENER.get() {
-        return Ok(opener.clone());
-    }
     let ctx = crate::commands::source::context_for_store(global, store.clone())?;
-    let opener = OPENER.get_or_init(|| Arc::new(Opener::new(ctx))).clone();
-    rbdx_image::migration::set_default_opener(opener.clone());
+    let opener = Arc::new(Opener::new(ctx));
+    let shared: Arc<dyn rbdx_image::migration::SourceOpener> = opener.clone();
+    rbdx_image::migration::set_default_opener(&shared);
     Ok(opener)
 }
 
@@ -49,13 +47,12 @@ struct SnapOut {
 
 /// Runs a migration command.
 pub async fn run(
-    global: &Global,
     store: &Arc<dyn ObjectStore>,
+    opener: Arc<Opener>,
     command: MigrationCommand,
     printer: Printer,
     progress: bool,
 ) -> CliResult {
-    let opener = install_opener(global, store)?;
     let migration = Migration::new(store.clone(), opener);
     match command {
         MigrationCommand::Prepare(args) => prepare(&migration, store, &args, printer).await,
@@ -285,14 +282,11 @@ pub struct StatusBlock {
 
 /// Returns the `Migration:` block of image `name`, if it is a migration destination.
 pub async fn status_block(
-    global: &Global,
     store: &Arc<dyn ObjectStore>,
     dst: &rbdx_image::Images,
     name: &str,
 ) -> CliResult<Option<StatusBlock>> {
-    let opener = install_opener(global, store)?;
-    let migration = Migration::new(store.clone(), opener);
-    let Some(st) = migration.status(dst, name).await? else {
+    let Some(st) = rbdx_migration::status(store, dst, name).await? else {
         return Ok(None);
     };
     Ok(Some(block(store, &st).await))

@@ -33,7 +33,7 @@ pub async fn run(cli: Cli) -> CliResult {
     }
     let store = store::open(&cli.global).await?;
     // Images under import-only migration read their source through the source drivers.
-    migration::install_opener(&cli.global, &store)?;
+    let opener = migration::install_opener(&cli.global, &store)?;
     let progress = !cli.global.no_progress;
     match cli.command {
         Command::Create {
@@ -50,7 +50,7 @@ pub async fn run(cli: Cli) -> CliResult {
             allow_shrink,
         } => image::resize(&store, &arg, &size, allow_shrink, progress).await,
         Command::Rename { src, dest } => image::rename(&store, &src, &dest).await,
-        Command::Status(arg) => image::status(&cli.global, &store, &arg, printer).await,
+        Command::Status(arg) => image::status(&store, &arg, printer).await,
         Command::Clone {
             parent,
             dest,
@@ -64,7 +64,7 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Lock { command } => maintenance::lock(&store, command, printer).await,
         Command::Migration { command } => {
-            migration::run(&cli.global, &store, command, printer, progress).await
+            migration::run(&store, opener, command, printer, progress).await
         }
         Command::Trash { command } => trash::run(&store, command, printer, progress).await,
         Command::Source { .. } => Ok(()),
