@@ -21,7 +21,7 @@ use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapContext, SnapId, WriteOp
 
 use crate::error::{Error, Result};
 use crate::image::Inner;
-use crate::layering::{is_zero, read_below};
+use crate::layering::{nonzero_writes, read_below};
 use crate::migration::{MigrationRole, MigrationSource, MigrationSpec, MigrationState};
 use crate::objectmap::ObjectState;
 
@@ -174,11 +174,12 @@ impl Inner {
         let layout = self.header().layout;
         let mut writes = Vec::new();
         for (o, image_off, len) in layout.object_pieces_below(objectno, overlap) {
-            let holes = source.allocation(view, image_off, len).await?;
-            if holes.iter().any(|a| a.data) {
-                let data = source.read(view, image_off, len).await?;
-                if !is_zero(&data) {
-                    writes.push((o, data));
+            for run in source.allocation(view, image_off, len).await? {
+                let start = run.offset.max(image_off);
+                let end = run.end().min(image_off + len);
+                if run.data && start < end {
+                    let data = source.read(view, start, end - start).await?;
+                    writes.extend(nonzero_writes(o + (start - image_off), &data));
                 }
             }
         }

@@ -64,7 +64,35 @@ pub struct ChildInfo {
 
 /// Returns true if every byte is zero.
 pub(crate) fn is_zero(data: &[u8]) -> bool {
-    data.iter().all(|&b| b == 0)
+    // OR-folding whole blocks vectorises; stopping at the first non-zero block keeps the early
+    // exit that matters for data.
+    data.chunks(ZERO_BLOCK)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+/// The granularity at which copies leave zeros out (a file system block).
+const ZERO_BLOCK: usize = 4096;
+
+/// Returns `data`, read at object offset `offset`, as writes that leave out its all-zero
+/// 4 KiB blocks, so that zeros a source holds as data stay holes in the copy.
+pub(crate) fn nonzero_writes(offset: u64, data: &Bytes) -> Vec<(u64, Bytes)> {
+    let mut writes = Vec::new();
+    let mut run: Option<usize> = None;
+    for (n, block) in data.chunks(ZERO_BLOCK).enumerate() {
+        let start = n * ZERO_BLOCK;
+        match (is_zero(block), run) {
+            (false, None) => run = Some(start),
+            (true, Some(from)) => {
+                writes.push((offset + from as u64, data.slice(from..start)));
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(from) = run {
+        writes.push((offset + from as u64, data.slice(from..)));
+    }
+    writes
 }
 
 async fn image_name(store: &Arc<dyn ObjectStore>, io: &IoCtx, id: &str) -> Option<String> {
@@ -247,9 +275,7 @@ impl Inner {
         let mut writes = Vec::new();
         for (o, image_off, len) in layout.object_pieces_below(objectno, overlap) {
             let data = self.read_parent(image_off, len).await?;
-            if !is_zero(&data) {
-                writes.push((o, data));
-            }
+            writes.extend(nonzero_writes(o, &data));
         }
         Ok(writes)
     }
@@ -561,5 +587,37 @@ impl Image {
         unregister_if_unused(&inner.store, &inner.io, &inner.id, &new, &old).await?;
         progress(total, total);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonzero_writes_leave_out_zero_blocks_and_keep_partial_ones() {
+        let mut data = vec![0u8; 5 * ZERO_BLOCK + 100];
+        data[ZERO_BLOCK + 7] = 1;
+        data[2 * ZERO_BLOCK] = 2;
+        data[5 * ZERO_BLOCK + 99] = 3;
+        let data = Bytes::from(data);
+
+        let writes = nonzero_writes(1 << 20, &data);
+
+        let spans: Vec<(u64, usize)> = writes.iter().map(|(o, b)| (*o, b.len())).collect();
+        let block = ZERO_BLOCK as u64;
+        assert_eq!(
+            spans,
+            vec![
+                ((1 << 20) + block, 2 * ZERO_BLOCK),
+                ((1 << 20) + 5 * block, 100)
+            ]
+        );
+        assert_eq!(writes[0].1, data.slice(ZERO_BLOCK..3 * ZERO_BLOCK));
+    }
+
+    #[test]
+    fn nonzero_writes_of_zeros_is_empty() {
+        assert!(nonzero_writes(0, &Bytes::from(vec![0u8; 3 * ZERO_BLOCK])).is_empty());
     }
 }
