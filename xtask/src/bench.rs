@@ -148,8 +148,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if backend == "dir" && names == ["source"] {
         return crate::source_bench::run();
     }
+    if backend == "dir" && names == ["migration"] {
+        return crate::migration_bench::run();
+    }
     let wants_source = backend == "dir" && (names.is_empty() || names.contains(&"source"));
-    names.retain(|n| *n != "image" && *n != "source");
+    let wants_migration = backend == "dir" && (names.is_empty() || names.contains(&"migration"));
+    names.retain(|n| *n != "image" && *n != "source" && *n != "migration");
     let selected: Vec<&Suite> = SUITES
         .iter()
         .filter(|s| s.backend == backend && (names.is_empty() || names.contains(&s.name)))
@@ -203,6 +207,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if wants_source {
         crate::source_bench::run()?;
+    }
+    if wants_migration {
+        crate::migration_bench::run()?;
     }
     Ok(())
 }

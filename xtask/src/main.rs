@@ -4,7 +4,8 @@
 //!   documentation with warnings denied, and a build and smoke run of the fuzz targets.
 //! - `bench [GROUP...] [--backend dir|rados]`: runs the benchmarks (default: all, on `dir`)
 //!   and prints, per group, a table of rbdx next to the reference measured in the same run
-//!   (for `rados`, Ceph's `rados bench` on the same cluster; for `image`, plain file I/O).
+//!   (for `rados`, Ceph's `rados bench` on the same cluster; for `image`, plain file I/O; for
+//!   `migration`, `qemu-img convert` and `cp --sparse=always`).
 //! - `demo`: builds `rbdx` and runs the main job end to end on a fresh embedded store.
 //! - `fuzz --smoke [SECONDS]`: builds the fuzz targets with coverage instrumentation and runs
 //!   each for a few seconds from a seed corpus.
@@ -15,6 +16,7 @@ mod ci;
 mod demo;
 mod fuzz;
 mod image_bench;
+mod migration_bench;
 mod rados_bench;
 mod source_bench;
 
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | bench [objstore] [image] [source] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
+                "usage: cargo xtask ci | bench [objstore] [image] [source] [migration] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
             );
             return ExitCode::from(2);
         }

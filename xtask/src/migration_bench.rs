@@ -1,0 +1,424 @@
+//! `cargo xtask bench migration`: migrations on the embedded store next to the tools people
+//! use for the same copy today, measured in one run on the same data, with the peak memory
+//! (maximum resident set) of every command:
+//!
+//! - import-only `execute` of a 1 GiB raw file with 40% of it allocated, vs `qemu-img convert
+//!   -O raw` and `cp --sparse=always` of that file;
+//! - import-only `execute` of a qcow2 with the same content, vs `qemu-img convert -O raw`;
+//! - a live migration between pools of a 1 GiB image with one snapshot (prepare, execute,
+//!   commit), next to `cp --sparse=always` of the same data as a floor;
+//! - import-only `execute` of a 16 GiB qcow2 holding 1 MiB of data, vs `qemu-img convert`.
+//!
+//! Each figure is the median of three runs with the page cache warm and dirty pages written
+//! back before each run; outputs go to the same file system as the store.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::{cargo, root, run_step, show};
+
+const RUNS: usize = 3;
+
+/// One measured command: wall time and peak resident memory.
+#[derive(Clone, Copy)]
+struct Sample {
+    secs: f64,
+    rss_bytes: u64,
+}
+
+/// Runs `cmd` to completion, returning its wall time and maximum resident set size.
+fn measure(cmd: &mut Command) -> anyhow::Result<Sample> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", show(cmd)))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped (the `Child` is never waited on), and
+    // both out-pointers point at live locals.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(reaped == pid, "wait4 failed for {}", show(cmd));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr {
+        use std::io::Read as _;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = std::process::ExitStatus::from_raw(status);
+    anyhow::ensure!(status.success(), "{} failed: {stderr}", show(cmd));
+    Ok(Sample {
+        secs,
+        rss_bytes: usage.ru_maxrss as u64 * 1024,
+    })
+}
+
+/// Writes back every dirty page, so that no run pays for the writeback of an earlier one.
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// Returns the median time and the largest peak memory of `RUNS` runs; `setup` runs (not
+/// measured) before each, `make` builds the measured command.
+fn median(
+    mut setup: impl FnMut() -> anyhow::Result<()>,
+    mut make: impl FnMut() -> Command,
+) -> anyhow::Result<Sample> {
+    let mut samples = Vec::new();
+    for _ in 0..RUNS {
+        setup()?;
+        settle();
+        samples.push(measure(&mut make())?);
+    }
+    let rss_bytes = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
+    let mut times: Vec<f64> = samples.iter().map(|s| s.secs).collect();
+    times.sort_by(f64::total_cmp);
+    Ok(Sample {
+        secs: times[RUNS / 2],
+        rss_bytes,
+    })
+}
+
+/// The `rbdx` binary on one store.
+struct Rbdx {
+    binary: PathBuf,
+    store: PathBuf,
+}
+
+impl Rbdx {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args).env("RBDX_DATA_DIR", &self.store);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = self.cmd(args);
+        let out = cmd.output().with_context(|| show(&cmd))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} failed: {}",
+            show(&cmd),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// Removes `image` if it exists.
+    fn remove(&self, image: &str) -> anyhow::Result<()> {
+        let _ = self.cmd(&["rm", "--no-progress", image]).output()?;
+        Ok(())
+    }
+
+    /// Prepares an import-only migration of `spec` into a fresh `image`.
+    fn prepare_import(&self, spec: &str, image: &str) -> anyhow::Result<()> {
+        self.remove(image)?;
+        self.run(&[
+            "migration",
+            "prepare",
+            "--import-only",
+            "--source-spec",
+            spec,
+            image,
+        ])
+    }
+}
+
+/// Writes a 1 GiB sparse file with 40% of its 1 MiB blocks holding incompressible data.
+fn make_raw(path: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::File::create(path)?;
+    file.set_len(1 << 30)?;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    let mut allocated = 0;
+    for n in 0..1024u64 {
+        if n * 7 % 10 >= 4 {
+            continue;
+        }
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        file.write_all_at(&block, n << 20)?;
+        allocated += 1 << 20;
+    }
+    Ok(allocated)
+}
+
+fn qemu_img(args: &[&str]) -> Command {
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(args);
+    cmd
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// One row of the table.
+struct Row {
+    label: String,
+    ours: Sample,
+    reference: Option<(String, Sample)>,
+    /// The minimum speed ratio (reference time / rbdx time) the issue sets, if any.
+    target: Option<f64>,
+}
+
+/// Builds the inputs, runs every case and prints the table.
+pub fn run() -> anyhow::Result<()> {
+    run_step(cargo().args(["build", "--release", "-p", "rbdx-cli"]))?;
+    let root = root();
+    let dir = root.join("target/bench-migration");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let rbdx = Rbdx {
+        binary: root.join("target/release/rbdx"),
+        store: dir.join("store"),
+    };
+    let raw = dir.join("disk.raw");
+    let qcow = dir.join("disk.qcow2");
+    let sparse = dir.join("sparse.qcow2");
+    let out = dir.join("out.raw");
+    eprintln!(
+        "+ making a 1 GiB raw file (40% allocated), a qcow2 of it, a 16 GiB qcow2 with 1 MiB"
+    );
+    let allocated = make_raw(&raw)?;
+    run_step(&mut qemu_img(&[
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "qcow2",
+        path(&raw),
+        path(&qcow),
+    ]))?;
+    run_step(&mut qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        path(&sparse),
+        "16G",
+    ]))?;
+    run_step(
+        Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", "write -P 7 8G 1M", path(&sparse)])
+            .stdout(Stdio::null()),
+    )?;
+    run_step(
+        Command::new("cat")
+            .arg(&raw)
+            .arg(&qcow)
+            .stdout(Stdio::null()),
+    )?;
+    rbdx.run(&["pool", "create", "fast"])?;
+
+    let spec = |format: &str, file: &Path| {
+        format!(
+            r#"{{"type":"{format}","stream":{{"type":"file","file_path":"{}"}}}}"#,
+            file.display()
+        )
+    };
+    let fresh_out = || -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(&out);
+        Ok(())
+    };
+    let mut rows = Vec::new();
+
+    eprintln!("+ raw import");
+    let raw_spec = spec("raw", &raw);
+    let ours = median(
+        || rbdx.prepare_import(&raw_spec, "raw-import"),
+        || rbdx.cmd(&["migration", "execute", "--no-progress", "raw-import"]),
+    )?;
+    let convert = median(fresh_out, || {
+        qemu_img(&["convert", "-f", "raw", "-O", "raw", path(&raw), path(&out)])
+    })?;
+    let cp = median(fresh_out, || {
+        let mut c = Command::new("cp");
+        c.arg("--sparse=always").arg(&raw).arg(&out);
+        c
+    })?;
+    rows.push(Row {
+        label: "raw 1 GiB (40% allocated): import-only execute".into(),
+        ours,
+        reference: Some(("qemu-img convert -O raw".into(), convert)),
+        target: Some(1.0),
+    });
+    rows.push(Row {
+        label: "raw 1 GiB (40% allocated): import-only execute".into(),
+        ours,
+        reference: Some(("cp --sparse=always".into(), cp)),
+        target: Some(0.8),
+    });
+
+    eprintln!("+ qcow2 import");
+    let qcow_spec = spec("qcow", &qcow);
+    let ours = median(
+        || rbdx.prepare_import(&qcow_spec, "qcow-import"),
+        || rbdx.cmd(&["migration", "execute", "--no-progress", "qcow-import"]),
+    )?;
+    let convert = median(fresh_out, || {
+        qemu_img(&[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            path(&qcow),
+            path(&out),
+        ])
+    })?;
+    rows.push(Row {
+        label: "qcow2 of the same content: import-only execute".into(),
+        ours,
+        reference: Some(("qemu-img convert -O raw".into(), convert)),
+        target: Some(1.0),
+    });
+
+    eprintln!("+ live migration between pools");
+    rows.extend(live(&rbdx, &raw, cp)?);
+
+    eprintln!("+ 16 GiB sparse qcow2");
+    let sparse_spec = spec("qcow", &sparse);
+    let sparse_ours = median(
+        || rbdx.prepare_import(&sparse_spec, "sparse-import"),
+        || rbdx.cmd(&["migration", "execute", "--no-progress", "sparse-import"]),
+    )?;
+    let convert = median(fresh_out, || {
+        qemu_img(&[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            path(&sparse),
+            path(&out),
+        ])
+    })?;
+    rows.push(Row {
+        label: "qcow2 16 GiB holding 1 MiB: import-only execute (target: under 1 s)".into(),
+        ours: sparse_ours,
+        reference: Some(("qemu-img convert -O raw".into(), convert)),
+        target: None,
+    });
+    let _ = std::fs::remove_file(&out);
+
+    print_table(&rows, allocated, sparse_ours.secs);
+    Ok(())
+}
+
+/// Migrates a 1 GiB image with one snapshot between two pools, back and forth; returns a row
+/// for each step.
+fn live(rbdx: &Rbdx, raw: &Path, cp: Sample) -> anyhow::Result<Vec<Row>> {
+    rbdx.run(&["import", "--no-progress", path(raw), "rbd/live"])?;
+    rbdx.run(&["snap", "create", "--no-progress", "rbd/live@one"])?;
+    rbdx.run(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4M",
+        "--io-total",
+        "64M",
+        "--io-pattern",
+        "rand",
+        "rbd/live",
+    ])?;
+    let pools = ["rbd", "fast"];
+    let mut steps: [Vec<Sample>; 3] = Default::default();
+    for round in 0..RUNS {
+        let (from, to) = (pools[round % 2], pools[(round + 1) % 2]);
+        let (src, dst) = (format!("{from}/live"), format!("{to}/live"));
+        let prepare = ["migration", "prepare", src.as_str(), dst.as_str()];
+        let execute = ["migration", "execute", "--no-progress", dst.as_str()];
+        let commit = ["migration", "commit", "--no-progress", dst.as_str()];
+        for (n, args) in [&prepare[..], &execute[..], &commit[..]].iter().enumerate() {
+            settle();
+            steps[n].push(measure(&mut rbdx.cmd(args))?);
+        }
+    }
+    let names = ["prepare", "execute", "commit"];
+    Ok(steps
+        .into_iter()
+        .zip(names)
+        .map(|(mut samples, name)| {
+            samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+            let rss_bytes = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
+            Row {
+                label: format!("live, 1 GiB with 1 snapshot, pool to pool: {name}"),
+                ours: Sample {
+                    secs: samples[RUNS / 2].secs,
+                    rss_bytes,
+                },
+                reference: (name == "execute").then(|| ("cp --sparse=always (floor)".into(), cp)),
+                target: None,
+            }
+        })
+        .collect())
+}
+
+fn print_table(rows: &[Row], allocated: u64, sparse_secs: f64) {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    println!();
+    println!("## migration (cargo xtask bench migration)");
+    println!();
+    println!(
+        "| case | rbdx | rbdx peak RSS | reference | reference time | ref. peak RSS | ratio (speed) | target |"
+    );
+    println!("|---|---:|---:|---|---:|---:|---:|---|");
+    let mut peak = 0;
+    for row in rows {
+        peak = peak.max(row.ours.rss_bytes);
+        let (name, time, rss, ratio, verdict) = match &row.reference {
+            Some((name, r)) => {
+                let ratio = r.secs / row.ours.secs;
+                let verdict = match row.target {
+                    Some(t) if ratio >= t => format!(">= {t}x: met"),
+                    Some(t) => format!(">= {t}x: NOT met"),
+                    None => "-".to_owned(),
+                };
+                (
+                    name.as_str(),
+                    format!("{:.2} s", r.secs),
+                    format!("{:.0} MiB", mib(r.rss_bytes)),
+                    format!("{ratio:.2}x"),
+                    verdict,
+                )
+            }
+            None => ("-", "-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {} | {:.2} s | {:.0} MiB | {name} | {time} | {rss} | {ratio} | {verdict} |",
+            row.label,
+            row.ours.secs,
+            mib(row.ours.rss_bytes)
+        );
+    }
+    println!();
+    println!(
+        "16 GiB sparse qcow2 under 1 s: {:.2} s, {}; peak memory of every rbdx command under \
+         256 MiB: {:.0} MiB, {}",
+        sparse_secs,
+        if sparse_secs < 1.0 { "met" } else { "NOT met" },
+        mib(peak),
+        if peak < 256 << 20 { "met" } else { "NOT met" }
+    );
+    println!(
+        "{:.0} MiB of data in the 1 GiB images; medians of {RUNS} runs, page cache warm; rbdx \
+         times are `rbdx migration execute` (prepare, not timed, before each run), the references \
+         write a raw file on the same file system",
+        mib(allocated)
+    );
+}
