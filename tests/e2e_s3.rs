@@ -7,49 +7,14 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::Rbdx;
-
-struct Gateway {
-    url: String,
-    access: String,
-    secret: String,
-}
-
-fn gateway() -> Option<Gateway> {
-    let hint =
-        "no S3 gateway to test against (tests/ceph/micro-cluster.sh rgw DIR writes DIR/rgw.env)";
-    let url = rbdx_objstore::testkit::external("RBDX_TEST_S3_URL", hint)?;
-    Some(Gateway {
-        url,
-        access: std::env::var("RBDX_TEST_S3_ACCESS_KEY").expect("RBDX_TEST_S3_ACCESS_KEY"),
-        secret: std::env::var("RBDX_TEST_S3_SECRET_KEY").expect("RBDX_TEST_S3_SECRET_KEY"),
-    })
-}
-
-impl Gateway {
-    /// Sends a signed request with curl; `upload` is a file to PUT as the body.
-    fn curl(&self, method: &str, path: &str, upload: Option<&std::path::Path>) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sSf", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
-            .arg(format!("{}:{}", self.access, self.secret))
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-X", method]);
-        if let Some(file) = upload {
-            cmd.arg("-T").arg(file);
-        }
-        let out = cmd.arg(format!("{}{path}", self.url)).output().unwrap();
-        assert!(
-            out.status.success(),
-            "curl {method} {path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
+use common::s3::Gateway;
 
 #[test]
 fn s3_sources_are_read_with_signed_ranged_requests() {
-    let Some(gw) = gateway() else { return };
+    let Some(gw) = Gateway::from_env() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     // 9 MiB and a bit: several ranged reads, the last one short.
     let data: Vec<u8> = (0..(9u32 << 20) + 4321)

@@ -137,8 +137,46 @@ impl StreamFactory for S3StreamFactory {
             secret,
             region,
         });
-        Ok(Box::new(
-            HttpStream::open_with(&url, ca_file, Some(auth)).await?,
-        ))
+        let http = HttpStream::open_with(&url, ca_file, Some(auth.clone())).await?;
+        Ok(Box::new(S3Stream { http, auth }))
+    }
+}
+
+/// An S3 object: the http stream with signed requests, whose relative names (backing files)
+/// are S3 objects signed with the same keys.
+#[derive(Debug)]
+struct S3Stream {
+    http: HttpStream,
+    auth: Arc<SigV4>,
+}
+
+#[async_trait]
+impl Stream for S3Stream {
+    fn describe(&self) -> String {
+        self.http.describe()
+    }
+
+    async fn size(&self) -> Result<u64> {
+        self.http.size().await
+    }
+
+    async fn read(&self, offset: u64, length: u64) -> Result<bytes::Bytes> {
+        self.http.read(offset, length).await
+    }
+
+    async fn extents(&self, offset: u64, length: u64) -> Result<Vec<rbdx_source::Extent>> {
+        self.http.extents(offset, length).await
+    }
+
+    fn relative(&self, name: &str) -> Result<Map<String, Value>> {
+        let mut spec = self.http.relative(name)?;
+        spec.insert("type".into(), Value::String("s3".into()));
+        spec.insert("access_key".into(), Value::String(self.auth.access.clone()));
+        spec.insert("secret_key".into(), Value::String(self.auth.secret.clone()));
+        spec.insert(
+            "rbdx_region".into(),
+            Value::String(self.auth.region.clone()),
+        );
+        Ok(spec)
     }
 }
