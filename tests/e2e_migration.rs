@@ -290,3 +290,115 @@ fn abort_restores_the_source_writable() {
     rbdx.run(&["migration", "abort", "disk"])
         .fails(22, "not the destination");
 }
+
+/// Spawns `rbdx` with `args` on `rbdx`'s store, its output discarded.
+fn spawn(rbdx: &Rbdx, args: &[&str]) -> std::process::Child {
+    Command::new(Rbdx::binary())
+        .args(args)
+        .env("RBDX_DATA_DIR", rbdx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` and checks it succeeded.
+fn finish(child: std::process::Child, what: &str) {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn writes_from_other_processes_during_execute_land_on_top_of_the_source() {
+    let rbdx = Rbdx::new();
+    let dir = tempfile::tempdir().unwrap();
+    // 24 MiB, every 4 KiB block distinct from the benchmark's 0xa5 blocks, a third of it holes.
+    let size = 24usize << 20;
+    let source: Vec<u8> = (0..size)
+        .map(|i| {
+            if (i >> 16) % 3 == 2 {
+                0
+            } else {
+                (i % 253) as u8
+            }
+        })
+        .collect();
+    let file = dir.path().join("source.raw");
+    std::fs::write(&file, &source).unwrap();
+    let spec = format!(
+        r#"{{"type":"raw","stream":{{"type":"file","file_path":"{}"}}}}"#,
+        file.display()
+    );
+    rbdx.run(&[
+        "migration",
+        "prepare",
+        "--import-only",
+        "--object-size",
+        "1M",
+        "--source-spec",
+        &spec,
+        "vm",
+    ])
+    .ok();
+
+    // The copy and two writers start together at the first objects: one writes [0, 3 MiB)
+    // in order, one writes 4 KiB blocks all over the image.
+    let execute = spawn(
+        &rbdx,
+        &[
+            "migration",
+            "execute",
+            "--no-progress",
+            "--bandwidth-limit",
+            "12M",
+            "vm",
+        ],
+    );
+    let bench = |pattern: &str, total: &str| {
+        spawn(
+            &rbdx,
+            &[
+                "bench",
+                "--io-type",
+                "write",
+                "--io-size",
+                "4K",
+                "--io-threads",
+                "4",
+                "--io-total",
+                total,
+                "--io-pattern",
+                pattern,
+                "vm",
+            ],
+        )
+    };
+    let (seq, rand) = (bench("seq", "3M"), bench("rand", "2M"));
+    finish(seq, "sequential writer");
+    finish(rand, "random writer");
+    finish(execute, "execute");
+    let status = rbdx.run(&["status", "--format", "json", "vm"]).ok().json();
+    assert_eq!(status["migration"]["state"], "executed", "{status}");
+    rbdx.run(&["migration", "commit", "--no-progress", "vm"])
+        .ok();
+    std::fs::remove_file(&file).unwrap();
+
+    let got = export(&rbdx, "vm", dir.path(), "final");
+    assert_eq!(got.len(), size);
+    let written = [0xa5u8; 4096];
+    let mut overwritten = 0;
+    for (n, (block, want)) in got.chunks(4096).zip(source.chunks(4096)).enumerate() {
+        if n < (3 << 20) / 4096 {
+            assert_eq!(block, &written[..], "block {n} lacks the sequential write");
+        } else if block == &written[..] {
+            overwritten += 1;
+        } else {
+            assert_eq!(block, want, "block {n} is neither the source's nor a write");
+        }
+    }
+    assert!(overwritten > 0, "no random write landed past 3 MiB");
+}
