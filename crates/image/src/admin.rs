@@ -233,6 +233,26 @@ impl Images {
         Ok(())
     }
 
+    /// Removes what a creation of image `id` named `name` that was cut short left behind
+    /// (its directory entry, id object and object maps), unless the image has its header and
+    /// so is complete. Returns true if it was incomplete.
+    pub async fn remove_partial(&self, name: &str, id: &str) -> Result<bool> {
+        match read_header(&self.store, &self.io, &names::header_object(id), name).await {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.remove_metadata_objects(id).await?;
+        if directory::entry(&self.store, &self.io, name)
+            .await?
+            .as_deref()
+            == Some(id)
+        {
+            directory::remove(&self.store, &self.io, name, id).await?;
+        }
+        Ok(true)
+    }
+
     async fn remove_metadata_objects(&self, id: &str) -> Result<()> {
         let snapc = SnapContext::empty();
         let maps = names::object_map_object(id, None);
@@ -276,6 +296,12 @@ impl Images {
     /// Returns the id of image `name` (`NotFound` if there is none).
     pub async fn lookup(&self, name: &str) -> Result<String> {
         directory::lookup(&self.store, &self.io, name).await
+    }
+
+    /// Returns the id the pool directory maps `name` to, even if the image's creation was cut
+    /// short before its id object was written.
+    pub async fn directory_entry(&self, name: &str) -> Result<Option<String>> {
+        directory::entry(&self.store, &self.io, name).await
     }
 
     /// Lists image names and ids, sorted by name.

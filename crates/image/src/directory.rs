@@ -105,24 +105,44 @@ async fn directory_update(
     }
 }
 
-/// Adds `name -> id`; fails with `AlreadyExists` if the name is taken.
+/// Returns the id the directory maps `name` to, if any (whether or not `rbd_id.<name>` exists).
+pub async fn entry(store: &Arc<dyn ObjectStore>, io: &IoCtx, name: &str) -> Result<Option<String>> {
+    let key = format!("name_{name}");
+    let op = ReadOp::new().omap_get_by_keys([key.clone()]);
+    let mut res = match store.read_op(io, names::DIRECTORY, &op, None).await {
+        Ok(res) => res,
+        Err(e) if is_missing_object(&e) => return Ok(None),
+        Err(e) => return Err(Error::store("cannot read the image directory", e)),
+    };
+    let map = res.take_map(0).unwrap_or_default();
+    Ok(map
+        .get(&key)
+        .map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+/// Adds `name -> id`; fails with `AlreadyExists` if the name is taken by another id. Adding
+/// the same pair again finishes an add cut short (the entry without its id object).
 pub async fn add(store: &Arc<dyn ObjectStore>, io: &IoCtx, name: &str, id: &str) -> Result<()> {
     let name_key = format!("name_{name}");
     let id_key = format!("id_{id}");
+    let taken = || {
+        Error::new(
+            ErrorKind::AlreadyExists,
+            format!("image {name} already exists"),
+        )
+    };
     directory_update(
         store,
         io,
-        |current| {
-            if current.contains_key(&name_key) {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!("image {name} already exists"),
-                ));
+        |current| match current.get(&name_key) {
+            Some(existing) if existing.as_ref() == id.as_bytes() => {
+                Ok(WriteOp::new().assert_exists())
             }
-            Ok(WriteOp::new().omap_set([
+            Some(_) => Err(taken()),
+            None => Ok(WriteOp::new().omap_set([
                 (name_key.clone(), Bytes::from(id.to_owned())),
                 (id_key.clone(), Bytes::from(name.to_owned())),
-            ]))
+            ])),
         },
         &[format!("name_{name}")],
     )
@@ -135,6 +155,12 @@ pub async fn add(store: &Arc<dyn ObjectStore>, io: &IoCtx, name: &str, id: &str)
         .await
     {
         Ok(_) => Ok(()),
+        Err(e)
+            if e.kind() == StoreKind::AlreadyExists
+                && lookup(store, io, name).await.is_ok_and(|found| found == id) =>
+        {
+            Ok(())
+        }
         Err(e) => {
             // Undo the directory entry so that the name is free again.
             let _ = remove(store, io, name, id).await;

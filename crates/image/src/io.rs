@@ -141,6 +141,13 @@ impl Inner {
         if known_absent {
             return Ok(None);
         }
+        // A snapshot of a migration destination shows a copied object only once its whole
+        // history is in place (the head object exists without the copy-up mark); before
+        // that, the object's clones may be missing or hold an older step of the copy.
+        if snap.is_some() && self.reads_migration_source() && !self.copied(e.objectno, None).await?
+        {
+            return Ok(None);
+        }
         let len = e.length as usize;
         let oid = self.data_oid(e.objectno);
         let mut op = ReadOp::new().read(e.offset, Some(e.length));

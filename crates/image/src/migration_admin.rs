@@ -213,17 +213,19 @@ impl Images {
                     .snap_remove(pool, rbdx_objstore::SnapId(snap.id))
                     .await;
             }
-            let oid = names::header_object(id);
-            write_header_change(self.store(), self.io_ctx(), &oid, name, |h| {
-                h.snapshots.clear();
-                h.migration = None;
-                Ok(())
-            })
-            .await?;
+            // The registry entries go first, while the header still lists the snapshots that
+            // name the parents; the migration record stays until the header is deleted, so
+            // that a removal cut short is still known as part of the migration.
             let parents = header.parent.iter();
             for p in parents.chain(header.snapshots.values().filter_map(|s| s.parent.as_ref())) {
                 unregister_child(self.store(), p, &self.ref_of(id)).await?;
             }
+            let oid = names::header_object(id);
+            write_header_change(self.store(), self.io_ctx(), &oid, name, |h| {
+                h.snapshots.clear();
+                Ok(())
+            })
+            .await?;
         }
         self.remove_data(name, id, progress).await?;
         if self.trash_list().await?.iter().any(|e| e.id == id) {

@@ -198,15 +198,21 @@ impl Migration {
     pub async fn abort(&self, dst: &Images, name: &str, progress_cb: Progress<'_>) -> Result<()> {
         let found = match dst.lookup(name).await {
             Ok(id) => Some(id),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) if e.kind() == ErrorKind::NotFound => dst.directory_entry(name).await?,
             Err(e) => return Err(e),
         };
-        let Some(id) = found else {
+        // A destination whose creation was cut short has no header: remove what it left.
+        let partial = match &found {
+            Some(id) => dst.remove_partial(name, id).await?,
+            None => false,
+        };
+        let Some(id) = found.filter(|_| !partial) else {
             // The destination is gone: put back a source still waiting for it.
             return match self.orphaned_source(dst, name).await? {
                 Some((src, src_id, src_name)) => {
                     src.restore_migration_source(&src_id, &src_name).await
                 }
+                None if partial => Ok(()),
                 None => Err(Error::not_found(format!("image {name} does not exist"))),
             };
         };

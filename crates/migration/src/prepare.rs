@@ -223,17 +223,9 @@ impl Migration {
             src.trash_move(src_name, Duration::ZERO, TrashSource::Migration)
                 .await?;
         }
-        let exists = match dst.lookup(dst_name).await {
-            Ok(id) if id == dst_id => true,
-            Ok(_) => {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!("image {dst_name} already exists"),
-                ));
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
+        // A destination whose creation was cut short (no header yet) is removed and made
+        // again; one with its header is complete.
+        let exists = !dst.remove_partial(dst_name, &dst_id).await?;
         if !exists {
             let snapshots: Vec<TargetSnapshot> = header
                 .snapshots
