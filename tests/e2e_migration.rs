@@ -402,3 +402,111 @@ fn writes_from_other_processes_during_execute_land_on_top_of_the_source() {
     }
     assert!(overwritten > 0, "no random write landed past 3 MiB");
 }
+
+#[test]
+fn refusals_name_the_problem_and_change_nothing() {
+    let rbdx = Rbdx::new();
+    let dir = tempfile::tempdir().unwrap();
+    rbdx.run(&["pool", "create", "fast"]).ok();
+    rbdx.run(&["create", "--size", "8M", "disk"]).ok();
+    rbdx.run(&["bench", "--io-type", "write", "--io-total", "2M", "disk"])
+        .ok();
+    rbdx.run(&["create", "--size", "8M", "fast/taken"]).ok();
+    let before = export(&rbdx, "disk", dir.path(), "before");
+    let unchanged = |what: &str| {
+        assert_eq!(rbdx.run(&["ls"]).ok().stdout.trim(), "disk", "{what}");
+        assert_eq!(
+            rbdx.run(&["ls", "fast"]).ok().stdout.trim(),
+            "taken",
+            "{what}"
+        );
+        let trash = rbdx.run(&["trash", "ls", "--all"]).ok().stdout;
+        assert!(trash.trim().is_empty(), "{what}: {trash}");
+        let status = rbdx.run(&["status", "disk"]).ok().stdout;
+        assert!(!status.contains("Migration:"), "{what}: {status}");
+    };
+
+    rbdx.run(&["migration", "prepare", "disk", "fast/taken"])
+        .fails(17, "taken");
+    unchanged("existing destination");
+
+    // A client that has the source open: prepare names it and leaves everything alone.
+    let mut reader = Command::new(Rbdx::binary())
+        .args(["bench", "--io-type", "read", "--io-total", "1000G", "disk"])
+        .env("RBDX_DATA_DIR", rbdx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut watched = false;
+    for _ in 0..200 {
+        let status = rbdx
+            .run(&["status", "--format", "json", "disk"])
+            .ok()
+            .json();
+        if !status["watchers"].as_array().unwrap().is_empty() {
+            watched = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(watched, "the reader never opened the image");
+    let refused = rbdx
+        .run(&["migration", "prepare", "disk", "fast/disk"])
+        .fails(16, "watchers");
+    assert!(refused.stderr.contains("client."), "{}", refused.stderr);
+    reader.kill().unwrap();
+    reader.wait().unwrap();
+    unchanged("watched source");
+
+    // Sources that cannot be reached.
+    let port = common::http::free_port();
+    for stream in [
+        format!(r#"{{"type":"http","url":"http://127.0.0.1:{port}/disk.raw"}}"#),
+        format!(
+            r#"{{"type":"s3","url":"http://127.0.0.1:{port}/bucket/disk.raw","access_key":"a","secret_key":"b"}}"#
+        ),
+    ] {
+        let spec = format!(r#"{{"type":"raw","stream":{stream}}}"#);
+        rbdx.run(&[
+            "migration",
+            "prepare",
+            "--import-only",
+            "--source-spec",
+            &spec,
+            "fast/new",
+        ])
+        .fails(5, &format!("127.0.0.1:{port}"));
+        unchanged("unreachable source");
+    }
+    let spec = r#"{"type":"raw","stream":{"type":"ftp","url":"ftp://x"}}"#;
+    rbdx.run(&[
+        "migration",
+        "prepare",
+        "--import-only",
+        "--source-spec",
+        spec,
+        "fast/new",
+    ])
+    .fails(38, "ftp");
+    unchanged("unknown stream");
+    let missing = dir.path().join("missing-snapshot.raw");
+    let head = dir.path().join("head.raw");
+    std::fs::write(&head, vec![1u8; 1 << 20]).unwrap();
+    let spec = format!(
+        r#"{{"type":"raw","stream":{{"type":"file","file_path":"{}"}},"snapshots":[{{"type":"raw","name":"s","stream":{{"type":"file","file_path":"{}"}}}}]}}"#,
+        head.display(),
+        missing.display()
+    );
+    rbdx.run(&[
+        "migration",
+        "prepare",
+        "--import-only",
+        "--source-spec",
+        &spec,
+        "fast/new",
+    ])
+    .fails(2, "missing-snapshot.raw");
+    unchanged("missing snapshot file");
+    assert_eq!(export(&rbdx, "disk", dir.path(), "after"), before);
+}

@@ -335,6 +335,20 @@ fn import_only_over_s3_from_raw_qcow2_snapshots_and_backing_chains() {
     }
     rbdx.run(&["config-key", "set", "s3/secret", &gw.secret])
         .ok();
+    // A wrong key is refused by the gateway, and nothing is created.
+    let wrong = serde_json::json!({"type": "raw",
+        "stream": gw.stream(&bucket, "head.raw", "not-the-key")})
+    .to_string();
+    rbdx.run(&[
+        "migration",
+        "prepare",
+        "--import-only",
+        "--source-spec",
+        &wrong,
+        "s3-wrong-key",
+    ])
+    .fails(13, "403");
+    assert!(rbdx.run(&["ls"]).ok().stdout.trim().is_empty());
     sources.cycle_all(&rbdx, "s3", |name| {
         gw.stream(&bucket, name, "config://s3/secret")
     });
