@@ -1,12 +1,15 @@
 //! `cargo xtask demo`: the main job of rbdx on a fresh embedded store, end to end, printing
 //! every command and what it did.
 //!
-//! For now the job is the image life cycle: import a sparse disk, snapshot and protect it,
-//! clone it into another pool, write to the clone, flatten it and export it. It grows into an
-//! import-only and a live migration as those land.
+//! 1. `qemu-img` makes a 64 MiB qcow2 disk with an internal snapshot.
+//! 2. An import-only migration brings it in as `rbd/golden`: prepare (usable at once), execute
+//!    with progress, commit.
+//! 3. A live migration moves `rbd/golden` to the pool `fast` while another process reads the
+//!    whole image through it; `migration verify` compares source and destination, then commit.
+//! 4. The result, head and snapshot, is checked against `qemu-img convert` of the original.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::Context;
 
@@ -21,7 +24,13 @@ fn rbdx(binary: &Path, data: &Path, args: &[&str]) -> anyhow::Result<String> {
         .with_context(|| format!("running {}", show(&cmd)))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{stdout}");
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Progress lines end in carriage returns on a terminal; show the last state of each.
+    for line in stderr.lines() {
+        if let Some(last) = line.rsplit('\r').find(|s| !s.is_empty()) {
+            eprintln!("{last}");
+        }
+    }
     anyhow::ensure!(
         out.status.success(),
         "`rbdx {}` failed with {}",
@@ -31,99 +40,155 @@ fn rbdx(binary: &Path, data: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(stdout)
 }
 
+/// Runs a tool the demo needs, echoing it.
+fn tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    println!("$ {program} {}", args.join(" "));
+    run_step(Command::new(program).args(args).stdout(Stdio::null()))
+        .with_context(|| format!("{program} is needed for the demo (apt-get install qemu-utils)"))
+}
+
+/// Checks that file `got` holds the same bytes as file `want`.
+fn same(got: &Path, want: &Path, what: &str) -> anyhow::Result<()> {
+    let (a, b) = (std::fs::read(got)?, std::fs::read(want)?);
+    anyhow::ensure!(
+        a == b,
+        "{what}: {} differs from {}",
+        got.display(),
+        want.display()
+    );
+    println!("ok: {what} ({} MiB) equals the original", a.len() >> 20);
+    Ok(())
+}
+
 /// Builds `rbdx` and runs the demo in `target/demo`.
 pub fn run() -> anyhow::Result<()> {
     run_step(cargo().args(["build", "--release", "-p", "rbdx-cli"]))?;
     let root = root();
     let binary = root.join("target/release/rbdx");
-    let data = root.join("target/demo/store");
-    let _ = std::fs::remove_dir_all(root.join("target/demo"));
-    std::fs::create_dir_all(root.join("target/demo"))?;
+    let work = root.join("target/demo");
+    let data = work.join("store");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
     println!("demo store: {}", data.display());
+    let at = |name: &str| work.join(name).to_string_lossy().into_owned();
+    let run = |args: &[&str]| rbdx(&binary, &data, args);
 
-    // A 64 MiB disk with data in its first and last 4 MiB, the rest a hole.
-    let input = root.join("target/demo/disk.raw");
-    let mut content = vec![0u8; 64 << 20];
-    for (i, b) in content[..4 << 20].iter_mut().enumerate() {
-        *b = (i % 251) as u8;
-    }
-    for (i, b) in content[60 << 20..].iter_mut().enumerate() {
-        *b = (i % 241) as u8 | 1;
-    }
-    std::fs::write(&input, &content)?;
-    let export = root.join("target/demo/vm1.raw");
-    let export_arg = export.to_string_lossy().into_owned();
+    // 1. A qcow2 disk: data at both ends, a snapshot, then more writes and a zeroed range.
+    let qcow = at("vm.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", &qcow, "64M"])?;
+    tool(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x11 0 4M",
+            "-c",
+            "write -P 0x22 60M 4M",
+            &qcow,
+        ],
+    )?;
+    tool("qemu-img", &["snapshot", "-c", "installed", &qcow])?;
+    tool(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x33 2M 8M",
+            "-c",
+            "write -z 61M 1M",
+            &qcow,
+        ],
+    )?;
+    tool(
+        "qemu-img",
+        &["convert", "-O", "raw", &qcow, &at("head.raw")],
+    )?;
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            "-l",
+            "snapshot.name=installed",
+            &qcow,
+            &at("installed.raw"),
+        ],
+    )?;
 
-    let spec = format!(
-        r#"{{"type":"raw","stream":{{"type":"file","file_path":"{}"}}}}"#,
-        input.display()
-    );
-    let steps: [&[&str]; 24] = [
-        &["pool", "create", "vms"],
-        &["pool", "create", "fast"],
-        // Import-only migration: the image is usable right after prepare.
-        &[
-            "migration",
-            "prepare",
-            "--import-only",
-            "--source-spec",
-            &spec,
-            "rbd/golden",
-        ],
-        &["status", "golden"],
-        &["migration", "execute", "golden"],
-        &["migration", "commit", "golden"],
-        &["info", "golden"],
-        &["du", "golden"],
-        &["snap", "create", "golden@v1"],
-        &["snap", "protect", "golden@v1"],
-        &["clone", "golden@v1", "vms/vm1"],
-        &[
-            "bench",
-            "vms/vm1",
-            "--io-type",
-            "write",
-            "--io-size",
-            "4K",
-            "--io-total",
-            "8M",
-            "--io-pattern",
-            "rand",
-        ],
-        &["children", "golden@v1"],
-        &["ls", "-l", "vms"],
-        &["flatten", "vms/vm1"],
-        &["snap", "create", "vms/vm1@after-flatten"],
-        &["export", "vms/vm1@after-flatten", &export_arg],
-        &["du", "-p", "vms"],
-        // Live migration of the clone to another pool, then a check against the source.
-        &["migration", "prepare", "vms/vm1", "fast/vm1"],
-        &["status", "fast/vm1"],
-        &["migration", "execute", "fast/vm1"],
-        &["migration", "verify", "fast/vm1"],
-        &["migration", "commit", "fast/vm1"],
-        &["ls", "-l", "fast"],
-    ];
-    for step in steps {
-        rbdx(&binary, &data, step)?;
-    }
-    let back = std::fs::read(&export)?;
-    anyhow::ensure!(back.len() == content.len(), "the export has the wrong size");
-    // The clone kept the golden image's data wherever the random writes did not land.
-    let untouched = back
-        .chunks(4096)
-        .zip(content.chunks(4096))
-        .filter(|(a, b)| a == b)
-        .count();
+    // 2. Import-only migration: usable right after prepare, filled by execute.
+    let spec = format!(r#"{{"type":"qcow","stream":{{"type":"file","file_path":"{qcow}"}}}}"#);
+    run(&["pool", "create", "fast"])?;
+    run(&[
+        "migration",
+        "prepare",
+        "--import-only",
+        "--dry-run",
+        "--source-spec",
+        &spec,
+        "rbd/golden",
+    ])?;
+    run(&[
+        "migration",
+        "prepare",
+        "--import-only",
+        "--source-spec",
+        &spec,
+        "rbd/golden",
+    ])?;
+    run(&["status", "rbd/golden"])?;
+    run(&["migration", "execute", "rbd/golden"])?;
+    run(&["migration", "commit", "rbd/golden"])?;
+    run(&["info", "rbd/golden"])?;
+    run(&["snap", "ls", "rbd/golden"])?;
+    run(&["du", "rbd/golden"])?;
+
+    // 3. Live migration to another pool while a second process reads the whole image.
+    run(&["migration", "prepare", "rbd/golden", "fast/golden"])?;
+    run(&["status", "fast/golden"])?;
+    let reading = at("read-during-migration.raw");
+    println!("$ rbdx export --no-progress fast/golden {reading} &   # a reader, during execute");
+    let mut reader = Command::new(&binary)
+        .args(["export", "--no-progress", "fast/golden", &reading])
+        .env("RBDX_DATA_DIR", &data)
+        .spawn()
+        .context("starting the reader")?;
+    run(&["migration", "execute", "fast/golden"])?;
+    let read = reader.wait()?;
+    anyhow::ensure!(read.success(), "the reader failed with {read}");
+    run(&["migration", "verify", "fast/golden"])?;
+    run(&["migration", "commit", "fast/golden"])?;
+    run(&["ls", "-l", "fast"])?;
+
+    // 4. What the reader saw and what the image holds now, against the original disk.
+    same(
+        Path::new(&reading),
+        Path::new(&at("head.raw")),
+        "read during the migration",
+    )?;
+    run(&["export", "--no-progress", "fast/golden", &at("golden.raw")])?;
+    run(&[
+        "export",
+        "--no-progress",
+        "fast/golden@installed",
+        &at("golden-installed.raw"),
+    ])?;
+    same(
+        Path::new(&at("golden.raw")),
+        Path::new(&at("head.raw")),
+        "fast/golden",
+    )?;
+    same(
+        Path::new(&at("golden-installed.raw")),
+        Path::new(&at("installed.raw")),
+        "fast/golden@installed",
+    )?;
     println!(
-        "exported vms/vm1: {} of {} 4 KiB blocks still equal the golden image, the rest hold \
-         the benchmark's writes",
-        untouched,
-        content.len() / 4096
-    );
-    println!(
-        "demo finished: the store in {} holds rbd/golden (imported, with snapshot v1) and the \
-         flattened clone, migrated live to fast/vm1",
+        "demo finished: vm.qcow2 (with its snapshot 'installed') was imported into rbd/golden \
+         by an import-only migration, then migrated live to fast/golden while it was read; the \
+         store is in {}",
         data.display()
     );
     Ok(())
