@@ -170,6 +170,9 @@ async fn copy_views(
             .range(options.start_object..)
             .map(|(k, b)| (*k, *b))
             .collect();
+        // One object-map write for the window rather than one per object.
+        let objectnos: Vec<u64> = todo.iter().map(|(k, _)| *k).collect();
+        dst.prepare_copies(&objectnos).await?;
         let mut copies = futures::stream::iter(todo)
             .map(|(objectno, bytes)| async move {
                 dst.migrate_object(objectno)

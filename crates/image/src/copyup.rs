@@ -282,6 +282,19 @@ impl crate::Image {
         inner.migrate_object(&spec, objectno, state, false).await
     }
 
+    /// Marks head objects `objects` of this migration destination as existing in the object
+    /// map, in one write, ahead of copying them with [`Image::migrate_object`]: the copies
+    /// then need no map update each. Marking an object that ends up absent is harmless (the
+    /// map may overstate, never understate). Takes the exclusive lock like a write.
+    pub async fn prepare_copies(&self, objects: &[u64]) -> Result<()> {
+        let inner = &self.inner;
+        inner.check_writable()?;
+        let _gate = inner.gate.read().await;
+        crate::lock::ensure_lock(inner).await?;
+        inner.refresh_if_stale().await?;
+        inner.mark_existing(objects).await
+    }
+
     /// Returns the number of data objects of the head.
     pub fn object_count(&self) -> u64 {
         self.layout().num_objects(self.size())

@@ -117,6 +117,35 @@ impl Inner {
         Ok(())
     }
 
+    /// Marks every object of `objects` that the head map says is absent as existing, in one
+    /// write of the map.
+    pub(crate) async fn mark_existing(&self, objects: &[u64]) -> Result<()> {
+        let mut guard = self.map.lock().await;
+        let Some(map) = guard.as_mut() else {
+            return Ok(());
+        };
+        let mut changed: Option<(u64, u64)> = None;
+        for &objectno in objects {
+            if map.get(objectno) == ObjectState::Nonexistent
+                && map.set(objectno, ObjectState::Exists)
+            {
+                changed = Some(changed.map_or((objectno, objectno), |(lo, hi)| {
+                    (lo.min(objectno), hi.max(objectno))
+                }));
+            }
+        }
+        let Some((first, last)) = changed else {
+            return Ok(());
+        };
+        let op = map.update_op(first, last);
+        let oid = crate::names::object_map_object(&self.id, None);
+        self.store
+            .operate(&self.io, &oid, &op, &rbdx_objstore::SnapContext::empty())
+            .await
+            .map_err(|e| Error::store(format!("cannot update object map {oid}"), e))?;
+        Ok(())
+    }
+
     /// Reads one object extent at the head or a snapshot; `None` if the object is absent
     /// (then the parent, if any, provides the bytes).
     pub(crate) async fn read_object(
@@ -181,9 +210,11 @@ impl Inner {
                 if data.len() == len {
                     return Ok(Some(data));
                 }
-                let mut buf = vec![0u8; len];
-                place(&mut buf, 0, &data);
-                Ok(Some(Bytes::from(buf)))
+                // A short object: its bytes, then zeros (only the tail is zeroed).
+                let mut buf = bytes::BytesMut::with_capacity(len);
+                buf.extend_from_slice(&data[..data.len().min(len)]);
+                buf.resize(len, 0);
+                Ok(Some(buf.freeze()))
             }
             Err(err) if err.kind() == StoreKind::NotFound => Ok(None),
             Err(err) => Err(Error::store(format!("cannot read {oid}"), err)),
