@@ -378,6 +378,20 @@ fn writes_from_other_processes_during_execute_land_on_top_of_the_source() {
         )
     };
     let (seq, rand) = (bench("seq", "3M"), bench("rand", "2M"));
+    // Any process sees the copy going on, in Ceph's words.
+    let mut seen = String::new();
+    for _ in 0..100 {
+        let status = rbdx.run(&["status", "vm"]).ok().stdout;
+        if let Some(line) = status.lines().find(|l| l.contains("state: executing (")) {
+            seen = line.trim().to_owned();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        seen.ends_with("% complete)"),
+        "status never showed the copy: {seen}"
+    );
     finish(seq, "sequential writer");
     finish(rand, "random writer");
     finish(execute, "execute");
