@@ -1,6 +1,6 @@
 //! End-to-end tests of `rbdx` on a real Ceph cluster (`RBDX_TEST_CEPH_CONF`): choosing the
 //! cluster with `--ceph-conf`, `-c` (an rbdx config or a ceph.conf) and `--id`, then pools,
-//! objects and config keys through the rados backend.
+//! objects and config keys through the rados backend, images, and migrations between pools.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -154,4 +154,92 @@ fn images_snapshots_and_clones_on_a_ceph_cluster() {
     );
     rbdx.run(&["pool", "rm", &pool, "--yes-i-really-really-mean-it"])
         .ok();
+}
+
+#[test]
+fn live_and_import_only_migrations_on_a_ceph_cluster() {
+    let Some(conf) = Rbdx::test_cluster() else {
+        return;
+    };
+    let rbdx = Rbdx::on_cluster(&["--ceph-conf", &conf]);
+    let (from, to) = (unique("mig-from"), unique("mig-to"));
+    rbdx.run(&["pool", "create", &from]).ok();
+    rbdx.run(&["pool", "create", &to]).ok();
+    let content: Vec<u8> = (0..(6u32 << 20))
+        .map(|i| {
+            if (i >> 16) % 3 == 0 {
+                0
+            } else {
+                (i % 251) as u8
+            }
+        })
+        .collect();
+    let raw = rbdx.path().join("disk.raw");
+    std::fs::write(&raw, &content).unwrap();
+    let export = |spec: &str| {
+        let out = rbdx.path().join("out.raw");
+        let _ = std::fs::remove_file(&out);
+        rbdx.run(&["export", "--no-progress", spec, out.to_str().unwrap()])
+            .ok();
+        std::fs::read(&out).unwrap()
+    };
+
+    // Import-only from a raw file into the first pool, with 1 MiB objects.
+    let src = format!("{from}/disk");
+    let spec = format!(
+        r#"{{"type":"raw","stream":{{"type":"file","file_path":"{}"}}}}"#,
+        raw.display()
+    );
+    rbdx.run(&[
+        "migration",
+        "prepare",
+        "--import-only",
+        "--object-size",
+        "1M",
+        "--source-spec",
+        &spec,
+        &src,
+    ])
+    .ok();
+    assert!(
+        export(&src) == content,
+        "import-only destination after prepare"
+    );
+    rbdx.run(&["migration", "execute", "--no-progress", &src])
+        .ok();
+    rbdx.run(&["migration", "commit", "--no-progress", &src])
+        .ok();
+    rbdx.run(&["snap", "create", &format!("{src}@one")]).ok();
+    rbdx.run(&["bench", "--io-type", "write", "--io-total", "1M", &src])
+        .ok();
+    let head = export(&src);
+
+    // Live to the second pool: an abort first, then the whole cycle.
+    let dst = format!("{to}/disk");
+    rbdx.run(&["migration", "prepare", &src, &dst]).ok();
+    rbdx.run(&["migration", "abort", "--no-progress", &dst])
+        .ok();
+    assert!(export(&src) == head, "source after abort");
+    rbdx.run(&["migration", "prepare", &src, &dst]).ok();
+    let status = rbdx.run(&["status", &dst]).ok().stdout;
+    assert!(status.contains("state: prepared"), "{status}");
+    rbdx.run(&["migration", "execute", "--no-progress", &dst])
+        .ok();
+    rbdx.run(&["migration", "verify", "--no-progress", &dst])
+        .ok();
+    rbdx.run(&["migration", "commit", "--no-progress", &dst])
+        .ok();
+    assert!(export(&dst) == head, "destination head after commit");
+    assert!(
+        export(&format!("{dst}@one")) == content,
+        "destination snapshot after commit"
+    );
+    rbdx.run(&["info", &src]).fails(2, "disk");
+
+    rbdx.run(&["snap", "purge", &dst, "--no-progress"]).ok();
+    rbdx.run(&["rm", &dst, "--no-progress"]).ok();
+    for pool in [&from, &to] {
+        rbdx.run(&["pool", "rm", pool, "--yes-i-really-really-mean-it"])
+            .ok();
+    }
 }

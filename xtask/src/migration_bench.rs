@@ -9,7 +9,7 @@
 //!   commit), next to `cp --sparse=always` of the same data as a floor;
 //! - import-only `execute` of a 16 GiB qcow2 holding 1 MiB of data, vs `qemu-img convert`.
 //!
-//! Each figure is the median of three runs with the page cache warm and dirty pages written
+//! Each figure is the median of five runs with the page cache warm and dirty pages written
 //! back before each run; outputs go to the same file system as the store.
 
 use std::os::unix::process::ExitStatusExt as _;
@@ -21,7 +21,7 @@ use anyhow::Context;
 
 use crate::{cargo, root, run_step, show};
 
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// One measured command: wall time and peak resident memory.
 #[derive(Clone, Copy)]
