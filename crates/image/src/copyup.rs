@@ -21,7 +21,7 @@ use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapContext, SnapId, WriteOp
 
 use crate::error::{Error, Result};
 use crate::image::Inner;
-use crate::layering::{nonzero_writes, read_below};
+use crate::layering::read_below;
 use crate::migration::{MigrationRole, MigrationSource, MigrationSpec, MigrationState};
 use crate::objectmap::ObjectState;
 
@@ -178,8 +178,9 @@ impl Inner {
                 let start = run.offset.max(image_off);
                 let end = run.end().min(image_off + len);
                 if run.data && start < end {
-                    let data = source.read(view, start, end - start).await?;
-                    writes.extend(nonzero_writes(o + (start - image_off), &data));
+                    for (at, data) in source.read_data(view, start, end - start).await? {
+                        writes.push((o + (at - image_off), data));
+                    }
                 }
             }
         }

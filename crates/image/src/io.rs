@@ -146,13 +146,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads one object extent at the head or a snapshot; `None` if the object is absent
-    /// (then the parent, if any, provides the bytes).
-    pub(crate) async fn read_object(
+    /// Reads object extent `e` with `op` (whose step 0 reads the extent) at the head or a
+    /// snapshot. `None` if the object is absent, or not yet fully copied from a migration
+    /// source: then the parent or the source provides the bytes.
+    async fn fetch_object(
         &self,
         e: ObjectExtent,
         snap: Option<u64>,
-    ) -> Result<Option<Bytes>> {
+        op: ReadOp,
+    ) -> Result<Option<rbdx_objstore::ReadResult>> {
         let known_absent = match snap {
             Some(_) => self
                 .snap_map
@@ -177,9 +179,7 @@ impl Inner {
         {
             return Ok(None);
         }
-        let len = e.length as usize;
         let oid = self.data_oid(e.objectno);
-        let mut op = ReadOp::new().read(e.offset, Some(e.length));
         // A migration destination's head object with the copy-up mark is a copy cut short:
         // the source still has the right bytes.
         let check_copy = snap.is_none()
@@ -189,9 +189,7 @@ impl Inner {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains(&e.objectno);
-        if check_copy {
-            op = op.get_xattrs();
-        }
+        let op = if check_copy { op.get_xattrs() } else { op };
         match self
             .store
             .read_op(&self.data_io, &oid, &op, snap.map(SnapId))
@@ -206,19 +204,56 @@ impl Inner {
                 {
                     return Ok(None);
                 }
-                let data = res.take_data(0).unwrap_or_default();
-                if data.len() == len {
-                    return Ok(Some(data));
-                }
-                // A short object: its bytes, then zeros (only the tail is zeroed).
-                let mut buf = bytes::BytesMut::with_capacity(len);
-                buf.extend_from_slice(&data[..data.len().min(len)]);
-                buf.resize(len, 0);
-                Ok(Some(buf.freeze()))
+                Ok(Some(res))
             }
             Err(err) if err.kind() == StoreKind::NotFound => Ok(None),
             Err(err) => Err(Error::store(format!("cannot read {oid}"), err)),
         }
+    }
+
+    /// Reads one object extent at the head or a snapshot; `None` if the object is absent
+    /// (then the parent, if any, provides the bytes).
+    pub(crate) async fn read_object(
+        &self,
+        e: ObjectExtent,
+        snap: Option<u64>,
+    ) -> Result<Option<Bytes>> {
+        let op = ReadOp::new().read(e.offset, Some(e.length));
+        let Some(mut res) = self.fetch_object(e, snap, op).await? else {
+            return Ok(None);
+        };
+        let len = e.length as usize;
+        let data = res.take_data(0).unwrap_or_default();
+        if data.len() == len {
+            return Ok(Some(data));
+        }
+        // A short object: its bytes, then zeros (only the tail is zeroed).
+        let mut buf = BytesMut::with_capacity(len);
+        buf.extend_from_slice(&data[..data.len().min(len)]);
+        buf.resize(len, 0);
+        Ok(Some(buf.freeze()))
+    }
+
+    /// Reads the data of the image extent at `offset` that object extent `e` holds, as
+    /// (image offset, bytes) runs without its holes and all-zero 4 KiB blocks.
+    async fn read_piece_data(
+        &self,
+        offset: u64,
+        e: ObjectExtent,
+        snap: Option<u64>,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        let at = offset + e.buffer_offset;
+        let op = ReadOp::new().sparse_read(e.offset, Some(e.length));
+        let Some(mut res) = self.fetch_object(e, snap, op).await? else {
+            let below = self.read_parent(at, e.length).await?;
+            return Ok(crate::layering::nonzero_writes(at, &below));
+        };
+        let mut runs = Vec::new();
+        for (object_offset, data) in res.take_sparse(0).unwrap_or_default() {
+            let image_offset = at + object_offset.saturating_sub(e.offset);
+            runs.extend(crate::layering::nonzero_writes(image_offset, &data));
+        }
+        Ok(runs)
     }
 
     /// Reads one object extent of an image read starting at `offset`, falling through to the
@@ -289,6 +324,29 @@ impl Image {
             place(&mut buf, e.buffer_offset as usize, &data);
         }
         Ok(buf.freeze())
+    }
+
+    /// Reads the data of `[offset, offset + length)` (of the head, or of the snapshot the
+    /// image is open at) as (image offset, bytes) runs in order, leaving out what reads as
+    /// zeros: holes of the objects, absent objects without a parent or source below, and
+    /// all-zero 4 KiB blocks. Copies use it to read only what they must write.
+    pub async fn read_data(&self, offset: u64, length: u64) -> Result<Vec<(u64, Bytes)>> {
+        let inner = &self.inner;
+        let _gate = inner.gate.read().await;
+        if inner.snap.is_none() {
+            inner.refresh_if_stale().await?;
+        }
+        inner.check_range(offset, length, self.size())?;
+        let layout = inner.header().layout;
+        let snap = inner.snap.as_ref().map(|s| s.id);
+        let pieces: Vec<Vec<(u64, Bytes)>> = futures::stream::iter(layout.map(offset, length))
+            .map(|e| inner.read_piece_data(offset, e, snap))
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut runs: Vec<(u64, Bytes)> = pieces.into_iter().flatten().collect();
+        runs.sort_by_key(|(at, _)| *at);
+        Ok(runs)
     }
 
     async fn begin_write(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {

@@ -155,6 +155,19 @@ pub trait MigrationSource: Send + Sync + std::fmt::Debug {
     /// Reads `length` bytes at `offset` of a view.
     async fn read(&self, snap: Option<u64>, offset: u64, length: u64) -> Result<Bytes>;
 
+    /// Reads the data of `[offset, offset + length)` of a view as (offset, bytes) runs in
+    /// order, leaving out all-zero 4 KiB blocks (and, where the source can tell without
+    /// reading, its holes). The default reads the whole range.
+    async fn read_data(
+        &self,
+        snap: Option<u64>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        let data = self.read(snap, offset, length).await?;
+        Ok(crate::layering::nonzero_writes(offset, &data))
+    }
+
     /// Returns which bytes of a view must be copied (data) and which need not (holes).
     async fn allocation(
         &self,
@@ -311,6 +324,15 @@ impl MigrationSource for NativeSource {
 
     async fn read(&self, snap: Option<u64>, offset: u64, length: u64) -> Result<Bytes> {
         self.view(snap)?.read(offset, length).await
+    }
+
+    async fn read_data(
+        &self,
+        snap: Option<u64>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        self.view(snap)?.read_data(offset, length).await
     }
 
     async fn allocation(
