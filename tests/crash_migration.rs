@@ -95,6 +95,7 @@ fn state(rbdx: &Rbdx, image: &str) -> Option<String> {
     status["migration"]["state"].as_str().map(str::to_owned)
 }
 
+/// Checks that the trash is empty and no migration progress record is left.
 #[track_caller]
 fn assert_trash_empty(rbdx: &Rbdx, what: &str) {
     let trash = rbdx.run(&["trash", "ls", "--all", "rbd"]).ok().stdout;
@@ -103,6 +104,13 @@ fn assert_trash_empty(rbdx: &Rbdx, what: &str) {
         trash.trim().is_empty() && fast.trim().is_empty(),
         "{what}: trash holds {trash}{fast}"
     );
+    for pool in ["rbd", "fast"] {
+        let objects = rbdx.run(&["rados", "-p", pool, "ls"]).ok().stdout;
+        assert!(
+            !objects.contains("rbdx_migration."),
+            "{what}: a progress record is left in {pool}"
+        );
+    }
 }
 
 /// A store with `rbd/vm`: 16 MiB in 1 MiB objects, two snapshots and writes after each.

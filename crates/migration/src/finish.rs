@@ -176,19 +176,22 @@ impl Migration {
                 Ok(header) => {
                     src.reparent_children(&spec.image_id, &header, dst, &id, &spec)
                         .await?;
-                    src.remove_migration_source(&spec.image_id, &spec.image_name, progress_cb)
-                        .await?;
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
+            // Also when the header is gone already: a removal cut short leaves its trash
+            // entry and directory entry behind.
+            src.remove_migration_source(&spec.image_id, &spec.image_name, progress_cb)
+                .await?;
         }
+        // The progress record goes before the migration record, which a re-run needs.
+        progress::remove(&self.store, dst.io_ctx(), &id).await?;
         dst.update_migration(&id, name, |m| {
             *m = None;
             Ok(())
         })
         .await?;
-        progress::remove(&self.store, dst.io_ctx(), &id).await?;
         progress_cb(1, 1);
         Ok(())
     }
@@ -241,8 +244,8 @@ impl Migration {
         }
         Migration::set_state(dst, &id, name, MigrationState::Aborting).await?;
         dst.ensure_unwatched(name, &id).await?;
-        dst.remove_migration_source(&id, name, progress_cb).await?;
         progress::remove(&self.store, dst.io_ctx(), &id).await?;
+        dst.remove_migration_source(&id, name, progress_cb).await?;
         if !spec.is_import() {
             let src = self.images(spec.io_ctx());
             src.restore_migration_source(&spec.image_id, &spec.image_name)
