@@ -77,13 +77,17 @@ fn median(
         settle();
         samples.push(measure(&mut make())?);
     }
+    Ok(summary(samples))
+}
+
+/// Returns the median time and the largest peak memory of `samples`.
+fn summary(mut samples: Vec<Sample>) -> Sample {
     let rss_bytes = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
-    let mut times: Vec<f64> = samples.iter().map(|s| s.secs).collect();
-    times.sort_by(f64::total_cmp);
-    Ok(Sample {
-        secs: times[RUNS / 2],
+    samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    Sample {
+        secs: samples.get(samples.len() / 2).map_or(0.0, |s| s.secs),
         rss_bytes,
-    })
+    }
 }
 
 /// The `rbdx` binary on one store.
@@ -353,18 +357,11 @@ fn live(rbdx: &Rbdx, raw: &Path, cp: Sample) -> anyhow::Result<Vec<Row>> {
     Ok(steps
         .into_iter()
         .zip(names)
-        .map(|(mut samples, name)| {
-            samples.sort_by(|a, b| a.secs.total_cmp(&b.secs));
-            let rss_bytes = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
-            Row {
-                label: format!("live, 1 GiB with 1 snapshot, pool to pool: {name}"),
-                ours: Sample {
-                    secs: samples[RUNS / 2].secs,
-                    rss_bytes,
-                },
-                reference: (name == "execute").then(|| ("cp --sparse=always (floor)".into(), cp)),
-                target: None,
-            }
+        .map(|(samples, name)| Row {
+            label: format!("live, 1 GiB with 1 snapshot, pool to pool: {name}"),
+            ours: summary(samples),
+            reference: (name == "execute").then(|| ("cp --sparse=always (floor)".into(), cp)),
+            target: None,
         })
         .collect())
 }

@@ -13,7 +13,7 @@ use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId, WriteOp};
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::{Image, Inner, place};
 use crate::layout::ObjectExtent;
-use crate::objectmap::ObjectState;
+use crate::objectmap::{ObjectMap, ObjectState};
 
 /// Object operations in flight for one request.
 pub(crate) const CONCURRENCY: usize = 16;
@@ -108,7 +108,12 @@ impl Inner {
         if !map.set(objectno, state) {
             return Ok(());
         }
-        let op = map.update_op(objectno, objectno);
+        self.store_map_range(map, objectno, objectno).await
+    }
+
+    /// Stores entries `first..=last` of the head object map.
+    async fn store_map_range(&self, map: &ObjectMap, first: u64, last: u64) -> Result<()> {
+        let op = map.update_op(first, last);
         let oid = crate::names::object_map_object(&self.id, None);
         self.store
             .operate(&self.io, &oid, &op, &rbdx_objstore::SnapContext::empty())
@@ -134,16 +139,10 @@ impl Inner {
                 }));
             }
         }
-        let Some((first, last)) = changed else {
-            return Ok(());
-        };
-        let op = map.update_op(first, last);
-        let oid = crate::names::object_map_object(&self.id, None);
-        self.store
-            .operate(&self.io, &oid, &op, &rbdx_objstore::SnapContext::empty())
-            .await
-            .map_err(|e| Error::store(format!("cannot update object map {oid}"), e))?;
-        Ok(())
+        match changed {
+            Some((first, last)) => self.store_map_range(map, first, last).await,
+            None => Ok(()),
+        }
     }
 
     /// Reads object extent `e` with `op` (whose step 0 reads the extent) at the head or a
