@@ -284,7 +284,7 @@ impl crate::Image {
     }
 
     /// Marks head objects `objects` of this migration destination as existing in the object
-    /// map, in one write, ahead of copying them with [`Image::migrate_object`]: the copies
+    /// map, in one write, ahead of copying them with [`Self::migrate_object`]: the copies
     /// then need no map update each. Marking an object that ends up absent is harmless (the
     /// map may overstate, never understate). Takes the exclusive lock like a write.
     pub async fn prepare_copies(&self, objects: &[u64]) -> Result<()> {
