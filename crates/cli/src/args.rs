@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::image_args::{
     BenchArgs, CreateArgs, DestArg, ExportArgs, FeatureCommand, ImageArg, ImportArgs, LockCommand,
-    MetaCommand, MigrationCommand, NamespaceCommand, ObjectMapCommand, PoolArg, SnapCommand,
-    SourceCommand, TrashCommand,
+    MetaCommand, MigrationCommand, NamespaceCommand, NbdCommand, ObjectMapCommand, PoolArg,
+    SnapCommand, SourceCommand, TrashCommand,
 };
 use crate::output::Format;
 
@@ -154,6 +154,11 @@ pub enum Command {
     Migration {
         #[command(subcommand)]
         command: MigrationCommand,
+    },
+    /// Serve images over NBD to qemu, libnbd tools and the kernel, during migration too.
+    Nbd {
+        #[command(subcommand)]
+        command: NbdCommand,
     },
     /// Move images to the trash, restore them, or remove them for good.
     Trash {

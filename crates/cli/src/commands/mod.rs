@@ -9,6 +9,7 @@ mod maintenance;
 mod meta;
 mod migration;
 mod namespace;
+mod nbd;
 mod pool;
 mod rados;
 mod snap;
@@ -66,6 +67,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Migration { command } => {
             migration::run(&store, opener, command, printer, progress).await
         }
+        Command::Nbd { command } => nbd::run(&store, command, printer).await,
         Command::Trash { command } => trash::run(&store, command, printer, progress).await,
         Command::Source { .. } => Ok(()),
         Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,

@@ -1,0 +1,154 @@
+//! `rbdx nbd serve`: serves images over NBD until SIGTERM or SIGINT.
+//!
+//! On start it prints where it listens and what it serves (one JSON line with
+//! `--format json`, for scripts that start it with `--bind 127.0.0.1:0`); while running it
+//! logs connections and refused requests on standard error (`RBDX_LOG` sets the filter, e.g.
+//! `RBDX_LOG=debug`); on a signal it finishes the requests in flight, flushes and closes
+//! every image.
+
+use std::sync::Arc;
+
+use rbdx_image::OpenOptions;
+use rbdx_nbd::{Export, Exports, Listener, Server};
+use rbdx_objstore::ObjectStore;
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::commands::image::images;
+use crate::error::{CliError, CliResult};
+use crate::image_args::{NbdCommand, NbdServeArgs};
+use crate::output::Printer;
+use crate::spec::{SnapRule, SpecOptions};
+
+#[derive(Serialize)]
+struct Started {
+    address: String,
+    exports: Vec<ExportOut>,
+}
+
+#[derive(Serialize)]
+struct ExportOut {
+    name: String,
+    uri: String,
+    size: u64,
+    read_only: bool,
+}
+
+/// Runs an `nbd` command.
+pub async fn run(store: &Arc<dyn ObjectStore>, command: NbdCommand, printer: Printer) -> CliResult {
+    match command {
+        NbdCommand::Serve(args) => serve(store, args, printer).await,
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RBDX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rbdx_nbd=info,rbdx=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+async fn serve(store: &Arc<dyn ObjectStore>, args: NbdServeArgs, printer: Printer) -> CliResult {
+    init_logging();
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| CliError::io("cannot handle SIGTERM", e))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| CliError::io("cannot handle SIGINT", e))?;
+    let mut exports = Vec::new();
+    let opened = open_all(store, &args, &mut exports).await;
+    let exports = match opened.and_then(|()| Exports::new(exports).map_err(nbd_error)) {
+        Ok(e) => e,
+        Err(e) => return Err(e),
+    };
+    let server = Server::new(exports);
+    let listener = match &args.socket {
+        Some(path) => Listener::bind_unix(path),
+        None => Listener::bind_tcp(&args.bind).await,
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = server.close().await;
+            return Err(nbd_error(e));
+        }
+    };
+    let started = Started {
+        address: listener.address(),
+        exports: server
+            .exports()
+            .iter()
+            .map(|e| ExportOut {
+                name: e.name().to_owned(),
+                uri: listener.uri(e.name()),
+                size: e.size(),
+                read_only: e.read_only(),
+            })
+            .collect(),
+    };
+    printer.print("nbd_server", &started, |s| {
+        for e in &s.exports {
+            let ro = if e.read_only { " (read-only)" } else { "" };
+            println!("serving {} ({} bytes){ro} at {}", e.name, e.size, e.uri);
+        }
+    });
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let stop = async {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("nbd: stopping: finishing requests in flight, then flushing");
+    };
+    let served = server.serve(listener, stop).await;
+    let closed = server.close().await;
+    served.and(closed).map_err(nbd_error)
+}
+
+/// Opens every image named on the command line; on failure, closes those already open.
+async fn open_all(
+    store: &Arc<dyn ObjectStore>,
+    args: &NbdServeArgs,
+    out: &mut Vec<Export>,
+) -> CliResult {
+    for text in &args.images {
+        let opened = async {
+            let spec = SpecOptions::default().resolve(Some(text), SnapRule::Optional)?;
+            let image = images(store, &spec.pool, &spec.namespace)
+                .await?
+                .open(
+                    &spec.image,
+                    OpenOptions::default()
+                        .with_snap(spec.snap.clone())
+                        .with_read_only(args.read_only),
+                )
+                .await?;
+            CliResult::Ok(Export::new(spec.to_string(), image, args.read_only))
+        }
+        .await;
+        match opened {
+            Ok(export) => out.push(export),
+            Err(e) => {
+                for export in out.drain(..) {
+                    let _ = export.image().clone().close().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn nbd_error(e: rbdx_nbd::Error) -> CliError {
+    match e {
+        rbdx_nbd::Error::Image(e) => e.into(),
+        rbdx_nbd::Error::Bind(what, io) => CliError::io(format!("cannot listen on {what}"), io),
+        rbdx_nbd::Error::DuplicateExport(name) => {
+            CliError::invalid(format!("image {name} is named twice"))
+        }
+        other => CliError::with_code(other.to_string(), 5),
+    }
+}
