@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod http;
+pub mod nbd;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

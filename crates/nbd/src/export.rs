@@ -46,6 +46,15 @@ impl Export {
         self.read_only
     }
 
+    /// Re-reads the image header, so that a new connection sees a size changed by another
+    /// process (`rbdx resize`).
+    pub async fn refresh(&self) -> rbdx_image::Result<()> {
+        if self.image.snapshot().is_none() {
+            self.image.refresh().await?;
+        }
+        Ok(())
+    }
+
     /// Returns the export size in bytes, as a new connection sees it.
     pub fn size(&self) -> u64 {
         self.image.size()

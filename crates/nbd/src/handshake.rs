@@ -107,6 +107,7 @@ where
                     tracing::info!("client asked for unknown export '{name}'; closing");
                     return Ok(None);
                 };
+                export.refresh().await?;
                 let mut out = Vec::with_capacity(134);
                 out.extend_from_slice(&export.size().to_be_bytes());
                 out.extend_from_slice(&export.transmission_flags().to_be_bytes());
@@ -136,6 +137,7 @@ where
                     send(w, option, rep::ERR_UNKNOWN, msg.as_bytes()).await?;
                     continue;
                 };
+                export.refresh().await?;
                 describe(w, option, &export, &name, &requests).await?;
                 send(w, option, rep::ACK, &[]).await?;
                 if go {
