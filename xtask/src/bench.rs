@@ -151,9 +151,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if backend == "dir" && names == ["migration"] {
         return crate::migration_bench::run();
     }
+    if backend == "dir" && names == ["nbd"] {
+        return crate::nbd_bench::run();
+    }
     let wants_source = backend == "dir" && (names.is_empty() || names.contains(&"source"));
     let wants_migration = backend == "dir" && (names.is_empty() || names.contains(&"migration"));
-    names.retain(|n| *n != "image" && *n != "source" && *n != "migration");
+    let wants_nbd = backend == "dir" && (names.is_empty() || names.contains(&"nbd"));
+    names.retain(|n| !["image", "source", "migration", "nbd"].contains(n));
     let selected: Vec<&Suite> = SUITES
         .iter()
         .filter(|s| s.backend == backend && (names.is_empty() || names.contains(&s.name)))
@@ -210,6 +214,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if wants_migration {
         crate::migration_bench::run()?;
+    }
+    if wants_nbd {
+        crate::nbd_bench::run()?;
     }
     Ok(())
 }

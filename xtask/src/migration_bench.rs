@@ -60,7 +60,7 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Sample> {
 }
 
 /// Writes back every dirty page, so that no run pays for the writeback of an earlier one.
-fn settle() {
+pub(crate) fn settle() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
 }
