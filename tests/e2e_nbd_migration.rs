@@ -82,7 +82,7 @@ fn writes_through_nbd_during_execute_land_on_top_of_an_http_qcow2_source() {
             "execute",
             "--no-progress",
             "--bandwidth-limit",
-            "12M",
+            "8M",
             "target",
         ])
         .env("RBDX_DATA_DIR", rbdx.path())
@@ -96,10 +96,10 @@ fn writes_through_nbd_during_execute_land_on_top_of_an_http_qcow2_source() {
     let mut during_copy = 0;
     loop {
         let mut commands = Vec::new();
-        for i in 0..40u64 {
+        for i in 0..10u64 {
             let len = (rng.next(16) + 1) * 4096;
             let offset = rng.next((size - len) / 512) * 512;
-            let byte = 0x80 | ((rounds * 40 + i) % 127) as u8;
+            let byte = 0x80 | ((rounds * 10 + i) % 127) as u8;
             commands.push(format!("write -P {byte} {offset} {len}"));
             model[offset as usize..(offset + len) as usize].fill(byte);
         }
@@ -108,21 +108,19 @@ fn writes_through_nbd_during_execute_land_on_top_of_an_http_qcow2_source() {
             args.extend(["-c", c.as_str()]);
         }
         args.push(&uri);
+        let before = rbdx.run(&["status", "target"]).ok().stdout;
         client("qemu-io", &args);
         rounds += 1;
-        let status = rbdx.run(&["status", "target"]).ok().stdout;
-        if status.contains("state: executing") {
+        let after = rbdx.run(&["status", "target"]).ok().stdout;
+        if before.contains("state: executing") || after.contains("state: executing") {
             during_copy += 1;
         }
-        if status.contains("state: executed") {
+        if after.contains("state: executed") {
             break;
         }
-        assert!(rounds < 300, "execute did not finish: {status}");
+        assert!(rounds < 1000, "execute did not finish: {after}");
     }
-    assert!(
-        during_copy >= 2,
-        "only {during_copy} rounds of writes overlapped the copy"
-    );
+    assert!(during_copy >= 1, "no round of writes overlapped the copy");
     let out = execute.wait_with_output().unwrap();
     assert!(
         out.status.success(),

@@ -52,6 +52,27 @@ impl Inner {
     ) -> Result<()> {
         let oid = self.data_oid(objectno);
         let snapc = self.snapc();
+        if matches!(effect, Effect::Write | Effect::Modify) {
+            // A write to an object that needs no map transition and no copy-up runs beside
+            // other such writes; anything that changes the object's state waits for them.
+            let _shared = self.objects.lock_shared(objectno).await;
+            let state = {
+                let map = self.map.lock().await;
+                map.as_ref().map(|m| m.get(objectno))
+            };
+            // A migration destination's map may call an object existing before its copy-up
+            // is done (the copier marks a window first), so only clones trust the map here.
+            let settled = matches!(state, None | Some(ObjectState::Exists))
+                && (!self.overlaps_parent(objectno)
+                    || (self.migration_dst().is_none() && self.known_to_exist(objectno, state)));
+            if settled {
+                return match self.store.operate(&self.data_io, &oid, &op, &snapc).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if effect == Effect::Modify && e.kind() == StoreKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::store(format!("cannot write {oid}"), e)),
+                };
+            }
+        }
         let _object = self.objects.lock(objectno).await;
         let state = {
             let map = self.map.lock().await;

@@ -254,7 +254,7 @@ impl Inner {
     }
 
     /// Returns true if head object `objectno` is known to exist already (no copy-up needed).
-    fn known_to_exist(&self, objectno: u64, map_state: Option<ObjectState>) -> bool {
+    pub(crate) fn known_to_exist(&self, objectno: u64, map_state: Option<ObjectState>) -> bool {
         map_state.is_some_and(|s| s.may_exist())
             || self
                 .known

@@ -1,16 +1,25 @@
 //! Per-object ordering inside one process: operations on the same data object that must not
 //! interleave (an object-map transition and the write it guards, a removal, a copy-up) take
-//! that object's lock; operations on different objects run in parallel.
+//! that object's lock exclusively; plain writes to an object that needs no transition take it
+//! shared, so they run together (the store orders them); operations on different objects run
+//! in parallel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as AsyncRwLock};
 
 /// The locks of the objects currently in use.
 #[derive(Debug, Default)]
 pub struct ObjectLocks {
-    locks: Mutex<HashMap<u64, Arc<AsyncMutex<()>>>>,
+    locks: Mutex<HashMap<u64, Arc<AsyncRwLock<()>>>>,
+}
+
+/// How an object's lock is held.
+#[derive(Debug)]
+enum Held {
+    Exclusive { _guard: OwnedRwLockWriteGuard<()> },
+    Shared { _guard: OwnedRwLockReadGuard<()> },
 }
 
 /// Holds one object's lock; dropping it lets the next operation on that object proceed.
@@ -18,21 +27,32 @@ pub struct ObjectLocks {
 pub struct ObjectGuard<'a> {
     owner: &'a ObjectLocks,
     objectno: u64,
-    guard: Option<OwnedMutexGuard<()>>,
+    guard: Option<Held>,
 }
 
 impl ObjectLocks {
-    /// Waits for and takes the lock of object `objectno`.
+    fn entry(&self, objectno: u64) -> Arc<AsyncRwLock<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(objectno).or_default().clone()
+    }
+
+    /// Waits for and takes the lock of object `objectno` exclusively.
     pub async fn lock(&self, objectno: u64) -> ObjectGuard<'_> {
-        let mutex = {
-            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(objectno).or_default().clone()
-        };
-        let guard = mutex.lock_owned().await;
+        let guard = self.entry(objectno).write_owned().await;
         ObjectGuard {
             owner: self,
             objectno,
-            guard: Some(guard),
+            guard: Some(Held::Exclusive { _guard: guard }),
+        }
+    }
+
+    /// Waits for and takes the lock of object `objectno` shared with other plain writers.
+    pub async fn lock_shared(&self, objectno: u64) -> ObjectGuard<'_> {
+        let guard = self.entry(objectno).read_owned().await;
+        ObjectGuard {
+            owner: self,
+            objectno,
+            guard: Some(Held::Shared { _guard: guard }),
         }
     }
 }
@@ -68,6 +88,28 @@ mod tests {
         drop(g);
         drop(other);
         drop(locks.lock(1).await);
+        assert!(locks.locks.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn shared_holders_run_together_and_exclude_an_exclusive_one() {
+        let locks = ObjectLocks::default();
+        let a = locks.lock_shared(1).await;
+        let b = locks.lock_shared(1).await;
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), locks.lock(1))
+                .await
+                .is_err()
+        );
+        drop(a);
+        drop(b);
+        let e = locks.lock(1).await;
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), locks.lock_shared(1))
+                .await
+                .is_err()
+        );
+        drop(e);
         assert!(locks.locks.lock().unwrap().is_empty());
     }
 }

@@ -1,8 +1,9 @@
 //! The transmission phase: requests in, replies out, many in flight.
 //!
 //! One task reads requests (and write payloads) in order; each request then runs as its own
-//! task, so replies may leave out of order, as the protocol allows. Replies are written whole
-//! under one lock, so chunks of different replies never interleave. Memory is bounded: a
+//! task, so replies may leave out of order, as the protocol allows. One task writes the
+//! replies, whole and several per system call when several are ready, so chunks of different
+//! replies never interleave. Memory is bounded: a
 //! request takes permits for its payload size before its payload is read (writes) or its data
 //! is allocated (reads), and gives them back once its reply is sent.
 //!
@@ -18,8 +19,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rbdx_image::ErrorKind;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::Error;
 use crate::handshake::Session;
@@ -29,6 +30,9 @@ use crate::proto::{self, MAX_REQUEST, Request, chunk, cmd, cmdflag, errno, state
 const MAX_IN_FLIGHT: u32 = 64;
 /// Payload bytes of one connection in flight at once.
 const MAX_IN_FLIGHT_BYTES: u32 = 256 << 20;
+/// Buffered bytes of the request stream (several small requests per system call; larger
+/// payloads bypass the buffer).
+const READ_BUFFER: usize = 256 << 10;
 /// Zeros written by `NBD_CMD_WRITE_ZEROES` with `NO_HOLE`, one piece at a time.
 static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 
@@ -40,41 +44,80 @@ enum Outcome {
     Failed(u32, String),
 }
 
-/// The writing half, shared by the request tasks.
-struct Replies<W> {
-    w: Mutex<W>,
+/// An encoded reply on its way to the socket, with the permits its request holds until the
+/// reply is written.
+struct Outgoing {
+    parts: Vec<Bytes>,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
-impl<W: AsyncWrite + Unpin> Replies<W> {
-    /// Writes the parts of one reply back to back, then flushes.
-    async fn send(&self, parts: &[&[u8]]) -> std::io::Result<()> {
-        let parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
-        let mut w = self.w.lock().await;
-        let mut index = 0;
-        let mut skip = 0;
-        while index < parts.len() {
-            let slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&parts[index][skip..]))
-                .chain(parts[index + 1..].iter().map(|p| IoSlice::new(p)))
-                .collect();
-            let mut n = w.write_vectored(&slices).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+/// Most replies written with one system call.
+const MAX_COALESCED: usize = 64;
+
+/// Writes replies as they come, several per system call when several are ready; returns the
+/// writing half once every sender is gone.
+async fn send_replies<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    peer: String,
+) -> W {
+    let mut broken = false;
+    let mut batch: Vec<Outgoing> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_COALESCED {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
             }
-            while index < parts.len() && n >= parts[index].len() - skip {
-                n -= parts[index].len() - skip;
-                index += 1;
-                skip = 0;
-            }
-            skip += n;
         }
-        w.flush().await
+        if !broken {
+            let parts: Vec<&[u8]> = batch
+                .iter()
+                .flat_map(|o| o.parts.iter().map(|p| p.as_ref()))
+                .collect();
+            if let Err(e) = write_parts(&mut w, &parts).await {
+                tracing::debug!("nbd: {peer}: cannot send replies: {e}");
+                broken = true;
+            }
+        }
+        batch.clear();
     }
+    w
+}
+
+/// Writes `parts` back to back (vectored), then flushes.
+async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> std::io::Result<()> {
+    let parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut index = 0;
+    let mut skip = 0;
+    while index < parts.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&parts[index][skip..]))
+            .chain(
+                parts[index + 1..]
+                    .iter()
+                    .take(1023)
+                    .map(|p| IoSlice::new(p)),
+            )
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while index < parts.len() && n >= parts[index].len() - skip {
+            n -= parts[index].len() - skip;
+            index += 1;
+            skip = 0;
+        }
+        skip += n;
+    }
+    w.flush().await
 }
 
 /// Serves requests on one connection until the client leaves or `stop` turns true.
 pub(crate) async fn serve<R, W>(
     session: Session,
-    mut r: R,
+    r: R,
     w: W,
     mut stop: watch::Receiver<bool>,
     peer: &str,
@@ -84,7 +127,9 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let session = Arc::new(session);
-    let replies = Arc::new(Replies { w: Mutex::new(w) });
+    let mut r = BufReader::with_capacity(READ_BUFFER, r);
+    let (replies, outgoing) = mpsc::unbounded_channel();
+    let sender = tokio::spawn(send_replies(w, outgoing, peer.to_owned()));
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
     let bytes = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES as usize));
     let result = loop {
@@ -140,16 +185,20 @@ where
             if let Outcome::Failed(code, msg) = &outcome {
                 tracing::warn!("nbd: {peer}: {}: {msg} (error {code})", describe(&req));
             }
-            if let Err(e) = reply(&replies, &session, &req, outcome).await {
-                tracing::debug!("nbd: {peer}: cannot send a reply: {e}");
-            }
-            drop(budget);
-            drop(slot);
+            let parts = encode(&session, &req, outcome);
+            // The receiver lives until every sender is gone.
+            let _ = replies.send(Outgoing {
+                parts,
+                _permits: (slot, budget),
+            });
         });
     };
-    // Let every request in flight finish and send its reply before the connection closes.
-    let _all = slots.acquire_many(MAX_IN_FLIGHT).await;
-    let mut w = replies.w.lock().await;
+    // Let every request in flight finish and its reply go out before the connection closes.
+    drop(replies);
+    let mut w = match sender.await {
+        Ok(w) => w,
+        Err(e) => return Err(Error::Protocol(format!("reply task failed: {e}"))),
+    };
     let _ = w.shutdown().await;
     result
 }
@@ -171,25 +220,15 @@ fn describe(req: &Request) -> String {
     )
 }
 
-/// Encodes and sends the reply of `req`.
-async fn reply<W: AsyncWrite + Unpin>(
-    replies: &Replies<W>,
-    session: &Session,
-    req: &Request,
-    outcome: Outcome,
-) -> std::io::Result<()> {
+/// Encodes the reply of `req` as the parts to write.
+fn encode(session: &Session, req: &Request, outcome: Outcome) -> Vec<Bytes> {
     let structured = session.structured && matches!(req.kind, cmd::READ | cmd::BLOCK_STATUS);
+    let copy = Bytes::copy_from_slice;
     match outcome {
         Outcome::Failed(code, msg) if structured => {
-            replies
-                .send(&[&proto::error_chunk(req.cookie, code, &msg)])
-                .await
+            vec![proto::error_chunk(req.cookie, code, &msg).into()]
         }
-        Outcome::Failed(code, _) => {
-            replies
-                .send(&[&proto::simple_reply(req.cookie, code)])
-                .await
-        }
+        Outcome::Failed(code, _) => vec![copy(&proto::simple_reply(req.cookie, code))],
         Outcome::Data(data) if structured => {
             let mut head = [0u8; 28];
             head[..20].copy_from_slice(&proto::chunk_header(
@@ -199,32 +238,22 @@ async fn reply<W: AsyncWrite + Unpin>(
                 8 + data.len() as u32,
             ));
             head[20..].copy_from_slice(&req.offset.to_be_bytes());
-            replies.send(&[&head, &data]).await
+            vec![copy(&head), data]
         }
-        Outcome::Data(data) => {
-            replies
-                .send(&[&proto::simple_reply(req.cookie, 0), &data])
-                .await
-        }
+        Outcome::Data(data) => vec![copy(&proto::simple_reply(req.cookie, 0)), data],
         Outcome::Status(extents) => {
             let context = session
                 .allocation_context
                 .unwrap_or(proto::BASE_ALLOCATION_ID);
-            replies
-                .send(&[&proto::block_status_chunk(req.cookie, context, &extents)])
-                .await
+            vec![proto::block_status_chunk(req.cookie, context, &extents).into()]
         }
-        Outcome::Done if structured => {
-            replies
-                .send(&[&proto::chunk_header(
-                    req.cookie,
-                    chunk::FLAG_DONE,
-                    chunk::NONE,
-                    0,
-                )])
-                .await
-        }
-        Outcome::Done => replies.send(&[&proto::simple_reply(req.cookie, 0)]).await,
+        Outcome::Done if structured => vec![copy(&proto::chunk_header(
+            req.cookie,
+            chunk::FLAG_DONE,
+            chunk::NONE,
+            0,
+        ))],
+        Outcome::Done => vec![copy(&proto::simple_reply(req.cookie, 0))],
     }
 }
 

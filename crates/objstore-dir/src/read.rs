@@ -27,8 +27,20 @@ use crate::writer::check_pool_ns;
 
 /// Attempts before a read that keeps racing with writers gives up.
 const MAX_ATTEMPTS: usize = 1000;
-/// Idle read connections kept.
-const POOL_SIZE: usize = 8;
+/// Idle read connections kept (opening one costs more than many reads).
+const POOL_SIZE: usize = 64;
+/// Data reads up to this size run on the calling thread.
+const SMALL_READ: u64 = 64 << 10;
+
+/// Returns true if `op` reads little enough data to run on the caller's thread.
+pub(crate) fn is_small(op: &ReadOp) -> bool {
+    op.steps().iter().all(|s| match s {
+        ReadStep::Read { length, .. } | ReadStep::SparseRead { length, .. } => {
+            length.is_some_and(|l| l <= SMALL_READ)
+        }
+        _ => true,
+    })
+}
 
 /// A small pool of read connections.
 #[derive(Debug)]

@@ -346,6 +346,12 @@ impl ObjectStore for DirStore {
         snap: Option<SnapId>,
     ) -> Result<ReadResult> {
         validate::read_op(io, oid, op)?;
+        if read::is_small(op) {
+            // A few kilobytes from the page cache and two indexed lookups cost less than
+            // handing the read to another thread and waking this one again.
+            let i = &self.inner;
+            return read::read_op(&i.readers, &i.shared.files, io, oid, op, snap);
+        }
         let (io, oid, op) = (io.clone(), oid.to_owned(), op.clone());
         self.read(move |i| read::read_op(&i.readers, &i.shared.files, &io, &oid, &op, snap))
             .await
