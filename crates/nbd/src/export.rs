@@ -60,6 +60,15 @@ impl Export {
         self.image.size()
     }
 
+    /// Returns the advertised preferred block size: the object size, because a write that
+    /// covers a whole object replaces it, while a partial one costs a copy of the rest or a
+    /// logged change in the store. Clients such as `qemu-img convert` size and align their
+    /// requests by it.
+    pub fn preferred_block_size(&self) -> u32 {
+        let object = self.image.layout().object_size();
+        object.clamp(4096, u64::from(crate::proto::MAX_REQUEST)) as u32
+    }
+
     /// Returns a one-line description: the export name, its size, and whether it is writable.
     pub fn description(&self) -> String {
         format!(

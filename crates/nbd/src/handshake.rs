@@ -34,8 +34,6 @@ use crate::proto::{
 const MAX_OPTIONS: usize = 256;
 /// Advertised minimum block size: any byte offset and length work.
 const MIN_BLOCK: u32 = 1;
-/// Advertised preferred block size.
-const PREFERRED_BLOCK: u32 = 4096;
 
 /// What a connection agreed on for the transmission phase.
 #[derive(Debug)]
@@ -224,7 +222,7 @@ async fn describe<W: AsyncWrite + Unpin>(
 ) -> Result<(), Error> {
     let data = proto::info_export(export.size(), export.transmission_flags());
     send(w, option, rep::INFO, &data).await?;
-    let data = proto::info_block_size(MIN_BLOCK, PREFERRED_BLOCK, MAX_REQUEST);
+    let data = proto::info_block_size(MIN_BLOCK, export.preferred_block_size(), MAX_REQUEST);
     send(w, option, rep::INFO, &data).await?;
     if requests.contains(&info::NAME) || asked_name != export.name() {
         let data = proto::info_string(info::NAME, export.name());
