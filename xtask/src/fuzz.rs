@@ -11,7 +11,13 @@ use anyhow::Context;
 use crate::{root, run_step, show};
 
 /// The targets and their seed corpora.
-const TARGETS: &[&str] = &["intent", "notify_frame", "qcow", "source_spec"];
+const TARGETS: &[&str] = &[
+    "intent",
+    "nbd_message",
+    "notify_frame",
+    "qcow",
+    "source_spec",
+];
 
 const SANCOV: &str = "-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
     -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
@@ -52,6 +58,24 @@ fn seed_qcow(dir: &Path) -> anyhow::Result<()> {
         std::fs::copy(&tmp, dir.join(format!("seed-{i}.qcow2")))?;
     }
     let _ = std::fs::remove_file(&tmp);
+    Ok(())
+}
+
+/// Seeds the NBD target with a GO option and a read request.
+fn seed_nbd(dir: &Path) -> anyhow::Result<()> {
+    let mut go = 7u32.to_be_bytes().to_vec();
+    go.extend_from_slice(&7u32.to_be_bytes());
+    go.extend_from_slice(b"rbd/vm1");
+    go.extend_from_slice(&1u16.to_be_bytes());
+    go.extend_from_slice(&3u16.to_be_bytes());
+    std::fs::write(dir.join("seed-go"), go)?;
+    let mut read = 0u32.to_be_bytes().to_vec();
+    read.extend_from_slice(&0x2560_9513u32.to_be_bytes());
+    read.extend_from_slice(&[0, 0, 0, 0]);
+    read.extend_from_slice(&42u64.to_be_bytes());
+    read.extend_from_slice(&4096u64.to_be_bytes());
+    read.extend_from_slice(&512u32.to_be_bytes());
+    std::fs::write(dir.join("seed-read"), read)?;
     Ok(())
 }
 
@@ -109,6 +133,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         match *target {
             "qcow" => seed_qcow(&corpus)?,
             "source_spec" => seed_specs(&corpus)?,
+            "nbd_message" => seed_nbd(&corpus)?,
             _ => {}
         }
         let binary = target_dir.join(&triple).join("release").join(target);
