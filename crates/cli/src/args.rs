@@ -173,6 +173,17 @@ pub enum Command {
         #[command(flatten)]
         opts: crate::spec::SpecOptions,
     },
+    /// List the extents that changed since a snapshot (or since creation).
+    Diff {
+        #[command(flatten)]
+        image: ImageArg,
+        /// The older snapshot (default: the image's creation).
+        #[arg(long = "from-snap", value_name = "SNAP")]
+        from_snap: Option<String>,
+        /// Report whole objects (from the object maps alone, faster) instead of exact ranges.
+        #[arg(long = "whole-object")]
+        whole_object: bool,
+    },
     /// Snapshots of an image.
     Snap {
         #[command(subcommand)]

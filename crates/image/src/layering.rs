@@ -453,6 +453,17 @@ pub(crate) async fn unregister_if_unused(
 }
 
 impl Image {
+    /// Returns the parent of this view (the head's, or the snapshot's) opened read-only at its
+    /// snapshot, and how many bytes of it show through; the handle closes with this image.
+    pub async fn parent(&self) -> Result<Option<(Image, u64)>> {
+        let size = self.size();
+        Ok(self
+            .inner
+            .parent_image()
+            .await?
+            .map(|(spec, image)| (image, spec.overlap.min(size))))
+    }
+
     /// Describes the parent of the head (or of the snapshot this handle is open at).
     pub async fn parent_info(&self) -> Result<Option<ParentInfo>> {
         let Some(spec) = self.inner.parent_spec() else {

@@ -1,4 +1,5 @@
-//! `rbdx du`: provisioned and used space per snapshot and image.
+//! `rbdx du`: provisioned and used space per snapshot and image: what each snapshot (and the
+//! head) wrote since the one before, at object granularity (`rbdx_snapdiff::usage`).
 
 use std::sync::Arc;
 
@@ -62,16 +63,17 @@ pub async fn run(
         total_provisioned_size: 0,
         total_used_size: 0,
     };
-    let mut approximate = false;
     for name in names {
         let image = images
             .open(&name, OpenOptions::default().with_read_only(true))
             .await?;
-        let result = image.usage().await;
+        let result = rbdx_snapdiff::usage(&image).await;
         let id = image.id().to_owned();
         image.close().await?;
-        let (usage, exact) = result?;
-        approximate |= !exact;
+        let (usage, method) = result?;
+        if method != rbdx_snapdiff::Method::FastDiff && printer.is_plain() {
+            crate::commands::diff::warn_slow(&name);
+        }
         for u in usage {
             if let Some(want) = &snap
                 && u.snapshot.as_ref().map(|s| &s.name) != Some(want)
@@ -91,12 +93,6 @@ pub async fn run(
                 used_size: u.used,
             });
         }
-    }
-    if approximate && printer.is_plain() {
-        eprintln!(
-            "rbdx: warning: fast-diff is not enabled or its object map is invalid; \
-             snapshots show what was allocated at each of them"
-        );
     }
     printer.print("stats", &out, |o| {
         let mut rows: Vec<Vec<String>> = o

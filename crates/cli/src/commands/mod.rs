@@ -2,6 +2,7 @@
 
 mod bench;
 mod config_key;
+mod diff;
 mod du;
 mod image;
 mod layering;
@@ -70,6 +71,11 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Nbd { command } => nbd::run(&store, command, printer).await,
         Command::Trash { command } => trash::run(&store, command, printer, progress).await,
         Command::Source { .. } => Ok(()),
+        Command::Diff {
+            image: arg,
+            from_snap,
+            whole_object,
+        } => diff::run(&store, &arg, from_snap, whole_object, printer).await,
         Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,
         Command::Snap { command } => snap::run(&store, command, printer, progress).await,
         Command::ImageMeta { command } => meta::run(&store, command, printer).await,
