@@ -76,11 +76,18 @@ const ZERO_BLOCK: usize = 4096;
 /// Returns `data`, read at object offset `offset`, as writes that leave out its all-zero
 /// 4 KiB blocks, so that zeros a source holds as data stay holes in the copy.
 pub(crate) fn nonzero_writes(offset: u64, data: &Bytes) -> Vec<(u64, Bytes)> {
+    nonzero_pieces(offset, data, ZERO_BLOCK)
+}
+
+/// Returns `data`, found at `offset`, as (offset, bytes) pieces that leave out its all-zero
+/// blocks of `block` bytes (counted from the start of `data`; the last may be shorter).
+pub fn nonzero_pieces(offset: u64, data: &Bytes, block: usize) -> Vec<(u64, Bytes)> {
+    let block = block.max(1);
     let mut writes = Vec::new();
     let mut run: Option<usize> = None;
-    for (n, block) in data.chunks(ZERO_BLOCK).enumerate() {
-        let start = n * ZERO_BLOCK;
-        match (is_zero(block), run) {
+    for (n, chunk) in data.chunks(block).enumerate() {
+        let start = n * block;
+        match (is_zero(chunk), run) {
             (false, None) => run = Some(start),
             (true, Some(from)) => {
                 writes.push((offset + from as u64, data.slice(from..start)));

@@ -61,7 +61,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use features::Features;
 pub use header::{Header, ParentSpec, Protection, SnapInfo};
 pub use image::{Image, OpenOptions};
-pub use layering::{ChildInfo, MAX_DEPTH, ParentInfo};
+pub use layering::{ChildInfo, MAX_DEPTH, ParentInfo, nonzero_pieces};
 pub use layout::{Layout, ObjectExtent};
 pub use maintenance::MapCheck;
 pub use mapview::StoredMap;

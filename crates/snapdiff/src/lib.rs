@@ -34,9 +34,14 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod export;
 pub mod extents;
+pub mod image_wire;
+pub mod import;
+pub mod merge;
 pub mod objects;
 mod usage;
+pub mod wire;
 pub mod within;
 
 use futures::{StreamExt as _, TryStreamExt as _};
