@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::image_args::{
-    BenchArgs, CreateArgs, DestArg, ExportArgs, FeatureCommand, ImageArg, ImportArgs, LockCommand,
-    MetaCommand, MigrationCommand, NamespaceCommand, NbdCommand, ObjectMapCommand, PoolArg,
-    SnapCommand, SourceCommand, TrashCommand,
+    BenchArgs, CreateArgs, DestArg, ExportArgs, ExportDiffArgs, FeatureCommand, ImageArg,
+    ImportArgs, ImportDiffArgs, LockCommand, MergeDiffArgs, MetaCommand, MigrationCommand,
+    NamespaceCommand, NbdCommand, ObjectMapCommand, PoolArg, SnapCommand, SourceCommand,
+    TrashCommand,
 };
 use crate::output::Format;
 
@@ -199,6 +200,15 @@ pub enum Command {
     Export(ExportArgs),
     /// Create an image from a file or standard input.
     Import(ImportArgs),
+    /// Write the changes since a snapshot (or creation) as an `rbd diff v1` stream.
+    #[command(name = "export-diff")]
+    ExportDiff(ExportDiffArgs),
+    /// Apply a diff stream to an image and create its end snapshot.
+    #[command(name = "import-diff")]
+    ImportDiff(ImportDiffArgs),
+    /// Merge two consecutive diffs into one.
+    #[command(name = "merge-diff")]
+    MergeDiff(MergeDiffArgs),
     /// Measure image I/O.
     Bench(BenchArgs),
     /// Namespaces of a pool.

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
         }
     };
     keep_freed_buffers();
+    if !matches!(cli.command, args::Command::Nbd { .. }) {
+        die_quietly_on_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,6 +78,17 @@ fn keep_freed_buffers() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
+/// Lets a closed pipe end the process silently, as it ends `head`'s other Unix peers
+/// (`rbdx export img - | head -c 10`, `rbdx ls | head -1`), instead of a failed write to
+/// standard output. The NBD server keeps ignoring SIGPIPE: a client leaving must not stop it.
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE before any other thread exists
+    // has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -163,9 +163,12 @@ pub async fn apply<R: Read>(
             }
             Record::Zero { offset, length } => {
                 check_extent(Some(image.size()), offset, length, at)?;
-                if length > 0 {
-                    image.write_zeroes(offset, length).await?;
+                // Queued with the writes: awaiting it here while queued writes that hold
+                // object locks are not polled would deadlock.
+                while writes.len() >= IN_FLIGHT {
+                    next(&mut writes).await?;
                 }
+                writes.push(apply_piece(image, offset, Piece::Zero(length), sparse_size));
                 applied.zeroed += length;
             }
             Record::Write { offset, length } => {
@@ -187,7 +190,7 @@ pub async fn apply<R: Read>(
                     while writes.len() >= IN_FLIGHT {
                         next(&mut writes).await?;
                     }
-                    writes.push(write_piece(image, base, data, sparse_size));
+                    writes.push(apply_piece(image, base, Piece::Data(data), sparse_size));
                     done += n as u64;
                 }
                 applied.written += length;
@@ -206,16 +209,30 @@ pub async fn apply<R: Read>(
     Ok(applied)
 }
 
-/// Writes `data` at `offset`, zeroing its all-zero `sparse`-byte blocks instead.
-async fn write_piece(image: &Image, offset: u64, data: Bytes, sparse: usize) -> Result<()> {
+/// What to do at an offset.
+enum Piece {
+    /// Write these bytes (zeroing their all-zero blocks instead).
+    Data(Bytes),
+    /// Zero this many bytes.
+    Zero(u64),
+}
+
+/// Applies one piece at `offset`; all-zero `sparse`-byte blocks of data are zeroed instead of
+/// written.
+async fn apply_piece(image: &Image, offset: u64, piece: Piece, sparse: usize) -> Result<()> {
+    let data = match piece {
+        Piece::Zero(0) => return Ok(()),
+        Piece::Zero(length) => return image.write_zeroes(offset, length).await,
+        Piece::Data(data) => data,
+    };
     let mut at = offset;
     let end = offset + data.len() as u64;
-    for (start, piece) in rbdx_image::nonzero_pieces(offset, &data, sparse) {
+    for (start, run) in rbdx_image::nonzero_pieces(offset, &data, sparse) {
         if start > at {
             image.write_zeroes(at, start - at).await?;
         }
-        at = start + piece.len() as u64;
-        image.write(start, piece).await?;
+        at = start + run.len() as u64;
+        image.write(start, run).await?;
     }
     if at < end {
         image.write_zeroes(at, end - at).await?;

@@ -10,6 +10,9 @@
 //!     le32 len + name; 'p' carries u8 protected; 'w' carries offset, length, data)
 //! ```
 //!
+//! The `p` record is written as Ceph writes it (checked against `rbd` 16.2): a length field of
+//! 8 followed by a single byte; the reader takes one byte whether the length says 1 or 8.
+//!
 //! The banners and tags are fixed by Ceph; never change them. Every length read is checked
 //! before anything is allocated for it: names are capped at [`MAX_NAME`], and write data is
 //! never buffered whole (the reader hands it out in pieces).
@@ -20,6 +23,8 @@ use std::io::{self, Read, Write};
 pub const BANNER_V1: &[u8] = b"rbd diff v1\n";
 /// Banner of a version 2 diff.
 pub const BANNER_V2: &[u8] = b"rbd diff v2\n";
+/// The length Ceph writes in a `p` record (which holds one byte).
+const PROTECTION_LENGTH: u64 = 8;
 /// The longest snapshot name accepted in a diff.
 pub const MAX_NAME: u32 = 4096;
 
@@ -265,8 +270,10 @@ impl<R: Read> DiffReader<R> {
                 });
             }
         };
+        let quirk = t == tag::PROTECTION && matches!(declared, Some(1 | PROTECTION_LENGTH));
         if let Some(d) = declared
             && d != self.at - body_start
+            && !quirk
         {
             return Err(malformed(
                 t,
@@ -363,7 +370,9 @@ impl<W: Write> DiffWriter<W> {
         if let Some(to) = to {
             self.name_record(tag::TO_SNAP, to)?;
             if let (Version::V2, Some(p)) = (self.version, protected) {
-                self.record(tag::PROTECTION, &[u8::from(p)])?;
+                self.w.write_all(&[tag::PROTECTION])?;
+                self.w.write_all(&PROTECTION_LENGTH.to_le_bytes())?;
+                self.w.write_all(&[u8::from(p)])?;
             }
         }
         self.record(tag::SIZE, &size.to_le_bytes())

@@ -4,6 +4,7 @@ mod bench;
 mod config_key;
 mod diff;
 mod du;
+mod exchange;
 mod image;
 mod layering;
 mod maintenance;
@@ -81,6 +82,9 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::ImageMeta { command } => meta::run(&store, command, printer).await,
         Command::Export(args) => transfer::export(&store, args, progress).await,
         Command::Import(args) => transfer::import(&store, args, progress).await,
+        Command::ExportDiff(args) => exchange::export_diff(&store, args, progress).await,
+        Command::ImportDiff(args) => exchange::import_diff(&store, args, progress).await,
+        Command::MergeDiff(args) => exchange::merge_diff(args),
         Command::Bench(args) => bench::run(&store, args, printer).await,
         Command::Namespace { command } => namespace::run(&store, command, printer).await,
         Command::Pool { command } => pool::run(&*store, command, printer).await,

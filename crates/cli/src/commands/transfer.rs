@@ -1,4 +1,5 @@
-//! `rbdx export` and `rbdx import` in export format 1 (the raw bytes).
+//! `rbdx export` and `rbdx import` in export format 1 (the raw bytes); format 2 goes to
+//! [`crate::commands::exchange`].
 //!
 //! Export reads object-sized chunks, several in flight, and writes them in order; into a file
 //! it seeks over all-zero blocks so holes stay holes. Import reads the input on a blocking
@@ -26,12 +27,9 @@ use crate::spec::{SnapRule, SpecOptions};
 const SPARSE_BLOCK: usize = 4096;
 const IN_FLIGHT: usize = 8;
 
-fn require_format_1(format: u8) -> CliResult {
+fn check_format(format: u8) -> CliResult {
     match format {
-        1 => Ok(()),
-        2 => Err(CliError::unsupported(
-            "export format 2 is not available yet; use --export-format 1",
-        )),
+        1 | 2 => Ok(()),
         n => Err(CliError::invalid(format!(
             "unknown export format {n} (1 or 2)"
         ))),
@@ -44,11 +42,14 @@ pub async fn export(
     args: ExportArgs,
     show_progress: bool,
 ) -> CliResult {
-    require_format_1(args.export_format)?;
+    check_format(args.export_format)?;
     let path = args
         .path
         .clone()
         .ok_or_else(|| CliError::invalid("export needs a path (or - for standard output)"))?;
+    if args.export_format == 2 {
+        return crate::commands::exchange::export_v2(store, &args, &path, show_progress).await;
+    }
     let (spec, images) = resolve(store, &args.image, SnapRule::Optional).await?;
     let image = images
         .open(
@@ -128,7 +129,10 @@ pub async fn import(
     args: ImportArgs,
     show_progress: bool,
 ) -> CliResult {
-    require_format_1(args.export_format)?;
+    check_format(args.export_format)?;
+    if args.export_format == 2 {
+        return crate::commands::exchange::import_v2(store, &args, show_progress).await;
+    }
     let from_stdin = args.path.as_os_str() == "-";
     let default_name = if from_stdin {
         None

@@ -33,8 +33,9 @@ fn v2_bytes() -> Vec<u8> {
     b.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 0]);
     b.extend_from_slice(&[2, 0, 0, 0]);
     b.extend_from_slice(b"s2");
+    // As `rbd` 16.2 writes it: a length of 8, one byte of data.
     b.push(b'p');
-    b.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+    b.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
     b.push(1);
     b.push(b's');
     b.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0]);
@@ -180,4 +181,16 @@ fn unread_write_data_is_skipped_by_the_next_record() {
         }
     }
     assert_eq!(kinds, expected(false));
+}
+
+#[test]
+fn protection_record_with_length_one_is_read_too() {
+    let mut b = v2_bytes();
+    let p = b
+        .windows(10)
+        .position(|w| w == [b'p', 8, 0, 0, 0, 0, 0, 0, 0, 1])
+        .unwrap();
+    b[p + 1] = 1;
+    let (_, records, _) = read_all(&b).unwrap();
+    assert_eq!(records, expected(true));
 }

@@ -1,0 +1,255 @@
+//! Ceph's exchange formats on the command line: `export`/`import --export-format 2`,
+//! `export-diff`, `import-diff` and `merge-diff`, each with a file or `-` (standard input or
+//! output), so `rbdx export-diff ... - | ssh host rbdx import-diff - ...` pipelines work.
+//!
+//! `import-diff` reads the whole diff once to check it (banner, records, extents within its
+//! size, the end record, the from-snapshot present and the to-snapshot absent on the target)
+//! before it changes anything; a diff from standard input is kept in an unnamed temporary file
+//! for that. A failed check leaves the target untouched.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek as _, SeekFrom, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+
+use rbdx_image::OpenOptions;
+use rbdx_objstore::ObjectStore;
+use rbdx_snapdiff::import::{self, ImportOptions};
+use rbdx_snapdiff::wire::{DiffReader, Version};
+use rbdx_snapdiff::{DiffOptions, export, merge};
+
+use crate::commands::image::{create_options, images, resolve};
+use crate::error::{CliError, CliResult};
+use crate::image_args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs, MergeDiffArgs};
+use crate::progress::ProgressLine;
+use crate::size::parse_size;
+use crate::spec::{SnapRule, SpecOptions};
+
+/// Output buffer size.
+const BUFFER: usize = 1 << 20;
+
+/// Opens `path` for writing (`-`: standard output); returns it and whether it is a file.
+fn output(path: &Path) -> CliResult<(Box<dyn std::io::Write>, bool)> {
+    match crate::commands::create_output(path)? {
+        Some(f) => Ok((Box::new(BufWriter::with_capacity(BUFFER, f)), true)),
+        None => Ok((
+            Box::new(BufWriter::with_capacity(
+                BUFFER,
+                crate::commands::bulk_stdout()?,
+            )),
+            false,
+        )),
+    }
+}
+
+/// Opens `path` for reading (`-`: standard input).
+fn input(path: &Path) -> CliResult<Box<dyn Read>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(BufReader::with_capacity(BUFFER, std::io::stdin())));
+    }
+    let f =
+        File::open(path).map_err(|e| CliError::io(format!("cannot open {}", path.display()), e))?;
+    Ok(Box::new(BufReader::with_capacity(BUFFER, f)))
+}
+
+/// Finishes an output: flushes it, or removes a file that was left half-written.
+fn finish_output(
+    result: CliResult,
+    mut out: Box<dyn std::io::Write>,
+    path: &Path,
+    is_file: bool,
+) -> CliResult {
+    let flushed = out
+        .flush()
+        .map_err(|e| CliError::io(format!("cannot write {}", path.display()), e));
+    drop(out);
+    let result = result.and(flushed);
+    if result.is_err() && is_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// `rbdx export --export-format 2`.
+pub async fn export_v2(
+    store: &Arc<dyn ObjectStore>,
+    args: &ExportArgs,
+    path: &Path,
+    show: bool,
+) -> CliResult {
+    let (spec, images) = resolve(store, &args.image, SnapRule::None).await?;
+    let image = images
+        .open(&spec.image, OpenOptions::default().with_read_only(true))
+        .await?;
+    let (mut out, is_file) = output(path)?;
+    let progress = ProgressLine::new("Exporting image", show && is_file);
+    let result = export::export_image(&image, &mut out, &|d, t| progress.update(d, t)).await;
+    let closed = image.close().await;
+    let result = finish_output(
+        result.map(|_| ()).map_err(CliError::from),
+        out,
+        path,
+        is_file,
+    );
+    progress.conclude(result.and(closed.map_err(CliError::from)))
+}
+
+/// `rbdx import --export-format 2`.
+pub async fn import_v2(store: &Arc<dyn ObjectStore>, args: &ImportArgs, show: bool) -> CliResult {
+    let default_name = (args.path.as_os_str() != "-")
+        .then(|| {
+            args.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .flatten();
+    let opts = SpecOptions {
+        pool: args.pool.clone(),
+        namespace: args.namespace.clone(),
+        image: args.image.clone().or(if args.spec.is_none() {
+            default_name
+        } else {
+            None
+        }),
+        snap: None,
+    };
+    let spec = opts.resolve(args.spec.as_deref(), SnapRule::None)?;
+    let sparse_size = sparse(&args.sparse_size)?;
+    let create = create_options(store, 0, &args.create).await?;
+    let images = images(store, &spec.pool, &spec.namespace).await?;
+    let reader = input(&args.path)?;
+    let progress = ProgressLine::new("Importing image", show);
+    let options = ImportOptions {
+        create: Some(create),
+        sparse_size,
+    };
+    let result = import::import_image(&images, &spec.image, reader, &options, &|done| {
+        progress.update(done, done.max(1))
+    })
+    .await;
+    progress.conclude(result)
+}
+
+fn sparse(text: &str) -> CliResult<usize> {
+    usize::try_from(parse_size(text, 1)?)
+        .ok()
+        .filter(|s| *s >= 512 && s.is_power_of_two())
+        .ok_or_else(|| CliError::invalid("--sparse-size must be a power of two of at least 512"))
+}
+
+/// `rbdx export-diff`.
+pub async fn export_diff(
+    store: &Arc<dyn ObjectStore>,
+    args: ExportDiffArgs,
+    show: bool,
+) -> CliResult {
+    let path = args
+        .path
+        .clone()
+        .ok_or_else(|| CliError::invalid("export-diff needs a path (or - for standard output)"))?;
+    let (spec, images) = resolve(store, &args.image, SnapRule::Optional).await?;
+    let image = images
+        .open(
+            &spec.image,
+            OpenOptions::default()
+                .with_snap(spec.snap.clone())
+                .with_read_only(true),
+        )
+        .await?;
+    let options = DiffOptions::default()
+        .with_from_snap(args.from_snap.clone())
+        .with_whole_object(args.whole_object);
+    if let Some(from) = &args.from_snap
+        && image.header().snapshot_by_name(from).is_none()
+    {
+        image.close().await?;
+        return Err(CliError::from(rbdx_image::Error::not_found(format!(
+            "snapshot {from} of image {} does not exist",
+            spec.image
+        ))));
+    }
+    let (mut out, is_file) = output(&path)?;
+    let progress = ProgressLine::new("Exporting image", show && is_file);
+    let result = export::export_diff(&image, &options, Version::V1, &mut out, &|d, t| {
+        progress.update(d, t)
+    })
+    .await;
+    let closed = image.close().await;
+    let result = finish_output(
+        result.map(|_| ()).map_err(CliError::from),
+        out,
+        &path,
+        is_file,
+    );
+    progress.conclude(result.and(closed.map_err(CliError::from)))
+}
+
+/// Returns a seekable copy of the diff at `path`: the file itself, or standard input spooled
+/// into an unnamed temporary file.
+fn seekable(path: &Path) -> CliResult<File> {
+    if path.as_os_str() != "-" {
+        return File::open(path)
+            .map_err(|e| CliError::io(format!("cannot open {}", path.display()), e));
+    }
+    let mut spool =
+        tempfile::tempfile().map_err(|e| CliError::io("cannot create a temporary file", e))?;
+    let mut stdin = std::io::stdin().lock();
+    std::io::copy(&mut stdin, &mut spool)
+        .map_err(|e| CliError::io("cannot read the diff from standard input", e))?;
+    spool
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| CliError::io("cannot read back the temporary file", e))?;
+    Ok(spool)
+}
+
+/// `rbdx import-diff`.
+pub async fn import_diff(
+    store: &Arc<dyn ObjectStore>,
+    args: ImportDiffArgs,
+    show: bool,
+) -> CliResult {
+    let sparse_size = sparse(&args.sparse_size)?;
+    let (spec, images) = resolve(store, &args.image, SnapRule::None).await?;
+    let mut file = seekable(&args.path)?;
+    let summary = import::validate(BufReader::with_capacity(BUFFER, &mut file))?;
+    let image = images.open(&spec.image, OpenOptions::default()).await?;
+    if let Err(e) = import::check_target(&image, &summary) {
+        image.close().await?;
+        return Err(e.into());
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| CliError::io("cannot read the diff again", e))?;
+    let total = summary.data_bytes + summary.zero_bytes;
+    let progress = ProgressLine::new("Importing image diff", show);
+    let result = async {
+        let mut reader = DiffReader::new(BufReader::with_capacity(BUFFER, &mut file))
+            .map_err(|e| rbdx_image::Error::invalid(e.to_string()))?;
+        import::apply(&image, &mut reader, sparse_size, &|done| {
+            progress.update(done, total)
+        })
+        .await
+    }
+    .await;
+    let closed = image.close().await;
+    progress.conclude(
+        result
+            .map(|_| ())
+            .map_err(CliError::from)
+            .and(closed.map_err(CliError::from)),
+    )
+}
+
+/// `rbdx merge-diff`.
+pub fn merge_diff(args: MergeDiffArgs) -> CliResult {
+    if args.second.as_os_str() == "-" {
+        return Err(CliError::invalid(
+            "merge-diff reads only the first diff from standard input",
+        ));
+    }
+    let first = input(&args.first)?;
+    let second = input(&args.second)?;
+    let (out, is_file) = output(&args.merged)?;
+    let mut out = out;
+    let result = merge::merge_diff(first, second, &mut out).map_err(CliError::from);
+    finish_output(result, out, &args.merged, is_file)
+}
