@@ -156,6 +156,11 @@ pub enum Command {
         #[command(subcommand)]
         command: MigrationCommand,
     },
+    /// Inspect and manage the write journal of an image with the journaling feature.
+    Journal {
+        #[command(subcommand)]
+        command: crate::commands::journal::JournalCommand,
+    },
     /// Serve images over NBD to qemu, libnbd tools and the kernel, during migration too.
     Nbd {
         #[command(subcommand)]

@@ -206,6 +206,11 @@ impl Images {
     }
 
     async fn write_new_header(&self, id: &str, header: &Header, count: u64) -> Result<()> {
+        if header.features.contains(Features::JOURNALING) {
+            crate::journaling::journal_opener()?
+                .create(self.store.clone(), self.io.clone(), id)
+                .await?;
+        }
         if header.features.contains(Features::OBJECT_MAP) {
             let oid = names::object_map_object(id, None);
             self.store
@@ -254,6 +259,12 @@ impl Images {
     }
 
     async fn remove_metadata_objects(&self, id: &str) -> Result<()> {
+        // A journal goes with its image (removing one that does not exist does nothing).
+        if let Ok(opener) = crate::journaling::journal_opener() {
+            opener
+                .remove(self.store.clone(), self.io.clone(), id)
+                .await?;
+        }
         let snapc = SnapContext::empty();
         let maps = names::object_map_object(id, None);
         let mut oids: Vec<String> = self

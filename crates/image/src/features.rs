@@ -1,6 +1,6 @@
 //! Image feature bits, with RBD's values and names.
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// A set of image features (RBD's bit values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -39,9 +39,9 @@ impl Features {
     ];
 
     /// Features a user may ask for at `create`.
-    pub const USER_CREATABLE: Features = Features(1 | 4 | 8 | 16 | 32);
+    pub const USER_CREATABLE: Features = Features(1 | 4 | 8 | 16 | 32 | 64);
     /// Features a user may enable or disable later.
-    pub const USER_MUTABLE: Features = Features(4 | 8 | 16);
+    pub const USER_MUTABLE: Features = Features(4 | 8 | 16 | 64);
 
     /// Returns true if every feature of `other` is in `self`.
     pub fn contains(self, other: Features) -> bool {
@@ -95,16 +95,9 @@ impl Features {
             .collect()
     }
 
-    /// Refuses features outside `allowed`: journaling as not available yet (Unsupported),
-    /// anything else as invalid, with `how` completing "features X cannot be …".
+    /// Refuses features outside `allowed`, with `how` completing "features X cannot be …".
     pub fn check_allowed(self, allowed: Features, how: &str) -> Result<()> {
         let extra = self.without(allowed);
-        if extra.contains(Features::JOURNALING) {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "the journaling feature is not available yet",
-            ));
-        }
         if extra != Features(0) {
             return Err(Error::invalid(format!("features {extra} cannot be {how}")));
         }

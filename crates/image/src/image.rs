@@ -124,6 +124,11 @@ pub(crate) struct Inner {
     pub opener: Arc<dyn SourceOpener>,
     /// The open migration source, once needed.
     pub migration_source: AsyncMutex<Option<Arc<dyn MigrationSource>>>,
+    /// The image's journal, open while this handle holds the lock of a journaling image.
+    pub journal: AsyncMutex<Option<Arc<dyn crate::journaling::ChangeLog>>>,
+    /// Per-object order of journaled changes: held from append to applied, so changes to the
+    /// same object are applied in the order they were journaled.
+    pub journal_order: ObjectLocks,
 }
 
 /// An open image.
@@ -313,6 +318,8 @@ impl Image {
                 .source_opener
                 .unwrap_or_else(crate::migration::default_opener),
             migration_source: AsyncMutex::new(None),
+            journal: AsyncMutex::new(None),
+            journal_order: ObjectLocks::default(),
         });
         crate::lock::start_watch(&inner).await?;
         Ok(Image { inner })

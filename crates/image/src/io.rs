@@ -12,6 +12,7 @@ use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId, WriteOp};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::{Image, Inner, place};
+use crate::journaling::{Event, MAX_EVENT_WRITE};
 use crate::layout::ObjectExtent;
 use crate::objectmap::{ObjectMap, ObjectState};
 
@@ -380,35 +381,52 @@ impl Image {
     pub async fn write(&self, offset: u64, data: Bytes) -> Result<()> {
         let _gate = self.begin_write().await?;
         let inner = &self.inner;
-        let header = inner.header();
-        inner.check_range(offset, data.len() as u64, header.size)?;
-        let extents = header.layout.map(offset, data.len() as u64);
-        futures::stream::iter(extents)
-            .map(|e| {
-                let start = e.buffer_offset as usize;
-                let piece = data.slice(start..start + e.length as usize);
-                inner.object_op(
-                    e.objectno,
-                    WriteOp::new().write(e.offset, piece),
-                    Effect::Write,
-                )
-            })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
-            .await
+        inner.check_range(offset, data.len() as u64, inner.header().size)?;
+        if inner.change_log().await.is_none() {
+            return inner.write_unlogged(offset, data).await;
+        }
+        // Journaled: event by event, each durable before it is applied, in journal order.
+        let _order = inner.journal_order_guard(offset, data.len() as u64).await;
+        let mut at = 0;
+        while at < data.len() {
+            let piece = data.slice(at..data.len().min(at + MAX_EVENT_WRITE));
+            let piece_offset = offset + at as u64;
+            let tid = inner
+                .log(|| Event::Write {
+                    offset: piece_offset,
+                    data: piece.clone(),
+                })
+                .await?;
+            at += piece.len();
+            inner.write_unlogged(piece_offset, piece).await?;
+            inner.log_applied(tid).await?;
+        }
+        Ok(())
     }
 
     /// Discards `[offset, offset + length)`: whole objects are removed, parts are zeroed.
     pub async fn discard(&self, offset: u64, length: u64) -> Result<()> {
-        let _gate = self.begin_write().await?;
-        let inner = &self.inner;
-        inner.check_range(offset, length, inner.header().size)?;
-        inner.discard_extents(offset, length, Effect::Remove).await
+        self.zero_range(offset, length, false).await
     }
 
     /// Makes `[offset, offset + length)` read as zeros, deallocating where possible.
     pub async fn write_zeroes(&self, offset: u64, length: u64) -> Result<()> {
-        self.discard(offset, length).await
+        self.zero_range(offset, length, true).await
+    }
+
+    async fn zero_range(&self, offset: u64, length: u64, zeroes: bool) -> Result<()> {
+        let _gate = self.begin_write().await?;
+        let inner = &self.inner;
+        inner.check_range(offset, length, inner.header().size)?;
+        let _order = inner.journal_order_guard(offset, length).await;
+        let tid = inner
+            .log(|| match zeroes {
+                true => Event::WriteZeroes { offset, length },
+                false => Event::Discard { offset, length },
+            })
+            .await?;
+        inner.discard_unlogged(offset, length).await?;
+        inner.log_applied(tid).await
     }
 
     /// Writes `pattern` repeatedly over `[offset, offset + length)`; `length` must be a
@@ -420,26 +438,19 @@ impl Image {
                 pattern.len()
             )));
         }
-        if pattern.iter().all(|&b| b == 0) {
-            return self.write_zeroes(offset, length).await;
-        }
-        // Expand the pattern one object-size chunk at a time, so memory stays bounded.
-        let object_size = self.layout().object_size();
-        let chunk = (object_size / pattern.len() as u64).max(1) * pattern.len() as u64;
-        let block: Bytes = pattern
-            .iter()
-            .copied()
-            .cycle()
-            .take(chunk.min(length) as usize)
-            .collect::<Vec<u8>>()
-            .into();
-        let mut done = 0;
-        while done < length {
-            let n = (length - done).min(block.len() as u64);
-            self.write(offset + done, block.slice(..n as usize)).await?;
-            done += n;
-        }
-        Ok(())
+        let _gate = self.begin_write().await?;
+        let inner = &self.inner;
+        inner.check_range(offset, length, inner.header().size)?;
+        let _order = inner.journal_order_guard(offset, length).await;
+        let tid = inner
+            .log(|| Event::WriteSame {
+                offset,
+                length,
+                pattern: Bytes::copy_from_slice(pattern),
+            })
+            .await?;
+        inner.write_same_unlogged(offset, length, pattern).await?;
+        inner.log_applied(tid).await
     }
 
     /// Writes `data` at `offset` if the image holds `compare` there; otherwise fails with
@@ -452,55 +463,38 @@ impl Image {
         }
         let _gate = self.begin_write().await?;
         let inner = &self.inner;
-        let header = inner.header();
-        inner.check_range(offset, data.len() as u64, header.size)?;
-        let extents = header.layout.map(offset, data.len() as u64);
-        let [e] = extents.as_slice() else {
-            return Err(Error::invalid(
-                "compare-and-write must not cross an object or stripe unit boundary",
-            ));
-        };
-        let op = WriteOp::new()
-            .create(false)
-            .cmp_ext(e.offset, compare.clone())
-            .write(e.offset, data);
-        match inner.object_op(e.objectno, op, Effect::Write).await {
-            Ok(()) => Ok(()),
-            Err(err)
-                if err
-                    .store_error()
-                    .is_some_and(|s| s.kind() == StoreKind::ComparisonFailed) =>
-            {
-                let current = inner.read_piece(offset, *e, None).await?;
-                let at = current
-                    .iter()
-                    .zip(compare.iter())
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(0) as u64;
-                Err(Error::new(
-                    ErrorKind::Mismatch,
-                    format!(
-                        "compare-and-write on image {}: data differs at offset {}",
-                        inner.name,
-                        offset + at
-                    ),
-                ))
-            }
-            Err(err) => Err(err),
-        }
+        inner.check_range(offset, data.len() as u64, inner.header().size)?;
+        let _order = inner.journal_order_guard(offset, data.len() as u64).await;
+        let tid = inner
+            .log(|| Event::CompareAndWrite {
+                offset,
+                compare: compare.clone(),
+                data: data.clone(),
+            })
+            .await?;
+        let result = inner
+            .compare_and_write_unlogged(offset, compare, data)
+            .await;
+        inner.log_applied(tid).await?;
+        result
     }
 
     /// Makes every completed write durable.
     pub async fn flush(&self) -> Result<()> {
-        self.inner
-            .store
-            .flush()
-            .await
-            .map_err(|e| Error::store(format!("cannot flush image {}", self.inner.name), e))
+        let tid = self.inner.log(|| Event::Flush).await?;
+        self.inner.flush_store().await?;
+        self.inner.log_applied(tid).await
     }
 
     /// Changes the size. Shrinking needs `allow_shrink` and discards the bytes past the new end.
     pub async fn resize(&self, size: u64, allow_shrink: bool) -> Result<()> {
+        let event = Event::Resize { size };
+        self.inner
+            .log_op(event, self.resize_now(size, allow_shrink))
+            .await
+    }
+
+    async fn resize_now(&self, size: u64, allow_shrink: bool) -> Result<()> {
         self.inner.check_writable()?;
         let inner = &self.inner;
         let _gate = inner.gate.write().await;
@@ -535,5 +529,140 @@ impl Image {
             })
             .await?;
         Ok(())
+    }
+}
+
+impl Inner {
+    /// For a journaling image, holds the objects of `[offset, offset + length)` (in object
+    /// order, so two callers never wait for each other in a cycle) from before the change is
+    /// journaled until it is applied; nothing otherwise.
+    async fn journal_order_guard(
+        &self,
+        offset: u64,
+        length: u64,
+    ) -> Vec<crate::objlocks::ObjectGuard<'_>> {
+        if self.change_log().await.is_none() {
+            return Vec::new();
+        }
+        let mut objects: Vec<u64> = self
+            .header()
+            .layout
+            .map(offset, length)
+            .iter()
+            .map(|e| e.objectno)
+            .collect();
+        objects.sort_unstable();
+        objects.dedup();
+        let mut guards = Vec::with_capacity(objects.len());
+        for objectno in objects {
+            guards.push(self.journal_order.lock(objectno).await);
+        }
+        guards
+    }
+
+    /// Writes `data` at `offset` without journaling (the caller checked range and lock).
+    pub(crate) async fn write_unlogged(&self, offset: u64, data: Bytes) -> Result<()> {
+        let header = self.header();
+        let extents = header.layout.map(offset, data.len() as u64);
+        futures::stream::iter(extents)
+            .map(|e| {
+                let start = e.buffer_offset as usize;
+                let piece = data.slice(start..start + e.length as usize);
+                self.object_op(
+                    e.objectno,
+                    WriteOp::new().write(e.offset, piece),
+                    Effect::Write,
+                )
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Discards `[offset, offset + length)` without journaling.
+    pub(crate) async fn discard_unlogged(&self, offset: u64, length: u64) -> Result<()> {
+        self.discard_extents(offset, length, Effect::Remove).await
+    }
+
+    /// Writes a repeated pattern without journaling.
+    pub(crate) async fn write_same_unlogged(
+        &self,
+        offset: u64,
+        length: u64,
+        pattern: &[u8],
+    ) -> Result<()> {
+        if pattern.iter().all(|&b| b == 0) {
+            return self.discard_unlogged(offset, length).await;
+        }
+        // Expand the pattern one object-size chunk at a time, so memory stays bounded.
+        let object_size = self.header().layout.object_size();
+        let chunk = (object_size / pattern.len() as u64).max(1) * pattern.len() as u64;
+        let block: Bytes = pattern
+            .iter()
+            .copied()
+            .cycle()
+            .take(chunk.min(length) as usize)
+            .collect::<Vec<u8>>()
+            .into();
+        let mut done = 0;
+        while done < length {
+            let n = (length - done).min(block.len() as u64);
+            self.write_unlogged(offset + done, block.slice(..n as usize))
+                .await?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Compare-and-write without journaling.
+    pub(crate) async fn compare_and_write_unlogged(
+        &self,
+        offset: u64,
+        compare: Bytes,
+        data: Bytes,
+    ) -> Result<()> {
+        let header = self.header();
+        let extents = header.layout.map(offset, data.len() as u64);
+        let [e] = extents.as_slice() else {
+            return Err(Error::invalid(
+                "compare-and-write must not cross an object or stripe unit boundary",
+            ));
+        };
+        let op = WriteOp::new()
+            .create(false)
+            .cmp_ext(e.offset, compare.clone())
+            .write(e.offset, data);
+        match self.object_op(e.objectno, op, Effect::Write).await {
+            Ok(()) => Ok(()),
+            Err(err)
+                if err
+                    .store_error()
+                    .is_some_and(|s| s.kind() == StoreKind::ComparisonFailed) =>
+            {
+                let current = self.read_piece(offset, *e, None).await?;
+                let at = current
+                    .iter()
+                    .zip(compare.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(0) as u64;
+                Err(Error::new(
+                    ErrorKind::Mismatch,
+                    format!(
+                        "compare-and-write on image {}: data differs at offset {}",
+                        self.name,
+                        offset + at
+                    ),
+                ))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Flushes the store.
+    pub(crate) async fn flush_store(&self) -> Result<()> {
+        self.store
+            .flush()
+            .await
+            .map_err(|e| Error::store(format!("cannot flush image {}", self.name), e))
     }
 }

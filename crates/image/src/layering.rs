@@ -26,6 +26,7 @@ use crate::features::Features;
 use crate::header::{ParentSpec, Protection};
 use crate::image::{Image, Inner, OpenOptions};
 use crate::io::CONCURRENCY;
+use crate::journaling::Event;
 use crate::objectmap::ObjectState;
 use crate::snapshot::{Progress, StepCounter};
 
@@ -541,6 +542,12 @@ impl Image {
     /// Copies every object the parent still provides into the clone and removes the parent
     /// link.
     pub async fn flatten(&self, progress: Progress<'_>) -> Result<()> {
+        self.inner
+            .log_op(Event::Flatten, self.flatten_now(progress))
+            .await
+    }
+
+    async fn flatten_now(&self, progress: Progress<'_>) -> Result<()> {
         let inner = &self.inner;
         inner.check_writable()?;
         let _gate = inner.gate.read().await;

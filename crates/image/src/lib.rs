@@ -41,6 +41,7 @@ mod features;
 pub mod header;
 mod image;
 mod io;
+pub mod journaling;
 mod layering;
 pub mod layout;
 mod lock;
@@ -52,6 +53,7 @@ mod migration_admin;
 pub mod names;
 pub mod objectmap;
 mod objlocks;
+mod replay;
 mod snapshot;
 mod trash;
 

@@ -137,6 +137,15 @@ pub(crate) async fn notify_header(store: &Arc<dyn ObjectStore>, io: &IoCtx, oid:
     }
 }
 
+impl crate::Image {
+    /// Takes the exclusive lock now (asking its holder to hand it over), as a first write
+    /// would; for a journaling image this replays what its journal holds past the image.
+    pub async fn acquire_exclusive_lock(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        ensure_lock(&self.inner).await
+    }
+}
+
 /// Makes sure this handle holds the exclusive lock if the image has that feature; on taking
 /// it, re-reads the header and loads the head object map.
 pub(crate) async fn ensure_lock(inner: &Inner) -> Result<()> {
@@ -286,26 +295,26 @@ async fn hand_over(inner: &Inner) -> Result<()> {
 async fn take_over(inner: &Inner) -> Result<()> {
     inner.refresh().await?;
     let header = inner.header();
-    let mut map = inner.map.lock().await;
-    *map = None;
+    *inner.map.lock().await = None;
     if header.features.contains(Features::OBJECT_MAP) && header.flags & FLAG_OBJECT_MAP_INVALID == 0
     {
         let loaded = load_object_map(&inner.store, &inner.io, &inner.id, None).await?;
         let expected = header.layout.num_objects(header.size);
         match loaded {
-            Some(m) if m.len() == expected => *map = Some(m),
+            Some(m) if m.len() == expected => *inner.map.lock().await = Some(m),
             _ => {
-                drop(map);
                 tracing::warn!("object map of image {} is missing or damaged", inner.name);
                 inner.set_flags(None, FLAG_OBJECT_MAP_INVALID, 0).await?;
             }
         }
     }
-    Ok(())
+    // A journaling image is brought up to date with its journal before anything else.
+    inner.open_journal().await
 }
 
 async fn unlock(inner: &Inner) -> Result<()> {
     inner.lock.owned.store(false, Ordering::SeqCst);
+    inner.close_journal().await;
     *inner.map.lock().await = None;
     match inner
         .store

@@ -15,6 +15,7 @@ use crate::features::Features;
 use crate::header::{FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID};
 use crate::image::{Image, Inner, load_object_map};
 use crate::io::CONCURRENCY;
+use crate::journaling::Event;
 use crate::objectmap::{ObjectMap, ObjectState};
 use crate::snapshot::{Progress, StepCounter};
 
@@ -180,8 +181,26 @@ impl Image {
     }
 
     /// Enables (`enable == true`) or disables features that may change after creation:
-    /// exclusive-lock, object-map, fast-diff (and disabling deep-flatten).
+    /// exclusive-lock, object-map, fast-diff, journaling (and disabling deep-flatten).
     pub async fn update_features(
+        &self,
+        features: Features,
+        enable: bool,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        if features.contains(Features::JOURNALING) {
+            // The journal itself is what changes: nothing to journal it in.
+            return self.update_features_now(features, enable, progress).await;
+        }
+        let event = Event::UpdateFeatures {
+            features: features.0,
+            enabled: enable,
+        };
+        let op = self.update_features_now(features, enable, progress);
+        self.inner.log_op(event, op).await
+    }
+
+    async fn update_features_now(
         &self,
         features: Features,
         enable: bool,
@@ -222,12 +241,22 @@ impl Image {
             target.contains(Features::OBJECT_MAP) && !current.contains(Features::OBJECT_MAP);
         let drops_map =
             current.contains(Features::OBJECT_MAP) && !target.contains(Features::OBJECT_MAP);
+        let adds_journal =
+            target.contains(Features::JOURNALING) && !current.contains(Features::JOURNALING);
+        let drops_journal =
+            current.contains(Features::JOURNALING) && !target.contains(Features::JOURNALING);
         {
             let _gate = inner.gate.write().await;
             if current.contains(Features::EXCLUSIVE_LOCK) {
+                // Taking the lock replays a journal up to date before it can go.
                 crate::lock::ensure_lock(inner).await?;
             }
-            inner
+            if adds_journal {
+                crate::journaling::journal_opener()?
+                    .create(inner.store.clone(), inner.io.clone(), &inner.id)
+                    .await?;
+            }
+            let updated = inner
                 .update_header(|h| {
                     h.features = target;
                     if adds_map {
@@ -239,7 +268,24 @@ impl Image {
                     }
                     Ok(())
                 })
-                .await?;
+                .await;
+            if let Err(e) = updated {
+                if adds_journal {
+                    let _ = crate::journaling::journal_opener()?
+                        .remove(inner.store.clone(), inner.io.clone(), &inner.id)
+                        .await;
+                }
+                return Err(e);
+            }
+            if adds_journal && inner.lock.owned() {
+                inner.open_journal().await?;
+            }
+            if drops_journal {
+                inner.close_journal().await;
+                crate::journaling::journal_opener()?
+                    .remove(inner.store.clone(), inner.io.clone(), &inner.id)
+                    .await?;
+            }
             if drops_map {
                 *inner.map.lock().await = None;
                 let mut ids: Vec<Option<u64>> = inner

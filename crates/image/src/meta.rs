@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::journaling::Event;
 
 impl Image {
     /// Returns every metadata key and value.
@@ -26,6 +27,16 @@ impl Image {
 
     /// Sets metadata `key` to `value`.
     pub async fn metadata_set(&self, key: &str, value: Bytes) -> Result<()> {
+        let event = Event::MetadataSet {
+            key: key.into(),
+            value: value.clone(),
+        };
+        self.inner
+            .log_op(event, self.metadata_set_now(key, value))
+            .await
+    }
+
+    async fn metadata_set_now(&self, key: &str, value: Bytes) -> Result<()> {
         if key.is_empty() {
             return Err(Error::invalid("metadata key must not be empty"));
         }
@@ -41,6 +52,13 @@ impl Image {
 
     /// Removes metadata `key`; `NotFound` if it is not set.
     pub async fn metadata_remove(&self, key: &str) -> Result<()> {
+        let event = Event::MetadataRemove { key: key.into() };
+        self.inner
+            .log_op(event, self.metadata_remove_now(key))
+            .await
+    }
+
+    async fn metadata_remove_now(&self, key: &str) -> Result<()> {
         self.inner.check_writable()?;
         let name = self.inner.name.clone();
         self.inner

@@ -14,6 +14,7 @@ use crate::features::Features;
 use crate::header::{FLAG_OBJECT_MAP_INVALID, Header, Protection, SnapInfo, now};
 use crate::image::{Image, load_object_map};
 use crate::io::{CONCURRENCY, Effect};
+use crate::journaling::Event;
 use crate::objectmap::{ObjectMap, ObjectState};
 
 /// Progress of a long operation: bytes (or objects) done and the total.
@@ -79,6 +80,11 @@ impl Image {
 
     /// Takes a snapshot named `name`.
     pub async fn snap_create(&self, name: &str) -> Result<SnapInfo> {
+        let event = Event::SnapCreate { name: name.into() };
+        self.inner.log_op(event, self.snap_create_now(name)).await
+    }
+
+    async fn snap_create_now(&self, name: &str) -> Result<SnapInfo> {
         check_snap_name(name)?;
         self.inner.check_writable()?;
         let inner = &self.inner;
@@ -168,6 +174,11 @@ impl Image {
 
     /// Removes snapshot `name`; refused while it is protected.
     pub async fn snap_remove(&self, name: &str) -> Result<()> {
+        let event = Event::SnapRemove { name: name.into() };
+        self.inner.log_op(event, self.snap_remove_now(name)).await
+    }
+
+    async fn snap_remove_now(&self, name: &str) -> Result<()> {
         self.inner.check_writable()?;
         let inner = &self.inner;
         let _gate = inner.gate.write().await;
@@ -236,6 +247,16 @@ impl Image {
 
     /// Renames snapshot `old` to `new`.
     pub async fn snap_rename(&self, old: &str, new: &str) -> Result<()> {
+        let event = Event::SnapRename {
+            from: old.into(),
+            to: new.into(),
+        };
+        self.inner
+            .log_op(event, self.snap_rename_now(old, new))
+            .await
+    }
+
+    async fn snap_rename_now(&self, old: &str, new: &str) -> Result<()> {
         check_snap_name(new)?;
         let inner = &self.inner;
         inner
@@ -257,6 +278,15 @@ impl Image {
     /// Sets the protection of snapshot `name`. Protecting a protected snapshot fails with
     /// `Busy`, unprotecting an unprotected one with `InvalidArgument`, as `rbd` does.
     pub async fn snap_set_protection(&self, name: &str, protect: bool) -> Result<()> {
+        let event = match protect {
+            true => Event::SnapProtect { name: name.into() },
+            false => Event::SnapUnprotect { name: name.into() },
+        };
+        let op = self.snap_set_protection_now(name, protect);
+        self.inner.log_op(event, op).await
+    }
+
+    async fn snap_set_protection_now(&self, name: &str, protect: bool) -> Result<()> {
         let inner = &self.inner;
         if !protect {
             let snap = {
@@ -305,6 +335,13 @@ impl Image {
 
     /// Sets (`Some`) or clears (`None`) the maximum number of snapshots.
     pub async fn snap_set_limit(&self, limit: Option<u64>) -> Result<()> {
+        let event = Event::SnapLimit { limit };
+        self.inner
+            .log_op(event, self.snap_set_limit_now(limit))
+            .await
+    }
+
+    async fn snap_set_limit_now(&self, limit: Option<u64>) -> Result<()> {
         self.inner
             .update_header(|h| {
                 if let Some(l) = limit
@@ -324,6 +361,12 @@ impl Image {
 
     /// Rolls the head back to snapshot `name`: size, data and object map.
     pub async fn snap_rollback(&self, name: &str, progress: Progress<'_>) -> Result<()> {
+        let event = Event::SnapRollback { name: name.into() };
+        let op = self.snap_rollback_now(name, progress);
+        self.inner.log_op(event, op).await
+    }
+
+    async fn snap_rollback_now(&self, name: &str, progress: Progress<'_>) -> Result<()> {
         self.inner.check_writable()?;
         let inner = &self.inner;
         let _gate = inner.gate.write().await;

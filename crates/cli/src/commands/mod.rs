@@ -6,6 +6,7 @@ mod diff;
 mod du;
 mod exchange;
 mod image;
+pub mod journal;
 mod layering;
 mod maintenance;
 mod meta;
@@ -35,6 +36,8 @@ pub async fn run(cli: Cli) -> CliResult {
         return source::run(&cli.global, command, printer, !cli.global.no_progress).await;
     }
     let store = store::open(&cli.global).await?;
+    // Images with the journaling feature log their changes through rbdx journals.
+    let _journals = rbdx_journal::install();
     // Images under import-only migration read their source through the source drivers.
     let opener = migration::install_opener(&cli.global, &store)?;
     let progress = !cli.global.no_progress;
@@ -69,6 +72,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Migration { command } => {
             migration::run(&store, opener, command, printer, progress).await
         }
+        Command::Journal { command } => journal::run(&store, command, printer).await,
         Command::Nbd { command } => nbd::run(&store, command, printer).await,
         Command::Trash { command } => trash::run(&store, command, printer, progress).await,
         Command::Source { .. } => Ok(()),

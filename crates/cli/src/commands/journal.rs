@@ -1,0 +1,364 @@
+//! `rbdx journal info|status|inspect|export|import|reset|client disconnect`: the write journal
+//! of an image with the journaling feature, in `rbd journal`'s words (`--format json` too).
+//!
+//! `export` writes the journal's entries, as they are framed in its objects, after the banner
+//! `rbdx journal v1\n`; `import` checks such a file whole, then applies its events to an image
+//! through the image's own operations (journaled again if it journals): data events, and the
+//! operations whose journaled outcome is success.
+
+use std::io::{BufReader, Read, Write as _};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use clap::{Args, Subcommand};
+use rbdx_image::{Image, OpenOptions};
+use rbdx_journal::header::{Client, ClientState, Position};
+use rbdx_journal::{Journal, entry, event};
+use rbdx_objstore::ObjectStore;
+use serde::Serialize;
+
+use crate::commands::image::resolve;
+use crate::error::{CliError, CliResult};
+use crate::image_args::ImageArg;
+use crate::output::Printer;
+use crate::spec::SnapRule;
+
+/// Banner of a journal export. Never change.
+const EXPORT_BANNER: &[u8] = b"rbdx journal v1\n";
+
+/// `rbdx journal ...`
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Show the journal's layout.
+    Info(ImageArg),
+    /// Show the object sets in use and the registered clients with their positions.
+    Status(ImageArg),
+    /// Read every entry and check it; count the events by type.
+    Inspect {
+        #[command(flatten)]
+        image: ImageArg,
+        /// Print every entry.
+        #[arg(long = "verbose")]
+        verbose: bool,
+    },
+    /// Write the journal's entries to a file or standard output.
+    Export {
+        #[command(flatten)]
+        image: ImageArg,
+        /// Output file, or `-` for standard output.
+        #[arg(value_name = "PATH")]
+        path: Option<std::path::PathBuf>,
+    },
+    /// Append the events of an exported journal to an image's journal, and apply them.
+    Import(JournalImportArgs),
+    /// Remove every entry and every client but the image's.
+    Reset(ImageArg),
+    /// Journal clients.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+/// `rbdx journal import`.
+#[derive(Debug, Args)]
+pub struct JournalImportArgs {
+    /// The exported journal, or `-` for standard input.
+    #[arg(value_name = "PATH")]
+    pub path: std::path::PathBuf,
+    #[command(flatten)]
+    pub image: ImageArg,
+}
+
+/// `rbdx journal client ...`
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Mark a client disconnected, so that trimming no longer waits for it.
+    Disconnect {
+        #[command(flatten)]
+        image: ImageArg,
+        /// The client id (as `journal status` shows it).
+        #[arg(long = "client-id", value_name = "ID")]
+        client_id: String,
+    },
+}
+
+/// Runs a journal command.
+pub async fn run(
+    store: &Arc<dyn ObjectStore>,
+    command: JournalCommand,
+    printer: Printer,
+) -> CliResult {
+    match command {
+        JournalCommand::Info(arg) => info(store, &arg, printer).await,
+        JournalCommand::Status(arg) => status(store, &arg, printer).await,
+        JournalCommand::Inspect { image, verbose } => {
+            inspect(store, &image, verbose, printer).await
+        }
+        JournalCommand::Export { image, path } => {
+            let path = path.ok_or_else(|| {
+                CliError::invalid("journal export needs a path (or - for standard output)")
+            })?;
+            export(store, &image, &path).await
+        }
+        JournalCommand::Import(args) => import(store, &args).await,
+        JournalCommand::Reset(arg) => {
+            let (_, journal) = open(store, &arg).await?;
+            journal.reset().await?;
+            Ok(())
+        }
+        JournalCommand::Client {
+            command: ClientCommand::Disconnect { image, client_id },
+        } => {
+            let (_, journal) = open(store, &image).await?;
+            journal.disconnect_client(&client_id).await?;
+            Ok(())
+        }
+    }
+}
+
+/// Opens the image of `arg` read-only (closed again) and its journal.
+async fn open(store: &Arc<dyn ObjectStore>, arg: &ImageArg) -> CliResult<(String, Journal)> {
+    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+    let image = images
+        .open(&spec.image, OpenOptions::default().with_read_only(true))
+        .await?;
+    let id = image.id().to_owned();
+    let io = image.io_ctx().clone();
+    image.close().await?;
+    let journal = Journal::open(store.clone(), io, &id).await.map_err(|e| {
+        if e.kind() == rbdx_image::ErrorKind::NotFound {
+            CliError::from(rbdx_image::Error::not_found(format!(
+                "image {} has no journal (the journaling feature is off)",
+                spec.image
+            )))
+        } else {
+            e.into()
+        }
+    })?;
+    Ok((spec.image, journal))
+}
+
+#[derive(Serialize)]
+struct InfoOut {
+    journal_id: String,
+    header_oid: String,
+    object_oid_prefix: String,
+    order: u8,
+    object_size: u64,
+    splay_width: u64,
+    object_pool_id: u64,
+}
+
+async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (_, journal) = open(store, arg).await?;
+    let meta = journal.meta();
+    let out = InfoOut {
+        journal_id: journal.image_id().to_owned(),
+        header_oid: journal.header_oid().to_owned(),
+        object_oid_prefix: journal.prefix(),
+        order: meta.order,
+        object_size: 1 << meta.order,
+        splay_width: meta.splay_width,
+        object_pool_id: meta.pool_id,
+    };
+    printer.print("journal", &out, |o| {
+        println!("rbd journal '{}':", o.journal_id);
+        println!("\theader_oid: {}", o.header_oid);
+        println!("\tobject_oid_prefix: {}", o.object_oid_prefix);
+        println!(
+            "\torder: {} ({} objects)",
+            o.order,
+            crate::size::format_size(o.object_size)
+        );
+        println!("\tsplay_width: {}", o.splay_width);
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    minimum_set: u64,
+    active_set: u64,
+    registered_clients: Vec<Client>,
+}
+
+fn position_text(p: &Option<Position>) -> String {
+    match p {
+        Some(p) => format!(
+            "[positions=[[object_number={}, tag_tid={}, entry_tid={}]]]",
+            p.object_number, p.tag_tid, p.entry_tid
+        ),
+        None => "[positions=[]]".to_owned(),
+    }
+}
+
+async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (_, journal) = open(store, arg).await?;
+    let h = journal.header().await?;
+    let out = StatusOut {
+        minimum_set: h.sets.minimum_set,
+        active_set: h.sets.active_set,
+        registered_clients: h.clients.into_values().collect(),
+    };
+    printer.print("status", &out, |o| {
+        println!("minimum_set: {}", o.minimum_set);
+        println!("active_set: {}", o.active_set);
+        println!("registered clients: ");
+        for c in &o.registered_clients {
+            let state = match c.state {
+                ClientState::Connected => "connected",
+                ClientState::Disconnected => "disconnected",
+            };
+            println!(
+                "\t[id={}, commit_position={}, state={state}]",
+                c.id,
+                position_text(&c.commit_position)
+            );
+        }
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct InspectOut {
+    entries: u64,
+    events: std::collections::BTreeMap<&'static str, u64>,
+    errors: Vec<String>,
+}
+
+async fn inspect(
+    store: &Arc<dyn ObjectStore>,
+    arg: &ImageArg,
+    verbose: bool,
+    printer: Printer,
+) -> CliResult {
+    let (_, journal) = open(store, arg).await?;
+    let entries = journal.entries_after(None).await?;
+    let mut out = InspectOut {
+        entries: 0,
+        events: Default::default(),
+        errors: Vec::new(),
+    };
+    let mut previous: Option<u64> = None;
+    for (pos, e) in &entries {
+        out.entries += 1;
+        if let Some(p) = previous
+            && pos.entry_tid != p + 1
+        {
+            out.errors.push(format!(
+                "entries {} to {} are missing",
+                p + 1,
+                pos.entry_tid - 1
+            ));
+        }
+        previous = Some(pos.entry_tid);
+        match event::decode(&e.data) {
+            Ok((ev, _)) => {
+                *out.events.entry(event::name(&ev)).or_default() += 1;
+                if verbose && printer.is_plain() {
+                    println!(
+                        "Entry: tag_id={}, commit_tid={}, object={}: {}",
+                        pos.tag_tid,
+                        pos.entry_tid,
+                        pos.object_number,
+                        describe(&ev)
+                    );
+                }
+            }
+            Err(err) => out.errors.push(format!("entry {}: {err}", pos.entry_tid)),
+        }
+    }
+    printer.print("inspect", &out, |o| {
+        println!("Summary:");
+        println!(
+            "  {} entries inspected, {} errors",
+            o.entries,
+            o.errors.len()
+        );
+        for (name, n) in &o.events {
+            println!("  {name}: {n}");
+        }
+        for e in &o.errors {
+            println!("  error: {e}");
+        }
+    });
+    if out.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::with_code(
+            format!("the journal has {} errors", out.errors.len()),
+            5,
+        ))
+    }
+}
+
+/// A one-line description of an event for `inspect --verbose`.
+fn describe(ev: &rbdx_image::journaling::Event) -> String {
+    use rbdx_image::journaling::Event;
+    match ev {
+        Event::Write { offset, data } => format!("AioWrite offset={offset} length={}", data.len()),
+        Event::Discard { offset, length } => format!("AioDiscard offset={offset} length={length}"),
+        Event::WriteZeroes { offset, length } => {
+            format!("AioWriteZeroes offset={offset} length={length}")
+        }
+        Event::OpFinish { op_tid, result } => format!("OpFinish op_tid={op_tid} r={result}"),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn export(store: &Arc<dyn ObjectStore>, arg: &ImageArg, path: &std::path::Path) -> CliResult {
+    let (_, journal) = open(store, arg).await?;
+    let entries = journal.entries_after(None).await?;
+    let mut out = BytesMut::from(EXPORT_BANNER);
+    for (_, e) in &entries {
+        e.encode_into(&mut out);
+    }
+    match crate::commands::create_output(path)? {
+        Some(mut f) => f
+            .write_all(&out)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| CliError::io(format!("cannot write {}", path.display()), e)),
+        None => crate::commands::bulk_stdout()?
+            .write_all(&out)
+            .map_err(|e| CliError::io("cannot write to standard output", e)),
+    }
+}
+
+async fn import(store: &Arc<dyn ObjectStore>, args: &JournalImportArgs) -> CliResult {
+    let mut data = Vec::new();
+    let mut input: Box<dyn Read> = if args.path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(BufReader::new(std::fs::File::open(&args.path).map_err(
+            |e| CliError::io(format!("cannot open {}", args.path.display()), e),
+        )?))
+    };
+    input
+        .read_to_end(&mut data)
+        .map_err(|e| CliError::io("cannot read the journal export", e))?;
+    let body = data
+        .strip_prefix(EXPORT_BANNER)
+        .ok_or_else(|| CliError::invalid("not an rbdx journal export (bad banner)"))?;
+    let parsed = entry::parse(&Bytes::copy_from_slice(body));
+    if parsed.torn {
+        return Err(CliError::invalid(format!(
+            "the journal export is damaged after byte {}",
+            parsed.valid_len + EXPORT_BANNER.len()
+        )));
+    }
+    // Every event is decoded (and so checked) before anything changes.
+    let events: Vec<(u64, rbdx_image::journaling::Event)> = parsed
+        .entries
+        .iter()
+        .map(|e| event::decode(&e.data).map(|(ev, _)| (e.entry_tid, ev)))
+        .collect::<rbdx_image::Result<_>>()?;
+    let (spec, images) = resolve(store, &args.image, SnapRule::None).await?;
+    let image: Image = images.open(&spec.image, OpenOptions::default()).await?;
+    let result = rbdx_journal::apply_events(&image, &events).await;
+    let closed = image.close().await;
+    let applied = result?;
+    closed?;
+    eprintln!("rbdx: applied {applied} of {} journal events", events.len());
+    Ok(())
+}

@@ -1,0 +1,731 @@
+//! A journal on the object store: creating and removing it, appending entries (durable when
+//! `append` returns), reading them back in order, clients and their commit positions, tags,
+//! and trimming.
+//!
+//! # Appends
+//!
+//! Entries get increasing ids and go round-robin across the `splay_width` data objects of the
+//! active object set (object number `set * splay_width + tid % splay_width`). One task per
+//! writer batches what callers queue: every entry waiting is framed, the entries of each
+//! object are written in one operation at the object's end, the objects of a batch are written
+//! at once, and every caller hears back when its object write is done. When an object of the
+//! active set reaches `2^order` bytes, the next batch starts a new set. Only the holder of the
+//! image's exclusive lock appends, so one writer at a time: on opening, it finds where each
+//! object of the active set ends (cutting off a torn tail) and the highest entry id.
+//!
+//! # Reading
+//!
+//! Entries are read a set at a time, every object of the set parsed up to its first bad
+//! frame, and sorted by entry id. Ids only grow from one set to the next, so a reader can
+//! start at the set of a commit position.
+//!
+//! # Trimming
+//!
+//! Sets below the oldest set any connected client still needs are removed. A client more
+//! than `max_lag_sets` sets behind the active set is marked disconnected first, so that one
+//! stalled reader cannot make the journal grow without bound.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt as _, TryStreamExt as _};
+use rbdx_image::{Error, ErrorKind, Result};
+use rbdx_objstore::{
+    ErrorKind as StoreKind, IoCtx, ObjectStore, ObjectStoreExt as _, ReadOp, SnapContext, WriteOp,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::entry::{self, Entry};
+use crate::header::{
+    self, Client, ClientState, Header, Meta, Position, Predecessor, Sets, Tag, VERSION,
+};
+
+/// The image's own client id.
+pub const IMAGE_CLIENT: &str = "";
+/// Most entries framed into one batch.
+const MAX_BATCH: usize = 512;
+/// Object reads in flight while reading a set.
+const READ_CONCURRENCY: usize = 8;
+
+/// How to create a journal.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalOptions {
+    /// Data objects hold up to 2^order bytes (12..=26).
+    pub order: u8,
+    /// Data objects per set.
+    pub splay_width: u64,
+    /// Clients further behind than this many sets are disconnected by trimming.
+    pub max_lag_sets: u64,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            order: 24,
+            splay_width: 4,
+            max_lag_sets: 64,
+        }
+    }
+}
+
+/// A queued append.
+struct Request {
+    data: Bytes,
+    reply: oneshot::Sender<Result<Position>>,
+}
+
+/// The journal of one image.
+#[derive(Debug)]
+pub struct Journal {
+    store: Arc<dyn ObjectStore>,
+    io: IoCtx,
+    image_id: String,
+    header_oid: String,
+    meta: Meta,
+    appends: Option<mpsc::UnboundedSender<Request>>,
+}
+
+fn store_error(what: String) -> impl FnOnce(rbdx_objstore::Error) -> Error {
+    move |e| Error::store(what, e)
+}
+
+impl Journal {
+    /// Creates an empty journal for image `image_id` (header in `io`), with the image as its
+    /// first client and tag 0 (owned by this site).
+    pub async fn create(
+        store: &Arc<dyn ObjectStore>,
+        io: &IoCtx,
+        image_id: &str,
+        options: JournalOptions,
+    ) -> Result<()> {
+        if !(12..=26).contains(&options.order) || options.splay_width == 0 {
+            return Err(Error::invalid(format!(
+                "journal order must be 12..26 and splay width at least 1, not {} and {}",
+                options.order, options.splay_width
+            )));
+        }
+        let mut h = Header::new(Meta {
+            version: VERSION,
+            order: options.order,
+            splay_width: options.splay_width,
+            pool_id: io.pool().0,
+            max_lag_sets: options.max_lag_sets,
+        });
+        h.clients.insert(
+            IMAGE_CLIENT.to_owned(),
+            Client {
+                id: IMAGE_CLIENT.to_owned(),
+                description: "image".to_owned(),
+                state: ClientState::Connected,
+                commit_position: None,
+            },
+        );
+        h.tags.insert(
+            0,
+            Tag {
+                tid: 0,
+                tag_class: 0,
+                mirror_uuid: String::new(),
+                predecessor: None,
+            },
+        );
+        h.next_tag_tid = 1;
+        let oid = header::header_object(image_id);
+        store
+            .operate(
+                io,
+                &oid,
+                &WriteOp::new().create(true).omap_set(h.encode()),
+                &SnapContext::empty(),
+            )
+            .await
+            .map_err(|e| {
+                if e.kind() == StoreKind::AlreadyExists {
+                    Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("journal {oid} already exists"),
+                    )
+                } else {
+                    Error::store(format!("cannot create journal {oid}"), e)
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Removes the journal of image `image_id` and all its data objects (nothing if there is
+    /// none).
+    pub async fn remove(store: &Arc<dyn ObjectStore>, io: &IoCtx, image_id: &str) -> Result<()> {
+        let oid = header::header_object(image_id);
+        let pool = match header::read(store, io, &oid).await {
+            Ok((h, _)) => h.meta.pool_id,
+            Err(e) if e.kind() == ErrorKind::NotFound => io.pool().0,
+            Err(e) => return Err(e),
+        };
+        let prefix = header::data_prefix(pool, image_id);
+        let data_io = IoCtx::with_namespace(rbdx_objstore::PoolId(pool), io.namespace());
+        let oids: Vec<String> = store
+            .list_objects(&data_io, &prefix)
+            .try_collect()
+            .await
+            .map_err(store_error(format!(
+                "cannot list journal objects {prefix}*"
+            )))?;
+        for o in oids {
+            remove_object(store, &data_io, &o).await?;
+        }
+        remove_object(store, io, &oid).await
+    }
+
+    /// Opens the journal of image `image_id` for reading.
+    pub async fn open(store: Arc<dyn ObjectStore>, io: IoCtx, image_id: &str) -> Result<Journal> {
+        let header_oid = header::header_object(image_id);
+        let (h, _) = header::read(&store, &io, &header_oid).await?;
+        Ok(Journal {
+            store,
+            io,
+            image_id: image_id.to_owned(),
+            header_oid,
+            meta: h.meta,
+            appends: None,
+        })
+    }
+
+    /// Opens the journal for appending: finds where the active set ends (cutting off a torn
+    /// tail) and starts the appender. Only the holder of the image's lock may do this.
+    pub async fn open_for_append(
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        image_id: &str,
+    ) -> Result<Journal> {
+        let mut journal = Journal::open(store, io, image_id).await?;
+        let h = journal.header().await?;
+        let tag_tid = h.current_tag().map_or(0, |t| t.tid);
+        let mut sizes = HashMap::new();
+        let mut max_tid: Option<u64> = h
+            .clients
+            .values()
+            .filter_map(|c| c.commit_position.map(|p| p.entry_tid))
+            .max();
+        let active = h.sets.active_set;
+        for set in [active.saturating_sub(1), active] {
+            for (objno, parsed) in journal.read_set(set).await? {
+                if let Some(last) = parsed.entries.iter().map(|e| e.entry_tid).max() {
+                    max_tid = Some(max_tid.map_or(last, |m| m.max(last)));
+                }
+                if parsed.torn {
+                    journal
+                        .cut_torn_tail(objno, parsed.valid_len as u64)
+                        .await?;
+                }
+                if set == active {
+                    sizes.insert(objno, parsed.valid_len as u64);
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let appender = Appender {
+            store: journal.store.clone(),
+            io: journal.data_io(),
+            header_io: journal.io.clone(),
+            header_oid: journal.header_oid.clone(),
+            prefix: journal.prefix(),
+            meta: journal.meta,
+            active_set: active,
+            next_tid: max_tid.map_or(0, |m| m + 1),
+            tag_tid,
+            sizes,
+        };
+        tokio::spawn(appender.run(rx));
+        journal.appends = Some(tx);
+        Ok(journal)
+    }
+
+    /// Returns the image id.
+    pub fn image_id(&self) -> &str {
+        &self.image_id
+    }
+
+    /// Returns the layout.
+    pub fn meta(&self) -> Meta {
+        self.meta
+    }
+
+    /// Returns the header object's name.
+    pub fn header_oid(&self) -> &str {
+        &self.header_oid
+    }
+
+    /// Returns the name prefix of the data objects.
+    pub fn prefix(&self) -> String {
+        header::data_prefix(self.meta.pool_id, &self.image_id)
+    }
+
+    fn data_io(&self) -> IoCtx {
+        IoCtx::with_namespace(
+            rbdx_objstore::PoolId(self.meta.pool_id),
+            self.io.namespace(),
+        )
+    }
+
+    /// Reads the header.
+    pub async fn header(&self) -> Result<Header> {
+        Ok(header::read(&self.store, &self.io, &self.header_oid)
+            .await?
+            .0)
+    }
+
+    /// Appends `data` as one entry; returns its position once it is durable.
+    pub async fn append(&self, data: Bytes) -> Result<Position> {
+        if data.len() > entry::MAX_DATA {
+            return Err(Error::invalid(format!(
+                "a journal entry of {} bytes is over the {}-byte limit",
+                data.len(),
+                entry::MAX_DATA
+            )));
+        }
+        let appends = self
+            .appends
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the journal is not open for appending"))?;
+        let (reply, rx) = oneshot::channel();
+        appends
+            .send(Request { data, reply })
+            .map_err(|_| Error::corrupt("the journal appender has stopped"))?;
+        rx.await
+            .map_err(|_| Error::corrupt("the journal appender has stopped"))?
+    }
+
+    async fn cut_torn_tail(&self, objno: u64, valid_len: u64) -> Result<()> {
+        let oid = format!("{}{objno}", self.prefix());
+        tracing::warn!("journal object {oid}: ignoring a torn tail after byte {valid_len}");
+        self.store
+            .operate(
+                &self.data_io(),
+                &oid,
+                &WriteOp::new().truncate(valid_len),
+                &SnapContext::empty(),
+            )
+            .await
+            .map_err(store_error(format!("cannot cut the torn tail of {oid}")))?;
+        Ok(())
+    }
+
+    /// Reads and parses every data object of object set `set`: (object number, entries).
+    pub async fn read_set(&self, set: u64) -> Result<Vec<(u64, entry::Parsed)>> {
+        let splay = self.meta.splay_width;
+        let io = self.data_io();
+        let prefix = self.prefix();
+        futures::stream::iter(set * splay..(set + 1) * splay)
+            .map(|objno| {
+                let oid = format!("{prefix}{objno}");
+                let io = io.clone();
+                async move {
+                    match self
+                        .store
+                        .read_op(&io, &oid, &ReadOp::new().read(0, None), None)
+                        .await
+                    {
+                        Ok(mut res) => Ok(Some((
+                            objno,
+                            entry::parse(&res.take_data(0).unwrap_or_default()),
+                        ))),
+                        Err(e) if e.kind() == StoreKind::NotFound => Ok(None),
+                        Err(e) => Err(Error::store(format!("cannot read journal object {oid}"), e)),
+                    }
+                }
+            })
+            .buffered(READ_CONCURRENCY)
+            .try_filter_map(|x| async move { Ok(x) })
+            .try_collect()
+            .await
+    }
+
+    /// Returns the entries after `after` (every entry if `None`), in entry-id order, with
+    /// their positions. Reads one set at a time from the set of `after`.
+    pub async fn entries_after(&self, after: Option<Position>) -> Result<Vec<(Position, Entry)>> {
+        let h = self.header().await?;
+        let splay = self.meta.splay_width;
+        let first = after
+            .map(|p| p.object_number / splay)
+            .unwrap_or(h.sets.minimum_set)
+            .max(h.sets.minimum_set);
+        let mut out = Vec::new();
+        for set in first..=h.sets.active_set {
+            let mut entries: Vec<(Position, Entry)> = self
+                .read_set(set)
+                .await?
+                .into_iter()
+                .flat_map(|(objno, parsed)| {
+                    parsed.entries.into_iter().map(move |e| {
+                        (
+                            Position {
+                                object_number: objno,
+                                tag_tid: e.tag_tid,
+                                entry_tid: e.entry_tid,
+                            },
+                            e,
+                        )
+                    })
+                })
+                .filter(|(p, _)| after.is_none_or(|a| p.entry_tid > a.entry_tid))
+                .collect();
+            entries.sort_by_key(|(p, _)| p.entry_tid);
+            out.extend(entries);
+        }
+        Ok(out)
+    }
+
+    /// Streams the entries after `position` (every entry if `None`) in order: what mirroring
+    /// replays on the other site.
+    pub fn replay_from(
+        &self,
+        position: Option<Position>,
+    ) -> impl futures::Stream<Item = Result<(Position, Entry)>> + '_ {
+        futures::stream::once(self.entries_after(position))
+            .map_ok(|entries| futures::stream::iter(entries.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
+    /// Registers client `id` (connected, at the current end of the journal).
+    pub async fn register_client(&self, id: &str, description: &str) -> Result<()> {
+        let end = self.last_position().await?;
+        header::update(&self.store, &self.io, &self.header_oid, |h| {
+            if h.clients.contains_key(id) {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("journal client '{id}' is already registered"),
+                ));
+            }
+            h.clients.insert(
+                id.to_owned(),
+                Client {
+                    id: id.to_owned(),
+                    description: description.to_owned(),
+                    state: ClientState::Connected,
+                    commit_position: end,
+                },
+            );
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Unregisters client `id`.
+    pub async fn unregister_client(&self, id: &str) -> Result<()> {
+        header::update(&self.store, &self.io, &self.header_oid, |h| {
+            h.clients
+                .remove(id)
+                .map(|_| ())
+                .ok_or_else(|| no_client(id))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Marks client `id` disconnected: trimming stops waiting for it.
+    pub async fn disconnect_client(&self, id: &str) -> Result<()> {
+        header::update(&self.store, &self.io, &self.header_oid, |h| {
+            let c = h.clients.get_mut(id).ok_or_else(|| no_client(id))?;
+            c.state = ClientState::Disconnected;
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records client `id`'s commit position (it never moves back).
+    pub async fn commit(&self, id: &str, position: Position) -> Result<()> {
+        header::update(&self.store, &self.io, &self.header_oid, |h| {
+            let c = h.clients.get_mut(id).ok_or_else(|| no_client(id))?;
+            if c.commit_position
+                .is_none_or(|p| p.entry_tid < position.entry_tid)
+            {
+                c.commit_position = Some(position);
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Allocates a new tag in `tag_class` for site `mirror_uuid` (empty: this site), after
+    /// `predecessor`; appends then go under it (for a writer opened afterwards).
+    pub async fn allocate_tag(
+        &self,
+        tag_class: u64,
+        mirror_uuid: &str,
+        predecessor: Option<Predecessor>,
+    ) -> Result<Tag> {
+        let h = header::update(&self.store, &self.io, &self.header_oid, |h| {
+            let tid = h.next_tag_tid;
+            h.tags.insert(
+                tid,
+                Tag {
+                    tid,
+                    tag_class,
+                    mirror_uuid: mirror_uuid.to_owned(),
+                    predecessor: predecessor.clone(),
+                },
+            );
+            h.next_tag_tid = tid + 1;
+            Ok(())
+        })
+        .await?;
+        h.current_tag()
+            .cloned()
+            .ok_or_else(|| Error::corrupt("journal tag just allocated is missing"))
+    }
+
+    /// Returns the position of the last entry, if any.
+    pub async fn last_position(&self) -> Result<Option<Position>> {
+        let h = self.header().await?;
+        let mut last: Option<Position> = None;
+        for set in [h.sets.active_set.saturating_sub(1), h.sets.active_set] {
+            for (objno, parsed) in self.read_set(set).await? {
+                for e in parsed.entries {
+                    if last.is_none_or(|l| e.entry_tid > l.entry_tid) {
+                        last = Some(Position {
+                            object_number: objno,
+                            tag_tid: e.tag_tid,
+                            entry_tid: e.entry_tid,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(last)
+    }
+
+    /// Removes the object sets every connected client has passed, after disconnecting clients
+    /// too far behind; returns how many sets were removed.
+    pub async fn trim(&self) -> Result<u64> {
+        let splay = self.meta.splay_width;
+        let max_lag = self.meta.max_lag_sets;
+        let h = header::update(&self.store, &self.io, &self.header_oid, |h| {
+            let active = h.sets.active_set;
+            for c in h.clients.values_mut() {
+                let set = c
+                    .commit_position
+                    .map_or(h.sets.minimum_set, |p| p.object_number / splay);
+                if c.id != IMAGE_CLIENT
+                    && c.state == ClientState::Connected
+                    && active.saturating_sub(set) > max_lag
+                {
+                    tracing::warn!(
+                        "journal client '{}' is {} object sets behind; disconnecting it",
+                        c.id,
+                        active - set
+                    );
+                    c.state = ClientState::Disconnected;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let needed = h
+            .clients
+            .values()
+            .filter(|c| c.state == ClientState::Connected)
+            .map(|c| match c.commit_position {
+                // A set is done once a client is past it: the commit's own set stays.
+                Some(p) => p.object_number / splay,
+                None => h.sets.minimum_set,
+            })
+            .min()
+            .unwrap_or(h.sets.active_set)
+            .min(h.sets.active_set);
+        if needed <= h.sets.minimum_set {
+            return Ok(0);
+        }
+        let io = self.data_io();
+        let prefix = self.prefix();
+        for set in h.sets.minimum_set..needed {
+            for objno in set * splay..(set + 1) * splay {
+                remove_object(&self.store, &io, &format!("{prefix}{objno}")).await?;
+            }
+        }
+        let removed = needed - h.sets.minimum_set;
+        header::update(&self.store, &self.io, &self.header_oid, |h| {
+            h.sets.minimum_set = h.sets.minimum_set.max(needed);
+            Ok(())
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    /// Empties the journal: removes every data object, restarts at set 0 and drops every
+    /// client but the image's, whose commit position is cleared.
+    pub async fn reset(&self) -> Result<()> {
+        let io = self.data_io();
+        let prefix = self.prefix();
+        let oids: Vec<String> = self
+            .store
+            .list_objects(&io, &prefix)
+            .try_collect()
+            .await
+            .map_err(store_error(format!(
+                "cannot list journal objects {prefix}*"
+            )))?;
+        for o in oids {
+            remove_object(&self.store, &io, &o).await?;
+        }
+        header::update(&self.store, &self.io, &self.header_oid, |h| {
+            h.sets = Sets::default();
+            h.clients.retain(|id, _| id == IMAGE_CLIENT);
+            if let Some(c) = h.clients.get_mut(IMAGE_CLIENT) {
+                c.commit_position = None;
+                c.state = ClientState::Connected;
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Counts the data objects present.
+    pub async fn object_count(&self) -> Result<u64> {
+        let io = self.data_io();
+        let prefix = self.prefix();
+        let oids: Vec<String> = self
+            .store
+            .list_objects(&io, &prefix)
+            .try_collect()
+            .await
+            .map_err(store_error(format!(
+                "cannot list journal objects {prefix}*"
+            )))?;
+        Ok(oids.len() as u64)
+    }
+}
+
+fn no_client(id: &str) -> Error {
+    Error::not_found(format!("journal client '{id}' is not registered"))
+}
+
+async fn remove_object(store: &Arc<dyn ObjectStore>, io: &IoCtx, oid: &str) -> Result<()> {
+    match store
+        .operate(io, oid, &WriteOp::new().remove(), &SnapContext::empty())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == StoreKind::NotFound => Ok(()),
+        Err(e) => Err(Error::store(format!("cannot remove {oid}"), e)),
+    }
+}
+
+/// Callers waiting for the entries of one object write.
+type Waiting = Vec<(Position, oneshot::Sender<Result<Position>>)>;
+
+/// The one writer of a journal: batches queued entries into object writes.
+struct Appender {
+    store: Arc<dyn ObjectStore>,
+    io: IoCtx,
+    header_io: IoCtx,
+    header_oid: String,
+    prefix: String,
+    meta: Meta,
+    active_set: u64,
+    next_tid: u64,
+    tag_tid: u64,
+    /// Bytes in each data object of the active set.
+    sizes: HashMap<u64, u64>,
+}
+
+impl Appender {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch).await;
+        }
+    }
+
+    async fn write_batch(&mut self, batch: Vec<Request>) {
+        let splay = self.meta.splay_width;
+        // object number -> (frames, waiting callers)
+        let mut groups: BTreeMap<u64, (BytesMut, Waiting)> = BTreeMap::new();
+        for req in batch {
+            let tid = self.next_tid;
+            self.next_tid += 1;
+            let objno = self.active_set * splay + tid % splay;
+            let group = groups.entry(objno).or_default();
+            Entry {
+                tag_tid: self.tag_tid,
+                entry_tid: tid,
+                data: req.data,
+            }
+            .encode_into(&mut group.0);
+            group.1.push((
+                Position {
+                    object_number: objno,
+                    tag_tid: self.tag_tid,
+                    entry_tid: tid,
+                },
+                req.reply,
+            ));
+        }
+        let writes = groups.iter().map(|(objno, (frames, _))| {
+            let offset = self.sizes.get(objno).copied().unwrap_or(0);
+            let oid = format!("{}{objno}", self.prefix);
+            let op = WriteOp::new().write(offset, frames.clone().freeze());
+            let store = self.store.clone();
+            let io = self.io.clone();
+            async move {
+                store
+                    .operate(&io, &oid, &op, &SnapContext::empty())
+                    .await
+                    .map_err(|e| Error::store(format!("cannot append to journal object {oid}"), e))
+            }
+        });
+        let results = futures::future::join_all(writes).await;
+        let limit = 1u64 << self.meta.order;
+        let mut full = false;
+        for ((objno, (frames, waiting)), result) in groups.into_iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    let size = self.sizes.entry(objno).or_insert(0);
+                    *size += frames.len() as u64;
+                    full |= *size >= limit;
+                    for (pos, reply) in waiting {
+                        let _ = reply.send(Ok(pos));
+                    }
+                }
+                Err(e) => {
+                    for (_, reply) in waiting {
+                        let _ = reply.send(Err(Error::new(e.kind(), e.to_string())));
+                    }
+                }
+            }
+        }
+        if full {
+            self.advance_set().await;
+        }
+    }
+
+    /// Starts the next object set.
+    async fn advance_set(&mut self) {
+        let next = self.active_set + 1;
+        let updated = header::update(&self.store, &self.header_io, &self.header_oid, |h| {
+            h.sets.active_set = h.sets.active_set.max(next);
+            Ok(())
+        })
+        .await;
+        match updated {
+            Ok(_) => {
+                self.active_set = next;
+                self.sizes.clear();
+            }
+            Err(e) => tracing::warn!(
+                "journal {}: cannot start a new object set: {e}",
+                self.header_oid
+            ),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Journaling images end to end on the in-memory store: what is journaled and in what order,
+//! replay of entries a crash left unapplied, torn tails, commit positions, trimming, and
+//! clients that fall behind.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use rbdx_image::journaling::Event;
+use rbdx_image::{CreateOptions, Features, Image, Images, OpenOptions};
+use rbdx_journal::header::ClientState;
+use rbdx_journal::{IMAGE_CLIENT, Journal, JournalOptions, event};
+use rbdx_objstore::{IoCtx, MemoryStore, ObjectStore, SnapContext, WriteOp};
+
+const SIZE: u64 = 4 << 20;
+
+async fn setup() -> (Arc<dyn ObjectStore>, Images) {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let pool = store.pool_create("rbd").await.unwrap();
+    let images = Images::new(store.clone(), IoCtx::new(pool));
+    (store, images)
+}
+
+async fn journaled(images: &Images, name: &str) -> Image {
+    images
+        .create(
+            name,
+            &CreateOptions::new(SIZE)
+                .with_order(16)
+                .with_features(Features::DEFAULT.with(Features::JOURNALING)),
+        )
+        .await
+        .unwrap();
+    images.open(name, OpenOptions::default()).await.unwrap()
+}
+
+async fn events(store: &Arc<dyn ObjectStore>, io: &IoCtx, id: &str) -> Vec<Event> {
+    let journal = Journal::open(store.clone(), io.clone(), id).await.unwrap();
+    journal
+        .replay_from(None)
+        .map_ok(|(_, e)| event::decode(&e.data).unwrap().0)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn changes_are_journaled_in_order_with_operation_outcomes() {
+    let _journals = rbdx_journal::install();
+    let (store, images) = setup().await;
+    let image = journaled(&images, "j").await;
+    let id = image.id().to_owned();
+    image
+        .write(100, Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    image.snap_create("s1").await.unwrap();
+    image.discard(0, 4096).await.unwrap();
+    image
+        .metadata_set("k", Bytes::from_static(b"v"))
+        .await
+        .unwrap();
+    assert!(image.snap_create("s1").await.is_err());
+    image.close().await.unwrap();
+    let got = events(&store, images.io_ctx(), &id).await;
+    assert_eq!(
+        got[0],
+        Event::Write {
+            offset: 100,
+            data: Bytes::from_static(b"hello")
+        }
+    );
+    assert_eq!(got[1], Event::SnapCreate { name: "s1".into() });
+    assert!(matches!(got[2], Event::OpFinish { result: 0, .. }));
+    assert_eq!(
+        got[3],
+        Event::Discard {
+            offset: 0,
+            length: 4096
+        }
+    );
+    assert!(matches!(got[4], Event::MetadataSet { .. }));
+    assert!(matches!(got[6], Event::SnapCreate { .. }));
+    assert!(matches!(got[7], Event::OpFinish { result: -17, .. }));
+    // Closing saved the commit position at the last entry.
+    let journal = Journal::open(store.clone(), images.io_ctx().clone(), &id)
+        .await
+        .unwrap();
+    let header = journal.header().await.unwrap();
+    let pos = header.clients[IMAGE_CLIENT].commit_position.unwrap();
+    assert_eq!(pos.entry_tid, got.len() as u64 - 1);
+}
+
+#[tokio::test]
+async fn entries_a_crash_left_unapplied_are_replayed_on_open() {
+    let _journals = rbdx_journal::install();
+    let (store, images) = setup().await;
+    let image = journaled(&images, "r").await;
+    let id = image.id().to_owned();
+    image.write(0, Bytes::from_static(b"before")).await.unwrap();
+    image.close().await.unwrap();
+    // A writer that journaled two writes and a snapshot, then died before applying them.
+    let journal = Journal::open_for_append(store.clone(), images.io_ctx().clone(), &id)
+        .await
+        .unwrap();
+    for e in [
+        Event::Write {
+            offset: 0,
+            data: Bytes::from_static(b"AFTER!"),
+        },
+        Event::Write {
+            offset: 70_000,
+            data: Bytes::from_static(b"xyz"),
+        },
+        Event::SnapCreate {
+            name: "never".into(),
+        },
+    ] {
+        journal.append(event::encode(&e)).await.unwrap();
+    }
+    drop(journal);
+    let image = images.open("r", OpenOptions::default()).await.unwrap();
+    // The first write takes the lock, which replays the journal first.
+    image.write(1000, Bytes::from_static(b"new")).await.unwrap();
+    assert_eq!(image.read(0, 6).await.unwrap(), "AFTER!");
+    assert_eq!(image.read(70_000, 3).await.unwrap(), "xyz");
+    assert_eq!(image.read(1000, 3).await.unwrap(), "new");
+    image.close().await.unwrap();
+    // The snapshot that never happened is recorded as canceled.
+    let got = events(&store, images.io_ctx(), &id).await;
+    assert!(
+        got.iter()
+            .any(|e| matches!(e, Event::OpFinish { result: -125, .. })),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_ignored_and_cut_off() {
+    let _journals = rbdx_journal::install();
+    let (store, images) = setup().await;
+    let image = journaled(&images, "t").await;
+    let id = image.id().to_owned();
+    image.write(0, Bytes::from_static(b"kept")).await.unwrap();
+    image.close().await.unwrap();
+    let journal = Journal::open(store.clone(), images.io_ctx().clone(), &id)
+        .await
+        .unwrap();
+    let oid = format!("{}0", journal.prefix());
+    let before = events(&store, images.io_ctx(), &id).await;
+    store
+        .operate(
+            images.io_ctx(),
+            &oid,
+            &WriteOp::new().write(10_000, Bytes::from_static(b"RBDXJRN1garbage")),
+            &SnapContext::empty(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(events(&store, images.io_ctx(), &id).await, before);
+    let image = images.open("t", OpenOptions::default()).await.unwrap();
+    image.write(8, Bytes::from_static(b"more")).await.unwrap();
+    image.close().await.unwrap();
+    let after = events(&store, images.io_ctx(), &id).await;
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+}
+
+#[tokio::test]
+async fn trimming_frees_sets_once_clients_commit_and_laggards_are_disconnected() {
+    let (store, images) = setup().await;
+    let io = images.io_ctx().clone();
+    let options = JournalOptions {
+        order: 12,
+        splay_width: 2,
+        max_lag_sets: 3,
+    };
+    Journal::create(&store, &io, "img1", options).await.unwrap();
+    let journal = Journal::open_for_append(store.clone(), io.clone(), "img1")
+        .await
+        .unwrap();
+    journal.register_client("mirror", "peer").await.unwrap();
+    let mut last = None;
+    for i in 0..64u64 {
+        let data = Bytes::from(vec![i as u8; 1000]);
+        last = Some(journal.append(data).await.unwrap());
+    }
+    let before = journal.object_count().await.unwrap();
+    assert!(before > 8, "{before} objects");
+    // The image client is done; the mirror client has read nothing.
+    journal.commit(IMAGE_CLIENT, last.unwrap()).await.unwrap();
+    journal.trim().await.unwrap();
+    let header = journal.header().await.unwrap();
+    assert_eq!(header.clients["mirror"].state, ClientState::Disconnected);
+    let after = journal.object_count().await.unwrap();
+    assert!(after < before, "{after} of {before} objects left");
+    assert!(header.sets.minimum_set > 0);
+    // What is left still reads in order.
+    let left: Vec<u64> = journal
+        .entries_after(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.entry_tid)
+        .collect();
+    assert!(left.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(left.last(), Some(&63));
+}
+
+#[tokio::test]
+async fn enabling_and_disabling_journaling_creates_and_removes_the_journal() {
+    let _journals = rbdx_journal::install();
+    let (store, images) = setup().await;
+    images
+        .create("f", &CreateOptions::new(SIZE).with_order(16))
+        .await
+        .unwrap();
+    let image = images.open("f", OpenOptions::default()).await.unwrap();
+    let id = image.id().to_owned();
+    assert!(
+        Journal::open(store.clone(), images.io_ctx().clone(), &id)
+            .await
+            .is_err()
+    );
+    image
+        .update_features(Features::JOURNALING, true, &|_, _| {})
+        .await
+        .unwrap();
+    image.write(0, Bytes::from_static(b"j")).await.unwrap();
+    assert_eq!(events(&store, images.io_ctx(), &id).await.len(), 1);
+    image
+        .update_features(Features::JOURNALING, false, &|_, _| {})
+        .await
+        .unwrap();
+    assert!(
+        Journal::open(store.clone(), images.io_ctx().clone(), &id)
+            .await
+            .is_err()
+    );
+    image.write(1, Bytes::from_static(b"k")).await.unwrap();
+    image.close().await.unwrap();
+}
