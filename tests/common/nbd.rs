@@ -67,6 +67,14 @@ impl Server {
         self.started["address"].as_str().unwrap().to_owned()
     }
 
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server with SIGTERM and returns its exit status and standard error.
     pub fn stop(mut self) -> (i32, String) {
         let child = self.child.take().unwrap();

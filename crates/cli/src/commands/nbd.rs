@@ -126,6 +126,18 @@ async fn open_all(
                         .with_read_only(args.read_only),
                 )
                 .await?;
+            // A journaling image is brought up to date with its journal before it is served
+            // (taking the lock replays what a crash left unapplied).
+            if !image.is_read_only()
+                && image
+                    .header()
+                    .features
+                    .contains(rbdx_image::Features::JOURNALING)
+                && let Err(e) = image.acquire_exclusive_lock().await
+            {
+                let _ = image.clone().close().await;
+                return Err(e.into());
+            }
             CliResult::Ok(Export::new(spec.to_string(), image, args.read_only))
         }
         .await;
