@@ -131,9 +131,9 @@ fn create_applies_layout_and_features_and_refuses_bad_input() {
         "--size",
         "1G",
         "--image-feature",
-        "exclusive-lock,journaling",
+        "layering,journaling",
     ])
-    .fails(95, "journaling");
+    .fails(22, "journaling requires exclusive-lock");
     rbdx.run(&["create", "e", "--size", "1G", "--order", "26"])
         .fails(22, "order");
     rbdx.run(&["create", "e", "--size", "1G", "--object-size", "3M"])

@@ -100,8 +100,14 @@ fn features_change_and_object_maps_are_checked_and_rebuilt() {
         .fails(22, "already enabled");
     rbdx.run(&["feature", "enable", "f", "layering"])
         .fails(22, "cannot be enabled");
-    rbdx.run(&["feature", "enable", "f", "journaling"])
-        .fails(95, "journaling");
+    rbdx.run(&["feature", "enable", "f", "journaling"]).ok();
+    let info = rbdx
+        .run(&["journal", "info", "f", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(info["splay_width"], 4);
+    rbdx.run(&["feature", "disable", "f", "journaling"]).ok();
+    rbdx.run(&["journal", "info", "f"]).fails(2, "no journal");
     rbdx.run(&["object-map", "rebuild", "f"])
         .fails(22, "does not have the object-map feature");
     let left: Vec<String> = rbdx

@@ -124,6 +124,7 @@ impl Image {
     /// snapshot the image is open at): runs in order, covering the range exactly, adjacent
     /// runs always different.
     pub async fn allocation(&self, offset: u64, length: u64) -> Result<Vec<Allocation>> {
+        let _settled = self.inner.journal_read_guard(offset, length).await;
         self.allocation_with(offset, length, true).await
     }
 

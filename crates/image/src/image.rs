@@ -107,7 +107,7 @@ pub(crate) struct Inner {
     pub lock_wait: Duration,
     pub state: RwLock<HeaderState>,
     pub stale: AtomicBool,
-    pub gate: tokio::sync::RwLock<()>,
+    pub gate: Arc<tokio::sync::RwLock<()>>,
     pub objects: ObjectLocks,
     /// The head object map, loaded while this client holds the exclusive lock.
     pub map: AsyncMutex<Option<ObjectMap>>,
@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     /// Per-object order of journaled changes: held from append to applied, so changes to the
     /// same object are applied in the order they were journaled.
     pub journal_order: ObjectLocks,
+    /// Room for journaled changes waiting to be applied.
+    pub apply_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// An open image.
@@ -306,7 +308,7 @@ impl Image {
             lock_wait: options.lock_wait,
             state: RwLock::new(state),
             stale: AtomicBool::new(false),
-            gate: tokio::sync::RwLock::new(()),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
             objects: ObjectLocks::default(),
             map: AsyncMutex::new(None),
             snap_map,
@@ -320,6 +322,7 @@ impl Image {
             migration_source: AsyncMutex::new(None),
             journal: AsyncMutex::new(None),
             journal_order: ObjectLocks::default(),
+            apply_budget: crate::journaled::budget(),
         });
         crate::lock::start_watch(&inner).await?;
         Ok(Image { inner })

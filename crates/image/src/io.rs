@@ -6,12 +6,15 @@
 //! Reads of objects the map (or a snapshot's map) says are absent return zeros without asking
 //! the store.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId, WriteOp};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::{Image, Inner, place};
+use crate::journaled::Change;
 use crate::journaling::{Event, MAX_EVENT_WRITE};
 use crate::layout::ObjectExtent;
 use crate::objectmap::{ObjectMap, ObjectState};
@@ -331,6 +334,7 @@ impl Image {
             inner.refresh_if_stale().await?;
         }
         inner.check_range(offset, length, self.size())?;
+        let _settled = inner.journal_read_guard(offset, length).await;
         let layout = inner.header().layout;
         let snap = inner.snap.as_ref().map(|s| s.id);
         let extents = layout.map(offset, length);
@@ -358,6 +362,7 @@ impl Image {
             inner.refresh_if_stale().await?;
         }
         inner.check_range(offset, length, self.size())?;
+        let _settled = inner.journal_read_guard(offset, length).await;
         let layout = inner.header().layout;
         let snap = inner.snap.as_ref().map(|s| s.id);
         let pieces: Vec<Vec<(u64, Bytes)>> = futures::stream::iter(layout.map(offset, length))
@@ -370,63 +375,82 @@ impl Image {
         Ok(runs)
     }
 
-    async fn begin_write(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>> {
+    async fn begin_write(&self) -> Result<tokio::sync::OwnedRwLockReadGuard<()>> {
         self.inner.check_writable()?;
-        let gate = self.inner.gate.read().await;
+        let gate = self.inner.gate.clone().read_owned().await;
         crate::lock::ensure_lock(&self.inner).await?;
         Ok(gate)
     }
 
+    /// Applies `change` now, or, for an image that journals, journals it and has it applied
+    /// in the background (see `journaled`).
+    async fn change(&self, change: Change) -> Result<()> {
+        let gate = self.begin_write().await?;
+        let inner = &self.inner;
+        let (offset, length) = match &change {
+            Change::Write { offset, data } => (*offset, data.len() as u64),
+            Change::Zero { offset, length, .. } | Change::Same { offset, length, .. } => {
+                (*offset, *length)
+            }
+        };
+        inner.check_range(offset, length, inner.header().size)?;
+        let Some(log) = inner.change_log().await else {
+            return match change {
+                Change::Write { offset, data } => inner.write_unlogged(offset, data).await,
+                Change::Zero { offset, length, .. } => inner.discard_unlogged(offset, length).await,
+                Change::Same {
+                    offset,
+                    length,
+                    pattern,
+                } => inner.write_same_unlogged(offset, length, &pattern).await,
+            };
+        };
+        let gate = Arc::new(gate);
+        match change {
+            // A large write is journaled in pieces, each an event of its own.
+            Change::Write { offset, data } => {
+                let mut at = 0;
+                while at < data.len() {
+                    let piece = data.slice(at..data.len().min(at + MAX_EVENT_WRITE));
+                    let piece_offset = offset + at as u64;
+                    at += piece.len();
+                    let change = Change::Write {
+                        offset: piece_offset,
+                        data: piece,
+                    };
+                    inner.journal_change(&log, &gate, change).await?;
+                }
+                Ok(())
+            }
+            other => inner.journal_change(&log, &gate, other).await,
+        }
+    }
+
     /// Writes `data` at `offset`.
     pub async fn write(&self, offset: u64, data: Bytes) -> Result<()> {
-        let _gate = self.begin_write().await?;
-        let inner = &self.inner;
-        inner.check_range(offset, data.len() as u64, inner.header().size)?;
-        if inner.change_log().await.is_none() {
-            return inner.write_unlogged(offset, data).await;
-        }
-        // Journaled: event by event, each durable before it is applied, in journal order.
-        let _order = inner.journal_order_guard(offset, data.len() as u64).await;
-        let mut at = 0;
-        while at < data.len() {
-            let piece = data.slice(at..data.len().min(at + MAX_EVENT_WRITE));
-            let piece_offset = offset + at as u64;
-            let tid = inner
-                .log(|| Event::Write {
-                    offset: piece_offset,
-                    data: piece.clone(),
-                })
-                .await?;
-            at += piece.len();
-            inner.write_unlogged(piece_offset, piece).await?;
-            inner.log_applied(tid).await?;
-        }
-        Ok(())
+        self.change(Change::Write { offset, data }).await
     }
 
     /// Discards `[offset, offset + length)`: whole objects are removed, parts are zeroed.
     pub async fn discard(&self, offset: u64, length: u64) -> Result<()> {
-        self.zero_range(offset, length, false).await
+        let zeroes = false;
+        self.change(Change::Zero {
+            offset,
+            length,
+            zeroes,
+        })
+        .await
     }
 
     /// Makes `[offset, offset + length)` read as zeros, deallocating where possible.
     pub async fn write_zeroes(&self, offset: u64, length: u64) -> Result<()> {
-        self.zero_range(offset, length, true).await
-    }
-
-    async fn zero_range(&self, offset: u64, length: u64, zeroes: bool) -> Result<()> {
-        let _gate = self.begin_write().await?;
-        let inner = &self.inner;
-        inner.check_range(offset, length, inner.header().size)?;
-        let _order = inner.journal_order_guard(offset, length).await;
-        let tid = inner
-            .log(|| match zeroes {
-                true => Event::WriteZeroes { offset, length },
-                false => Event::Discard { offset, length },
-            })
-            .await?;
-        inner.discard_unlogged(offset, length).await?;
-        inner.log_applied(tid).await
+        let zeroes = true;
+        self.change(Change::Zero {
+            offset,
+            length,
+            zeroes,
+        })
+        .await
     }
 
     /// Writes `pattern` repeatedly over `[offset, offset + length)`; `length` must be a
@@ -438,19 +462,13 @@ impl Image {
                 pattern.len()
             )));
         }
-        let _gate = self.begin_write().await?;
-        let inner = &self.inner;
-        inner.check_range(offset, length, inner.header().size)?;
-        let _order = inner.journal_order_guard(offset, length).await;
-        let tid = inner
-            .log(|| Event::WriteSame {
-                offset,
-                length,
-                pattern: Bytes::copy_from_slice(pattern),
-            })
-            .await?;
-        inner.write_same_unlogged(offset, length, pattern).await?;
-        inner.log_applied(tid).await
+        let pattern = Bytes::copy_from_slice(pattern);
+        self.change(Change::Same {
+            offset,
+            length,
+            pattern,
+        })
+        .await
     }
 
     /// Writes `data` at `offset` if the image holds `compare` there; otherwise fails with
@@ -536,11 +554,31 @@ impl Inner {
     /// For a journaling image, holds the objects of `[offset, offset + length)` (in object
     /// order, so two callers never wait for each other in a cycle) from before the change is
     /// journaled until it is applied; nothing otherwise.
-    async fn journal_order_guard(
+    pub(crate) async fn journal_order_guard(
         &self,
         offset: u64,
         length: u64,
-    ) -> Vec<crate::objlocks::ObjectGuard<'_>> {
+    ) -> Vec<crate::objlocks::ObjectGuard> {
+        self.journal_guard(offset, length, false).await
+    }
+
+    /// For a journaling image, waits until the journaled changes to the objects of
+    /// `[offset, offset + length)` are applied, and keeps new ones out while the returned
+    /// guards live (readers see their own writes).
+    pub(crate) async fn journal_read_guard(
+        &self,
+        offset: u64,
+        length: u64,
+    ) -> Vec<crate::objlocks::ObjectGuard> {
+        self.journal_guard(offset, length, true).await
+    }
+
+    async fn journal_guard(
+        &self,
+        offset: u64,
+        length: u64,
+        shared: bool,
+    ) -> Vec<crate::objlocks::ObjectGuard> {
         if self.change_log().await.is_none() {
             return Vec::new();
         }
@@ -555,7 +593,10 @@ impl Inner {
         objects.dedup();
         let mut guards = Vec::with_capacity(objects.len());
         for objectno in objects {
-            guards.push(self.journal_order.lock(objectno).await);
+            guards.push(match shared {
+                true => self.journal_order.lock_shared(objectno).await,
+                false => self.journal_order.lock(objectno).await,
+            });
         }
         guards
     }

@@ -41,6 +41,7 @@ mod features;
 pub mod header;
 mod image;
 mod io;
+mod journaled;
 pub mod journaling;
 mod layering;
 pub mod layout;

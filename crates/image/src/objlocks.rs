@@ -12,8 +12,10 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock as AsyncRw
 /// The locks of the objects currently in use.
 #[derive(Debug, Default)]
 pub struct ObjectLocks {
-    locks: Mutex<HashMap<u64, Arc<AsyncRwLock<()>>>>,
+    locks: Arc<Table>,
 }
+
+type Table = Mutex<HashMap<u64, Arc<AsyncRwLock<()>>>>;
 
 /// How an object's lock is held.
 #[derive(Debug)]
@@ -22,10 +24,11 @@ enum Held {
     Shared { _guard: OwnedRwLockReadGuard<()> },
 }
 
-/// Holds one object's lock; dropping it lets the next operation on that object proceed.
+/// Holds one object's lock; dropping it lets the next operation on that object proceed. It
+/// owns what it needs, so it may move into a task that outlives the caller.
 #[derive(Debug)]
-pub struct ObjectGuard<'a> {
-    owner: &'a ObjectLocks,
+pub struct ObjectGuard {
+    owner: Arc<Table>,
     objectno: u64,
     guard: Option<Held>,
 }
@@ -37,29 +40,29 @@ impl ObjectLocks {
     }
 
     /// Waits for and takes the lock of object `objectno` exclusively.
-    pub async fn lock(&self, objectno: u64) -> ObjectGuard<'_> {
+    pub async fn lock(&self, objectno: u64) -> ObjectGuard {
         let guard = self.entry(objectno).write_owned().await;
         ObjectGuard {
-            owner: self,
+            owner: self.locks.clone(),
             objectno,
             guard: Some(Held::Exclusive { _guard: guard }),
         }
     }
 
     /// Waits for and takes the lock of object `objectno` shared with other plain writers.
-    pub async fn lock_shared(&self, objectno: u64) -> ObjectGuard<'_> {
+    pub async fn lock_shared(&self, objectno: u64) -> ObjectGuard {
         let guard = self.entry(objectno).read_owned().await;
         ObjectGuard {
-            owner: self,
+            owner: self.locks.clone(),
             objectno,
             guard: Some(Held::Shared { _guard: guard }),
         }
     }
 }
 
-impl Drop for ObjectGuard<'_> {
+impl Drop for ObjectGuard {
     fn drop(&mut self) {
-        let mut map = self.owner.locks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.owner.lock().unwrap_or_else(|p| p.into_inner());
         drop(self.guard.take());
         // Forget the lock once nobody holds or waits for it: the map holds one reference
         // and nothing else does.

@@ -671,10 +671,14 @@ impl Appender {
                 req.reply,
             ));
         }
-        let writes = groups.iter().map(|(objno, (frames, _))| {
+        let groups: Vec<(u64, Bytes, Waiting)> = groups
+            .into_iter()
+            .map(|(objno, (frames, waiting))| (objno, frames.freeze(), waiting))
+            .collect();
+        let writes = groups.iter().map(|(objno, frames, _)| {
             let offset = self.sizes.get(objno).copied().unwrap_or(0);
             let oid = format!("{}{objno}", self.prefix);
-            let op = WriteOp::new().write(offset, frames.clone().freeze());
+            let op = WriteOp::new().write(offset, frames.clone());
             let store = self.store.clone();
             let io = self.io.clone();
             async move {
@@ -687,7 +691,7 @@ impl Appender {
         let results = futures::future::join_all(writes).await;
         let limit = 1u64 << self.meta.order;
         let mut full = false;
-        for ((objno, (frames, waiting)), result) in groups.into_iter().zip(results) {
+        for ((objno, frames, waiting), result) in groups.into_iter().zip(results) {
             match result {
                 Ok(_) => {
                     let size = self.sizes.entry(objno).or_insert(0);

@@ -8,6 +8,11 @@
 //!   the commit switches to. Nothing is written over committed data.
 //! - **in place**: small changes to an existing file become a redo [`Intent`], committed with
 //!   the metadata and applied afterwards (see [`crate::intent`]).
+//! - **append**: a large write at or past the end of an existing file (a journal's appends) is
+//!   written into that file before the commit, past its committed size, where no reader looks;
+//!   the commit only moves the size. A crash before the commit leaves bytes past the size, so
+//!   anything that later grows the object in place first cuts the file to its size (a `Shrink`
+//!   action), and the next append does the same before it writes.
 //!
 //! Assertions fail the batch before anything is committed; files made for a failed batch are
 //! deleted.
@@ -27,6 +32,8 @@ use crate::rows::{CloneRow, HeadRow};
 
 /// In-place changes larger than this (or than a quarter of the object) go to a fresh file.
 const IN_PLACE_LIMIT: usize = 256 << 10;
+/// Appends at least this large are written before the commit instead of as an intent.
+const APPEND_MIN: usize = 64 << 10;
 
 /// A change to the omap or the xattrs, in batch order.
 #[derive(Debug, Clone)]
@@ -50,6 +57,8 @@ pub(crate) struct Change {
     /// The head's previous file, no longer used by anything after the commit.
     pub(crate) drop_file: Option<u64>,
     pub(crate) intent: Option<Intent>,
+    /// Data to write past the end of the committed file before the commit.
+    pub(crate) append: Option<Append>,
     /// A clone kept before the change; it takes the head's previous file and metadata.
     pub(crate) clone: Option<CloneMeta>,
     /// New overlap of the newest clone (`None`: the clone made by this change).
@@ -125,6 +134,31 @@ impl Fresh {
     }
 }
 
+/// Writes past the committed end of a file, made before the commit (see the module doc).
+#[derive(Debug)]
+pub(crate) struct Append {
+    /// The file.
+    pub(crate) file: u64,
+    /// Its committed size: the file is cut to it before the writes.
+    pub(crate) base: u64,
+    /// (offset, bytes), all at or past `base`.
+    pub(crate) writes: Vec<(u64, Bytes)>,
+}
+
+impl Append {
+    /// Cuts the file to its committed size and writes the data.
+    pub(crate) fn fill(&self, files: &Files, pool: u64) -> std::io::Result<()> {
+        let handle = files.open(pool, self.file)?;
+        if handle.metadata()?.len() > self.base {
+            handle.set_len(self.base)?;
+        }
+        for (offset, data) in &self.writes {
+            files::write_chunked(&handle, data, *offset)?;
+        }
+        Ok(())
+    }
+}
+
 /// True if applying `actions` to any file defines every byte below `size` (so stale content
 /// of a reused file cannot show through).
 fn defines_all(actions: &[Action], size: u64) -> bool {
@@ -152,6 +186,12 @@ enum Work {
     },
     /// The committed file now belongs to the new clone; copy it before changing anything.
     Shared { file: u64 },
+    /// Writes past the committed end (`base`) of the committed file, made before the commit.
+    Append {
+        file: u64,
+        base: u64,
+        writes: Vec<(u64, Bytes)>,
+    },
     /// A new private file.
     Fresh(Fresh),
 }
@@ -228,9 +268,30 @@ impl<'p, 'a> Eval<'p, 'a> {
         }
     }
 
+    /// Turns a pending append into ordinary in-place actions, for a batch that does more.
+    fn settle_append(&mut self) {
+        if !matches!(self.work, Work::Append { .. }) {
+            return;
+        }
+        if let Work::Append { file, base, writes } = std::mem::replace(&mut self.work, Work::None) {
+            let mut actions = vec![Action::Shrink { size: base }];
+            let mut bytes = 0;
+            for (offset, data) in writes {
+                bytes += data.len();
+                actions.push(Action::Write { offset, data });
+            }
+            self.work = Work::InPlace {
+                file,
+                actions,
+                bytes,
+            };
+        }
+    }
+
     /// Makes the data writable: copies a clone-owned file, or moves a large in-place change to
     /// a fresh file.
     fn writable(&mut self) -> Result<()> {
+        self.settle_append();
         match &self.work {
             Work::Shared { file } => {
                 let file = *file;
@@ -256,6 +317,15 @@ impl<'p, 'a> Eval<'p, 'a> {
 
     fn queue(&mut self, action: Action) -> Result<()> {
         self.writable()?;
+        // Growing the object in place: cut off what a crashed append may have left past the
+        // committed size first, so the new range reads as zeros where nothing is written.
+        let grows = match &action {
+            Action::Write { offset, data } => offset + data.len() as u64 > self.size,
+            _ => false,
+        };
+        if grows && let Work::InPlace { actions, .. } = &mut self.work {
+            actions.push(Action::Shrink { size: self.size });
+        }
         match &mut self.work {
             Work::InPlace { actions, bytes, .. } => {
                 if let Action::Write { data, .. } = &action {
@@ -268,7 +338,7 @@ impl<'p, 'a> Eval<'p, 'a> {
                 self.apply_fresh(action);
                 Ok(())
             }
-            Work::None | Work::Shared { .. } => Ok(()),
+            Work::None | Work::Shared { .. } | Work::Append { .. } => Ok(()),
         }
     }
 
@@ -292,6 +362,7 @@ impl<'p, 'a> Eval<'p, 'a> {
     }
 
     fn read(&mut self, offset: u64, end: u64) -> Result<Vec<u8>> {
+        self.settle_append();
         let clipped = end.min(self.size).max(offset);
         let (files, pool) = (self.p.files, self.p.pool);
         if let Work::Fresh(fresh) = &mut self.work {
@@ -305,7 +376,7 @@ impl<'p, 'a> Eval<'p, 'a> {
             Work::None => vec![0; (clipped - offset) as usize],
             Work::Fresh(fresh) => files::read_range(fresh.handle.as_deref(), offset, clipped)
                 .map_err(|e| io_err(self.p, e))?,
-            Work::InPlace { file, .. } | Work::Shared { file } => {
+            Work::InPlace { file, .. } | Work::Shared { file } | Work::Append { file, .. } => {
                 let handle = self
                     .p
                     .files
@@ -387,10 +458,25 @@ impl<'p, 'a> Eval<'p, 'a> {
                     return Ok(());
                 }
                 let covers = *offset == 0 && data.len() as u64 >= self.size;
+                if let Work::InPlace { file, actions, .. } = &self.work
+                    && actions.is_empty()
+                    && !covers
+                    && *offset >= self.size
+                    && data.len() >= APPEND_MIN
+                {
+                    self.work = Work::Append {
+                        file: *file,
+                        base: self.size,
+                        writes: vec![(*offset, data.clone())],
+                    };
+                    self.size = offset + data.len() as u64;
+                    self.changed.insert(*offset, data.len() as u64);
+                    return Ok(());
+                }
                 if covers || matches!(self.work, Work::None) {
                     self.drop_data();
                     self.fresh(None)?;
-                } else if matches!(self.work, Work::Shared { .. }) {
+                } else if matches!(self.work, Work::Shared { .. } | Work::Append { .. }) {
                     self.writable()?;
                 }
                 self.queue(Action::Write {
@@ -432,6 +518,13 @@ impl<'p, 'a> Eval<'p, 'a> {
                 if self.exists {
                     if *size < self.size {
                         self.queue(Action::Shrink { size: *size })?;
+                    } else if *size > self.size {
+                        // The grown range must read as zeros (see `queue`).
+                        self.writable()?;
+                        let current = self.size;
+                        if let Work::InPlace { actions, .. } = &mut self.work {
+                            actions.push(Action::Shrink { size: current });
+                        }
                     }
                     self.size = *size;
                     self.cut(*size);
@@ -546,8 +639,13 @@ impl Planner<'_> {
             }
             return Err(e);
         }
+        let mut append = None;
         let (file, intent, fresh) = match std::mem::replace(&mut eval.work, Work::None) {
             Work::None | Work::Shared { .. } => (None, None, None),
+            Work::Append { file, base, writes } => {
+                append = Some(Append { file, base, writes });
+                (Some(file), None, None)
+            }
             Work::InPlace { file, actions, .. } => (
                 Some(file),
                 (!actions.is_empty()).then_some(Intent { file, actions }),
@@ -589,6 +687,7 @@ impl Planner<'_> {
             fresh: if eval.exists { fresh } else { None },
             drop_file,
             intent: if eval.exists { intent } else { None },
+            append: if eval.exists { append } else { None },
             clone,
             overlap_update,
             seq: seq.max(snapc.seq),

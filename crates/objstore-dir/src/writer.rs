@@ -34,10 +34,38 @@ use tokio::sync::oneshot;
 use crate::db::{self, db_error};
 use crate::files::Files;
 use crate::intent::Intent;
-use crate::plan::{Change, Fresh, MapStep, Outcome, Planner};
+use crate::plan::{Change, MapStep, Outcome, Planner};
 use crate::rows::{self, CloneRow, HeadRow, ObjKey};
 use crate::session::FileIds;
 use crate::sys;
+
+/// A data file to fill before a commit.
+enum Fill<'a> {
+    /// A new private file.
+    Fresh(&'a mut crate::plan::Fresh),
+    /// Bytes past the end of the committed file.
+    Append(&'a crate::plan::Append),
+}
+
+impl Fill<'_> {
+    fn weight(&self) -> u64 {
+        match self {
+            Fill::Fresh(f) => f.weight(),
+            Fill::Append(a) => a.writes.iter().map(|(_, d)| d.len() as u64).sum(),
+        }
+    }
+
+    fn run(&mut self, files: &Files, pool: u64) -> std::io::Result<()> {
+        match self {
+            Fill::Fresh(f) => f.materialize(files, pool).map(|_| ()),
+            Fill::Append(a) => {
+                a.fill(files, pool)?;
+                files.mark_dirty(pool, a.file);
+                Ok(())
+            }
+        }
+    }
+}
 
 /// Largest number of write requests committed together.
 const MAX_BATCH: usize = 64;
@@ -389,11 +417,18 @@ impl Writer {
     /// their error here.
     fn fill_fresh(&mut self, mut prepared: Vec<Prepared>) -> Vec<Prepared> {
         let files = &self.shared.files;
-        let mut jobs: Vec<(usize, u64, &mut Fresh)> = prepared
+        let mut jobs: Vec<(usize, u64, Fill<'_>)> = prepared
             .iter_mut()
             .enumerate()
             .filter_map(|(index, p)| match &mut p.planned.outcome {
-                Outcome::Change(change) => change.fresh.as_mut().map(|f| (index, p.key.pool, f)),
+                Outcome::Change(change) => {
+                    let pool = p.key.pool;
+                    match (&mut change.fresh, &change.append) {
+                        (Some(f), _) => Some((index, pool, Fill::Fresh(f))),
+                        (None, Some(a)) => Some((index, pool, Fill::Append(a))),
+                        (None, None) => None,
+                    }
+                }
                 Outcome::Unchanged(_) => None,
             })
             .collect();
@@ -408,7 +443,7 @@ impl Writer {
                     .map(|lane| {
                         scope.spawn(move || {
                             lane.iter_mut()
-                                .map(|(i, pool, f)| (*i, f.materialize(files, *pool).map(|_| ())))
+                                .map(|(i, pool, f)| (*i, f.run(files, *pool)))
                                 .collect::<Vec<_>>()
                         })
                     })
@@ -424,8 +459,8 @@ impl Writer {
                 }
             }
         } else {
-            for (index, pool, fresh) in jobs {
-                if let Err(e) = fresh.materialize(files, pool) {
+            for (index, pool, mut fill) in jobs {
+                if let Err(e) = fill.run(files, pool) {
                     failed.push((index, e));
                 }
             }

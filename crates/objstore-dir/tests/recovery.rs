@@ -13,7 +13,7 @@ use rbdx_objstore_dir::DirStore;
 
 const CHILD_ENV: &str = "RBDX_RECOVERY_CHILD";
 
-/// Runs `op` (`patch` or `replace`) in a child that dies at `point`.
+/// Runs `op` (`patch`, `replace` or `append`) in a child that dies at `point`.
 fn run_child(dir: &Path, pool: PoolId, op: &str, point: &str) {
     let exe = std::env::current_exe().unwrap();
     let status = Command::new(exe)
@@ -43,6 +43,10 @@ fn recovery_child() {
         let store = DirStore::open(PathBuf::from(parts[0])).unwrap();
         let io = IoCtx::new(PoolId(parts[1].parse().unwrap()));
         match parts[2] {
+            "append" => store
+                .write(&io, "obj", 16384, Bytes::from(vec![b'A'; 200_000]))
+                .await
+                .unwrap(),
             "patch" => store
                 .write(&io, "obj", 4096, Bytes::from(vec![b'N'; 4096]))
                 .await
@@ -193,4 +197,53 @@ async fn opening_a_file_or_a_missing_store_is_a_clear_error() {
     let err = DirStore::open_opts(&missing, opts).unwrap_err();
     assert_eq!(err.kind(), rbdx_objstore::ErrorKind::NotFound);
     assert!(!missing.exists(), "nothing is created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn death_before_an_append_commits_leaves_nothing_readers_or_growth_can_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, io) = setup(dir.path()).await;
+    run_child(dir.path(), io.pool(), "append", "before-commit");
+    let files = data_files(dir.path());
+    assert_eq!(files.len(), 1);
+    assert!(
+        std::fs::metadata(&files[0]).unwrap().len() > 16384,
+        "the child wrote past the committed end before it died"
+    );
+    let reopened = DirStore::open(dir.path()).unwrap();
+    assert_eq!(
+        reopened.read(&io, "obj", 0, None).await.unwrap(),
+        vec![b'O'; 16384],
+        "the uncommitted append is not visible"
+    );
+    // Growing by a small write past a gap: the gap reads as zeros, not the dead append.
+    reopened
+        .write(&io, "obj", 20_000, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let data = reopened.read(&io, "obj", 0, None).await.unwrap();
+    assert_eq!(data.len(), 20_001);
+    assert!(data[16384..20_000].iter().all(|&b| b == 0));
+    // Growing by a truncate: zeros too.
+    reopened
+        .operate(
+            &io,
+            "obj",
+            &rbdx_objstore::WriteOp::new().truncate(100_000),
+            &rbdx_objstore::SnapContext::empty(),
+        )
+        .await
+        .unwrap();
+    let data = reopened.read(&io, "obj", 0, None).await.unwrap();
+    assert!(data[20_001..].iter().all(|&b| b == 0));
+    // A committed append reads back, with a gap before it as zeros.
+    reopened
+        .write(&io, "obj", 150_000, Bytes::from(vec![b'B'; 100_000]))
+        .await
+        .unwrap();
+    let data = reopened.read(&io, "obj", 0, None).await.unwrap();
+    assert_eq!(data.len(), 250_000);
+    assert!(data[100_000..150_000].iter().all(|&b| b == 0));
+    assert!(data[150_000..].iter().all(|&b| b == b'B'));
+    drop(store);
 }

@@ -27,6 +27,18 @@ struct BenchOut {
     ops: u64,
     ops_per_sec: f64,
     bytes_per_sec: f64,
+    latency_p50_us: u64,
+    latency_p99_us: u64,
+    latency_max_us: u64,
+}
+
+/// Returns the `q` quantile (0..=1) of sorted `values`.
+fn quantile(sorted: &[u32], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
+    u64::from(sorted[at.min(sorted.len() - 1)])
 }
 
 /// A small xorshift generator: bench offsets need speed, not quality.
@@ -114,11 +126,13 @@ pub async fn run(store: &Arc<dyn ObjectStore>, args: BenchArgs, printer: Printer
         let (next, done, data, image) = (&next, &done, data.clone(), &image);
         async move {
             let mut rng = Rng(seed() ^ worker_id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut latencies: Vec<u32> = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total_ops {
-                    return Ok::<(), CliError>(());
+                    return Ok::<Vec<u32>, CliError>(latencies);
                 }
+                let began = Instant::now();
                 let slot = match args.io_pattern {
                     IoPattern::Seq => i % slots,
                     IoPattern::Rand => rng.next() % slots,
@@ -136,16 +150,26 @@ pub async fn run(store: &Arc<dyn ObjectStore>, args: BenchArgs, printer: Printer
                 } else {
                     image.write(offset, data.clone()).await?;
                 }
+                let micros = began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                latencies.push(micros);
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }
     };
     let result = futures::future::try_join_all((0..args.io_threads as u64).map(worker)).await;
+    let mut latencies: Vec<u32> = Vec::new();
     let result = match result {
-        Ok(_) if !read_only => image.flush().await.map_err(CliError::from),
-        Ok(_) => Ok(()),
+        Ok(per_worker) => {
+            latencies = per_worker.into_iter().flatten().collect();
+            if read_only {
+                Ok(())
+            } else {
+                image.flush().await.map_err(CliError::from)
+            }
+        }
         Err(e) => Err(e),
     };
+    latencies.sort_unstable();
     let elapsed = start.elapsed().as_secs_f64();
     if let Some(t) = ticker {
         t.abort();
@@ -164,6 +188,9 @@ pub async fn run(store: &Arc<dyn ObjectStore>, args: BenchArgs, printer: Printer
         ops,
         ops_per_sec: ops as f64 / elapsed.max(1e-9),
         bytes_per_sec: (ops * io_size) as f64 / elapsed.max(1e-9),
+        latency_p50_us: quantile(&latencies, 0.5),
+        latency_p99_us: quantile(&latencies, 0.99),
+        latency_max_us: latencies.last().map_or(0, |&l| u64::from(l)),
     };
     printer.print("bench", &out, |o| {
         println!(
@@ -172,6 +199,10 @@ pub async fn run(store: &Arc<dyn ObjectStore>, args: BenchArgs, printer: Printer
             o.ops,
             o.ops_per_sec,
             format_size(o.bytes_per_sec as u64)
+        );
+        println!(
+            "latency: p50 {} us   p99 {} us   max {} us",
+            o.latency_p50_us, o.latency_p99_us, o.latency_max_us
         );
     });
     Ok(())
