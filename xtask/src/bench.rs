@@ -154,10 +154,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if backend == "dir" && names == ["nbd"] {
         return crate::nbd_bench::run();
     }
+    if backend == "dir" && names == ["journal"] {
+        return crate::journal_bench::run();
+    }
     let wants_source = backend == "dir" && (names.is_empty() || names.contains(&"source"));
     let wants_migration = backend == "dir" && (names.is_empty() || names.contains(&"migration"));
     let wants_nbd = backend == "dir" && (names.is_empty() || names.contains(&"nbd"));
-    names.retain(|n| !["image", "source", "migration", "nbd"].contains(n));
+    let wants_journal = backend == "dir" && (names.is_empty() || names.contains(&"journal"));
+    names.retain(|n| !["image", "source", "migration", "nbd", "journal"].contains(n));
     let selected: Vec<&Suite> = SUITES
         .iter()
         .filter(|s| s.backend == backend && (names.is_empty() || names.contains(&s.name)))
@@ -217,6 +221,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if wants_nbd {
         crate::nbd_bench::run()?;
+    }
+    if wants_journal {
+        crate::journal_bench::run()?;
     }
     Ok(())
 }

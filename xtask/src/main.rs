@@ -5,7 +5,8 @@
 //! - `bench [GROUP...] [--backend dir|rados]`: runs the benchmarks (default: all, on `dir`)
 //!   and prints, per group, a table of rbdx next to the reference measured in the same run
 //!   (for `rados`, Ceph's `rados bench` on the same cluster; for `image`, plain file I/O; for
-//!   `migration`, `qemu-img convert` and `cp --sparse=always`; for `nbd`, `qemu-nbd`).
+//!   `migration`, `qemu-img convert` and `cp --sparse=always`; for `nbd`, `qemu-nbd`; `journal`
+//!   compares journaling on and off and times diffs and export-diff).
 //! - `demo`: builds `rbdx` and runs the main job end to end on a fresh embedded store.
 //! - `fuzz --smoke [SECONDS]`: builds the fuzz targets with coverage instrumentation and runs
 //!   each for a few seconds from a seed corpus.
@@ -16,6 +17,7 @@ mod ci;
 mod demo;
 mod fuzz;
 mod image_bench;
+mod journal_bench;
 mod migration_bench;
 mod nbd_bench;
 mod rados_bench;
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | bench [objstore] [image] [source] [migration] [nbd] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
+                "usage: cargo xtask ci | bench [objstore] [image] [source] [migration] [nbd] [journal] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
             );
             return ExitCode::from(2);
         }
