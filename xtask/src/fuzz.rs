@@ -13,6 +13,7 @@ use crate::{root, run_step, show};
 /// The targets and their seed corpora.
 const TARGETS: &[&str] = &[
     "intent",
+    "journal_entry",
     "nbd_message",
     "notify_frame",
     "qcow",
@@ -58,6 +59,23 @@ fn seed_qcow(dir: &Path) -> anyhow::Result<()> {
         std::fs::copy(&tmp, dir.join(format!("seed-{i}.qcow2")))?;
     }
     let _ = std::fs::remove_file(&tmp);
+    Ok(())
+}
+
+/// Seeds the journal target with one framed write event.
+fn seed_journal(dir: &Path) -> anyhow::Result<()> {
+    let mut event = 1u32.to_le_bytes().to_vec();
+    event.extend_from_slice(&4096u64.to_le_bytes());
+    event.extend_from_slice(&4u32.to_le_bytes());
+    event.extend_from_slice(b"data");
+    event.extend_from_slice(&[0u8; 12]);
+    let mut frame = b"RBDXJRN1".to_vec();
+    frame.extend_from_slice(&0u64.to_le_bytes());
+    frame.extend_from_slice(&7u64.to_le_bytes());
+    frame.extend_from_slice(&(event.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&event);
+    frame.extend_from_slice(&[0u8; 4]);
+    std::fs::write(dir.join("seed-write"), frame)?;
     Ok(())
 }
 
@@ -134,6 +152,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "qcow" => seed_qcow(&corpus)?,
             "source_spec" => seed_specs(&corpus)?,
             "nbd_message" => seed_nbd(&corpus)?,
+            "journal_entry" => seed_journal(&corpus)?,
             _ => {}
         }
         let binary = target_dir.join(&triple).join("release").join(target);
