@@ -19,14 +19,6 @@ impl CliError {
         }
     }
 
-    /// A not-supported error (exit status 95).
-    pub fn unsupported(message: impl Into<String>) -> Self {
-        CliError {
-            message: message.into(),
-            code: 95,
-        }
-    }
-
     /// An operating-system error while doing `what`.
     pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
         let code = CliError::from(std::io::Error::new(e.kind(), "")).code;

@@ -47,9 +47,12 @@ async fn open_rados(target: RadosTarget) -> CliResult<Arc<dyn ObjectStore>> {
 
 #[cfg(not(feature = "rados"))]
 async fn open_rados(target: RadosTarget) -> CliResult<Arc<dyn ObjectStore>> {
-    Err(crate::error::CliError::unsupported(format!(
-        "{} names a Ceph cluster, but this rbdx was built without the rados backend \
-         (build it with `cargo build --release --features rados`)",
-        target.ceph_conf.display()
-    )))
+    Err(crate::error::CliError::with_code(
+        format!(
+            "{} names a Ceph cluster, but this rbdx was built without the rados backend \
+             (build it with `cargo build --release --features rados`)",
+            target.ceph_conf.display()
+        ),
+        95,
+    ))
 }
