@@ -17,24 +17,11 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Rbdx;
 use common::nbd::{Server, have};
+use common::{Lcg, Rbdx};
 
 const KILLS: usize = 50;
 const SIZE: u64 = 8 << 20;
-
-/// A small deterministic generator.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below
-    }
-}
 
 /// One write qemu-io is asked to make.
 #[derive(Clone, Copy)]

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use common::Rbdx;
-use common::nbd::{Server, client, client_output, half_sparse_file, have};
+use common::nbd::{Server, client, client_output, compare_raw, half_sparse_file, have};
 
 const MIB: u64 = 1 << 20;
 
@@ -81,18 +81,7 @@ fn qemu_img_and_qemu_io_read_write_and_compare_over_tcp_and_unix_sockets() {
         ],
     );
     assert!(std::fs::read(&out).unwrap() == model, "convert differs");
-    client(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            src.to_str().unwrap(),
-            &uri,
-        ],
-    );
+    compare_raw(&src, &uri);
 
     // Writes, zeroes (allocated and not), discards, a FUA write and reads through qemu-io.
     qemu_io(
@@ -129,18 +118,7 @@ fn qemu_img_and_qemu_io_read_write_and_compare_over_tcp_and_unix_sockets() {
         format!("nbd+unix:///rbd/disk?socket={}", socket.display())
     );
     std::fs::write(&out, &model).unwrap();
-    let same = client(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            out.to_str().unwrap(),
-            &uri,
-        ],
-    );
+    let same = compare_raw(&out, &uri);
     assert!(same.contains("identical"), "{same}");
     let (code, log) = server.stop();
     assert_eq!(code, 0, "{log}");
@@ -210,18 +188,7 @@ fn holes_show_in_qemu_img_map_and_nbdinfo_map_and_nbdcopy_copies_both_ways() {
     let copy = dir.path().join("copy.raw");
     client("nbdcopy", &[&uri, copy.to_str().unwrap()]);
     assert_eq!(std::fs::metadata(&copy).unwrap().len(), 1024 * MIB);
-    client(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            copy.to_str().unwrap(),
-            &uri,
-        ],
-    );
+    compare_raw(&copy, &uri);
     std::fs::remove_file(&copy).unwrap();
 
     // nbdcopy into rbdx.
@@ -359,18 +326,7 @@ fn bad_requests_get_errors_or_a_closed_connection_and_everyone_else_is_served() 
     // Everyone else is still served, and nothing changed.
     let copy = dir.path().join("copy.raw");
     std::fs::write(&copy, &model).unwrap();
-    client(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            copy.to_str().unwrap(),
-            &server.uri("rbd/disk"),
-        ],
-    );
+    compare_raw(&copy, &server.uri("rbd/disk"));
     let (code, log) = server.stop();
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("bad magic"), "{log}");

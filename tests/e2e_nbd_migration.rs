@@ -9,24 +9,11 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::Rbdx;
 use common::http::Nginx;
-use common::nbd::{Server, client, half_sparse_file, have};
+use common::nbd::{Server, client, compare_raw, half_sparse_file, have};
+use common::{Lcg, Rbdx};
 
 const MIB: u64 = 1 << 20;
-
-/// A small deterministic generator for write offsets and lengths.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below
-    }
-}
 
 #[test]
 fn writes_through_nbd_during_execute_land_on_top_of_an_http_qcow2_source() {
@@ -136,18 +123,7 @@ fn writes_through_nbd_during_execute_land_on_top_of_an_http_qcow2_source() {
     drop(nginx);
     let expected = dir.path().join("expected.raw");
     std::fs::write(&expected, &model).unwrap();
-    client(
-        "qemu-img",
-        &[
-            "compare",
-            "-f",
-            "raw",
-            "-F",
-            "raw",
-            expected.to_str().unwrap(),
-            &uri,
-        ],
-    );
+    compare_raw(&expected, &uri);
     let (code, log) = server.stop();
     assert_eq!(code, 0, "{log}");
     let exported = dir.path().join("final.raw");

@@ -18,6 +18,20 @@ pub struct Rbdx {
     cluster_args: Vec<String>,
 }
 
+/// A small deterministic generator of test offsets and lengths.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// Returns a number below `below`.
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
 /// What one `rbdx` run printed and how it exited.
 pub struct Run {
     pub code: i32,

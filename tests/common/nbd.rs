@@ -133,6 +133,24 @@ pub fn client(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Checks with `qemu-img compare` that raw file `file` and raw export `uri` hold the same
+/// bytes; returns what it printed.
+#[track_caller]
+pub fn compare_raw(file: &Path, uri: &str) -> String {
+    client(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "raw",
+            "-F",
+            "raw",
+            file.to_str().unwrap(),
+            uri,
+        ],
+    )
+}
+
 /// Runs a client program and returns its output, whatever its exit status.
 pub fn client_output(program: &str, args: &[&str]) -> Output {
     Command::new(program)

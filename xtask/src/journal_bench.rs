@@ -9,43 +9,19 @@
 //!
 //! Each figure is the median of three runs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::Context;
 
 use crate::migration_bench::settle;
+use crate::rbdx::Rbdx;
 use crate::{cargo, root, run_step, show};
 
 const RUNS: usize = 3;
 
-/// The `rbdx` binary on one store.
-struct Rbdx {
-    binary: PathBuf,
-    store: PathBuf,
-}
-
 impl Rbdx {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(args).env("RBDX_DATA_DIR", &self.store);
-        cmd
-    }
-
-    /// Runs a command; returns its standard output.
-    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        let mut cmd = self.cmd(args);
-        let out = cmd.output().with_context(|| show(&cmd))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{} failed: {}",
-            show(&cmd),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
     /// Runs a command with its output discarded; returns its wall time.
     fn time(&self, args: &[&str]) -> anyhow::Result<f64> {
         let mut cmd = self.cmd(args);

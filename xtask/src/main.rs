@@ -21,6 +21,7 @@ mod journal_bench;
 mod migration_bench;
 mod nbd_bench;
 mod rados_bench;
+mod rbdx;
 mod source_bench;
 
 use std::process::{Command, ExitCode};

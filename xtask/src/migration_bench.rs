@@ -13,12 +13,13 @@
 //! back before each run; outputs go to the same file system as the store.
 
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::rbdx::Rbdx;
 use crate::{cargo, root, run_step, show};
 
 const RUNS: usize = 5;
@@ -90,31 +91,7 @@ fn summary(mut samples: Vec<Sample>) -> Sample {
     }
 }
 
-/// The `rbdx` binary on one store.
-struct Rbdx {
-    binary: PathBuf,
-    store: PathBuf,
-}
-
 impl Rbdx {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.binary);
-        cmd.args(args).env("RBDX_DATA_DIR", &self.store);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
-        let mut cmd = self.cmd(args);
-        let out = cmd.output().with_context(|| show(&cmd))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "{} failed: {}",
-            show(&cmd),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
-    }
-
     /// Removes `image` if it exists.
     fn remove(&self, image: &str) -> anyhow::Result<()> {
         let _ = self.cmd(&["rm", "--no-progress", image]).output()?;
@@ -132,6 +109,7 @@ impl Rbdx {
             spec,
             image,
         ])
+        .map(|_| ())
     }
 }
 

@@ -164,14 +164,7 @@ impl Journal {
         };
         let prefix = header::data_prefix(pool, image_id);
         let data_io = IoCtx::with_namespace(rbdx_objstore::PoolId(pool), io.namespace());
-        let oids: Vec<String> = store
-            .list_objects(&data_io, &prefix)
-            .try_collect()
-            .await
-            .map_err(store_error(format!(
-                "cannot list journal objects {prefix}*"
-            )))?;
-        for o in oids {
+        for o in list_data(store, &data_io, &prefix).await? {
             remove_object(store, &data_io, &o).await?;
         }
         remove_object(store, io, &oid).await
@@ -559,16 +552,7 @@ impl Journal {
     /// client but the image's, whose commit position is cleared.
     pub async fn reset(&self) -> Result<()> {
         let io = self.data_io();
-        let prefix = self.prefix();
-        let oids: Vec<String> = self
-            .store
-            .list_objects(&io, &prefix)
-            .try_collect()
-            .await
-            .map_err(store_error(format!(
-                "cannot list journal objects {prefix}*"
-            )))?;
-        for o in oids {
+        for o in self.data_objects().await? {
             remove_object(&self.store, &io, &o).await?;
         }
         header::update(&self.store, &self.io, &self.header_oid, |h| {
@@ -586,18 +570,24 @@ impl Journal {
 
     /// Counts the data objects present.
     pub async fn object_count(&self) -> Result<u64> {
-        let io = self.data_io();
-        let prefix = self.prefix();
-        let oids: Vec<String> = self
-            .store
-            .list_objects(&io, &prefix)
-            .try_collect()
-            .await
-            .map_err(store_error(format!(
-                "cannot list journal objects {prefix}*"
-            )))?;
-        Ok(oids.len() as u64)
+        Ok(self.data_objects().await?.len() as u64)
     }
+
+    /// Lists the data objects present.
+    async fn data_objects(&self) -> Result<Vec<String>> {
+        list_data(&self.store, &self.data_io(), &self.prefix()).await
+    }
+}
+
+/// Lists the objects named with `prefix` in `io`.
+async fn list_data(store: &Arc<dyn ObjectStore>, io: &IoCtx, prefix: &str) -> Result<Vec<String>> {
+    store
+        .list_objects(io, prefix)
+        .try_collect()
+        .await
+        .map_err(store_error(format!(
+            "cannot list journal objects {prefix}*"
+        )))
 }
 
 fn no_client(id: &str) -> Error {

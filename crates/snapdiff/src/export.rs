@@ -10,7 +10,7 @@
 use std::io::Write;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use rbdx_image::{Error, Image, OpenOptions, Protection, Result};
+use rbdx_image::{Error, Image, Protection, Result};
 
 use crate::image_wire::{self, Metadata};
 use crate::wire::{DiffWriter, Version};
@@ -158,18 +158,7 @@ pub async fn export_image(
     for (snap, size) in header.views() {
         let options = DiffOptions::default().with_from_snap(previous.clone());
         let view = match &snap {
-            Some(s) => Some(
-                Image::open_by_id(
-                    image.store().clone(),
-                    image.io_ctx().clone(),
-                    image.name(),
-                    image.id(),
-                    OpenOptions::default()
-                        .with_read_only(true)
-                        .with_snap_id(Some(s.id)),
-                )
-                .await?,
-            ),
+            Some(s) => Some(crate::open_snapshot(image, s.id).await?),
             None => None,
         };
         let target = view.as_ref().unwrap_or(image);

@@ -235,6 +235,20 @@ async fn parent_extents(
     ))
 }
 
+/// Opens another handle on `image` at snapshot `snap_id`, read-only (the caller closes it).
+pub(crate) async fn open_snapshot(image: &Image, snap_id: u64) -> Result<Image> {
+    Image::open_by_id(
+        image.store().clone(),
+        image.io_ctx().clone(),
+        image.name(),
+        image.id(),
+        rbdx_image::OpenOptions::default()
+            .with_read_only(true)
+            .with_snap_id(Some(snap_id)),
+    )
+    .await
+}
+
 /// Resolves a snapshot name of `image` to its record.
 pub(crate) fn snapshot(image: &Image, name: &str) -> Result<SnapInfo> {
     image

@@ -1,7 +1,7 @@
 //! Space usage per snapshot and head (`rbdx du`): what each point added since the one before,
 //! at object granularity, as `rbd du` reports it.
 
-use rbdx_image::{Image, OpenOptions, Result, SnapInfo};
+use rbdx_image::{Image, Result, SnapInfo};
 
 use crate::{DiffOptions, Method};
 
@@ -33,16 +33,7 @@ pub async fn usage(image: &Image) -> Result<(Vec<Usage>, Method)> {
         let diff = match &snap {
             None => crate::diff(image, &options).await,
             Some(s) => {
-                let view = Image::open_by_id(
-                    image.store().clone(),
-                    image.io_ctx().clone(),
-                    image.name(),
-                    image.id(),
-                    OpenOptions::default()
-                        .with_read_only(true)
-                        .with_snap_id(Some(s.id)),
-                )
-                .await?;
+                let view = crate::open_snapshot(image, s.id).await?;
                 let diff = crate::diff(&view, &options).await;
                 view.close().await?;
                 diff

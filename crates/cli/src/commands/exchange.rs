@@ -23,7 +23,7 @@ use crate::error::{CliError, CliResult};
 use crate::image_args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs, MergeDiffArgs};
 use crate::progress::ProgressLine;
 use crate::size::parse_size;
-use crate::spec::{SnapRule, SpecOptions};
+use crate::spec::SnapRule;
 
 /// Output buffer size.
 const BUFFER: usize = 1 << 20;
@@ -96,24 +96,7 @@ pub async fn export_v2(
 
 /// `rbdx import --export-format 2`.
 pub async fn import_v2(store: &Arc<dyn ObjectStore>, args: &ImportArgs, show: bool) -> CliResult {
-    let default_name = (args.path.as_os_str() != "-")
-        .then(|| {
-            args.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .flatten();
-    let opts = SpecOptions {
-        pool: args.pool.clone(),
-        namespace: args.namespace.clone(),
-        image: args.image.clone().or(if args.spec.is_none() {
-            default_name
-        } else {
-            None
-        }),
-        snap: None,
-    };
-    let spec = opts.resolve(args.spec.as_deref(), SnapRule::None)?;
+    let spec = crate::commands::transfer::import_target(args)?;
     let sparse_size = sparse(&args.sparse_size)?;
     let create = create_options(store, 0, &args.create).await?;
     let images = images(store, &spec.pool, &spec.namespace).await?;

@@ -123,6 +123,29 @@ fn write_sparse(file: &mut File, offset: u64, data: &[u8]) -> std::io::Result<()
     Ok(())
 }
 
+/// Resolves the image an import creates: the spec and options given, else named after the
+/// input file.
+pub fn import_target(args: &ImportArgs) -> CliResult<crate::spec::ImageSpec> {
+    let default_name = (args.path.as_os_str() != "-")
+        .then(|| {
+            args.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .flatten();
+    let opts = SpecOptions {
+        pool: args.pool.clone(),
+        namespace: args.namespace.clone(),
+        image: args.image.clone().or(if args.spec.is_none() {
+            default_name
+        } else {
+            None
+        }),
+        snap: None,
+    };
+    opts.resolve(args.spec.as_deref(), SnapRule::None)
+}
+
 /// `rbdx import`.
 pub async fn import(
     store: &Arc<dyn ObjectStore>,
@@ -134,24 +157,7 @@ pub async fn import(
         return crate::commands::exchange::import_v2(store, &args, show_progress).await;
     }
     let from_stdin = args.path.as_os_str() == "-";
-    let default_name = if from_stdin {
-        None
-    } else {
-        args.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-    };
-    let opts = SpecOptions {
-        pool: args.pool.clone(),
-        namespace: args.namespace.clone(),
-        image: args.image.clone().or(if args.spec.is_none() {
-            default_name
-        } else {
-            None
-        }),
-        snap: None,
-    };
-    let spec = opts.resolve(args.spec.as_deref(), SnapRule::None)?;
+    let spec = import_target(&args)?;
     let sparse = usize::try_from(parse_size(&args.sparse_size, 1)?)
         .ok()
         .filter(|s| *s >= 512 && s.is_power_of_two())
