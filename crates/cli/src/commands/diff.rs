@@ -3,16 +3,14 @@
 
 use std::sync::Arc;
 
-use rbdx_image::OpenOptions;
 use rbdx_objstore::ObjectStore;
 use rbdx_snapdiff::{DiffOptions, Method};
 use serde::Serialize;
 
-use crate::commands::image::{print_table, resolve};
+use crate::commands::image::{open_view, print_table};
 use crate::error::CliResult;
 use crate::image_args::ImageArg;
 use crate::output::Printer;
-use crate::spec::SnapRule;
 
 #[derive(Serialize)]
 struct ExtentOut {
@@ -29,15 +27,7 @@ pub async fn run(
     whole_object: bool,
     printer: Printer,
 ) -> CliResult {
-    let (spec, images) = resolve(store, arg, SnapRule::Optional).await?;
-    let image = images
-        .open(
-            &spec.image,
-            OpenOptions::default()
-                .with_snap(spec.snap.clone())
-                .with_read_only(true),
-        )
-        .await?;
+    let (spec, image) = open_view(store, arg).await?;
     let options = DiffOptions::default()
         .with_from_snap(from_snap)
         .with_whole_object(whole_object);

@@ -18,7 +18,7 @@ use rbdx_snapdiff::import::{self, ImportOptions};
 use rbdx_snapdiff::wire::{DiffReader, Version};
 use rbdx_snapdiff::{DiffOptions, export, merge};
 
-use crate::commands::image::{create_options, images, resolve};
+use crate::commands::image::{create_options, images, open_view, resolve};
 use crate::error::{CliError, CliResult};
 use crate::image_args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs, MergeDiffArgs};
 use crate::progress::ProgressLine;
@@ -130,15 +130,7 @@ pub async fn export_diff(
         .path
         .clone()
         .ok_or_else(|| CliError::invalid("export-diff needs a path (or - for standard output)"))?;
-    let (spec, images) = resolve(store, &args.image, SnapRule::Optional).await?;
-    let image = images
-        .open(
-            &spec.image,
-            OpenOptions::default()
-                .with_snap(spec.snap.clone())
-                .with_read_only(true),
-        )
-        .await?;
+    let (spec, image) = open_view(store, &args.image).await?;
     let options = DiffOptions::default()
         .with_from_snap(args.from_snap.clone())
         .with_whole_object(args.whole_object);

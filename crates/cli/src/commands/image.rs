@@ -42,6 +42,23 @@ pub async fn resolve(
     Ok((spec, images))
 }
 
+/// Resolves an image argument (a snapshot allowed) and opens that view read-only.
+pub async fn open_view(
+    store: &Arc<dyn ObjectStore>,
+    arg: &ImageArg,
+) -> CliResult<(ImageSpec, rbdx_image::Image)> {
+    let (spec, images) = resolve(store, arg, SnapRule::Optional).await?;
+    let image = images
+        .open(
+            &spec.image,
+            OpenOptions::default()
+                .with_snap(spec.snap.clone())
+                .with_read_only(true),
+        )
+        .await?;
+    Ok((spec, image))
+}
+
 /// Turns `create` options into image-layer options.
 pub async fn create_options(
     store: &Arc<dyn ObjectStore>,
@@ -304,15 +321,7 @@ fn flag_names(flags: u64) -> Vec<&'static str> {
 
 /// `rbdx info`.
 pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
-    let (spec, images) = resolve(store, arg, SnapRule::Optional).await?;
-    let image = images
-        .open(
-            &spec.image,
-            OpenOptions::default()
-                .with_snap(spec.snap.clone())
-                .with_read_only(true),
-        )
-        .await?;
+    let (spec, image) = open_view(store, arg).await?;
     let header: Header = image.header();
     let parent = image.parent_info().await;
     image.close().await?;

@@ -17,7 +17,7 @@ use rbdx_image::{Image, OpenOptions};
 use rbdx_objstore::ObjectStore;
 use rbdx_source::extent::nonzero_runs;
 
-use crate::commands::image::{create_options, images, resolve};
+use crate::commands::image::{create_options, images, open_view};
 use crate::error::{CliError, CliResult};
 use crate::image_args::{ExportArgs, ImportArgs};
 use crate::progress::ProgressLine;
@@ -50,15 +50,7 @@ pub async fn export(
     if args.export_format == 2 {
         return crate::commands::exchange::export_v2(store, &args, &path, show_progress).await;
     }
-    let (spec, images) = resolve(store, &args.image, SnapRule::Optional).await?;
-    let image = images
-        .open(
-            &spec.image,
-            OpenOptions::default()
-                .with_snap(spec.snap.clone())
-                .with_read_only(true),
-        )
-        .await?;
+    let (_, image) = open_view(store, &args.image).await?;
     let to_stdout = path.as_os_str() == "-";
     let file = crate::commands::create_output(&path)?;
     let progress = ProgressLine::new("Exporting image", show_progress && !to_stdout);
