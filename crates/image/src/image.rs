@@ -126,6 +126,8 @@ pub(crate) struct Inner {
     pub migration_source: AsyncMutex<Option<Arc<dyn MigrationSource>>>,
     /// The image's journal, open while this handle holds the lock of a journaling image.
     pub journal: AsyncMutex<Option<Arc<dyn crate::journaling::ChangeLog>>>,
+    /// True while `journal` holds an open journal (checked without the lock).
+    pub journal_open: AtomicBool,
     /// Per-object order of journaled changes: held from append to applied, so changes to the
     /// same object are applied in the order they were journaled.
     pub journal_order: ObjectLocks,
@@ -321,6 +323,7 @@ impl Image {
                 .unwrap_or_else(crate::migration::default_opener),
             migration_source: AsyncMutex::new(None),
             journal: AsyncMutex::new(None),
+            journal_open: AtomicBool::new(false),
             journal_order: ObjectLocks::default(),
             apply_budget: crate::journaled::budget(),
         });

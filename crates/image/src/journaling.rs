@@ -223,6 +223,10 @@ pub(crate) const MAX_EVENT_WRITE: usize = 8 << 20;
 impl crate::image::Inner {
     /// Returns the open journal, if this handle holds the lock of a journaling image.
     pub(crate) async fn change_log(&self) -> Option<Arc<dyn ChangeLog>> {
+        // Most images do not journal: answer them without taking the lock.
+        if !self.journal_open.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         self.journal.lock().await.clone()
     }
 

@@ -66,11 +66,15 @@ impl Inner {
             log.applied(tid).await?;
         }
         *self.journal.lock().await = Some(log);
+        self.journal_open
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
     /// Lets go of the journal (saving the commit position); called on releasing the lock.
     pub(crate) async fn close_journal(&self) {
+        self.journal_open
+            .store(false, std::sync::atomic::Ordering::Release);
         let log = self.journal.lock().await.take();
         if let Some(log) = log
             && let Err(e) = log.close().await
