@@ -7,6 +7,8 @@
 //! 3. A live migration moves `rbd/golden` to the pool `fast` while another process reads the
 //!    whole image through it; `migration verify` compares source and destination, then commit.
 //! 4. The result, head and snapshot, is checked against `qemu-img convert` of the original.
+//! 5. `rbdx nbd serve` serves the result, and `qemu-img compare` reads it over NBD, as a VM or
+//!    any NBD client would.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -185,11 +187,57 @@ pub fn run() -> anyhow::Result<()> {
         Path::new(&at("installed.raw")),
         "fast/golden@installed",
     )?;
+
+    // 5. Served over NBD to a real client.
+    serve_and_compare(&binary, &data, "fast/golden", &at("head.raw"))?;
     println!(
         "demo finished: vm.qcow2 (with its snapshot 'installed') was imported into rbd/golden \
-         by an import-only migration, then migrated live to fast/golden while it was read; the \
-         store is in {}",
+         by an import-only migration, then migrated live to fast/golden while it was read, and \
+         served over NBD; the store is in {}",
         data.display()
     );
+    Ok(())
+}
+
+/// Serves `image` with `rbdx nbd serve` and has `qemu-img compare` read it against `want`.
+fn serve_and_compare(binary: &Path, data: &Path, image: &str, want: &str) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    println!("$ rbdx nbd serve --bind 127.0.0.1:0 --format json {image} &");
+    let mut server = Command::new(binary)
+        .args([
+            "nbd",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--format",
+            "json",
+            image,
+        ])
+        .env("RBDX_DATA_DIR", data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting rbdx nbd serve")?;
+    let mut line = String::new();
+    if let Some(out) = server.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    print!("{line}");
+    let started: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("rbdx nbd serve said: {line}"))?;
+    let uri = started["exports"][0]["uri"]
+        .as_str()
+        .context("no export URI")?
+        .to_owned();
+    let compared = tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", want, &uri],
+    );
+    // SAFETY: kill only sends SIGTERM to the server this function started.
+    unsafe { libc::kill(server.id() as libc::pid_t, libc::SIGTERM) };
+    let stopped = server.wait()?;
+    compared?;
+    anyhow::ensure!(stopped.success(), "rbdx nbd serve stopped with {stopped}");
+    println!("ok: {image} read over NBD by qemu-img equals the original");
     Ok(())
 }
