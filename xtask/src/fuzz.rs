@@ -170,9 +170,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .lines()
             .find(|l| l.starts_with("stat::number_of_executed_units"))
             .unwrap_or("stat::number_of_executed_units: ?");
+        let panic = stderr
+            .lines()
+            .skip_while(|l| !l.contains("panicked at"))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
         anyhow::ensure!(
             out.status.success(),
-            "fuzz target {target} failed:\n{}",
+            "fuzz target {target} failed:\n{panic}\n...\n{}",
             stderr
                 .lines()
                 .rev()

@@ -416,7 +416,7 @@ impl QcowFormat {
         {
             return Ok(c.clone());
         }
-        let len = len.min(self.stream_size - host);
+        let len = len.min(self.stream_size.saturating_sub(host));
         let raw = self.stream.read(host, len).await?;
         let data = Arc::new(decompress(&self.header, &raw)?);
         let mut cache = self.cluster_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -431,8 +431,12 @@ impl QcowFormat {
         match mapping {
             Mapping::Zero => Ok(None),
             Mapping::Data(host) => {
-                // A data cluster at the end of a file may be cut short: the rest reads as zeros.
-                let avail = (self.stream_size - host).min(len);
+                // A data cluster at the end of a file may be cut short, so a read inside it can
+                // start past the end: what the file does not hold reads as zeros.
+                let avail = self.stream_size.saturating_sub(host).min(len);
+                if avail == 0 {
+                    return Ok(Some(Bytes::from(vec![0u8; len as usize])));
+                }
                 let data = self.stream.read(host, avail).await?;
                 if avail == len {
                     return Ok(Some(data));

@@ -500,6 +500,27 @@ async fn corrupt_and_hostile_images_fail_cleanly() {
     let format = open(&looped).await;
     let _ = format.read(None, 0, 1 << 20).await.unwrap();
 
+    // An L2 entry points at a data cluster wholly past the end of the file: an error.
+    let data_past = img(d, "data-past.qcow2");
+    std::fs::write(&data_past, &bytes).unwrap();
+    patch(&data_past, l2, &((1u64 << 40) | (1 << 63)).to_be_bytes());
+    let format = open(&data_past).await;
+    let e = format.read(None, 0, 4096).await.unwrap_err();
+    assert!(e.to_string().contains("data cluster"), "{e}");
+
+    // A data cluster that starts 512 bytes before the end of the file is cut short: the file's
+    // last 512 bytes, then zeros, wherever in the cluster the read starts (found by fuzzing).
+    let data_short = img(d, "data-short.qcow2");
+    std::fs::write(&data_short, &bytes).unwrap();
+    let tail = bytes.len() as u64 - 512;
+    patch(&data_short, l2, &(tail | (1 << 63)).to_be_bytes());
+    let format = open(&data_short).await;
+    let got = format.read(None, 0, 65536).await.unwrap();
+    assert_eq!(&got[..512], &bytes[tail as usize..]);
+    assert!(got[512..].iter().all(|&b| b == 0));
+    let got = format.read(None, 4096, 4096).await.unwrap();
+    assert!(got.iter().all(|&b| b == 0));
+
     let v4 = img(d, "v4.qcow2");
     std::fs::write(&v4, &bytes).unwrap();
     patch(&v4, 4, &4u32.to_be_bytes());
