@@ -33,6 +33,7 @@
 
 mod admin;
 mod allocation;
+mod applybatch;
 pub mod children;
 mod copyup;
 mod directory;
