@@ -133,8 +133,6 @@ pub(crate) struct Inner {
     pub journal_order: ObjectLocks,
     /// Room for journaled changes waiting to be applied.
     pub apply_budget: Arc<tokio::sync::Semaphore>,
-    /// Holds small journaled changes' applies briefly so the store commits them together.
-    pub(crate) apply_batch: crate::applybatch::ApplyBatch,
 }
 
 /// An open image.
@@ -328,7 +326,6 @@ impl Image {
             journal_open: AtomicBool::new(false),
             journal_order: ObjectLocks::default(),
             apply_budget: crate::journaled::budget(),
-            apply_batch: Default::default(),
         });
         crate::lock::start_watch(&inner).await?;
         Ok(Image { inner })

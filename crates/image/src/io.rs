@@ -593,12 +593,10 @@ impl Inner {
         objects.dedup();
         let mut guards = Vec::with_capacity(objects.len());
         for objectno in objects {
-            // A held apply may be what this waits for: let held applies run now.
-            guards.push(
-                self.journal_order
-                    .lock_noting_wait(objectno, shared, || self.apply_batch.release())
-                    .await,
-            );
+            guards.push(match shared {
+                true => self.journal_order.lock_shared(objectno).await,
+                false => self.journal_order.lock(objectno).await,
+            });
         }
         guards
     }

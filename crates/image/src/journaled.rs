@@ -30,9 +30,6 @@ use crate::journaling::{ChangeLog, Event};
 pub(crate) const APPLY_BUDGET: usize = 64 << 20;
 /// Budget units: one per 4 KiB.
 const UNIT: u64 = 4096;
-/// Changes smaller than this many budget units (64 KiB) have their applies gathered
-/// (see [`crate::applybatch`]); larger ones are applied at once.
-const HOLD_BELOW: u32 = 16;
 /// Attempts at applying a change before leaving it to replay.
 const ATTEMPTS: usize = 3;
 
@@ -128,32 +125,17 @@ impl Inner {
     ) -> Result<()> {
         let (offset, length) = change.extent();
         let order = self.journal_order_guard(offset, length).await;
-        let budget = match self
+        let budget = self
             .apply_budget
             .clone()
-            .try_acquire_many_owned(change.cost())
-        {
-            Ok(b) => b,
-            Err(_) => {
-                self.apply_batch.release();
-                self.apply_budget
-                    .clone()
-                    .acquire_many_owned(change.cost())
-                    .await
-                    .map_err(|_| crate::Error::invalid("the image is closing"))?
-            }
-        };
-        let (journaling, ticket) = self.apply_batch.begin();
+            .acquire_many_owned(change.cost())
+            .await
+            .map_err(|_| crate::Error::invalid("the image is closing"))?;
         let tid = log.append(change.event()).await?;
-        drop(journaling);
         let inner = self.clone();
         let log = log.clone();
         let gate = gate.clone();
-        let hold = ticket.filter(|_| change.cost() < HOLD_BELOW);
         tokio::spawn(async move {
-            if let Some(ticket) = hold {
-                inner.apply_batch.wait_turn(ticket).await;
-            }
             let mut result = change.apply(&inner).await;
             for _ in 1..ATTEMPTS {
                 if result.is_ok() {

@@ -33,7 +33,6 @@
 
 mod admin;
 mod allocation;
-mod applybatch;
 pub mod children;
 mod copyup;
 mod directory;

@@ -49,43 +49,6 @@ impl ObjectLocks {
         }
     }
 
-    /// Takes the lock of object `objectno`, exclusively or `shared`; calls `on_wait` first if
-    /// it has to wait for it.
-    pub async fn lock_noting_wait(
-        &self,
-        objectno: u64,
-        shared: bool,
-        on_wait: impl FnOnce(),
-    ) -> ObjectGuard {
-        let entry = self.entry(objectno);
-        let held = if shared {
-            match entry.clone().try_read_owned() {
-                Ok(g) => Held::Shared { _guard: g },
-                Err(_) => {
-                    on_wait();
-                    Held::Shared {
-                        _guard: entry.read_owned().await,
-                    }
-                }
-            }
-        } else {
-            match entry.clone().try_write_owned() {
-                Ok(g) => Held::Exclusive { _guard: g },
-                Err(_) => {
-                    on_wait();
-                    Held::Exclusive {
-                        _guard: entry.write_owned().await,
-                    }
-                }
-            }
-        };
-        ObjectGuard {
-            owner: self.locks.clone(),
-            objectno,
-            guard: Some(held),
-        }
-    }
-
     /// Waits for and takes the lock of object `objectno` shared with other plain writers.
     pub async fn lock_shared(&self, objectno: u64) -> ObjectGuard {
         let guard = self.entry(objectno).read_owned().await;
