@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::Context;
 
+use crate::rbdx::{NbdServer, Rbdx};
 use crate::{cargo, root, run_step, show};
 
 fn rbdx(binary: &Path, data: &Path, args: &[&str]) -> anyhow::Result<String> {
@@ -201,34 +202,17 @@ pub fn run() -> anyhow::Result<()> {
 
 /// Serves `image` with `rbdx nbd serve` and has `qemu-img compare` read it against `want`.
 fn serve_and_compare(binary: &Path, data: &Path, image: &str, want: &str) -> anyhow::Result<()> {
-    use std::io::BufRead as _;
     println!("$ rbdx nbd serve --bind 127.0.0.1:0 --format json {image} &");
-    let mut server = Command::new(binary)
-        .args([
-            "nbd",
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--format",
-            "json",
-            image,
-        ])
-        .env("RBDX_DATA_DIR", data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting rbdx nbd serve")?;
-    let mut line = String::new();
-    if let Some(out) = server.stdout.take() {
-        std::io::BufReader::new(out).read_line(&mut line)?;
-    }
+    let rbdx = Rbdx {
+        binary: binary.to_owned(),
+        store: data.to_owned(),
+    };
+    let NbdServer {
+        child: mut server,
+        line,
+        uri,
+    } = rbdx.nbd_serve(image)?;
     print!("{line}");
-    let started: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("rbdx nbd serve said: {line}"))?;
-    let uri = started["exports"][0]["uri"]
-        .as_str()
-        .context("no export URI")?
-        .to_owned();
     let compared = tool(
         "qemu-img",
         &["compare", "-f", "raw", "-F", "raw", want, &uri],

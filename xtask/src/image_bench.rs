@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::{cargo, root, run_step, show};
+use crate::rbdx::Rbdx;
+use crate::{cargo, root, run_step};
 
 const IMAGE_SIZE: u64 = 1 << 30;
 const THREADS: u64 = 16;
@@ -60,21 +61,6 @@ const CASES: &[Case] = &[
         target: None,
     },
 ];
-
-fn rbdx(binary: &Path, store: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let mut cmd = Command::new(binary);
-    cmd.args(args).env("RBDX_DATA_DIR", store);
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {}", show(&cmd)))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{} failed: {}",
-        show(&cmd),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// Runs the plain-file version of a case; returns bytes per second.
 fn plain(file: &Path, case: &Case) -> anyhow::Result<f64> {
@@ -195,34 +181,33 @@ pub fn run() -> anyhow::Result<()> {
     let dir = root.join("target/bench-image");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let store = dir.join("store");
+    let rbdx = Rbdx {
+        binary,
+        store: dir.join("store"),
+    };
     let file = dir.join("plain.img");
-    rbdx(&binary, &store, &["create", "bench", "--size", "1G"])?;
+    rbdx.run(&["create", "bench", "--size", "1G"])?;
     let mut rows = Vec::new();
     for case in CASES {
         eprintln!("+ {}", case.label);
         let io_size = case.io_size.to_string();
         let total = case.total.to_string();
-        let out = rbdx(
-            &binary,
-            &store,
-            &[
-                "bench",
-                "bench",
-                "--io-type",
-                case.io_type,
-                "--io-size",
-                &io_size,
-                "--io-threads",
-                "16",
-                "--io-total",
-                &total,
-                "--io-pattern",
-                case.pattern,
-                "--format",
-                "json",
-            ],
-        )?;
+        let out = rbdx.run(&[
+            "bench",
+            "bench",
+            "--io-type",
+            case.io_type,
+            "--io-size",
+            &io_size,
+            "--io-threads",
+            "16",
+            "--io-total",
+            &total,
+            "--io-pattern",
+            case.pattern,
+            "--format",
+            "json",
+        ])?;
         let report: serde_json::Value = serde_json::from_str(&out)?;
         let ours = report["bytes_per_sec"]
             .as_f64()
@@ -246,17 +231,13 @@ pub fn run() -> anyhow::Result<()> {
         read_times.push(read_file(&input)?);
         evict(&input)?;
         run_step(&mut Command::new("sync"))?;
-        let before = allocated(&store);
+        let before = allocated(&rbdx.store);
         let name = format!("imported{run}");
         let start = Instant::now();
-        rbdx(
-            &binary,
-            &store,
-            &["import", "--no-progress", &input.to_string_lossy(), &name],
-        )?;
+        rbdx.run(&["import", "--no-progress", &input.to_string_lossy(), &name])?;
         import_times.push(start.elapsed().as_secs_f64());
         if run == 0 {
-            written = allocated(&store).saturating_sub(before);
+            written = allocated(&rbdx.store).saturating_sub(before);
         }
     }
     let median = |v: &mut Vec<f64>| {

@@ -11,7 +11,6 @@
 //! `rbdx` keeps writes in the page cache until a flush). Each figure is the median of three
 //! runs with the page cache warm.
 
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -19,6 +18,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::migration_bench::settle;
+use crate::rbdx::Rbdx;
 use crate::{cargo, root, run_step, show};
 
 const RUNS: usize = 3;
@@ -71,34 +71,6 @@ fn qemu_nbd(file: &Path) -> anyhow::Result<(Served, String)> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     anyhow::bail!("qemu-nbd did not start")
-}
-
-/// Starts `rbdx nbd serve` for `image`; returns the process and the export URI.
-fn rbdx_nbd(binary: &Path, store: &Path, image: &str) -> anyhow::Result<(Served, String)> {
-    let mut child = Command::new(binary)
-        .args([
-            "nbd",
-            "serve",
-            "--format",
-            "json",
-            "--bind",
-            "127.0.0.1:0",
-            image,
-        ])
-        .env("RBDX_DATA_DIR", store)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().context("no stdout")?;
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let started: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("rbdx nbd serve said: {line}"))?;
-    let uri = started["exports"][0]["uri"]
-        .as_str()
-        .context("no export URI")?
-        .to_owned();
-    Ok((Served(child), uri))
 }
 
 /// Runs `cmd` and returns its wall time.
@@ -250,7 +222,13 @@ pub fn run() -> anyhow::Result<()> {
         .status()?;
     anyhow::ensure!(import.success(), "rbdx import failed");
 
-    let (_ours, our_uri) = rbdx_nbd(&binary, &store, "rbd/disk")?;
+    let ours = Rbdx {
+        binary: binary.clone(),
+        store: store.clone(),
+    }
+    .nbd_serve("rbd/disk")?;
+    let our_uri = ours.uri;
+    let _ours = Served(ours.child);
     let (_theirs, ref_uri) = qemu_nbd(&reference)?;
     let mut rows = Vec::new();
     for case in cases(&dir, &src) {

@@ -65,7 +65,9 @@ impl Image {
         Ok(self.inner.header().snapshots.into_values().collect())
     }
 
-    fn find_snap(&self, name: &str) -> Result<SnapInfo> {
+    /// Returns the snapshot named `name` as this handle last read it; not-found if it does not
+    /// exist.
+    pub fn snapshot_named(&self, name: &str) -> Result<SnapInfo> {
         self.inner
             .header()
             .snapshot_by_name(name)
@@ -184,7 +186,7 @@ impl Image {
         let _gate = inner.gate.write().await;
         crate::lock::ensure_lock(inner).await?;
         inner.refresh().await?;
-        let snap = self.find_snap(name)?;
+        let snap = self.snapshot_named(name)?;
         if snap.protection != Protection::Unprotected {
             return Err(Error::busy(format!(
                 "snapshot {name} of image {} is protected; unprotect it first",
@@ -291,7 +293,7 @@ impl Image {
         if !protect {
             let snap = {
                 inner.refresh().await?;
-                self.find_snap(name)?
+                self.snapshot_named(name)?
             };
             let children =
                 crate::children::list(&inner.store, &inner.io, &inner.id, snap.id).await?;
@@ -372,7 +374,7 @@ impl Image {
         let _gate = inner.gate.write().await;
         crate::lock::ensure_lock(inner).await?;
         inner.refresh().await?;
-        let snap = self.find_snap(name)?;
+        let snap = self.snapshot_named(name)?;
         let header = inner.header();
         let layout = header.layout;
         let snap_map = if header.features.contains(Features::OBJECT_MAP)

@@ -163,6 +163,28 @@ impl Header {
         }
     }
 
+    /// Adds a tag with the next tag id in `tag_class` for site `mirror_uuid` (empty: this
+    /// site), after `predecessor`; returns its id.
+    pub fn push_tag(
+        &mut self,
+        tag_class: u64,
+        mirror_uuid: &str,
+        predecessor: Option<Predecessor>,
+    ) -> u64 {
+        let tid = self.next_tag_tid;
+        self.tags.insert(
+            tid,
+            Tag {
+                tid,
+                tag_class,
+                mirror_uuid: mirror_uuid.to_owned(),
+                predecessor,
+            },
+        );
+        self.next_tag_tid = tid + 1;
+        tid
+    }
+
     /// Encodes the header as omap pairs.
     pub fn encode(&self) -> BTreeMap<String, Bytes> {
         let mut out = BTreeMap::new();
@@ -310,16 +332,7 @@ mod tests {
                 }),
             },
         );
-        h.tags.insert(
-            0,
-            Tag {
-                tid: 0,
-                tag_class: 0,
-                mirror_uuid: String::new(),
-                predecessor: None,
-            },
-        );
-        h.next_tag_tid = 1;
+        h.push_tag(0, "", None);
         let back = Header::decode(&h.encode()).unwrap();
         assert_eq!(back, h);
         assert!(h.encode().contains_key("client."));

@@ -121,16 +121,7 @@ impl Journal {
                 commit_position: None,
             },
         );
-        h.tags.insert(
-            0,
-            Tag {
-                tid: 0,
-                tag_class: 0,
-                mirror_uuid: String::new(),
-                predecessor: None,
-            },
-        );
-        h.next_tag_tid = 1;
+        h.push_tag(0, "", None);
         let oid = header::header_object(image_id);
         store
             .operate(
@@ -452,17 +443,7 @@ impl Journal {
         predecessor: Option<Predecessor>,
     ) -> Result<Tag> {
         let h = header::update(&self.store, &self.io, &self.header_oid, |h| {
-            let tid = h.next_tag_tid;
-            h.tags.insert(
-                tid,
-                Tag {
-                    tid,
-                    tag_class,
-                    mirror_uuid: mirror_uuid.to_owned(),
-                    predecessor: predecessor.clone(),
-                },
-            );
-            h.next_tag_tid = tid + 1;
+            h.push_tag(tag_class, mirror_uuid, predecessor.clone());
             Ok(())
         })
         .await?;

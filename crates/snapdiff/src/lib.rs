@@ -45,7 +45,7 @@ pub mod wire;
 pub mod within;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use rbdx_image::{Error, Image, Result, SnapInfo};
+use rbdx_image::{Error, Image, Result};
 use rbdx_objstore::ErrorKind as StoreKind;
 
 pub use extents::Extent;
@@ -247,18 +247,4 @@ pub(crate) async fn open_snapshot(image: &Image, snap_id: u64) -> Result<Image> 
             .with_snap_id(Some(snap_id)),
     )
     .await
-}
-
-/// Resolves a snapshot name of `image` to its record.
-pub(crate) fn snapshot(image: &Image, name: &str) -> Result<SnapInfo> {
-    image
-        .header()
-        .snapshot_by_name(name)
-        .cloned()
-        .ok_or_else(|| {
-            Error::not_found(format!(
-                "snapshot {name} of image {} does not exist",
-                image.name()
-            ))
-        })
 }

@@ -49,7 +49,7 @@ impl Views {
     /// Resolves `from` on `image` (open at the newer point) and loads the maps needed.
     pub async fn load(image: &Image, from: Option<&str>) -> Result<Views> {
         let to = image.snapshot().cloned();
-        let from = from.map(|name| crate::snapshot(image, name)).transpose()?;
+        let from = from.map(|name| image.snapshot_named(name)).transpose()?;
         if let (Some(f), Some(t)) = (&from, &to)
             && f.id > t.id
         {
