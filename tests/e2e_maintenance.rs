@@ -270,3 +270,65 @@ fn trash_keeps_images_until_restored_or_removed() {
     rbdx.run(&["trash", "mv", "nosuch"])
         .fails(2, "does not exist");
 }
+
+#[test]
+fn trashed_images_are_named_by_pool_namespace_and_id_as_rbd_names_them() {
+    let rbdx = Rbdx::new();
+    rbdx.run(&["namespace", "create", "rbd/ns1"]).ok();
+    for name in ["a", "b", "rbd/ns1/c", "rbd/ns1/d"] {
+        rbdx.run(&["create", name, "--size", "4M"]).ok();
+        rbdx.run(&["trash", "mv", name]).ok();
+    }
+    let id_in = |pool_spec: &str, name: &str| {
+        let trash = rbdx
+            .run(&["trash", "ls", pool_spec, "--format", "json"])
+            .ok()
+            .json();
+        trash
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (a, b) = (id_in("rbd", "a"), id_in("rbd", "b"));
+    let (c, d) = (id_in("rbd/ns1", "c"), id_in("rbd/ns1", "d"));
+
+    rbdx.run(&["trash", "restore", &format!("rbd/{a}")]).ok();
+    rbdx.run(&["info", "a"]).ok();
+    rbdx.run(&["trash", "rm", "--no-progress", &format!("rbd/{b}")])
+        .ok();
+    rbdx.run(&["trash", "restore", &format!("rbd/ns1/{c}"), "--image", "c2"])
+        .ok();
+    rbdx.run(&["info", "rbd/ns1/c2"]).ok();
+    rbdx.run(&[
+        "trash",
+        "rm",
+        "--no-progress",
+        "--pool",
+        "rbd",
+        "--namespace",
+        "ns1",
+        "--image-id",
+        &d,
+    ])
+    .ok();
+    for pool_spec in ["rbd", "rbd/ns1"] {
+        assert_eq!(
+            rbdx.run(&["trash", "ls", pool_spec, "--format", "json"])
+                .ok()
+                .json(),
+            serde_json::json!([]),
+            "{pool_spec}"
+        );
+    }
+    rbdx.run(&["trash", "restore", &format!("rbd/{c}")])
+        .fails(2, "not in the trash");
+    rbdx.run(&["trash", "restore", &format!("other/{a}"), "-p", "rbd"])
+        .fails(22, "given twice");
+    rbdx.run(&["trash", "restore"])
+        .fails(22, "image id was not specified");
+}

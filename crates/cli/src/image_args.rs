@@ -90,6 +90,36 @@ impl RequiredImageArg {
     }
 }
 
+/// A trashed image named by id, as `rbd` takes it: `[pool/[namespace/]]image-id` or the
+/// `--pool`, `--namespace` and `--image-id` options.
+#[derive(Debug, Clone, Args)]
+pub struct ImageIdArg {
+    /// Image id spec: `[pool/[namespace/]]image-id` (`trash ls` shows the id).
+    #[arg(value_name = "IMAGE_ID_SPEC")]
+    pub spec: Option<String>,
+    /// Pool name.
+    #[arg(short = 'p', long = "pool", value_name = "POOL")]
+    pub pool: Option<String>,
+    /// Namespace name.
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The image id.
+    #[arg(long = "image-id", value_name = "IMAGE_ID")]
+    pub image_id: Option<String>,
+}
+
+impl ImageIdArg {
+    /// Resolves the spec and options into a pool, namespace and image id.
+    pub fn resolve(&self) -> crate::error::CliResult<crate::spec::ImageIdSpec> {
+        crate::spec::resolve_image_id(
+            self.spec.as_deref(),
+            &self.pool,
+            &self.namespace,
+            &self.image_id,
+        )
+    }
+}
+
 /// A pool spec argument with its options.
 #[derive(Debug, Clone, Args)]
 pub struct PoolArg {
@@ -419,31 +449,17 @@ pub enum TrashCommand {
     },
     /// Restore an image from the trash.
     Restore {
-        /// The image id (`trash ls` shows it).
-        #[arg(value_name = "IMAGE_ID")]
-        image_id: String,
-        /// Pool name.
-        #[arg(short = 'p', long = "pool", value_name = "POOL")]
-        pool: Option<String>,
-        /// Namespace name.
-        #[arg(long = "namespace", value_name = "NAMESPACE")]
-        namespace: Option<String>,
+        #[command(flatten)]
+        image: ImageIdArg,
         /// Restore under this name.
         #[arg(long = "image", value_name = "IMAGE")]
-        image: Option<String>,
+        name: Option<String>,
     },
     /// Remove an image from the trash, with its data.
     #[command(visible_alias = "remove")]
     Rm {
-        /// The image id.
-        #[arg(value_name = "IMAGE_ID")]
-        image_id: String,
-        /// Pool name.
-        #[arg(short = 'p', long = "pool", value_name = "POOL")]
-        pool: Option<String>,
-        /// Namespace name.
-        #[arg(long = "namespace", value_name = "NAMESPACE")]
-        namespace: Option<String>,
+        #[command(flatten)]
+        image: ImageIdArg,
         /// Remove even before the deferment time.
         #[arg(long = "force")]
         force: bool,

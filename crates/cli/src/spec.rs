@@ -64,6 +64,21 @@ pub enum SnapRule {
 /// The parts a spec names: pool, namespace, image and snapshot.
 type SpecParts = (Option<String>, Option<String>, String, Option<String>);
 
+/// Takes a part from the spec or from its option; both may name it only if they agree.
+fn pick(
+    from_spec: Option<String>,
+    from_opt: &Option<String>,
+    what: &str,
+) -> CliResult<Option<String>> {
+    match (from_spec, from_opt) {
+        (Some(a), Some(b)) if a != *b => Err(CliError::invalid(format!(
+            "the {what} is given twice: '{a}' in the spec and '{b}' as an option"
+        ))),
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b.clone()),
+    }
+}
+
 fn split_spec(text: &str) -> CliResult<SpecParts> {
     let (path, snap) = match text.split_once('@') {
         Some((path, snap)) => (path, Some(snap.to_owned())),
@@ -95,15 +110,6 @@ impl SpecOptions {
             Some(text) => split_spec(text)?,
             None => (None, None, String::new(), None),
         };
-        let pick = |from_spec: Option<String>, from_opt: &Option<String>, what: &str| match (
-            from_spec, from_opt,
-        ) {
-            (Some(a), Some(b)) if a != *b => Err(CliError::invalid(format!(
-                "the {what} is given twice: '{a}' in the spec and '{b}' as an option"
-            ))),
-            (Some(a), _) => Ok(Some(a)),
-            (None, b) => Ok(b.clone()),
-        };
         let pool = pick(pool, &self.pool, "pool")?.unwrap_or_else(|| DEFAULT_POOL.to_owned());
         let namespace = pick(namespace, &self.namespace, "namespace")?.unwrap_or_default();
         let image = pick(
@@ -126,6 +132,42 @@ impl SpecOptions {
             }),
         }
     }
+}
+
+/// A trashed image named by id: its pool, namespace and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageIdSpec {
+    /// Pool name.
+    pub pool: String,
+    /// Namespace (empty for the default one).
+    pub namespace: String,
+    /// Image id.
+    pub id: String,
+}
+
+/// Resolves an image id spec `[pool/[namespace/]]image-id` with `--pool`, `--namespace` and
+/// `--image-id`, as `rbd` does for the commands that name a trashed image.
+pub fn resolve_image_id(
+    positional: Option<&str>,
+    pool: &Option<String>,
+    namespace: &Option<String>,
+    image_id: &Option<String>,
+) -> CliResult<ImageIdSpec> {
+    let (p, ns, id, snap) = match positional {
+        Some(text) => split_spec(text)?,
+        None => (None, None, String::new(), None),
+    };
+    if let Some(snap) = snap {
+        return Err(CliError::invalid(format!(
+            "snapshot name '{snap}' was given, but this command takes an image id"
+        )));
+    }
+    Ok(ImageIdSpec {
+        pool: pick(p, pool, "pool")?.unwrap_or_else(|| DEFAULT_POOL.to_owned()),
+        namespace: pick(ns, namespace, "namespace")?.unwrap_or_default(),
+        id: pick((!id.is_empty()).then_some(id), image_id, "image id")?
+            .ok_or_else(|| CliError::invalid("image id was not specified"))?,
+    })
 }
 
 /// Resolves a pool (and namespace) spec `pool[/namespace]` with `--pool`/`--namespace`.
@@ -168,6 +210,24 @@ mod tests {
         };
         let s = opts.resolve(Some("img"), SnapRule::Required).unwrap();
         assert_eq!(s.to_string(), "p2/img@x");
+    }
+
+    #[test]
+    fn image_ids_take_the_pool_and_namespace_spec() {
+        let none = None;
+        let id = resolve_image_id(Some("rbd/21ce336294d8"), &none, &none, &none).unwrap();
+        assert_eq!((id.pool.as_str(), id.namespace.as_str()), ("rbd", ""));
+        assert_eq!(id.id, "21ce336294d8");
+        let id = resolve_image_id(Some("p/ns/abc"), &none, &none, &none).unwrap();
+        assert_eq!(
+            (id.pool.as_str(), id.namespace.as_str(), id.id.as_str()),
+            ("p", "ns", "abc")
+        );
+        let id = resolve_image_id(None, &Some("p".into()), &None, &Some("abc".into())).unwrap();
+        assert_eq!((id.pool.as_str(), id.id.as_str()), ("p", "abc"));
+        assert!(resolve_image_id(None, &none, &none, &none).is_err());
+        assert!(resolve_image_id(Some("p/abc"), &Some("q".into()), &none, &none).is_err());
+        assert!(resolve_image_id(Some("abc@s"), &none, &none, &none).is_err());
     }
 
     #[test]

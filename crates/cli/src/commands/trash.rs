@@ -115,27 +115,17 @@ pub async fn run(
                 }
             });
         }
-        TrashCommand::Restore {
-            image_id: id,
-            pool,
-            namespace,
-            image,
-        } => {
-            let (pool, namespace) = resolve_pool(None, &pool, &namespace)?;
-            let images = images(store, &pool, &namespace).await?;
-            images.trash_restore(&id, image.as_deref()).await?;
+        TrashCommand::Restore { image, name } => {
+            let id = image.resolve()?;
+            let images = images(store, &id.pool, &id.namespace).await?;
+            images.trash_restore(&id.id, name.as_deref()).await?;
         }
-        TrashCommand::Rm {
-            image_id: id,
-            pool,
-            namespace,
-            force,
-        } => {
-            let (pool, namespace) = resolve_pool(None, &pool, &namespace)?;
-            let images = images(store, &pool, &namespace).await?;
+        TrashCommand::Rm { image, force } => {
+            let id = image.resolve()?;
+            let images = images(store, &id.pool, &id.namespace).await?;
             let progress = ProgressLine::new("Removing image", show_progress);
             let result = images
-                .trash_remove(&id, force, &|d, t| progress.update(d, t))
+                .trash_remove(&id.id, force, &|d, t| progress.update(d, t))
                 .await;
             progress.conclude(result)?;
         }
