@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use std::collections::HashMap;
 
-use crate::{cargo, ceph, rados_bench, root, run_step};
+use crate::{cargo, ceph, rados_bench, run_step, target_dir};
 
 /// One row of a comparison table: a criterion group and how to show it.
 struct Row {
@@ -260,7 +260,7 @@ fn throughput(dir: &Path) -> anyhow::Result<(f64, &'static str)> {
 }
 
 fn print_table(suite: &Suite, references: &HashMap<&str, (f64, &str)>) -> anyhow::Result<()> {
-    let base = root().join("target/criterion");
+    let base = target_dir()?.join("criterion");
     println!();
     println!(
         "## {} (cargo xtask bench {} --backend {})",

@@ -111,7 +111,7 @@ pub fn cluster_for(name: &str) -> anyhow::Result<(Option<MicroCluster>, Option<P
     if !installed() {
         return Ok((None, None));
     }
-    let cluster = MicroCluster::start(&root().join("target").join(name))?;
+    let cluster = MicroCluster::start(&crate::target_dir()?.join(name))?;
     let conf = cluster.conf();
     Ok((Some(cluster), Some(conf)))
 }

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use anyhow::Context;
 
 use crate::rbdx::{NbdServer, Rbdx};
-use crate::{cargo, root, run_step, show};
+use crate::{build_rbdx, run_step, show, target_dir};
 
 fn rbdx(binary: &Path, data: &Path, args: &[&str]) -> anyhow::Result<String> {
     let mut cmd = Command::new(binary);
@@ -63,12 +63,10 @@ fn same(got: &Path, want: &Path, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds `rbdx` and runs the demo in `target/demo`.
+/// Builds `rbdx` and runs the demo in `demo/` under the target directory.
 pub fn run() -> anyhow::Result<()> {
-    run_step(cargo().args(["build", "--release", "-p", "rbdx-cli"]))?;
-    let root = root();
-    let binary = root.join("target/release/rbdx");
-    let work = root.join("target/demo");
+    let binary = build_rbdx()?;
+    let work = target_dir()?.join("demo");
     let data = work.join("store");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;

@@ -147,7 +147,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .current_dir(&root)
         .env("RUSTFLAGS", SANCOV);
     run_step(&mut build)?;
-    let corpus_root = root.join("target/fuzz-corpus");
+    let corpus_root = crate::target_dir()?.join("fuzz-corpus");
     for target in TARGETS {
         let corpus: PathBuf = corpus_root.join(target);
         let _ = std::fs::remove_dir_all(&corpus);

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::rbdx::Rbdx;
-use crate::{cargo, root, run_step};
+use crate::{build_rbdx, run_step, target_dir};
 
 const IMAGE_SIZE: u64 = 1 << 30;
 const THREADS: u64 = 16;
@@ -175,10 +175,8 @@ fn read_file(path: &Path) -> anyhow::Result<f64> {
 
 /// Runs the image benchmark and prints its table.
 pub fn run() -> anyhow::Result<()> {
-    run_step(cargo().args(["build", "--release", "-p", "rbdx-cli"]))?;
-    let root = root();
-    let binary = root.join("target/release/rbdx");
-    let dir = root.join("target/bench-image");
+    let binary = build_rbdx()?;
+    let dir = target_dir()?.join("bench-image");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let rbdx = Rbdx {

@@ -17,7 +17,7 @@ use anyhow::Context;
 
 use crate::migration_bench::settle;
 use crate::rbdx::Rbdx;
-use crate::{cargo, root, run_step, show};
+use crate::{build_rbdx, show, target_dir};
 
 const RUNS: usize = 3;
 
@@ -200,13 +200,12 @@ fn exports(rbdx: &Rbdx, dir: &Path) -> anyhow::Result<(f64, f64)> {
 
 /// Runs every case and prints the table.
 pub fn run() -> anyhow::Result<()> {
-    run_step(cargo().args(["build", "--release", "-p", "rbdx-cli"]))?;
-    let root = root();
-    let dir = root.join("target/bench-journal");
+    let binary = build_rbdx()?;
+    let dir = target_dir()?.join("bench-journal");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let rbdx = Rbdx {
-        binary: root.join("target/release/rbdx"),
+        binary,
         store: dir.join("store"),
     };
     eprintln!("+ 4 KiB QD1 and 4 MiB sequential writes, without and with journaling");

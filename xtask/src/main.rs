@@ -24,7 +24,10 @@ mod rados_bench;
 mod rbdx;
 mod source_bench;
 
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::Context as _;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -77,4 +80,81 @@ pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     cmd.current_dir(root());
     cmd
+}
+
+/// Returns the directory cargo builds into (`cargo metadata`'s `target_directory`), which
+/// `CARGO_TARGET_DIR` or a cargo config may have moved away from `target/`. Scratch
+/// directories of the tasks (the demo's store, benchmark data) live under it too.
+pub fn target_dir() -> anyhow::Result<PathBuf> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo metadata")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo metadata failed with {}",
+        out.status
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let dir = meta["target_directory"]
+        .as_str()
+        .context("cargo metadata gave no target_directory")?;
+    Ok(PathBuf::from(dir))
+}
+
+/// Builds the release `rbdx` binary and returns its path, as the build reports it (so a
+/// `CARGO_TARGET_DIR`, a `--target` set in a cargo config or any other layout is followed).
+pub fn build_rbdx() -> anyhow::Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "rbdx-cli",
+        "--bin",
+        "rbdx",
+        "--message-format=json-render-diagnostics",
+    ])
+    .stderr(Stdio::inherit());
+    eprintln!("+ {}", show(&cmd));
+    let out = cmd.output().context("running cargo build")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "`{}` failed with {}",
+        show(&cmd),
+        out.status
+    );
+    executable_named(&String::from_utf8_lossy(&out.stdout), "rbdx")
+        .context("cargo build reported no rbdx executable")
+}
+
+/// Finds the executable of binary target `name` in cargo's JSON build messages.
+fn executable_named(messages: &str, name: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::executable_named;
+
+    #[test]
+    fn the_executable_comes_from_the_build_messages() {
+        let messages = concat!(
+            r#"{"reason":"compiler-artifact","target":{"name":"rbdx_image"},"executable":null}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"rbdx"},"executable":"/t/release/rbdx"}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        assert_eq!(
+            executable_named(messages, "rbdx"),
+            Some("/t/release/rbdx".into())
+        );
+        assert_eq!(executable_named(messages, "other"), None);
+    }
 }

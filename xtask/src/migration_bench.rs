@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::rbdx::Rbdx;
-use crate::{cargo, root, run_step, show};
+use crate::{build_rbdx, run_step, show, target_dir};
 
 const RUNS: usize = 5;
 
@@ -158,13 +158,12 @@ struct Row {
 
 /// Builds the inputs, runs every case and prints the table.
 pub fn run() -> anyhow::Result<()> {
-    run_step(cargo().args(["build", "--release", "-p", "rbdx-cli"]))?;
-    let root = root();
-    let dir = root.join("target/bench-migration");
+    let binary = build_rbdx()?;
+    let dir = target_dir()?.join("bench-migration");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let rbdx = Rbdx {
-        binary: root.join("target/release/rbdx"),
+        binary,
         store: dir.join("store"),
     };
     let raw = dir.join("disk.raw");

@@ -19,7 +19,7 @@ use anyhow::Context;
 
 use crate::migration_bench::settle;
 use crate::rbdx::Rbdx;
-use crate::{cargo, root, run_step, show};
+use crate::{build_rbdx, show, target_dir};
 
 const RUNS: usize = 3;
 const GIB: u64 = 1 << 30;
@@ -202,12 +202,10 @@ fn cases(dir: &Path, src: &Path) -> Vec<Case> {
 
 /// Builds the data, serves it from both servers, runs every case and prints the table.
 pub fn run() -> anyhow::Result<()> {
-    run_step(cargo().args(["build", "--release", "-p", "rbdx-cli"]))?;
-    let root = root();
-    let dir = root.join("target/bench-nbd");
+    let binary = build_rbdx()?;
+    let dir = target_dir()?.join("bench-nbd");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let binary = root.join("target/release/rbdx");
     let store = dir.join("store");
     let src = dir.join("src.raw");
     let reference = dir.join("ref.raw");

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::{cargo, root, run_step, show};
+use crate::{build_rbdx, run_step, show, target_dir};
 
 /// Runs `cmd` with its output discarded; returns the median of three wall times.
 fn time(mut make: impl FnMut() -> Command) -> anyhow::Result<f64> {
@@ -93,10 +93,8 @@ fn nginx(dir: &Path, root: &Path) -> anyhow::Result<(Nginx, u16)> {
 
 /// Builds the inputs, runs every case and prints the table.
 pub fn run() -> anyhow::Result<()> {
-    run_step(cargo().args(["build", "--release", "-p", "rbdx-cli"]))?;
-    let root = root();
-    let binary = root.join("target/release/rbdx");
-    let dir = root.join("target/bench-source");
+    let binary = build_rbdx()?;
+    let dir = target_dir()?.join("bench-source");
     let _ = std::fs::remove_dir_all(&dir);
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
