@@ -332,3 +332,74 @@ fn trashed_images_are_named_by_pool_namespace_and_id_as_rbd_names_them() {
     rbdx.run(&["trash", "restore"])
         .fails(22, "image id was not specified");
 }
+
+#[test]
+fn warnings_reach_stderr_of_every_command_and_never_stdout() {
+    let rbdx = Rbdx::new();
+    rbdx.run(&["create", "w", "--size", "8M"]).ok();
+    rbdx.run(&[
+        "bench",
+        "w",
+        "--io-type",
+        "write",
+        "--io-total",
+        "1M",
+        "--format",
+        "json",
+    ])
+    .ok();
+    let id = rbdx.run(&["info", "w", "--format", "json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let garbage = rbdx.path().join("garbage");
+    std::fs::write(&garbage, b"not an object map").unwrap();
+    rbdx.run(&[
+        "rados",
+        "put",
+        &format!("rbd_object_map.{id}"),
+        garbage.to_str().unwrap(),
+    ])
+    .ok();
+
+    let export = std::process::Command::new(Rbdx::binary())
+        .args(["export", "w", "-", "--no-progress", "-vv"])
+        .env("RBDX_DATA_DIR", rbdx.path())
+        .output()
+        .unwrap();
+    assert!(export.status.success());
+    assert_eq!(export.stdout.len(), 8 << 20, "stdout holds only the data");
+    let resize = rbdx
+        .run(&["resize", "w", "--size", "12M", "--no-progress"])
+        .ok();
+    assert!(
+        resize
+            .stderr
+            .contains("object map of image w is missing or damaged"),
+        "{}",
+        resize.stderr
+    );
+    assert!(resize.stdout.is_empty(), "{}", resize.stdout);
+    let flags = rbdx.run(&["info", "w", "--format", "json"]).ok().json()["flags"].clone();
+    assert!(flags.to_string().contains("object map invalid"), "{flags}");
+
+    rbdx.run(&[
+        "rados",
+        "put",
+        &format!("rbd_object_map.{id}"),
+        garbage.to_str().unwrap(),
+    ])
+    .ok();
+    let quiet = std::process::Command::new(Rbdx::binary())
+        .args(["object-map", "rebuild", "w", "--no-progress"])
+        .env("RBDX_DATA_DIR", rbdx.path())
+        .env("RBDX_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("damaged"),
+        "RBDX_LOG=error hides warnings: {}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+}

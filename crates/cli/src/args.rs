@@ -62,6 +62,9 @@ pub struct Global {
     /// Load stream plugins (shared libraries) from this directory.
     #[arg(long, global = true, env = "RBDX_PLUGIN_DIR", value_name = "DIR")]
     pub plugin_dir: Option<PathBuf>,
+    /// Log more on standard error: `-v` info, `-vv` debug, `-vvv` trace (`RBDX_LOG` overrides).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// Do not show progress on long operations.
     #[arg(long, global = true)]
     pub no_progress: bool,

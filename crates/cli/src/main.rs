@@ -6,6 +6,7 @@ mod cluster;
 mod commands;
 mod error;
 mod image_args;
+mod logging;
 mod output;
 mod progress;
 mod size;
@@ -47,7 +48,16 @@ fn main() -> ExitCode {
         }
     };
     keep_freed_buffers();
-    if !matches!(cli.command, args::Command::Nbd { .. }) {
+    let serving = matches!(cli.command, args::Command::Nbd { .. });
+    logging::init(
+        cli.global.verbose,
+        if serving {
+            "warn,rbdx_nbd=info,rbdx=info"
+        } else {
+            "warn"
+        },
+    );
+    if !serving {
         die_quietly_on_closed_pipe();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

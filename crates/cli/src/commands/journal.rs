@@ -33,14 +33,9 @@ pub enum JournalCommand {
     Info(ImageArg),
     /// Show the object sets in use and the registered clients with their positions.
     Status(ImageArg),
-    /// Read every entry and check it; count the events by type.
-    Inspect {
-        #[command(flatten)]
-        image: ImageArg,
-        /// Print every entry.
-        #[arg(long = "verbose")]
-        verbose: bool,
-    },
+    /// Read every entry and check it; count the events by type (`--verbose`: print every
+    /// entry).
+    Inspect(ImageArg),
     /// Write the journal's entries to a file or standard output.
     Export {
         #[command(flatten)]
@@ -88,13 +83,12 @@ pub async fn run(
     store: &Arc<dyn ObjectStore>,
     command: JournalCommand,
     printer: Printer,
+    verbose: bool,
 ) -> CliResult {
     match command {
         JournalCommand::Info(arg) => info(store, &arg, printer).await,
         JournalCommand::Status(arg) => status(store, &arg, printer).await,
-        JournalCommand::Inspect { image, verbose } => {
-            inspect(store, &image, verbose, printer).await
-        }
+        JournalCommand::Inspect(image) => inspect(store, &image, verbose, printer).await,
         JournalCommand::Export { image, path } => {
             let path = path.ok_or_else(|| {
                 CliError::invalid("journal export needs a path (or - for standard output)")

@@ -72,7 +72,9 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Migration { command } => {
             migration::run(&store, opener, command, printer, progress).await
         }
-        Command::Journal { command } => journal::run(&store, command, printer).await,
+        Command::Journal { command } => {
+            journal::run(&store, command, printer, cli.global.verbose > 0).await
+        }
         Command::Nbd { command } => nbd::run(&store, command, printer).await,
         Command::Trash { command } => trash::run(&store, command, printer, progress).await,
         Command::Source { .. } => Ok(()),

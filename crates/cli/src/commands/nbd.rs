@@ -41,18 +41,7 @@ pub async fn run(store: &Arc<dyn ObjectStore>, command: NbdCommand, printer: Pri
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RBDX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rbdx_nbd=info,rbdx=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
-}
-
 async fn serve(store: &Arc<dyn ObjectStore>, args: NbdServeArgs, printer: Printer) -> CliResult {
-    init_logging();
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| CliError::io("cannot handle SIGTERM", e))?;
     let mut interrupt =
