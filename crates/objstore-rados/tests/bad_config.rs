@@ -91,7 +91,16 @@ async fn unknown_user_is_named() {
     let err = connect_within(config, Duration::from_secs(30))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    // A keyring that holds keys for several users lets the monitor refuse the unknown one
+    // (permission denied); a keyring with only other users' keys fails before that (not
+    // found). Both are right answers for a correctly configured cluster; either names the user.
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::PermissionDenied | ErrorKind::NotFound
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("client.nobody-here"), "{err}");
 }
 
