@@ -560,3 +560,20 @@ fn global_options_go_anywhere_and_errors_are_one_line() {
         .fails(22, "given twice");
     rbdx.run(&["rm", "g@snap"]).fails(22, "works on images");
 }
+
+#[test]
+fn version_says_whether_the_rados_backend_is_built_in() {
+    let rbdx = Rbdx::new();
+    let out = rbdx.run(&["--version"]).ok().stdout;
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some(concat!("rbdx ", env!("CARGO_PKG_VERSION")))
+    );
+    let rados = if cfg!(feature = "rados") { "yes" } else { "no" };
+    assert_eq!(
+        lines.next(),
+        Some(format!("rados: {rados}").as_str()),
+        "{out}"
+    );
+}

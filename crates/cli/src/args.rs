@@ -12,9 +12,18 @@ use crate::image_args::{
 };
 use crate::output::Format;
 
+/// What `--version` prints: the version, then whether the rados backend is built in (a build
+/// without it answers `--ceph-conf` with exit 95).
+#[cfg(feature = "rados")]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nrados: yes");
+/// What `--version` prints: the version, then whether the rados backend is built in (a build
+/// without it answers `--ceph-conf` with exit 95).
+#[cfg(not(feature = "rados"))]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nrados: no");
+
 /// Block images on an object store, moved between pools and sites while in use.
 #[derive(Debug, Parser)]
-#[command(name = "rbdx", version, propagate_version = true)]
+#[command(name = "rbdx", version = VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
