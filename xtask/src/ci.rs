@@ -15,6 +15,7 @@ use crate::{cargo, run_step};
 /// of every fuzz target, stopping at the first failure.
 pub fn run() -> anyhow::Result<()> {
     run_step(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    crate::deps::check(&crate::root())?;
     run_step(cargo().args([
         "clippy",
         "--workspace",

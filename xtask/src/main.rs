@@ -7,6 +7,7 @@
 //!   (for `rados`, Ceph's `rados bench` on the same cluster; for `image`, plain file I/O; for
 //!   `migration`, `qemu-img convert` and `cp --sparse=always`; for `nbd`, `qemu-nbd`; `journal`
 //!   compares journaling on and off and times diffs and export-diff).
+//! - `deps`: checks that every crate takes its dependencies from `[workspace.dependencies]`.
 //! - `demo`: builds `rbdx` and runs the main job end to end on a fresh embedded store.
 //! - `fuzz --smoke [SECONDS]`: builds the fuzz targets with coverage instrumentation and runs
 //!   each for a few seconds from a seed corpus.
@@ -15,6 +16,7 @@ mod bench;
 mod ceph;
 mod ci;
 mod demo;
+mod deps;
 mod fuzz;
 mod image_bench;
 mod journal_bench;
@@ -35,10 +37,11 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("demo") => demo::run(),
+        Some("deps") => deps::check(&root()),
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask ci | bench [objstore] [image] [source] [migration] [nbd] [journal] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
+                "usage: cargo xtask ci | deps | bench [objstore] [image] [source] [migration] [nbd] [journal] [--backend dir|rados] | demo | fuzz --smoke [SECONDS]"
             );
             return ExitCode::from(2);
         }

@@ -102,14 +102,5 @@ impl From<std::io::Error> for CliError {
     }
 }
 
-impl From<anyhow::Error> for CliError {
-    fn from(e: anyhow::Error) -> Self {
-        CliError {
-            message: format!("{e:#}"),
-            code: 1,
-        }
-    }
-}
-
 /// The result of a command.
 pub type CliResult<T = ()> = Result<T, CliError>;
