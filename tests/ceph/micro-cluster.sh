@@ -7,6 +7,9 @@
 #   tests/ceph/micro-cluster.sh stop DIR                # stops the daemons by their pid files
 #
 # Clients use `-c DIR/ceph.conf` (or CEPH_CONF); its keyring holds client.admin.
+# Tests must pass against any correct cluster; two variants of this one help check that:
+#   MICRO_CLUSTER_OBJECTSTORE=memstore   the OSD keeps objects in memory (no hole reporting)
+#   MICRO_CLUSTER_CLIENT_KEYRING=admin   clients read a keyring holding only client.admin
 # The gateway (Ceph RGW, signature checks on) listens on 127.0.0.1:BASE_PORT+90 and has one
 # user; DIR/rgw.env holds RBDX_TEST_S3_URL, RBDX_TEST_S3_ACCESS_KEY and RBDX_TEST_S3_SECRET_KEY.
 # Needs Debian's ceph-mon ceph-osd ceph-mgr ceph-common (and radosgw for `rgw`).
@@ -18,6 +21,8 @@ action=$1
 dir=$(realpath -m "$2")
 port=${3:-46700}
 conf="$dir/ceph.conf"
+objectstore=${MICRO_CLUSTER_OBJECTSTORE:-bluestore}
+client_keyring=${MICRO_CLUSTER_CLIENT_KEYRING:-shared}
 
 stop() {
     local pids=()
@@ -94,13 +99,15 @@ keyring = $dir/mgr/keyring
 [osd]
 osd data = $dir/osd
 keyring = $dir/osd/keyring
-osd objectstore = bluestore
+osd objectstore = $objectstore
 bluestore block path = $dir/osd-block.img
 bluestore block create = true
 bluestore block size = 34359738368
 bluestore fsck on mkfs = false
 bluestore fsck on mount = false
 bluestore cache size = 536870912
+memstore device bytes = 8589934592
+osd fast shutdown = false
 osd snap trim sleep = 0
 osd client watch timeout = 10
 osd max object size = 134217728
@@ -111,6 +118,11 @@ EOF
     monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$port,v1:127.0.0.1:$((port + 1))]" \
         "$dir/monmap" >/dev/null
     ceph-mon -c "$conf" --id a --mkfs --monmap "$dir/monmap" --keyring "$dir/keyring"
+    if [ "$client_keyring" = admin ]; then
+        ceph-authtool --create-keyring "$dir/client.admin.keyring" -n client.admin \
+            --add-key "$(ceph-authtool "$dir/keyring" -n client.admin -p)" >/dev/null
+        printf '[client]\nkeyring = %s/client.admin.keyring\n' "$dir" >> "$conf"
+    fi
     ceph-mon -c "$conf" --id a
     wait_for 30 "the monitor answering" ceph -c "$conf" mon stat
 

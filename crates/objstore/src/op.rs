@@ -281,7 +281,11 @@ pub enum ReadStep {
         /// Number of bytes, or `None` for everything up to the end.
         length: Option<u64>,
     },
-    /// The allocated extents within a range, with their bytes; everything else reads as zeros.
+    /// Extents within a range, in offset order, with their bytes: together they cover every
+    /// non-zero byte, and everything outside them reads as zeros. They may include zeros (RADOS
+    /// on memstore answers with one extent); whether holes inside an object are left out is
+    /// the backend's choice (`dir` and `memory` leave them out, BlueStore does too), so callers
+    /// may rely on the extents to skip work, never for what the data is.
     SparseRead {
         /// First byte.
         offset: u64,

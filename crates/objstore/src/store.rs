@@ -43,6 +43,9 @@ use crate::watch::{NotifyResult, Watch, WatcherInfo};
 ///   same way; reads at a snapshot id that was never allocated fail with `NotFound` naming the
 ///   snapshot, and so do reads at a removed snapshot once it is trimmed (a backend that cannot
 ///   tell a removed snapshot from one where the object was absent names the object).
+/// - **Sparse reads** return extents that cover every non-zero byte of the range; they may
+///   include zeros, so a hole is a hint for speed, not a fact to build on (see
+///   [`crate::ReadStep::SparseRead`]).
 /// - **Listing** returns every object that exists for the whole listing exactly once, in an
 ///   order of the backend's choosing; objects created or removed meanwhile may or may not
 ///   appear.

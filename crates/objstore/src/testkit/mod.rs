@@ -45,6 +45,11 @@ pub struct Capabilities {
     /// How long after a snapshot removal its clones may still be listed (trimming runs in the
     /// background on RADOS).
     pub snap_trim_grace: Duration,
+    /// Whether sparse reads leave out the holes inside an object. RADOS promises only that the
+    /// extents cover every non-zero byte (an OSD on BlueStore reports holes, one on memstore
+    /// answers with one extent that includes the zeros); a backend that reports holes is held
+    /// to it.
+    pub reports_holes: bool,
 }
 
 impl Default for Capabilities {
@@ -54,6 +59,7 @@ impl Default for Capabilities {
             crash_rounds: 50,
             counter_increments: 1000,
             snap_trim_grace: Duration::ZERO,
+            reports_holes: true,
         }
     }
 }
