@@ -468,10 +468,12 @@ fn live_between_namespaces_and_import_only_from_a_native_snapshot() {
     );
     rbdx.run(&["info", "rbd/ns1/disk"]).fails(2, "disk");
 
-    // Import-only from the image at s2: its head is s2, its snapshot s1.
+    // Import-only from the image at s2: its head is s2, its snapshots s1 and s2 (as Ceph
+    // gives every source snapshot up to and including the named one).
     let native = vec![
         (String::new(), views[2].1.clone()),
         ("@s1".to_owned(), views[1].1.clone()),
+        ("@s2".to_owned(), views[2].1.clone()),
     ];
     cycle(
         &rbdx,
@@ -481,4 +483,89 @@ fn live_between_namespaces_and_import_only_from_a_native_snapshot() {
     );
     // The native source is untouched and still has both snapshots.
     assert_views(&rbdx, "rbd/ns2/disk", &views, "source after import");
+}
+
+/// Writes 64 random 4 KiB blocks into `image`.
+fn scatter_4k(rbdx: &Rbdx, image: &str) {
+    rbdx.run(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4K",
+        "--io-total",
+        "256K",
+        "--io-pattern",
+        "rand",
+        image,
+    ])
+    .ok();
+}
+
+/// Lists the snapshot names of `image`.
+fn snap_names(rbdx: &Rbdx, image: &str) -> Vec<String> {
+    let snaps = rbdx
+        .run(&["snap", "ls", image, "--format", "json"])
+        .ok()
+        .json();
+    snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn import_only_from_a_native_snapshot_brings_every_snapshot_up_to_it() {
+    let rbdx = Rbdx::new();
+    rbdx.run(&["namespace", "create", "rbd/ns1"]).ok();
+    // 10 MiB + 12 KiB: the last 4 MiB object is cut short.
+    for image in ["rbd/image1", "rbd/ns1/image1"] {
+        rbdx.run(&["create", "--size", "10252K", image]).ok();
+        for snap in ["1", "2", "3"] {
+            scatter_4k(&rbdx, image);
+            rbdx.run(&["snap", "create", &format!("{image}@{snap}")])
+                .ok();
+        }
+        scatter_4k(&rbdx, image);
+    }
+    let at_2 = |views: &Views| -> Views {
+        vec![
+            (String::new(), views[2].1.clone()),
+            ("@1".to_owned(), views[1].1.clone()),
+            ("@2".to_owned(), views[2].1.clone()),
+        ]
+    };
+    let views = snapshot_views(&rbdx, "rbd/image1", &["1", "2", "3"]);
+    assert_ne!(views[1].1, views[2].1, "the snapshots differ");
+    let want = at_2(&views);
+
+    let spec = r#"{"type":"native","pool_name":"rbd","image_name":"image1","snap_name":"2"}"#;
+    cycle(
+        &rbdx,
+        &["--import-only", "--source-spec", spec, "image2"],
+        "rbd/image2",
+        &want,
+    );
+    assert_eq!(snap_names(&rbdx, "image2"), ["1", "2"]);
+
+    cycle(
+        &rbdx,
+        &["--import-only", "image1@2", "image3"],
+        "rbd/image3",
+        &want,
+    );
+    assert_eq!(snap_names(&rbdx, "image3"), ["1", "2"]);
+
+    let views = snapshot_views(&rbdx, "rbd/ns1/image1", &["1", "2", "3"]);
+    cycle(
+        &rbdx,
+        &["--import-only", "rbd/ns1/image1@2", "rbd/ns1/image4"],
+        "rbd/ns1/image4",
+        &at_2(&views),
+    );
+    assert_eq!(snap_names(&rbdx, "rbd/ns1/image4"), ["1", "2"]);
+    // The sources are untouched.
+    assert_views(&rbdx, "rbd/ns1/image1", &views, "source after import");
 }

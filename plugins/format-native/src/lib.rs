@@ -14,8 +14,9 @@
 //! import. With `cluster_name`, the image is read from another configured cluster (an rbdx
 //! config or an embedded store of that name), which is how images move between clusters.
 //!
-//! The source's head is the image at that snapshot; its snapshots are the image's older
-//! snapshots, oldest first.
+//! The source's head is the image at that snapshot; its snapshots are the image's snapshots up
+//! to and including that one, oldest first (an import of `image1@2` gives `@1` and `@2`, as
+//! Ceph does).
 
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -34,7 +35,7 @@ pub struct NativeFormatFactory;
 
 rbdx_source::inventory::submit! { FormatRegistration(&NativeFormatFactory) }
 
-/// An rbdx image at a snapshot, with its older snapshots.
+/// An rbdx image at a snapshot, with its snapshots up to and including that one.
 #[derive(Debug)]
 pub struct NativeFormat {
     name: String,
@@ -139,7 +140,7 @@ impl FormatFactory for NativeFormatFactory {
         let head = open(OpenOptions::default().with_snap_id(Some(target.id))).await?;
         let mut snapshots = Vec::new();
         let mut snapshot_images = Vec::new();
-        for snap in header.snapshots.values().filter(|s| s.id < target.id) {
+        for snap in header.snapshots.values().filter(|s| s.id <= target.id) {
             snapshot_images.push(open(OpenOptions::default().with_snap_id(Some(snap.id))).await?);
             snapshots.push(SnapshotInfo {
                 name: snap.name.clone(),
