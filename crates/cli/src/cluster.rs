@@ -165,12 +165,25 @@ pub fn resolve(global: &Global) -> CliResult<Target> {
         Target::Rados(_) if data_dir_flag => Err(CliError::invalid(format!(
             "--data-dir selects an embedded store, but {source} selects a Ceph cluster"
         ))),
-        Target::Dir(dir) if cli_entity.is_some() || global.keyring.is_some() => {
-            Err(CliError::invalid(format!(
-                "--id, --name and --keyring apply to a Ceph cluster; the selected store is the \
-                 embedded one in {}",
-                dir.display()
-            )))
+        Target::Dir(dir) => {
+            // Scripts written for `rbd` pass a user everywhere (`--id admin`); the embedded
+            // store has no users, so the name is accepted and not checked. A keyring that does
+            // not exist is still a mistake worth stopping for.
+            if let Some(keyring) = &global.keyring
+                && !keyring.exists()
+            {
+                return Err(CliError::with_code(
+                    format!("keyring {} does not exist", keyring.display()),
+                    2,
+                ));
+            }
+            if let Some(entity) = &cli_entity {
+                tracing::debug!(
+                    "user {entity} is not checked: the embedded store in {} has no users",
+                    dir.display()
+                );
+            }
+            Ok(target)
         }
         _ => Ok(target),
     }
@@ -306,11 +319,38 @@ mod tests {
     }
 
     #[test]
+    fn users_are_accepted_and_not_checked_by_the_embedded_store() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let data = dir.path().to_string_lossy().into_owned();
+        let keyring = dir.path().join("keyring");
+        std::fs::write(&keyring, "[client.admin]\n").unwrap_or_else(|e| panic!("{e}"));
+        for args in [
+            vec!["--data-dir", &data, "--id", "admin"],
+            vec!["--data-dir", &data, "--name", "client.admin"],
+            vec![
+                "--data-dir",
+                &data,
+                "--keyring",
+                keyring.to_str().unwrap_or_default(),
+            ],
+        ] {
+            let target = resolve(&global(&args)).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(matches!(target, Target::Dir(_)), "{args:?}");
+        }
+    }
+
+    #[test]
     fn mixing_embedded_and_ceph_options_is_refused() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let data = dir.path().to_string_lossy().into_owned();
-        let err = resolve(&global(&["--data-dir", &data, "--id", "x"])).unwrap_err();
-        assert!(err.to_string().contains("--id"), "{err}");
+        let err = resolve(&global(&[
+            "--data-dir",
+            &data,
+            "--keyring",
+            "/nonexistent/k",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/k"), "{err}");
         let err = resolve(&global(&["--data-dir", &data, "--ceph-conf", "/c"])).unwrap_err();
         assert!(err.to_string().contains("--data-dir"), "{err}");
     }
