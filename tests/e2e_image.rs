@@ -577,3 +577,45 @@ fn version_says_whether_the_rados_backend_is_built_in() {
         "{out}"
     );
 }
+
+#[test]
+fn scripts_written_for_rbd_run_unchanged() {
+    let rbdx = Rbdx::new();
+    rbdx.run(&["namespace", "create", "rbd/ns1"]).ok();
+    rbdx.run(&["create", "--size", "4M", "x"]).ok();
+    rbdx.run(&["create", "--size", "4M", "rbd/ns1/y"]).ok();
+    // --image takes a spec.
+    assert_eq!(info(&rbdx, "x")["name"], "x");
+    let by_option = rbdx
+        .run(&["info", "--image", "rbd/x", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(by_option["name"], "x");
+    let in_ns = rbdx
+        .run(&["info", "--image", "rbd/ns1/y", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(in_ns["name"], "y");
+    rbdx.run(&["info", "--image", "rbd/x", "--pool", "other"])
+        .fails(22, "given twice");
+    // Command options before the command.
+    for line in [
+        &["--pool", "rbd", "ls"][..],
+        &["-p", "rbd", "ls"],
+        &["ls", "-p", "rbd"],
+    ] {
+        assert_eq!(rbdx.run(line).ok().stdout.trim(), "x", "{line:?}");
+    }
+    assert_eq!(
+        rbdx.run(&["--pool", "rbd", "--namespace", "ns1", "ls"])
+            .ok()
+            .stdout
+            .trim(),
+        "y"
+    );
+    // A user on the embedded store is accepted; a missing keyring is not.
+    rbdx.run(&["--id", "admin", "info", "x"]).ok();
+    rbdx.run(&["info", "x", "--name", "client.admin"]).ok();
+    rbdx.run(&["info", "x", "--keyring", "/nonexistent/keyring"])
+        .fails(2, "/nonexistent/keyring");
+}

@@ -403,3 +403,160 @@ fn warnings_reach_stderr_of_every_command_and_never_stdout() {
         String::from_utf8_lossy(&quiet.stderr)
     );
 }
+
+#[test]
+fn journal_layout_options_positions_and_disconnect_follow_rbd() {
+    use std::sync::Arc;
+
+    use rbdx_objstore::{IoCtx, ObjectStore};
+
+    let rbdx = Rbdx::new();
+    rbdx.run(&["pool", "create", "jpool"]).ok();
+    rbdx.run(&[
+        "create",
+        "--size",
+        "16M",
+        "--image-feature",
+        "exclusive-lock,journaling",
+        "--journal-object-size",
+        "1M",
+        "--journal-splay-width",
+        "8",
+        "--journal-pool",
+        "jpool",
+        "j",
+    ])
+    .ok();
+    rbdx.run(&[
+        "bench",
+        "j",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4K",
+        "--io-total",
+        "400K",
+    ])
+    .ok();
+    let id = rbdx.run(&["info", "j", "--format", "json"]).ok().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let info = rbdx
+        .run(&["journal", "info", "j", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(info["order"], 20);
+    assert_eq!(info["splay_width"], 8);
+    assert_eq!(info["object_pool"], "jpool");
+    let rbd_pool = rbdx.run(&["pool", "ls", "--format", "json"]).ok().json()[0]["pool_id"].clone();
+    let prefix = format!("journal_data.{rbd_pool}.{id}.");
+    assert_eq!(info["object_oid_prefix"], prefix.as_str());
+    let in_jpool = rbdx.run(&["rados", "-p", "jpool", "ls"]).ok().stdout;
+    assert!(
+        in_jpool.lines().all(|o| o.starts_with(&prefix)),
+        "{in_jpool}"
+    );
+    assert_eq!(in_jpool.lines().count(), 8, "{in_jpool}");
+
+    // One position per splay object, most recent first.
+    let status = rbdx
+        .run(&["journal", "status", "j", "--format", "json"])
+        .ok()
+        .json();
+    let client = &status["registered_clients"][0];
+    assert_eq!(client["id"], "");
+    assert_eq!(client["state"], "connected");
+    let positions = client["commit_position"]["object_positions"]
+        .as_array()
+        .unwrap();
+    assert_eq!(positions.len(), 8, "{status}");
+    let tids: Vec<u64> = positions
+        .iter()
+        .map(|p| p["entry_tid"].as_u64().unwrap())
+        .collect();
+    let mut objects: Vec<u64> = positions
+        .iter()
+        .map(|p| p["object_number"].as_u64().unwrap() % 8)
+        .collect();
+    assert!(tids.windows(2).all(|w| w[0] == w[1] + 1), "{tids:?}");
+    objects.sort();
+    assert_eq!(objects, (0..8).collect::<Vec<u64>>());
+    // The spec may name the journal by its id, as with rbd.
+    let by_id = rbdx
+        .run(&[
+            "journal",
+            "status",
+            &format!("rbd/{id}"),
+            "--format",
+            "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(by_id, status);
+    let plain = rbdx.run(&["journal", "status", "j"]).ok().stdout;
+    assert!(
+        plain.contains("commit_position=[positions=[[object_number="),
+        "{plain}"
+    );
+
+    // Without --client-id every client but the image's is disconnected.
+    rbdx.run(&["journal", "client", "disconnect", "j"])
+        .fails(2, "no registered clients to disconnect");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(rbdx_objstore_dir::DirStore::open(rbdx.path()).unwrap());
+        let io = IoCtx::new(store.pool_lookup("rbd").await.unwrap().id);
+        let journal = rbdx_journal::Journal::open(store, io, &id).await.unwrap();
+        journal
+            .register_client("peer-a", "mirror peer")
+            .await
+            .unwrap();
+        journal
+            .register_client("peer-b", "mirror peer")
+            .await
+            .unwrap();
+    });
+    let out = rbdx
+        .run(&["journal", "client", "disconnect", "j"])
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        "client peer-a disconnected\nclient peer-b disconnected\n"
+    );
+    let status = rbdx
+        .run(&["journal", "status", "j", "--format", "json"])
+        .ok()
+        .json();
+    let states: Vec<&str> = status["registered_clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["connected", "disconnected", "disconnected"]);
+    rbdx.run(&[
+        "create",
+        "--size",
+        "4M",
+        "--image-feature",
+        "exclusive-lock,journaling",
+        "--journal-object-size",
+        "3M",
+        "bad",
+    ])
+    .fails(22, "journal object size");
+    rbdx.run(&[
+        "create",
+        "--size",
+        "4M",
+        "--image-feature",
+        "exclusive-lock,journaling",
+        "--journal-pool",
+        "nosuch",
+        "bad",
+    ])
+    .fails(2, "nosuch");
+}

@@ -28,6 +28,15 @@ pub struct CreateArgs {
     /// Stripe count.
     #[arg(long = "stripe-count", value_name = "COUNT")]
     pub stripe_count: Option<u64>,
+    /// Size of the journal's data objects (4K to 64M, a power of two), with journaling.
+    #[arg(long = "journal-object-size", value_name = "SIZE")]
+    pub journal_object_size: Option<String>,
+    /// Number of journal data objects written round-robin, with journaling.
+    #[arg(long = "journal-splay-width", value_name = "COUNT")]
+    pub journal_splay_width: Option<u64>,
+    /// Pool for the journal's data objects, with journaling.
+    #[arg(long = "journal-pool", value_name = "POOL")]
+    pub journal_pool: Option<String>,
 }
 
 /// An image spec argument with its options.

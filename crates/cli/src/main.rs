@@ -2,6 +2,7 @@
 //! where the two share commands.
 
 mod args;
+mod argv;
 mod cluster;
 mod commands;
 mod error;
@@ -15,7 +16,7 @@ mod store;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 // Source drivers register themselves when linked; referencing them keeps them linked.
 #[cfg(feature = "format-native")]
 use rbdx_format_native as _;
@@ -35,7 +36,8 @@ use rbdx_stream_s3 as _;
 use crate::args::Cli;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args = argv::reorder(std::env::args_os().collect(), &Cli::command());
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             // Usage errors exit with EINVAL, as `rbd` does; help and version succeed.

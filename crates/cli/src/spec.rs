@@ -106,6 +106,11 @@ fn split_spec(text: &str) -> CliResult<SpecParts> {
 impl SpecOptions {
     /// Resolves the positional spec (if any) and the options into an image spec.
     pub fn resolve(&self, positional: Option<&str>, rule: SnapRule) -> CliResult<ImageSpec> {
+        // Without a positional spec, `--image` holds one, as with `rbd` (`--image rbd/ns/x`).
+        let (positional, image_opt) = match (positional, &self.image) {
+            (None, Some(text)) => (Some(text.as_str()), None),
+            (positional, image) => (positional, image.clone()),
+        };
         let (pool, namespace, image, snap) = match positional {
             Some(text) => split_spec(text)?,
             None => (None, None, String::new(), None),
@@ -114,7 +119,7 @@ impl SpecOptions {
         let namespace = pick(namespace, &self.namespace, "namespace")?.unwrap_or_default();
         let image = pick(
             (!image.is_empty()).then_some(image),
-            &self.image,
+            &image_opt,
             "image name",
         )?
         .ok_or_else(|| CliError::invalid("image name was not specified"))?;
@@ -210,6 +215,41 @@ mod tests {
         };
         let s = opts.resolve(Some("img"), SnapRule::Required).unwrap();
         assert_eq!(s.to_string(), "p2/img@x");
+    }
+
+    #[test]
+    fn the_image_option_takes_a_spec() {
+        let opts = SpecOptions {
+            image: Some("p/ns/img".into()),
+            ..SpecOptions::default()
+        };
+        let s = opts.resolve(None, SnapRule::None).unwrap();
+        assert_eq!(s.to_string(), "p/ns/img");
+        let opts = SpecOptions {
+            image: Some("p/img".into()),
+            pool: Some("p".into()),
+            ..SpecOptions::default()
+        };
+        assert_eq!(
+            opts.resolve(None, SnapRule::None).unwrap().to_string(),
+            "p/img"
+        );
+        let opts = SpecOptions {
+            image: Some("p/img".into()),
+            pool: Some("other".into()),
+            ..SpecOptions::default()
+        };
+        assert!(opts.resolve(None, SnapRule::None).is_err());
+        let opts = SpecOptions {
+            image: Some("img".into()),
+            ..SpecOptions::default()
+        };
+        assert_eq!(
+            opts.resolve(Some("img"), SnapRule::None)
+                .unwrap()
+                .to_string(),
+            "rbd/img"
+        );
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct CreateOptions {
     pub stripe_count: Option<u64>,
     /// Pool for the data objects, by id (default: the header's pool).
     pub data_pool: Option<u64>,
+    /// Layout of the journal, if the features include journaling.
+    pub journal: crate::journaling::JournalLayout,
 }
 
 impl CreateOptions {
@@ -196,7 +198,9 @@ impl Images {
         };
         finish(&mut header).await?;
         directory::add(&self.store, &self.io, name, &id).await?;
-        let created = self.write_new_header(&id, &header, count).await;
+        let created = self
+            .write_new_header(&id, &header, count, &opts.journal)
+            .await;
         if let Err(e) = created {
             let _ = self.remove_metadata_objects(&id).await;
             let _ = directory::remove(&self.store, &self.io, name, &id).await;
@@ -205,10 +209,16 @@ impl Images {
         Ok(id)
     }
 
-    async fn write_new_header(&self, id: &str, header: &Header, count: u64) -> Result<()> {
+    async fn write_new_header(
+        &self,
+        id: &str,
+        header: &Header,
+        count: u64,
+        journal: &crate::journaling::JournalLayout,
+    ) -> Result<()> {
         if header.features.contains(Features::JOURNALING) {
             crate::journaling::journal_opener()?
-                .create(self.store.clone(), self.io.clone(), id)
+                .create(self.store.clone(), self.io.clone(), id, journal)
                 .await?;
         }
         if header.features.contains(Features::OBJECT_MAP) {

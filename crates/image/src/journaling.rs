@@ -186,11 +186,30 @@ pub trait JournalOpener: Send + Sync + std::fmt::Debug {
         id: &str,
     ) -> Result<Arc<dyn ChangeLog>>;
 
-    /// Creates an empty journal for image `id`.
-    async fn create(&self, store: Arc<dyn ObjectStore>, io: IoCtx, id: &str) -> Result<()>;
+    /// Creates an empty journal for image `id`, laid out as `layout` asks (the opener's
+    /// defaults for what it leaves unset).
+    async fn create(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        id: &str,
+        layout: &JournalLayout,
+    ) -> Result<()>;
 
     /// Removes the journal of image `id` and all its entries.
     async fn remove(&self, store: Arc<dyn ObjectStore>, io: IoCtx, id: &str) -> Result<()>;
+}
+
+/// How a new journal is laid out, as `rbd create --journal-*` asks; what is unset takes the
+/// journal implementation's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalLayout {
+    /// Data objects hold up to 2^order bytes.
+    pub order: Option<u8>,
+    /// Data objects written round-robin per object set.
+    pub splay_width: Option<u64>,
+    /// Pool of the data objects, by id (default: the image's pool).
+    pub pool: Option<u64>,
 }
 
 static OPENER: RwLock<Option<Weak<dyn JournalOpener>>> = RwLock::new(None);

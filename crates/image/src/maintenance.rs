@@ -253,7 +253,12 @@ impl Image {
             }
             if adds_journal {
                 crate::journaling::journal_opener()?
-                    .create(inner.store.clone(), inner.io.clone(), &inner.id)
+                    .create(
+                        inner.store.clone(),
+                        inner.io.clone(),
+                        &inner.id,
+                        &crate::journaling::JournalLayout::default(),
+                    )
                     .await?;
             }
             let updated = inner

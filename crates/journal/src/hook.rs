@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rbdx_image::Result;
-use rbdx_image::journaling::{ChangeLog, Event, JournalOpener};
+use rbdx_image::journaling::{ChangeLog, Event, JournalLayout, JournalOpener};
 use rbdx_objstore::{IoCtx, ObjectStore};
 
 use crate::header::Position;
@@ -177,8 +177,20 @@ impl JournalOpener for RbdxJournals {
         Ok(Arc::new(ImageJournal::new(journal)))
     }
 
-    async fn create(&self, store: Arc<dyn ObjectStore>, io: IoCtx, id: &str) -> Result<()> {
-        Journal::create(&store, &io, id, self.options).await
+    async fn create(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        id: &str,
+        layout: &JournalLayout,
+    ) -> Result<()> {
+        let options = JournalOptions {
+            order: layout.order.unwrap_or(self.options.order),
+            splay_width: layout.splay_width.unwrap_or(self.options.splay_width),
+            pool: layout.pool.map(rbdx_objstore::PoolId).or(self.options.pool),
+            ..self.options
+        };
+        Journal::create(&store, &io, id, options).await
     }
 
     async fn remove(&self, store: Arc<dyn ObjectStore>, io: IoCtx, id: &str) -> Result<()> {

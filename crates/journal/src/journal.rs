@@ -57,6 +57,8 @@ pub struct JournalOptions {
     pub splay_width: u64,
     /// Clients further behind than this many sets are disconnected by trimming.
     pub max_lag_sets: u64,
+    /// Pool of the data objects (default: the pool of the header).
+    pub pool: Option<rbdx_objstore::PoolId>,
 }
 
 impl Default for JournalOptions {
@@ -65,6 +67,7 @@ impl Default for JournalOptions {
             order: 24,
             splay_width: 4,
             max_lag_sets: 64,
+            pool: None,
         }
     }
 }
@@ -105,11 +108,17 @@ impl Journal {
                 options.order, options.splay_width
             )));
         }
+        if let Some(pool) = options.pool {
+            store
+                .pool_by_id(pool)
+                .await
+                .map_err(store_error(format!("journal pool {}", pool.0)))?;
+        }
         let mut h = Header::new(Meta {
             version: VERSION,
             order: options.order,
             splay_width: options.splay_width,
-            pool_id: io.pool().0,
+            pool_id: options.pool.unwrap_or(io.pool()).0,
             max_lag_sets: options.max_lag_sets,
         });
         h.clients.insert(
@@ -153,7 +162,7 @@ impl Journal {
             Err(e) if e.kind() == ErrorKind::NotFound => io.pool().0,
             Err(e) => return Err(e),
         };
-        let prefix = header::data_prefix(pool, image_id);
+        let prefix = header::data_prefix(io.pool().0, image_id);
         let data_io = IoCtx::with_namespace(rbdx_objstore::PoolId(pool), io.namespace());
         for o in list_data(store, &data_io, &prefix).await? {
             remove_object(store, &data_io, &o).await?;
@@ -230,6 +239,11 @@ impl Journal {
         &self.image_id
     }
 
+    /// Returns the I/O context of the header (the image's pool and namespace).
+    pub fn io_ctx(&self) -> &IoCtx {
+        &self.io
+    }
+
     /// Returns the layout.
     pub fn meta(&self) -> Meta {
         self.meta
@@ -240,9 +254,10 @@ impl Journal {
         &self.header_oid
     }
 
-    /// Returns the name prefix of the data objects.
+    /// Returns the name prefix of the data objects: it names the image's pool, wherever the
+    /// data objects are (as Ceph names them).
     pub fn prefix(&self) -> String {
-        header::data_prefix(self.meta.pool_id, &self.image_id)
+        header::data_prefix(self.io.pool().0, &self.image_id)
     }
 
     fn data_io(&self) -> IoCtx {
@@ -360,6 +375,53 @@ impl Journal {
         Ok(out)
     }
 
+    /// Returns, for a client at commit position `commit`, the last committed entry of each
+    /// data object of the splay (one per object in use, most recent first), as Ceph lists a
+    /// client's commit position (`object_positions`). Reads the set of `commit` and, near a
+    /// set boundary, the one before it.
+    pub async fn object_positions(&self, commit: Position) -> Result<Vec<Position>> {
+        let minimum_set = self.header().await?.sets.minimum_set;
+        let splay = self.meta.splay_width;
+        let mut latest: HashMap<u64, Position> = HashMap::new();
+        let commit_set = commit.object_number / splay;
+        let mut set = commit_set;
+        loop {
+            for (objno, parsed) in self.read_set(set).await? {
+                let last = parsed
+                    .entries
+                    .iter()
+                    .filter(|e| e.entry_tid <= commit.entry_tid)
+                    .max_by_key(|e| e.entry_tid);
+                if let Some(e) = last {
+                    let p = Position {
+                        object_number: objno,
+                        tag_tid: e.tag_tid,
+                        entry_tid: e.entry_tid,
+                    };
+                    latest
+                        .entry(objno % splay)
+                        .and_modify(|q| {
+                            if q.entry_tid < p.entry_tid {
+                                *q = p;
+                            }
+                        })
+                        .or_insert(p);
+                }
+            }
+            if latest.len() as u64 >= splay || set <= minimum_set || set < commit_set {
+                break;
+            }
+            set -= 1;
+        }
+        if latest.is_empty() {
+            // The entry itself was trimmed away: its position is all there is.
+            return Ok(vec![commit]);
+        }
+        let mut out: Vec<Position> = latest.into_values().collect();
+        out.sort_by(|a, b| b.entry_tid.cmp(&a.entry_tid));
+        Ok(out)
+    }
+
     /// Streams the entries after `position` (every entry if `None`) in order: what mirroring
     /// replays on the other site.
     pub fn replay_from(
@@ -406,6 +468,31 @@ impl Journal {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Marks every client but the image's own disconnected; returns their ids (`NotFound` if
+    /// there is none).
+    pub async fn disconnect_others(&self) -> Result<Vec<String>> {
+        let h = header::update(&self.store, &self.io, &self.header_oid, |h| {
+            let mut any = false;
+            for c in h.clients.values_mut().filter(|c| c.id != IMAGE_CLIENT) {
+                c.state = ClientState::Disconnected;
+                any = true;
+            }
+            if any {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorKind::NotFound,
+                    "no registered clients to disconnect",
+                ))
+            }
+        })
+        .await?;
+        Ok(h.clients
+            .into_keys()
+            .filter(|id| id != IMAGE_CLIENT)
+            .collect())
     }
 
     /// Marks client `id` disconnected: trimming stops waiting for it.

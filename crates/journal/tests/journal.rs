@@ -175,6 +175,7 @@ async fn trimming_frees_sets_once_clients_commit_and_laggards_are_disconnected()
         order: 12,
         splay_width: 2,
         max_lag_sets: 3,
+        pool: None,
     };
     Journal::create(&store, &io, "img1", options).await.unwrap();
     let journal = Journal::open_for_append(store.clone(), io.clone(), "img1")

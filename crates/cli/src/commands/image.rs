@@ -103,6 +103,27 @@ pub async fn create_options(
     if let Some(pool) = &args.data_pool {
         opts.data_pool = Some(store.pool_lookup(pool).await?.id.0);
     }
+    if let Some(text) = &args.journal_object_size {
+        let bytes = parse_size(text, 1)?;
+        let order = bytes.trailing_zeros() as u8;
+        if !bytes.is_power_of_two() || !(12..=26).contains(&order) {
+            return Err(CliError::invalid(format!(
+                "journal object size must be a power of two between 4K and 64M, not {text}"
+            )));
+        }
+        opts.journal.order = Some(order);
+    }
+    if let Some(width) = args.journal_splay_width {
+        if !(1..=255).contains(&width) {
+            return Err(CliError::invalid(format!(
+                "journal splay width must be between 1 and 255, not {width}"
+            )));
+        }
+        opts.journal.splay_width = Some(width);
+    }
+    if let Some(pool) = &args.journal_pool {
+        opts.journal.pool = Some(store.pool_lookup(pool).await?.id.0);
+    }
     Ok(opts)
 }
 

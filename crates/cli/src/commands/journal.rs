@@ -12,9 +12,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
 use rbdx_image::{Image, OpenOptions};
-use rbdx_journal::header::{Client, ClientState, Position};
+use rbdx_journal::header::{ClientState, Position};
 use rbdx_journal::{Journal, entry, event};
-use rbdx_objstore::ObjectStore;
+use rbdx_objstore::{ObjectStore, PoolId};
 use serde::Serialize;
 
 use crate::commands::image::resolve;
@@ -72,9 +72,10 @@ pub enum ClientCommand {
     Disconnect {
         #[command(flatten)]
         image: ImageArg,
-        /// The client id (as `journal status` shows it).
+        /// The client id (as `journal status` shows it); without it, every client but the
+        /// image's own is disconnected.
         #[arg(long = "client-id", value_name = "ID")]
-        client_id: String,
+        client_id: Option<String>,
     },
 }
 
@@ -105,18 +106,39 @@ pub async fn run(
             command: ClientCommand::Disconnect { image, client_id },
         } => {
             let (_, journal) = open(store, &image).await?;
-            journal.disconnect_client(&client_id).await?;
+            let ids = match client_id {
+                Some(id) => {
+                    journal.disconnect_client(&id).await?;
+                    vec![id]
+                }
+                None => journal.disconnect_others().await?,
+            };
+            for id in ids {
+                println!("client {id} disconnected");
+            }
             Ok(())
         }
     }
 }
 
-/// Opens the image of `arg` read-only (closed again) and its journal.
+/// Opens the image of `arg` read-only (closed again) and its journal. As with `rbd`, the spec
+/// may also name the journal itself (`pool/[namespace/]<journal id>`, the image id).
 async fn open(store: &Arc<dyn ObjectStore>, arg: &ImageArg) -> CliResult<(String, Journal)> {
     let (spec, images) = resolve(store, arg, SnapRule::None).await?;
-    let image = images
+    let image = match images
         .open(&spec.image, OpenOptions::default().with_read_only(true))
-        .await?;
+        .await
+    {
+        Ok(image) => image,
+        Err(e) if e.kind() == rbdx_image::ErrorKind::NotFound => {
+            let io = images.io_ctx().clone();
+            return match Journal::open(store.clone(), io, &spec.image).await {
+                Ok(journal) => Ok((spec.image, journal)),
+                Err(_) => Err(e.into()),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
     let id = image.id().to_owned();
     let io = image.io_ctx().clone();
     image.close().await?;
@@ -142,11 +164,19 @@ struct InfoOut {
     object_size: u64,
     splay_width: u64,
     object_pool_id: u64,
+    /// The pool of the data objects, when it is not the image's (as `rbd` shows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_pool: Option<String>,
 }
 
 async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
     let (_, journal) = open(store, arg).await?;
     let meta = journal.meta();
+    let object_pool = if meta.pool_id == journal.io_ctx().pool().0 {
+        None
+    } else {
+        Some(store.pool_by_id(PoolId(meta.pool_id)).await?.name)
+    };
     let out = InfoOut {
         journal_id: journal.image_id().to_owned(),
         header_oid: journal.header_oid().to_owned(),
@@ -155,6 +185,7 @@ async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) ->
         object_size: 1 << meta.order,
         splay_width: meta.splay_width,
         object_pool_id: meta.pool_id,
+        object_pool,
     };
     printer.print("journal", &out, |o| {
         println!("rbd journal '{}':", o.journal_id);
@@ -166,6 +197,9 @@ async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) ->
             crate::size::format_size(o.object_size)
         );
         println!("\tsplay_width: {}", o.splay_width);
+        if let Some(pool) = &o.object_pool {
+            println!("\tobject_pool: {pool}");
+        }
     });
     Ok(())
 }
@@ -174,26 +208,59 @@ async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) ->
 struct StatusOut {
     minimum_set: u64,
     active_set: u64,
-    registered_clients: Vec<Client>,
+    registered_clients: Vec<ClientOut>,
 }
 
-fn position_text(p: &Option<Position>) -> String {
-    match p {
-        Some(p) => format!(
-            "[positions=[[object_number={}, tag_tid={}, entry_tid={}]]]",
-            p.object_number, p.tag_tid, p.entry_tid
-        ),
-        None => "[positions=[]]".to_owned(),
-    }
+/// A client as `rbd journal status` shows it.
+#[derive(Serialize)]
+struct ClientOut {
+    id: String,
+    description: String,
+    commit_position: CommitOut,
+    state: ClientState,
+}
+
+/// A commit position: the last committed entry of each splay object in use, most recent
+/// first (Ceph's `object_positions`).
+#[derive(Serialize)]
+struct CommitOut {
+    object_positions: Vec<Position>,
+}
+
+fn positions_text(c: &CommitOut) -> String {
+    let items: Vec<String> = c
+        .object_positions
+        .iter()
+        .map(|p| {
+            format!(
+                "[object_number={}, tag_tid={}, entry_tid={}]",
+                p.object_number, p.tag_tid, p.entry_tid
+            )
+        })
+        .collect();
+    format!("[positions=[{}]]", items.join(", "))
 }
 
 async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
     let (_, journal) = open(store, arg).await?;
     let h = journal.header().await?;
+    let mut registered_clients = Vec::new();
+    for c in h.clients.into_values() {
+        let object_positions = match c.commit_position {
+            Some(p) => journal.object_positions(p).await?,
+            None => Vec::new(),
+        };
+        registered_clients.push(ClientOut {
+            id: c.id,
+            description: c.description,
+            commit_position: CommitOut { object_positions },
+            state: c.state,
+        });
+    }
     let out = StatusOut {
         minimum_set: h.sets.minimum_set,
         active_set: h.sets.active_set,
-        registered_clients: h.clients.into_values().collect(),
+        registered_clients,
     };
     printer.print("status", &out, |o| {
         println!("minimum_set: {}", o.minimum_set);
@@ -207,7 +274,7 @@ async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) 
             println!(
                 "\t[id={}, commit_position={}, state={state}]",
                 c.id,
-                position_text(&c.commit_position)
+                positions_text(&c.commit_position)
             );
         }
     });
