@@ -418,7 +418,7 @@ impl Journal {
             return Ok(vec![commit]);
         }
         let mut out: Vec<Position> = latest.into_values().collect();
-        out.sort_by(|a, b| b.entry_tid.cmp(&a.entry_tid));
+        out.sort_by_key(|p| std::cmp::Reverse(p.entry_tid));
         Ok(out)
     }
 
