@@ -128,7 +128,7 @@ pub enum Command {
     },
     /// Show the clients that have an image open.
     Status(ImageArg),
-    /// Create a clone of a protected snapshot.
+    /// Create a clone of a snapshot (protected, unless the clone is of format 2).
     Clone {
         #[command(flatten)]
         parent: ImageArg,
@@ -137,6 +137,11 @@ pub enum Command {
         dest: DestArg,
         #[command(flatten)]
         create: CreateArgs,
+        /// Clone format: 1 (the snapshot must be protected), 2 (no protection needed; a
+        /// removed parent snapshot waits in the trash for its clones) or auto (1). Default:
+        /// the config's `rbd_default_clone_format`, else auto.
+        #[arg(long = "rbd-default-clone-format", value_name = "1|2|auto")]
+        clone_format: Option<String>,
     },
     /// Copy all data from the parent into a clone and detach it.
     Flatten(ImageArg),

@@ -9,7 +9,13 @@
 //! keyring = "/etc/ceph/ceph.client.rbdx.keyring"  # rados, optional
 //! id = "rbdx"                       # rados, optional (or name = "client.rbdx")
 //! data_dir = "/srv/rbdx"            # dir: the embedded store's directory
+//!
+//! [client]                          # optional: rbd client settings
+//! rbd_default_clone_format = "2"    # 1, 2 or auto
 //! ```
+//!
+//! Client settings are also read from a `ceph.conf` (`[client]`, then `[global]`; `rbd default
+//! clone format` and `rbd_default_clone_format` are the same key), as `rbd` reads them.
 //!
 //! `-c FILE` reads one (a `ceph.conf` given there is used directly, as `rbd -c` does);
 //! `--ceph-conf FILE` names a Ceph cluster directly; `--data-dir` (or `RBDX_DATA_DIR`) an
@@ -48,6 +54,8 @@ pub enum Target {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     cluster: ClusterSection,
+    #[serde(default)]
+    client: std::collections::BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -70,16 +78,19 @@ struct ClusterSection {
 
 /// What a config file turned out to be.
 enum Loaded {
-    Rbdx(ClusterSection),
-    CephConf,
+    Rbdx(
+        ClusterSection,
+        std::collections::BTreeMap<String, toml::Value>,
+    ),
+    CephConf(String),
 }
 
 fn load(path: &Path) -> CliResult<Loaded> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::io(format!("cannot read config file {}", path.display()), e))?;
     match toml::from_str::<ConfigFile>(&text) {
-        Ok(file) => Ok(Loaded::Rbdx(file.cluster)),
-        Err(_) if looks_like_ceph_conf(&text) => Ok(Loaded::CephConf),
+        Ok(file) => Ok(Loaded::Rbdx(file.cluster, file.client)),
+        Err(_) if looks_like_ceph_conf(&text) => Ok(Loaded::CephConf(text)),
         Err(e) => Err(CliError::invalid(format!(
             "{}: not an rbdx config: {}",
             path.display(),
@@ -147,8 +158,8 @@ pub fn resolve(global: &Global) -> CliResult<Target> {
             .flatten()
     }) {
         let target = match load(&file)? {
-            Loaded::CephConf => rados(file.clone(), None, None),
-            Loaded::Rbdx(section) => from_section(&file, section, global, &rados)?,
+            Loaded::CephConf(_) => rados(file.clone(), None, None),
+            Loaded::Rbdx(section, _) => from_section(&file, section, global, &rados)?,
         };
         (target, "the config file")
     } else {
@@ -186,6 +197,84 @@ pub fn resolve(global: &Global) -> CliResult<Target> {
             Ok(target)
         }
         _ => Ok(target),
+    }
+}
+
+/// Normalises a Ceph option name: spaces and underscores are the same.
+fn option_key(key: &str) -> String {
+    key.trim().replace(' ', "_").to_ascii_lowercase()
+}
+
+/// Looks `key` up in a `ceph.conf`: in `[client]`, then in `[global]`.
+fn ceph_conf_setting(text: &str, key: &str) -> Option<String> {
+    let want = option_key(key);
+    let mut section = String::new();
+    let mut found: Option<(bool, String)> = None;
+    for line in text.lines() {
+        let line = line.split(['#', ';']).next().unwrap_or_default().trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_owned();
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if option_key(k) != want {
+            continue;
+        }
+        let in_client = section == "client";
+        if in_client || section == "global" && found.as_ref().is_none_or(|(c, _)| !c) {
+            found = Some((in_client, v.trim().to_owned()));
+        }
+    }
+    found.map(|(_, v)| v)
+}
+
+/// Returns client setting `key` (e.g. `rbd_default_clone_format`) from the config file the
+/// global options select: an rbdx config's `[client]` table (then the `ceph.conf` it names),
+/// or a `ceph.conf`. `None` when no file sets it.
+pub fn client_setting(global: &Global, key: &str) -> CliResult<Option<String>> {
+    let file = global
+        .ceph_conf
+        .clone()
+        .or_else(|| global.conf.clone())
+        .or_else(|| {
+            global
+                .data_dir
+                .is_none()
+                .then(|| cluster_file(&global.cluster))
+                .flatten()
+        });
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    match load(&file)? {
+        Loaded::CephConf(text) => Ok(ceph_conf_setting(&text, key)),
+        Loaded::Rbdx(section, client) => {
+            let wanted = option_key(key);
+            let own = client
+                .iter()
+                .find(|(k, _)| option_key(k) == wanted)
+                .map(|(_, v)| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+            if own.is_some() {
+                return Ok(own);
+            }
+            match section.ceph_conf {
+                Some(conf) => {
+                    let conf = match file.parent() {
+                        Some(dir) if conf.is_relative() => dir.join(conf),
+                        _ => conf,
+                    };
+                    let text = std::fs::read_to_string(&conf)
+                        .map_err(|e| CliError::io(format!("cannot read {}", conf.display()), e))?;
+                    Ok(ceph_conf_setting(&text, key))
+                }
+                None => Ok(None),
+            }
+        }
     }
 }
 
@@ -315,6 +404,25 @@ mod tests {
         assert!(
             missing.to_string().contains("/nonexistent/rbdx.conf"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn client_settings_come_from_client_then_global() {
+        let conf = "[global]\nmon host = 1\nrbd default clone format = 1\n[client]\nrbd_default_clone_format = 2 # v2\n";
+        assert_eq!(
+            ceph_conf_setting(conf, "rbd_default_clone_format").as_deref(),
+            Some("2")
+        );
+        let conf =
+            "[global]\nrbd default clone format = auto\n[osd]\nrbd default clone format = 1\n";
+        assert_eq!(
+            ceph_conf_setting(conf, "rbd_default_clone_format").as_deref(),
+            Some("auto")
+        );
+        assert_eq!(
+            ceph_conf_setting("[global]\n", "rbd_default_clone_format"),
+            None
         );
     }
 

@@ -151,7 +151,14 @@ pub enum SnapCommand {
     Create(ImageArg),
     /// List the snapshots of an image.
     #[command(visible_alias = "list")]
-    Ls(ImageArg),
+    Ls {
+        #[command(flatten)]
+        image: ImageArg,
+        /// Also list snapshots in the trash namespace (kept for format 2 clones), with a
+        /// NAMESPACE column.
+        #[arg(short = 'a', long = "all")]
+        all: bool,
+    },
     /// Remove a snapshot.
     #[command(visible_alias = "remove")]
     Rm(ImageArg),

@@ -33,6 +33,8 @@ pub struct CreateOptions {
     pub data_pool: Option<u64>,
     /// Layout of the journal, if the features include journaling.
     pub journal: crate::journaling::JournalLayout,
+    /// The format of a clone (ignored for an image that is not a clone).
+    pub clone_format: crate::clone_v2::CloneFormat,
 }
 
 impl CreateOptions {
@@ -195,6 +197,7 @@ impl Images {
             parent,
             metadata: BTreeMap::new(),
             migration: None,
+            op_features: Default::default(),
         };
         finish(&mut header).await?;
         directory::add(&self.store, &self.io, name, &id).await?;
@@ -392,6 +395,15 @@ impl Images {
             Err(e) => return Err(e),
         };
         if let Some(header) = &header {
+            if header.user_snapshots().next().is_none() && !header.snapshots.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::NotEmpty,
+                    format!(
+                        "image {name} has snapshots in the trash that format 2 clones still \
+                         use ('rbdx snap ls --all'); remove or flatten those clones first"
+                    ),
+                ));
+            }
             if !header.snapshots.is_empty() {
                 return Err(Error::new(
                     ErrorKind::NotEmpty,

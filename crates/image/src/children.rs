@@ -21,6 +21,17 @@ pub struct ChildRef {
     pub namespace: String,
     /// The child's image id.
     pub image_id: String,
+    /// 1 for a clone of a protected snapshot, 2 for a clone that needs no protection.
+    #[serde(default = "format_one", skip_serializing_if = "is_format_one")]
+    pub clone_format: u8,
+}
+
+fn format_one() -> u8 {
+    1
+}
+
+fn is_format_one(format: &u8) -> bool {
+    *format == 1
 }
 
 /// Returns the key prefix of the children of one parent snapshot.
@@ -35,7 +46,24 @@ pub async fn list(
     parent_id: &str,
     snap_id: u64,
 ) -> Result<Vec<ChildRef>> {
-    let prefix = key_prefix(parent_id, snap_id);
+    list_prefixed(store, io, &key_prefix(parent_id, snap_id)).await
+}
+
+/// Lists the children of every snapshot of image `parent_id`.
+pub async fn list_all(
+    store: &Arc<dyn ObjectStore>,
+    io: &IoCtx,
+    parent_id: &str,
+) -> Result<Vec<ChildRef>> {
+    list_prefixed(store, io, &format!("{parent_id}.")).await
+}
+
+async fn list_prefixed(
+    store: &Arc<dyn ObjectStore>,
+    io: &IoCtx,
+    prefix: &str,
+) -> Result<Vec<ChildRef>> {
+    let prefix = prefix.to_owned();
     let mut out = Vec::new();
     let mut after: Option<String> = None;
     loop {

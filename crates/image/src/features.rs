@@ -23,11 +23,13 @@ impl Features {
     pub const JOURNALING: Features = Features(1 << 6);
     /// Data objects in a separate pool.
     pub const DATA_POOL: Features = Features(1 << 7);
+    /// The image has operation features ([`OpFeatures`]); shown, never asked for.
+    pub const OPERATIONS: Features = Features(1 << 8);
 
     /// RBD's default features for a new image.
     pub const DEFAULT: Features = Features(1 | 4 | 8 | 16 | 32);
 
-    const NAMES: [(&'static str, Features); 8] = [
+    const NAMES: [(&'static str, Features); 9] = [
         ("layering", Features::LAYERING),
         ("striping", Features::STRIPINGV2),
         ("exclusive-lock", Features::EXCLUSIVE_LOCK),
@@ -36,6 +38,7 @@ impl Features {
         ("deep-flatten", Features::DEEP_FLATTEN),
         ("journaling", Features::JOURNALING),
         ("data-pool", Features::DATA_POOL),
+        ("operations", Features::OPERATIONS),
     ];
 
     /// Features a user may ask for at `create`.
@@ -164,5 +167,49 @@ mod tests {
         assert!(Features(8).validate().is_err());
         assert!(Features(12).validate().is_ok());
         assert!(Features(4 | 16).validate().is_err());
+    }
+}
+
+/// Operation features (`op_features` in the header, RBD's bit values): operations an image
+/// takes part in that a client must know about before it changes the image. An image with any
+/// of them shows the feature `operations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct OpFeatures(pub u64);
+
+impl OpFeatures {
+    /// A snapshot of the image has format 2 clones.
+    pub const CLONE_PARENT: OpFeatures = OpFeatures(1 << 0);
+    /// The image is a format 2 clone.
+    pub const CLONE_CHILD: OpFeatures = OpFeatures(1 << 1);
+    /// A snapshot of the image is in the trash namespace, kept for its clones.
+    pub const SNAP_TRASH: OpFeatures = OpFeatures(1 << 3);
+
+    const NAMES: [(&'static str, OpFeatures); 3] = [
+        ("clone-parent", OpFeatures::CLONE_PARENT),
+        ("clone-child", OpFeatures::CLONE_CHILD),
+        ("snap-trash", OpFeatures::SNAP_TRASH),
+    ];
+
+    /// Returns true if every operation feature of `other` is in `self`.
+    pub fn contains(self, other: OpFeatures) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Returns `self` with `other` set or cleared.
+    pub fn set(self, other: OpFeatures, on: bool) -> OpFeatures {
+        if on {
+            OpFeatures(self.0 | other.0)
+        } else {
+            OpFeatures(self.0 & !other.0)
+        }
+    }
+
+    /// Returns the names of the operation features set, in bit order.
+    pub fn names(self) -> Vec<&'static str> {
+        OpFeatures::NAMES
+            .iter()
+            .filter(|(_, f)| self.contains(*f))
+            .map(|(n, _)| *n)
+            .collect()
     }
 }

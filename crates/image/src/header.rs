@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::features::Features;
+use crate::features::{Features, OpFeatures};
 use crate::layout::Layout;
 
 /// Omap key prefix of snapshot records.
@@ -56,6 +56,31 @@ pub struct SnapInfo {
     /// The parent the image had when the snapshot was taken.
     #[serde(default)]
     pub parent: Option<ParentSpec>,
+    /// The user's snapshot, or one removed while format 2 clones still use it.
+    #[serde(default, skip_serializing_if = "SnapNamespace::is_user")]
+    pub namespace: SnapNamespace,
+}
+
+/// Where a snapshot belongs, as RBD's snapshot namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SnapNamespace {
+    /// A snapshot the user made and sees.
+    #[default]
+    User,
+    /// A snapshot the user removed while format 2 clones still use it: renamed to a UUID,
+    /// hidden from `snap ls`, removed for good with its last clone.
+    Trash {
+        /// Its name before it was removed.
+        original_name: String,
+    },
+}
+
+impl SnapNamespace {
+    /// Returns true for the user's namespace.
+    pub fn is_user(&self) -> bool {
+        *self == SnapNamespace::User
+    }
 }
 
 impl SnapInfo {
@@ -114,6 +139,8 @@ pub struct Header {
     pub metadata: BTreeMap<String, Bytes>,
     /// The migration this image takes part in, as source or destination.
     pub migration: Option<crate::migration::MigrationSpec>,
+    /// Operation features (format 2 clones and the snapshot trash).
+    pub op_features: OpFeatures,
 }
 
 fn u64_of(key: &str, v: &[u8]) -> Result<u64> {
@@ -212,6 +239,13 @@ impl Header {
                 .get("migration")
                 .map(|v| json_of("migration", v))
                 .transpose()?,
+            op_features: OpFeatures(
+                entries
+                    .get("op_features")
+                    .map(|v| u64_of("op_features", v))
+                    .transpose()?
+                    .unwrap_or(0),
+            ),
         };
         for (key, value) in entries {
             if let Some(rest) = key.strip_prefix(SNAPSHOT_PREFIX) {
@@ -290,6 +324,12 @@ impl Header {
         if let Some(migration) = &self.migration {
             map.insert("migration".into(), json_bytes(migration));
         }
+        if self.op_features.0 != 0 {
+            map.insert(
+                "op_features".into(),
+                Bytes::copy_from_slice(&self.op_features.0.to_le_bytes()),
+            );
+        }
         for (key, value) in &self.metadata {
             map.insert(format!("{METADATA_PREFIX}{key}"), value.clone());
         }
@@ -315,7 +355,31 @@ impl Header {
 
     /// Finds a snapshot by name.
     pub fn snapshot_by_name(&self, name: &str) -> Option<&SnapInfo> {
-        self.snapshots.values().find(|s| s.name == name)
+        self.user_snapshots().find(|s| s.name == name)
+    }
+
+    /// Returns the user's snapshots (not those in the trash namespace), oldest first.
+    pub fn user_snapshots(&self) -> impl Iterator<Item = &SnapInfo> {
+        self.snapshots
+            .values()
+            .filter(|s| s.namespace == SnapNamespace::User)
+    }
+
+    /// Clears `clone-child` once neither the head nor any snapshot has a parent.
+    pub fn clear_clone_child_if_detached(&mut self) {
+        if self.parent.is_none() && self.snapshots.values().all(|s| s.parent.is_none()) {
+            self.op_features = self.op_features.set(OpFeatures::CLONE_CHILD, false);
+        }
+    }
+
+    /// Returns the features as `rbd info` shows them: with `operations` while any operation
+    /// feature is set.
+    pub fn shown_features(&self) -> Features {
+        if self.op_features.0 == 0 {
+            self.features
+        } else {
+            self.features.with(Features::OPERATIONS)
+        }
     }
 
     /// Returns every view of the image with its size: the snapshots, oldest first, then the
@@ -368,6 +432,9 @@ mod tests {
                     protection: Protection::Protected,
                     flags: 0,
                     parent: None,
+                    namespace: SnapNamespace::Trash {
+                        original_name: "old".into(),
+                    },
                 },
             )]),
             parent: None,
@@ -385,6 +452,7 @@ mod tests {
                 state: crate::migration::MigrationState::Executing,
                 state_description: String::new(),
             }),
+            op_features: OpFeatures::CLONE_PARENT.set(OpFeatures::SNAP_TRASH, true),
         }
     }
 

@@ -22,7 +22,7 @@ use rbdx_objstore::{IoCtx, ObjectStore, PoolId, SnapContext, WriteOp};
 use crate::admin::{CreateOptions, Images};
 use crate::children::{self, ChildRef};
 use crate::error::{Error, Result, StoreContext};
-use crate::features::Features;
+use crate::features::{Features, OpFeatures};
 use crate::header::{ParentSpec, Protection};
 use crate::image::{Image, Inner, OpenOptions};
 use crate::io::CONCURRENCY;
@@ -103,7 +103,11 @@ pub fn nonzero_pieces(offset: u64, data: &Bytes, block: usize) -> Vec<(u64, Byte
     writes
 }
 
-async fn image_name(store: &Arc<dyn ObjectStore>, io: &IoCtx, id: &str) -> Option<String> {
+pub(crate) async fn image_name(
+    store: &Arc<dyn ObjectStore>,
+    io: &IoCtx,
+    id: &str,
+) -> Option<String> {
     let op = rbdx_objstore::ReadOp::new().omap_get_by_keys([format!("id_{id}")]);
     let mut res = store
         .read_op(io, crate::names::DIRECTORY, &op, None)
@@ -373,8 +377,8 @@ impl Inner {
 }
 
 impl Images {
-    /// Creates `name` in this pool namespace as a clone of `parent` at its protected
-    /// snapshot `snap`.
+    /// Creates `name` in this pool namespace as a clone of `parent` at its snapshot `snap`,
+    /// which must be protected unless `opts.clone_format` is format 2.
     pub async fn clone_from(
         &self,
         parent: &Image,
@@ -396,9 +400,11 @@ impl Images {
                 parent.name()
             ))
         })?;
-        if snap_info.protection != Protection::Protected {
+        let clone_format = opts.clone_format.number();
+        if clone_format == 1 && snap_info.protection != Protection::Protected {
             return Err(Error::invalid(format!(
-                "snapshot {snap} of image {} must be protected before it can be cloned",
+                "snapshot {snap} of image {} must be protected before it can be cloned \
+                 (a format 2 clone needs no protection: --rbd-default-clone-format 2)",
                 parent.name()
             )));
         }
@@ -419,14 +425,33 @@ impl Images {
             overlap: snap_info.size,
         };
         let id = self
-            .create_with_parent(name, &opts, Some(spec.clone()))
+            .create_image(name, &opts, Some(spec.clone()), None, async |h| {
+                if clone_format == 2 {
+                    h.op_features = h.op_features.set(OpFeatures::CLONE_CHILD, true);
+                }
+                Ok(())
+            })
             .await?;
         let record = ChildRef {
             pool_id: self.io_ctx().pool().0,
             namespace: self.io_ctx().namespace().to_owned(),
             image_id: id.clone(),
+            clone_format,
         };
-        if let Err(e) = register_child(self.store(), &spec, &record).await {
+        let registered = async {
+            register_child(self.store(), &spec, &record).await?;
+            if clone_format == 2 {
+                crate::clone_v2::set_op_features(
+                    self.store(),
+                    parent.io_ctx(),
+                    parent.id(),
+                    &[(OpFeatures::CLONE_PARENT, true)],
+                )
+                .await?;
+            }
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = registered.await {
             let _ = self.remove(name, &|_, _| {}).await;
             return Err(e);
         }
@@ -456,8 +481,10 @@ pub(crate) async fn unregister_if_unused(
         pool_id: child_io.pool().0,
         namespace: child_io.namespace().to_owned(),
         image_id: child_id.to_owned(),
+        clone_format: 1,
     };
-    unregister_child(store, old, &child).await
+    unregister_child(store, old, &child).await?;
+    crate::clone_v2::child_detached(store, old).await
 }
 
 impl Image {
@@ -605,6 +632,7 @@ impl Image {
                         s.parent = None;
                     }
                 }
+                h.clear_clone_child_if_detached();
                 Ok(())
             })
             .await?;

@@ -34,6 +34,7 @@
 mod admin;
 mod allocation;
 pub mod children;
+mod clone_v2;
 mod copyup;
 mod directory;
 mod error;
@@ -60,9 +61,10 @@ mod trash;
 
 pub use admin::{CreateOptions, ImageEntry, Images, check_image_name, new_image_id};
 pub use allocation::Allocation;
+pub use clone_v2::CloneFormat;
 pub use error::{Error, ErrorKind, Result};
-pub use features::Features;
-pub use header::{Header, ParentSpec, Protection, SnapInfo};
+pub use features::{Features, OpFeatures};
+pub use header::{Header, ParentSpec, Protection, SnapInfo, SnapNamespace};
 pub use image::{Image, OpenOptions};
 pub use layering::{ChildInfo, MAX_DEPTH, ParentInfo, nonzero_pieces};
 pub use layout::{Layout, ObjectExtent};

@@ -30,7 +30,7 @@ pub struct TargetSnapshot {
 
 /// Changes the header of image `id` in `io` (named `name` in messages) and tells its
 /// watchers.
-async fn change_header(
+pub(crate) async fn change_header(
     store: &Arc<dyn ObjectStore>,
     io: &IoCtx,
     id: &str,
@@ -50,6 +50,7 @@ impl Images {
             pool_id: self.io_ctx().pool().0,
             namespace: self.io_ctx().namespace().to_owned(),
             image_id: id.to_owned(),
+            clone_format: 1,
         }
     }
 
@@ -112,6 +113,7 @@ impl Images {
                                 },
                                 flags: invalid,
                                 parent: snap.parent.clone(),
+                                namespace: Default::default(),
                             },
                         );
                         h.snap_seq = h.snap_seq.max(sid);

@@ -10,8 +10,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapId, WriteOp};
 
 use crate::error::{Error, ErrorKind, Result, StoreContext};
-use crate::features::Features;
-use crate::header::{FLAG_OBJECT_MAP_INVALID, Header, Protection, SnapInfo, now};
+use crate::features::{Features, OpFeatures};
+use crate::header::{FLAG_OBJECT_MAP_INVALID, Header, Protection, SnapInfo, SnapNamespace, now};
 use crate::image::{Image, load_object_map};
 use crate::io::{CONCURRENCY, Effect};
 use crate::journaling::Event;
@@ -43,11 +43,11 @@ impl StepCounter {
     }
 }
 
-/// Finds snapshot `name` in a header being changed.
+/// Finds the user's snapshot `name` in a header being changed.
 fn snapshot_mut<'a>(h: &'a mut Header, name: &str, image: &str) -> Result<&'a mut SnapInfo> {
     h.snapshots
         .values_mut()
-        .find(|s| s.name == name)
+        .find(|s| s.name == name && s.namespace.is_user())
         .ok_or_else(|| Error::not_found(format!("snapshot {name} of image {image} does not exist")))
 }
 
@@ -59,8 +59,14 @@ fn check_snap_name(name: &str) -> Result<()> {
 }
 
 impl Image {
-    /// Returns the snapshots, oldest first.
+    /// Returns the user's snapshots, oldest first.
     pub async fn snapshots(&self) -> Result<Vec<SnapInfo>> {
+        self.inner.refresh().await?;
+        Ok(self.inner.header().user_snapshots().cloned().collect())
+    }
+
+    /// Returns every snapshot, those in the trash namespace too, oldest first.
+    pub async fn all_snapshots(&self) -> Result<Vec<SnapInfo>> {
         self.inner.refresh().await?;
         Ok(self.inner.header().snapshots.into_values().collect())
     }
@@ -134,6 +140,7 @@ impl Image {
                 0
             },
             parent: header.parent.clone(),
+            namespace: Default::default(),
         };
         let record = snap.clone();
         let result = inner
@@ -174,7 +181,8 @@ impl Image {
         Ok(snap)
     }
 
-    /// Removes snapshot `name`; refused while it is protected.
+    /// Removes snapshot `name`; refused while it is protected. A snapshot that format 2
+    /// clones still use moves to the trash namespace instead, until its last clone is gone.
     pub async fn snap_remove(&self, name: &str) -> Result<()> {
         let event = Event::SnapRemove { name: name.into() };
         self.inner.log_op(event, self.snap_remove_now(name)).await
@@ -193,6 +201,54 @@ impl Image {
                 inner.name
             )));
         }
+        if !crate::children::list(&inner.store, &inner.io, &inner.id, snap.id)
+            .await?
+            .is_empty()
+        {
+            // Format 2 clones still read it: it waits in the trash for the last of them.
+            let trash_name = crate::clone_v2::new_uuid()?;
+            inner
+                .update_header(|h| {
+                    let s = snapshot_mut(h, name, &inner.name)?;
+                    s.name = trash_name.clone();
+                    s.namespace = SnapNamespace::Trash {
+                        original_name: name.to_owned(),
+                    };
+                    h.op_features = h.op_features.set(OpFeatures::SNAP_TRASH, true);
+                    Ok(())
+                })
+                .await?;
+            return Ok(());
+        }
+        self.remove_snapshot(&snap).await
+    }
+
+    /// Removes snapshot `id` if it waits in the trash namespace and no clone uses it any more
+    /// (nothing to do otherwise).
+    pub(crate) async fn remove_trashed_snapshot(&self, id: u64) -> Result<()> {
+        self.inner.check_writable()?;
+        let inner = &self.inner;
+        let _gate = inner.gate.write().await;
+        crate::lock::ensure_lock(inner).await?;
+        inner.refresh().await?;
+        let Some(snap) = inner.header().snapshots.get(&id).cloned() else {
+            return Ok(());
+        };
+        if snap.namespace.is_user()
+            || !crate::children::list(&inner.store, &inner.io, &inner.id, id)
+                .await?
+                .is_empty()
+        {
+            return Ok(());
+        }
+        self.remove_snapshot(&snap).await
+    }
+
+    /// Removes snapshot `snap` for good: its object map, its header record and its store
+    /// snapshot. The caller holds the gate and the lock.
+    async fn remove_snapshot(&self, snap: &SnapInfo) -> Result<()> {
+        let inner = &self.inner;
+        let name = &snap.name;
         let header = inner.header();
         // Keep fast-diff exact: what changed before the removed snapshot now counts as
         // changed in the next newer map.
@@ -228,6 +284,10 @@ impl Image {
         let new = inner
             .update_header(|h| {
                 h.snapshots.remove(&snap.id);
+                h.clear_clone_child_if_detached();
+                if h.snapshots.values().all(|s| s.namespace.is_user()) {
+                    h.op_features = h.op_features.set(OpFeatures::SNAP_TRASH, false);
+                }
                 Ok(())
             })
             .await?;
@@ -295,8 +355,13 @@ impl Image {
                 inner.refresh().await?;
                 self.snapshot_named(name)?
             };
-            let children =
-                crate::children::list(&inner.store, &inner.io, &inner.id, snap.id).await?;
+            // Format 2 clones do not need the protection.
+            let children: Vec<_> =
+                crate::children::list(&inner.store, &inner.io, &inner.id, snap.id)
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.clone_format == 1)
+                    .collect();
             if !children.is_empty() {
                 return Err(Error::busy(format!(
                     "snapshot {name} of image {} has {} child image(s)",

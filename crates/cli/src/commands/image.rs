@@ -376,8 +376,13 @@ pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer
         snapshot_count: header.snapshots.len(),
         block_name_prefix: header.object_prefix.clone(),
         format: 2,
-        features: header.features.names(),
-        op_features: Vec::new(),
+        features: header.shown_features().names(),
+        op_features: header
+            .op_features
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         flags: flag_names(snap.as_ref().map_or(header.flags, |s| s.flags)),
         create_timestamp: created.clone(),
         access_timestamp: created.clone(),

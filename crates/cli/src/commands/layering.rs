@@ -19,7 +19,12 @@ pub async fn clone(
     parent_arg: &ImageArg,
     dest_arg: &DestArg,
     create: &CreateArgs,
+    clone_format: Option<&str>,
 ) -> CliResult {
+    let clone_format = match clone_format {
+        Some(text) => text.parse::<rbdx_image::CloneFormat>()?,
+        None => rbdx_image::CloneFormat::Auto,
+    };
     let (spec, parent_images) = resolve(store, parent_arg, SnapRule::Required).await?;
     let dest = dest_arg
         .options()
@@ -29,7 +34,8 @@ pub async fn clone(
         .await?;
     let result = async {
         let child_images = images(store, &dest.pool, &dest.namespace).await?;
-        let opts = create_options(store, 0, create).await?;
+        let mut opts = create_options(store, 0, create).await?;
+        opts.clone_format = clone_format;
         child_images
             .clone_from(
                 &parent,

@@ -61,7 +61,14 @@ pub async fn run(cli: Cli) -> CliResult {
             parent,
             dest,
             create,
-        } => layering::clone(&store, &parent, &dest, &create).await,
+            clone_format,
+        } => {
+            let format = match clone_format {
+                Some(text) => Some(text),
+                None => crate::cluster::client_setting(&cli.global, "rbd_default_clone_format")?,
+            };
+            layering::clone(&store, &parent, &dest, &create, format.as_deref()).await
+        }
         Command::Flatten(arg) => layering::flatten(&store, &arg, progress).await,
         Command::Children(arg) => layering::children(&store, &arg, printer).await,
         Command::Feature { command } => maintenance::feature(&store, command, progress).await,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rbdx_image::{Image, OpenOptions, Protection};
+use rbdx_image::{Image, OpenOptions, Protection, SnapNamespace};
 use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 
@@ -21,6 +21,17 @@ struct SnapOut {
     size: u64,
     protected: String,
     timestamp: String,
+    /// With `--all`: `{"type": "user"}` or `{"type": "trash", "original_name": ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<SnapNamespace>,
+}
+
+/// The NAMESPACE column: `user`, or `trash (<original name>)`.
+fn namespace_text(namespace: &SnapNamespace) -> String {
+    match namespace {
+        SnapNamespace::User => "user".to_owned(),
+        SnapNamespace::Trash { original_name } => format!("trash ({original_name})"),
+    }
 }
 
 async fn open(
@@ -63,9 +74,13 @@ pub async fn run(
             with_image(image, async |i| i.snap_create(snap_name(&spec)).await).await?;
             progress.finish();
         }
-        SnapCommand::Ls(arg) => {
+        SnapCommand::Ls { image: arg, all } => {
             let (_, image) = open(store, &arg, SnapRule::None).await?;
-            let snaps = with_image(image, async |i| i.snapshots().await).await?;
+            let snaps = with_image(image, async |i| match all {
+                true => i.all_snapshots().await,
+                false => i.snapshots().await,
+            })
+            .await?;
             let out: Vec<SnapOut> = snaps
                 .into_iter()
                 .map(|s| SnapOut {
@@ -74,13 +89,14 @@ pub async fn run(
                     size: s.size,
                     protected: (s.protection == Protection::Protected).to_string(),
                     timestamp: ctime(s.time()),
+                    namespace: all.then(|| s.namespace.clone()),
                 })
                 .collect();
             printer.print("snapshots", &out, |out| {
                 let rows: Vec<Vec<String>> = out
                     .iter()
                     .map(|s| {
-                        vec![
+                        let mut row = vec![
                             s.id.to_string(),
                             s.name.clone(),
                             format_size(s.size),
@@ -90,11 +106,19 @@ pub async fn run(
                                 String::new()
                             },
                             s.timestamp.clone(),
-                        ]
+                        ];
+                        if let Some(ns) = &s.namespace {
+                            row.push(namespace_text(ns));
+                        }
+                        row
                     })
                     .collect();
+                let mut columns = vec!["SNAPID", "NAME", "SIZE", "PROTECTED", "TIMESTAMP"];
+                if all {
+                    columns.push("NAMESPACE");
+                }
                 if !rows.is_empty() {
-                    print_table(&["SNAPID", "NAME", "SIZE", "PROTECTED", "TIMESTAMP"], &rows);
+                    print_table(&columns, &rows);
                 }
             });
         }
