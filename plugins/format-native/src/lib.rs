@@ -265,15 +265,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_head_is_the_snapshot_and_older_snapshots_follow() {
+    async fn the_head_is_the_snapshot_and_snapshots_up_to_it_follow() {
         let ctx = setup().await;
         let f = open(&ctx, serde_json::json!({"type":"native","pool_name":"rbd","image_name":"src","snap_name":"s2"}))
             .await
             .unwrap();
         assert_eq!(f.read(None, 0, 3).await.unwrap(), "two");
-        assert_eq!(f.snapshots().len(), 1);
-        assert_eq!(f.snapshots()[0].name, "s1");
+        let names: Vec<&str> = f.snapshots().iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s1", "s2"]);
         assert_eq!(f.read(Some(0), 0, 3).await.unwrap(), "one");
+        assert_eq!(f.read(Some(1), 0, 3).await.unwrap(), "two");
         // Only the first 4 MiB object holds data; the rest are holes, from the object map.
         let expected = vec![Extent::data(0, 4 << 20), Extent::zero(4 << 20, 8 << 20)];
         assert_eq!(f.extents(None, 0, 12 << 20).await.unwrap(), expected);
@@ -284,7 +285,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(by_id.snapshots().is_empty());
+        assert_eq!(by_id.snapshots().len(), 1);
         assert_eq!(by_id.read(None, 0, 3).await.unwrap(), "one");
     }
 
