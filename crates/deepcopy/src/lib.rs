@@ -101,7 +101,7 @@ async fn snapshot_views(dst: &Image) -> Result<Vec<Image>> {
             .with_snap_id(Some(*id));
         views.push(
             Image::open_by_id(
-                dst.store().clone(),
+                dst.cluster().clone(),
                 dst.io_ctx().clone(),
                 dst.name(),
                 dst.id(),

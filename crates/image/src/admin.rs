@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt as _, SnapContext, WriteOp};
 
+use crate::cluster::Cluster;
 use crate::error::{Error, ErrorKind, Result, StoreContext};
 use crate::features::Features;
 use crate::header::{Header, now};
@@ -96,14 +97,26 @@ pub struct ImageEntry {
 /// The images of one pool namespace.
 #[derive(Debug, Clone)]
 pub struct Images {
+    cluster: Cluster,
     store: Arc<dyn ObjectStore>,
     io: IoCtx,
 }
 
 impl Images {
-    /// Returns the images of the pool namespace `io`.
-    pub fn new(store: Arc<dyn ObjectStore>, io: IoCtx) -> Self {
-        Images { store, io }
+    /// Returns the images of the pool namespace `io` of `cluster` (a store, or a store with
+    /// its drivers).
+    pub fn new(cluster: impl Into<Cluster>, io: IoCtx) -> Self {
+        let cluster = cluster.into();
+        Images {
+            store: cluster.store().clone(),
+            cluster,
+            io,
+        }
+    }
+
+    /// Returns the store and its drivers.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// Returns the pool namespace.
@@ -220,7 +233,8 @@ impl Images {
         journal: &crate::journaling::JournalLayout,
     ) -> Result<()> {
         if header.features.contains(Features::JOURNALING) {
-            crate::journaling::journal_opener()?
+            self.cluster
+                .require_journals()?
                 .create(self.store.clone(), self.io.clone(), id, journal)
                 .await?;
         }
@@ -273,7 +287,7 @@ impl Images {
 
     async fn remove_metadata_objects(&self, id: &str) -> Result<()> {
         // A journal goes with its image (removing one that does not exist does nothing).
-        if let Ok(opener) = crate::journaling::journal_opener() {
+        if let Some(opener) = self.cluster.journals() {
             opener
                 .remove(self.store.clone(), self.io.clone(), id)
                 .await?;
@@ -353,7 +367,7 @@ impl Images {
 
     /// Opens image `name`.
     pub async fn open(&self, name: &str, opts: OpenOptions) -> Result<Image> {
-        Image::open(self.store.clone(), self.io.clone(), name, opts).await
+        Image::open(self.cluster.clone(), self.io.clone(), name, opts).await
     }
 
     /// Renames image `old` to `new`.
@@ -457,7 +471,7 @@ impl Images {
         {
             let mut gone = h.clone();
             gone.parent = None;
-            crate::layering::unregister_if_unused(&self.store, &self.io, &id, &gone, &parent)
+            crate::layering::unregister_if_unused(&self.cluster, &self.io, &id, &gone, &parent)
                 .await?;
         }
         Ok(())

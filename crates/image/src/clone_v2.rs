@@ -25,6 +25,7 @@ use futures::future::BoxFuture;
 use rbdx_objstore::{IoCtx, ObjectStore, PoolId};
 
 use crate::children;
+use crate::cluster::Cluster;
 use crate::error::{Error, ErrorKind, Result};
 use crate::features::OpFeatures;
 use crate::header::{ParentSpec, SnapNamespace};
@@ -111,10 +112,11 @@ pub(crate) async fn set_op_features(
 /// it waits in the trash and has no clone left, then recomputes the parent's operation
 /// features. (Boxed: removing the parent snapshot may detach the parent from its own parent.)
 pub(crate) fn child_detached<'a>(
-    store: &'a Arc<dyn ObjectStore>,
+    cluster: &'a Cluster,
     parent: &'a ParentSpec,
 ) -> BoxFuture<'a, Result<()>> {
     Box::pin(async move {
+        let store = cluster.store();
         let io = parent_io(parent);
         let oid = names::header_object(&parent.image_id);
         let header = match read_header(store, &io, &oid, &parent.image_id).await {
@@ -133,7 +135,7 @@ pub(crate) fn child_detached<'a>(
             && children::list(store, &io, &parent.image_id, parent.snap_id)
                 .await?
                 .is_empty()
-            && let Err(e) = remove_trashed(store, &io, parent).await
+            && let Err(e) = remove_trashed(cluster, &io, parent).await
         {
             tracing::warn!(
                 "snapshot {} of image {} stays in the trash: {e}",
@@ -145,16 +147,12 @@ pub(crate) fn child_detached<'a>(
     })
 }
 
-async fn remove_trashed(
-    store: &Arc<dyn ObjectStore>,
-    io: &IoCtx,
-    parent: &ParentSpec,
-) -> Result<()> {
-    let name = crate::layering::image_name(store, io, &parent.image_id)
+async fn remove_trashed(cluster: &Cluster, io: &IoCtx, parent: &ParentSpec) -> Result<()> {
+    let name = crate::layering::image_name(cluster.store(), io, &parent.image_id)
         .await
         .unwrap_or_else(|| parent.image_id.clone());
     let image = Image::open_by_id(
-        store.clone(),
+        cluster.clone(),
         io.clone(),
         &name,
         &parent.image_id,

@@ -70,8 +70,9 @@ impl Inner {
             return Ok(source.clone());
         }
         let source = self
-            .opener
-            .open_source(&self.store, spec)
+            .cluster
+            .sources()
+            .open_source(&self.cluster, spec)
             .await
             .map_err(|e| {
                 Error::new(

@@ -19,12 +19,13 @@ use rbdx_objstore::{
 };
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::cluster::Cluster;
 use crate::error::{Error, ErrorKind, Result, StoreContext};
 use crate::features::Features;
 use crate::header::{Header, ParentSpec, SnapInfo};
 use crate::layout::Layout;
 use crate::lock::LockState;
-use crate::migration::{MigrationSource, SourceOpener};
+use crate::migration::MigrationSource;
 use crate::names;
 use crate::objectmap::ObjectMap;
 use crate::objlocks::ObjectLocks;
@@ -42,9 +43,6 @@ pub struct OpenOptions {
     pub(crate) snap_id: Option<u64>,
     /// Position in a clone chain.
     pub(crate) depth: usize,
-    /// Opens the source when the image is a migration destination (default: rbdx images
-    /// only, see [`crate::migration::NativeOpener`]).
-    pub source_opener: Option<Arc<dyn SourceOpener>>,
 }
 
 impl Default for OpenOptions {
@@ -55,7 +53,6 @@ impl Default for OpenOptions {
             lock_wait: Duration::from_secs(30),
             snap_id: None,
             depth: 0,
-            source_opener: None,
         }
     }
 }
@@ -78,12 +75,6 @@ impl OpenOptions {
         self.read_only = read_only;
         self
     }
-
-    /// Opens migration sources with `opener`.
-    pub fn with_source_opener(mut self, opener: Arc<dyn SourceOpener>) -> Self {
-        self.source_opener = Some(opener);
-        self
-    }
 }
 
 /// The cached header and the object version it was read at.
@@ -96,6 +87,8 @@ pub(crate) struct HeaderState {
 /// Shared state of an open image.
 #[derive(Debug)]
 pub(crate) struct Inner {
+    /// The store and its drivers.
+    pub cluster: Cluster,
     pub store: Arc<dyn ObjectStore>,
     pub io: IoCtx,
     pub data_io: IoCtx,
@@ -120,8 +113,6 @@ pub(crate) struct Inner {
     pub known: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// How deep in a clone chain this image is (0 for the image opened by the user).
     pub depth: usize,
-    /// Opens the migration source of a destination.
-    pub opener: Arc<dyn SourceOpener>,
     /// The open migration source, once needed.
     pub migration_source: AsyncMutex<Option<Arc<dyn MigrationSource>>>,
     /// The image's journal, open while this handle holds the lock of a journaling image.
@@ -248,23 +239,26 @@ pub(crate) async fn load_object_map(
 impl Image {
     /// Opens image `name` in the pool namespace `io`.
     pub async fn open(
-        store: Arc<dyn ObjectStore>,
+        cluster: impl Into<Cluster>,
         io: IoCtx,
         name: &str,
         options: OpenOptions,
     ) -> Result<Image> {
-        let id = crate::directory::lookup(&store, &io, name).await?;
-        Image::open_by_id(store, io, name, &id, options).await
+        let cluster = cluster.into();
+        let id = crate::directory::lookup(cluster.store(), &io, name).await?;
+        Image::open_by_id(cluster, io, name, &id, options).await
     }
 
     /// Opens an image whose id is known.
     pub async fn open_by_id(
-        store: Arc<dyn ObjectStore>,
+        cluster: impl Into<Cluster>,
         io: IoCtx,
         name: &str,
         id: &str,
         options: OpenOptions,
     ) -> Result<Image> {
+        let cluster: Cluster = cluster.into();
+        let store = cluster.store().clone();
         let header_oid = names::header_object(id);
         let state = read_header(&store, &io, &header_oid, name).await?;
         let data_io = match state.header.data_pool_id {
@@ -299,6 +293,7 @@ impl Image {
         };
         let read_only = options.read_only || snap.is_some();
         let inner = Arc::new(Inner {
+            cluster,
             store,
             io,
             data_io,
@@ -318,9 +313,6 @@ impl Image {
             parent: AsyncMutex::new(None),
             known: std::sync::Mutex::new(std::collections::HashSet::new()),
             depth: options.depth,
-            opener: options
-                .source_opener
-                .unwrap_or_else(crate::migration::default_opener),
             migration_source: AsyncMutex::new(None),
             journal: AsyncMutex::new(None),
             journal_open: AtomicBool::new(false),
@@ -354,6 +346,11 @@ impl Image {
     /// Returns the pool namespace of the data objects.
     pub fn data_io_ctx(&self) -> &IoCtx {
         &self.inner.data_io
+    }
+
+    /// Returns the store and its drivers.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
     }
 
     /// Returns the store.

@@ -2,8 +2,8 @@
 //! applying it, and replays what a crash left unapplied.
 //!
 //! The image layer only knows this trait and the events; the journal itself (objects, entry
-//! framing, clients, trimming) lives above it in `rbdx-journal`, which installs an opener with
-//! [`set_journal_opener`], as the migration source opener is installed.
+//! framing, clients, trimming) lives above it in `rbdx-journal`, whose opener is given with the
+//! store ([`crate::Cluster::with_journals`]), as the migration source opener is.
 //!
 //! # Order of a journaled change
 //!
@@ -16,13 +16,13 @@
 //! anything itself. Every event replays idempotently: data events are absolute, snapshot
 //! events check whether they already happened.
 
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rbdx_objstore::{IoCtx, ObjectStore};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// One change to an image, as journaled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,29 +210,6 @@ pub struct JournalLayout {
     pub splay_width: Option<u64>,
     /// Pool of the data objects, by id (default: the image's pool).
     pub pool: Option<u64>,
-}
-
-static OPENER: RwLock<Option<Weak<dyn JournalOpener>>> = RwLock::new(None);
-
-/// Installs the journal implementation for this process (kept while the caller holds it).
-pub fn set_journal_opener(opener: &Arc<dyn JournalOpener>) {
-    *OPENER.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(opener));
-}
-
-/// Returns the installed journal implementation.
-pub(crate) fn journal_opener() -> Result<Arc<dyn JournalOpener>> {
-    OPENER
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(Weak::upgrade)
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unsupported,
-                "this image has the journaling feature, but no journal implementation is \
-                 installed in this program",
-            )
-        })
 }
 
 /// The largest write journaled as one event; larger writes are journaled (and applied) in

@@ -220,10 +220,9 @@ impl Inner {
             read_only: true,
             snap_id: Some(spec.snap_id),
             depth: self.depth + 1,
-            source_opener: Some(self.opener.clone()),
             ..OpenOptions::default()
         };
-        let image = Image::open_by_id(self.store.clone(), io, &name, &spec.image_id, options)
+        let image = Image::open_by_id(self.cluster.clone(), io, &name, &spec.image_id, options)
             .await
             .map_err(|e| {
                 Error::new(
@@ -462,7 +461,7 @@ impl Images {
 /// Removes a clone from its parent's children registry once neither its head nor any of its
 /// snapshots uses the parent snapshot any more.
 pub(crate) async fn unregister_if_unused(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &crate::cluster::Cluster,
     child_io: &IoCtx,
     child_id: &str,
     header: &crate::header::Header,
@@ -483,8 +482,8 @@ pub(crate) async fn unregister_if_unused(
         image_id: child_id.to_owned(),
         clone_format: 1,
     };
-    unregister_child(store, old, &child).await?;
-    crate::clone_v2::child_detached(store, old).await
+    unregister_child(cluster.store(), old, &child).await?;
+    crate::clone_v2::child_detached(cluster, old).await
 }
 
 impl Image {
@@ -637,7 +636,7 @@ impl Image {
             })
             .await?;
         *inner.parent.lock().await = None;
-        unregister_if_unused(&inner.store, &inner.io, &inner.id, &new, &old).await?;
+        unregister_if_unused(&inner.cluster, &inner.io, &inner.id, &new, &old).await?;
         progress(total, total);
         Ok(())
     }

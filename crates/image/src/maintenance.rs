@@ -252,7 +252,9 @@ impl Image {
                 crate::lock::ensure_lock(inner).await?;
             }
             if adds_journal {
-                crate::journaling::journal_opener()?
+                inner
+                    .cluster
+                    .require_journals()?
                     .create(
                         inner.store.clone(),
                         inner.io.clone(),
@@ -276,7 +278,9 @@ impl Image {
                 .await;
             if let Err(e) = updated {
                 if adds_journal {
-                    let _ = crate::journaling::journal_opener()?
+                    let _ = inner
+                        .cluster
+                        .require_journals()?
                         .remove(inner.store.clone(), inner.io.clone(), &inner.id)
                         .await;
                 }
@@ -287,7 +291,9 @@ impl Image {
             }
             if drops_journal {
                 inner.close_journal().await;
-                crate::journaling::journal_opener()?
+                inner
+                    .cluster
+                    .require_journals()?
                     .remove(inner.store.clone(), inner.io.clone(), &inner.id)
                     .await?;
             }

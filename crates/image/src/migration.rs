@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rbdx_objstore::{IoCtx, ObjectStore, PoolId};
+use rbdx_objstore::{IoCtx, PoolId};
 use serde::{Deserialize, Serialize};
 
 use crate::allocation::Allocation;
+use crate::cluster::Cluster;
 use crate::error::{Error, ErrorKind, Result};
 use crate::header::Protection;
 use crate::image::{Image, OpenOptions};
@@ -184,33 +185,12 @@ pub trait MigrationSource: Send + Sync + std::fmt::Debug {
 /// Opens the source of a migration destination from its `migration` record.
 #[async_trait]
 pub trait SourceOpener: Send + Sync + std::fmt::Debug {
-    /// Opens the source `spec` names.
+    /// Opens the source `spec` names, for a destination in `cluster`.
     async fn open_source(
         &self,
-        store: &Arc<dyn ObjectStore>,
+        cluster: &Cluster,
         spec: &MigrationSpec,
     ) -> Result<Arc<dyn MigrationSource>>;
-}
-
-/// The default opener, held weakly: whoever sets it keeps it (and the store it reaches)
-/// alive, so that nothing outlives the store's owner.
-static DEFAULT_OPENER: std::sync::RwLock<Option<std::sync::Weak<dyn SourceOpener>>> =
-    std::sync::RwLock::new(None);
-
-/// Sets the opener that images opened without one use, for as long as the caller keeps
-/// `opener` alive. Without it (or after it is dropped) they use [`NativeOpener`].
-pub fn set_default_opener(opener: &Arc<dyn SourceOpener>) {
-    *DEFAULT_OPENER.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(opener));
-}
-
-/// Returns the process's default opener.
-pub(crate) fn default_opener() -> Arc<dyn SourceOpener> {
-    DEFAULT_OPENER
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(std::sync::Weak::upgrade)
-        .unwrap_or_else(|| Arc::new(NativeOpener))
 }
 
 /// Opens live-migration sources (rbdx images in the same store); refuses import-only ones,
@@ -222,7 +202,7 @@ pub struct NativeOpener;
 impl SourceOpener for NativeOpener {
     async fn open_source(
         &self,
-        store: &Arc<dyn ObjectStore>,
+        cluster: &Cluster,
         spec: &MigrationSpec,
     ) -> Result<Arc<dyn MigrationSource>> {
         if spec.is_import() {
@@ -234,7 +214,7 @@ impl SourceOpener for NativeOpener {
         }
         Ok(Arc::new(
             NativeSource::open(
-                store.clone(),
+                cluster.clone(),
                 spec.io_ctx(),
                 &spec.image_name,
                 &spec.image_id,
@@ -257,18 +237,19 @@ impl NativeSource {
     /// Opens image `id` (called `name`) of `io` read-only, at its head and every snapshot.
     /// With `flatten`, data its parent provides counts as data to copy.
     pub async fn open(
-        store: Arc<dyn ObjectStore>,
+        cluster: impl Into<Cluster>,
         io: IoCtx,
         name: &str,
         id: &str,
         flatten: bool,
     ) -> Result<NativeSource> {
+        let cluster = cluster.into();
         let ro = || OpenOptions::default().with_read_only(true);
-        let head = Image::open_by_id(store.clone(), io.clone(), name, id, ro()).await?;
+        let head = Image::open_by_id(cluster.clone(), io.clone(), name, id, ro()).await?;
         let mut snaps = BTreeMap::new();
         for snap in head.header().snapshots.keys() {
             let image = Image::open_by_id(
-                store.clone(),
+                cluster.clone(),
                 io.clone(),
                 name,
                 id,

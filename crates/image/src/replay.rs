@@ -15,7 +15,7 @@ use crate::error::{ErrorKind, Result};
 use crate::features::Features;
 use crate::header::Protection;
 use crate::image::Inner;
-use crate::journaling::{Event, journal_opener};
+use crate::journaling::Event;
 
 /// The result recorded for an operation the journal shows as started but not finished, and
 /// the image shows was not done.
@@ -29,7 +29,7 @@ impl Inner {
         if !self.header().features.contains(Features::JOURNALING) {
             return Ok(());
         }
-        let opener = journal_opener()?;
+        let opener = self.cluster.require_journals()?;
         let log = opener
             .open(self.store.clone(), self.io.clone(), &self.id)
             .await?;

@@ -292,8 +292,14 @@ impl Image {
             })
             .await?;
         if let Some(parent) = &snap.parent {
-            crate::layering::unregister_if_unused(&inner.store, &inner.io, &inner.id, &new, parent)
-                .await?;
+            crate::layering::unregister_if_unused(
+                &inner.cluster,
+                &inner.io,
+                &inner.id,
+                &new,
+                parent,
+            )
+            .await?;
         }
         let oid = crate::names::object_map_object(&inner.id, Some(snap.id));
         inner

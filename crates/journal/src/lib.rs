@@ -9,7 +9,8 @@
 //! - [`Journal`]: creating, appending (batched, round-robin over the splay width), reading in
 //!   order ([`Journal::replay_from`]), clients, tags and trimming.
 //! - [`ImageJournal`] / [`RbdxJournals`]: the journal as the image layer's
-//!   [`rbdx_image::journaling::ChangeLog`]; [`install`] makes images of this process use it.
+//!   [`rbdx_image::journaling::ChangeLog`]; [`opener`] (or [`cluster`]) gives it to a store's
+//!   images.
 //!
 //! Objects: `journal.<image id>` (the header, next to the image header) and
 //! `journal_data.<pool id>.<image id>.<object number>`.
@@ -17,7 +18,6 @@
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn rbdx_objstore::ObjectStore>, io: rbdx_objstore::IoCtx) -> rbdx_image::Result<()> {
 //! use futures::TryStreamExt as _;
-//! let _journals = rbdx_journal::install();
 //! let journal = rbdx_journal::Journal::open(store, io, "1234abcd").await?;
 //! let mut entries = std::pin::pin!(journal.replay_from(None));
 //! while let Some((position, entry)) = entries.try_next().await? {
@@ -43,14 +43,14 @@ pub use apply::{apply_event, apply_events};
 pub use hook::{ImageJournal, RbdxJournals};
 pub use journal::{IMAGE_CLIENT, Journal, JournalOptions};
 
-/// Makes images opened by this process use rbdx journals (for the rest of the process; the
-/// opener holds no resources). Calling it again changes nothing.
-pub fn install() -> Arc<dyn rbdx_image::journaling::JournalOpener> {
-    static OPENER: std::sync::OnceLock<Arc<dyn rbdx_image::journaling::JournalOpener>> =
-        std::sync::OnceLock::new();
-    let opener = OPENER
-        .get_or_init(|| Arc::new(RbdxJournals::default()))
-        .clone();
-    rbdx_image::journaling::set_journal_opener(&opener);
-    opener
+/// Returns the journal implementation to give a store's images
+/// ([`rbdx_image::Cluster::with_journals`]), laid out by default as [`JournalOptions`] says.
+pub fn opener() -> Arc<dyn rbdx_image::journaling::JournalOpener> {
+    Arc::new(RbdxJournals::default())
+}
+
+/// Returns `store` with rbdx journals and live migration sources: what tools that do not
+/// import from external sources need.
+pub fn cluster(store: Arc<dyn rbdx_objstore::ObjectStore>) -> rbdx_image::Cluster {
+    rbdx_image::Cluster::new(store).with_journals(opener())
 }

@@ -19,7 +19,7 @@ const SIZE: u64 = 4 << 20;
 async fn setup() -> (Arc<dyn ObjectStore>, Images) {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let pool = store.pool_create("rbd").await.unwrap();
-    let images = Images::new(store.clone(), IoCtx::new(pool));
+    let images = Images::new(rbdx_journal::cluster(store.clone()), IoCtx::new(pool));
     (store, images)
 }
 
@@ -48,7 +48,6 @@ async fn events(store: &Arc<dyn ObjectStore>, io: &IoCtx, id: &str) -> Vec<Event
 
 #[tokio::test]
 async fn changes_are_journaled_in_order_with_operation_outcomes() {
-    let _journals = rbdx_journal::install();
     let (store, images) = setup().await;
     let image = journaled(&images, "j").await;
     let id = image.id().to_owned();
@@ -95,7 +94,6 @@ async fn changes_are_journaled_in_order_with_operation_outcomes() {
 
 #[tokio::test]
 async fn entries_a_crash_left_unapplied_are_replayed_on_open() {
-    let _journals = rbdx_journal::install();
     let (store, images) = setup().await;
     let image = journaled(&images, "r").await;
     let id = image.id().to_owned();
@@ -139,7 +137,6 @@ async fn entries_a_crash_left_unapplied_are_replayed_on_open() {
 
 #[tokio::test]
 async fn a_torn_tail_is_ignored_and_cut_off() {
-    let _journals = rbdx_journal::install();
     let (store, images) = setup().await;
     let image = journaled(&images, "t").await;
     let id = image.id().to_owned();
@@ -211,7 +208,6 @@ async fn trimming_frees_sets_once_clients_commit_and_laggards_are_disconnected()
 
 #[tokio::test]
 async fn enabling_and_disabling_journaling_creates_and_removes_the_journal() {
-    let _journals = rbdx_journal::install();
     let (store, images) = setup().await;
     images
         .create("f", &CreateOptions::new(SIZE).with_order(16))
@@ -245,7 +241,6 @@ async fn enabling_and_disabling_journaling_creates_and_removes_the_journal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_writes_in_flight_together_land_in_journal_order() {
-    let _journals = rbdx_journal::install();
     let (store, images) = setup().await;
     let image = journaled(&images, "o").await;
     let id = image.id().to_owned();

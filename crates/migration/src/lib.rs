@@ -20,7 +20,7 @@ mod verify;
 use std::sync::Arc;
 
 use rbdx_image::migration::{MigrationRole, MigrationSpec, MigrationState};
-use rbdx_image::{Error, Header, Images, Result};
+use rbdx_image::{Cluster, Error, Header, Images, Result};
 use rbdx_objstore::{IoCtx, ObjectStore, PoolId};
 
 pub use prepare::{PrepareOptions, PrepareReport};
@@ -31,6 +31,7 @@ pub use verify::Mismatch;
 /// Runs migration steps on one store.
 #[derive(Debug, Clone)]
 pub struct Migration {
+    cluster: Cluster,
     store: Arc<dyn ObjectStore>,
     opener: Arc<Opener>,
 }
@@ -84,9 +85,21 @@ pub async fn status(
 }
 
 impl Migration {
-    /// Returns a runner for `store`, opening external sources with `opener`.
-    pub fn new(store: Arc<dyn ObjectStore>, opener: Arc<Opener>) -> Migration {
-        Migration { store, opener }
+    /// Returns a runner for the images of `cluster`, opening external sources with `opener`
+    /// (the images' own source opener is made `opener` too, so that a destination reads its
+    /// source however it was opened).
+    pub fn new(cluster: Cluster, opener: Arc<Opener>) -> Migration {
+        let cluster = cluster.with_sources(opener.clone());
+        Migration {
+            store: cluster.store().clone(),
+            cluster,
+            opener,
+        }
+    }
+
+    /// Returns the store and its drivers.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// Returns the store.
@@ -96,7 +109,7 @@ impl Migration {
 
     /// Returns the images of a pool namespace.
     fn images(&self, io: IoCtx) -> Images {
-        Images::new(self.store.clone(), io)
+        Images::new(self.cluster.clone(), io)
     }
 
     /// Reads the migration record of destination `name`; an error naming the image if it

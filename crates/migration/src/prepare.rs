@@ -176,7 +176,7 @@ impl Migration {
             }
         }
         let source = NativeSource::open(
-            self.store.clone(),
+            self.cluster.clone(),
             src.io_ctx().clone(),
             src_name,
             &src_id,

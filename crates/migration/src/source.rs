@@ -8,8 +8,7 @@ use bytes::Bytes;
 use rbdx_image::migration::{
     MigrationSource, MigrationSpec, NativeOpener, SourceOpener, SourceSnapshot,
 };
-use rbdx_image::{Allocation, Error, ErrorKind, Result};
-use rbdx_objstore::ObjectStore;
+use rbdx_image::{Allocation, Cluster, Error, ErrorKind, Result};
 use rbdx_source::{ExtentKind, Format, OpenContext, SourceSpec};
 
 /// Turns a source driver's error into an image-layer error with the same errno.
@@ -123,12 +122,12 @@ impl Opener {
 impl SourceOpener for Opener {
     async fn open_source(
         &self,
-        store: &Arc<dyn ObjectStore>,
+        cluster: &Cluster,
         spec: &MigrationSpec,
     ) -> Result<Arc<dyn MigrationSource>> {
         match &spec.source_spec {
             Some(json) => Ok(Arc::new(FormatSource::new(self.open_spec(json).await?))),
-            None => NativeOpener.open_source(store, spec).await,
+            None => NativeOpener.open_source(cluster, spec).await,
         }
     }
 }

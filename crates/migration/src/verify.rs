@@ -110,7 +110,7 @@ impl Migration {
             let mut out = Vec::new();
             for (snap_id, key, _) in views {
                 let image = Image::open_by_id(
-                    self.store.clone(),
+                    self.cluster.clone(),
                     dst.io_ctx().clone(),
                     name,
                     &id,
@@ -136,6 +136,6 @@ impl Migration {
         spec: &rbdx_image::migration::MigrationSpec,
     ) -> Result<std::sync::Arc<dyn MigrationSource>> {
         use rbdx_image::migration::SourceOpener as _;
-        self.opener.open_source(&self.store, spec).await
+        self.opener.open_source(&self.cluster, spec).await
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rbdx_format_raw as _;
 use rbdx_image::migration::MigrationState;
-use rbdx_image::{CreateOptions, ErrorKind, Image, Images, OpenOptions};
+use rbdx_image::{Cluster, CreateOptions, ErrorKind, Image, Images, OpenOptions};
 use rbdx_migration::{ExecuteOptions, Migration, Opener, PrepareOptions};
 use rbdx_objstore::{IoCtx, MemoryStore, ObjectStore};
 use rbdx_source::{OpenContext, Registry};
@@ -32,19 +32,18 @@ struct Setup {
 
 async fn setup() -> Setup {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let opener = Arc::new(Opener::new(OpenContext::new(Arc::new(Registry::builtin()))));
+    let cluster = Cluster::new(store.clone()).with_sources(opener.clone());
     let a = Images::new(
-        store.clone(),
+        cluster.clone(),
         IoCtx::new(store.pool_create("a").await.unwrap()),
     );
     let b = Images::new(
-        store.clone(),
+        cluster.clone(),
         IoCtx::new(store.pool_create("b").await.unwrap()),
     );
-    let opener = Arc::new(Opener::new(OpenContext::new(Arc::new(Registry::builtin()))));
-    let shared: Arc<dyn rbdx_image::migration::SourceOpener> = opener.clone();
-    rbdx_image::migration::set_default_opener(&shared);
     Setup {
-        migration: Migration::new(store.clone(), opener),
+        migration: Migration::new(cluster, opener),
         store,
         a,
         b,

@@ -238,7 +238,7 @@ async fn parent_extents(
 /// Opens another handle on `image` at snapshot `snap_id`, read-only (the caller closes it).
 pub(crate) async fn open_snapshot(image: &Image, snap_id: u64) -> Result<Image> {
     Image::open_by_id(
-        image.store().clone(),
+        image.cluster().clone(),
         image.io_ctx().clone(),
         image.name(),
         image.id(),

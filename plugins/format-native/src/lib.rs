@@ -20,9 +20,11 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use rbdx_image::{Image, OpenOptions};
+use rbdx_image::{Cluster, Image, OpenOptions};
 use rbdx_objstore::{IoCtx, PoolId};
 use rbdx_source::{
     Error, ErrorKind, Extent, Format, FormatFactory, FormatRegistration, OpenContext, Result,
@@ -104,9 +106,13 @@ impl FormatFactory for NativeFormatFactory {
             (None, Some(id)) => store.pool_by_id(PoolId(id)).await.map_err(from_store)?.id,
         };
         let io = IoCtx::with_namespace(pool, namespace);
+        // An image that is itself the destination of an import reads through its source with
+        // the same drivers this source was opened with.
+        let cluster = Cluster::new(store)
+            .with_sources(Arc::new(rbdx_migration::Opener::new(ctx.clone())));
         let open = |opts: OpenOptions| {
-            let (store, io, image_name, image_id) = (
-                store.clone(),
+            let (cluster, io, image_name, image_id) = (
+                cluster.clone(),
                 io.clone(),
                 image_name.clone(),
                 image_id.clone(),
@@ -114,8 +120,8 @@ impl FormatFactory for NativeFormatFactory {
             async move {
                 let opts = opts.with_read_only(true);
                 match image_id {
-                    Some(id) => Image::open_by_id(store, io, &image_name, &id, opts).await,
-                    None => Image::open(store, io, &image_name, opts).await,
+                    Some(id) => Image::open_by_id(cluster, io, &image_name, &id, opts).await,
+                    None => Image::open(cluster, io, &image_name, opts).await,
                 }
                 .map_err(from_image)
             }

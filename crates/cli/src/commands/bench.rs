@@ -1,12 +1,12 @@
 //! `rbdx bench`: I/O against an image with `rbd bench`'s options and report.
 
+use rbdx_image::Cluster;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rbdx_image::OpenOptions;
-use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 
 use crate::commands::image::resolve;
@@ -61,7 +61,7 @@ fn seed() -> u64 {
 }
 
 /// Runs `bench`.
-pub async fn run(store: &Arc<dyn ObjectStore>, args: BenchArgs, printer: Printer) -> CliResult {
+pub async fn run(cluster: &Cluster, args: BenchArgs, printer: Printer) -> CliResult {
     let io_size = parse_size(&args.io_size, 1)?;
     let io_total = parse_size(&args.io_total, 1)?;
     if io_size == 0 || args.io_threads == 0 {
@@ -69,7 +69,7 @@ pub async fn run(store: &Arc<dyn ObjectStore>, args: BenchArgs, printer: Printer
             "--io-size and --io-threads must be positive",
         ));
     }
-    let (spec, images) = resolve(store, &args.image, SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, &args.image, SnapRule::None).await?;
     let read_only = args.io_type == IoType::Read;
     let image = images
         .open(

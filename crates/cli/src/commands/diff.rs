@@ -1,9 +1,8 @@
 //! `rbdx diff`: the extents that changed between a snapshot (or creation) and an image or a
 //! later snapshot, in `rbd diff`'s plain, JSON and XML forms.
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 
-use rbdx_objstore::ObjectStore;
 use rbdx_snapdiff::{DiffOptions, Method};
 use serde::Serialize;
 
@@ -21,13 +20,13 @@ struct ExtentOut {
 
 /// Runs `diff`.
 pub async fn run(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     arg: &ImageArg,
     from_snap: Option<String>,
     whole_object: bool,
     printer: Printer,
 ) -> CliResult {
-    let (spec, image) = open_view(store, arg).await?;
+    let (spec, image) = open_view(cluster, arg).await?;
     let options = DiffOptions::default()
         .with_from_snap(from_snap)
         .with_whole_object(whole_object);

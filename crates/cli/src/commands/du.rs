@@ -1,10 +1,9 @@
 //! `rbdx du`: provisioned and used space per snapshot and image: what each snapshot (and the
 //! head) wrote since the one before, at object granularity (`rbdx_snapdiff::usage`).
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 
 use rbdx_image::OpenOptions;
-use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 
 use crate::commands::image::{images, print_table};
@@ -34,7 +33,7 @@ struct DuOut {
 
 /// Runs `du`.
 pub async fn run(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     spec: Option<&str>,
     opts: &SpecOptions,
     printer: Printer,
@@ -53,7 +52,7 @@ pub async fn run(
             None,
         ),
     };
-    let images = images(store, &pool, &namespace).await?;
+    let images = images(cluster, &pool, &namespace).await?;
     let names: Vec<String> = match only {
         Some(name) => vec![name],
         None => images.list().await?.into_keys().collect(),

@@ -7,13 +7,12 @@
 //! before it changes anything; a diff from standard input is kept in an unnamed temporary file
 //! for that. A failed check leaves the target untouched.
 
+use rbdx_image::Cluster;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
-use std::sync::Arc;
 
 use rbdx_image::OpenOptions;
-use rbdx_objstore::ObjectStore;
 use rbdx_snapdiff::import::{self, ImportOptions};
 use rbdx_snapdiff::wire::{DiffReader, Version};
 use rbdx_snapdiff::{DiffOptions, export, merge};
@@ -71,13 +70,8 @@ fn finish_output(
 }
 
 /// `rbdx export --export-format 2`.
-pub async fn export_v2(
-    store: &Arc<dyn ObjectStore>,
-    args: &ExportArgs,
-    path: &Path,
-    show: bool,
-) -> CliResult {
-    let (spec, images) = resolve(store, &args.image, SnapRule::None).await?;
+pub async fn export_v2(cluster: &Cluster, args: &ExportArgs, path: &Path, show: bool) -> CliResult {
+    let (spec, images) = resolve(cluster, &args.image, SnapRule::None).await?;
     let image = images
         .open(&spec.image, OpenOptions::default().with_read_only(true))
         .await?;
@@ -95,11 +89,11 @@ pub async fn export_v2(
 }
 
 /// `rbdx import --export-format 2`.
-pub async fn import_v2(store: &Arc<dyn ObjectStore>, args: &ImportArgs, show: bool) -> CliResult {
+pub async fn import_v2(cluster: &Cluster, args: &ImportArgs, show: bool) -> CliResult {
     let spec = crate::commands::transfer::import_target(args)?;
     let sparse_size = sparse(&args.sparse_size)?;
-    let create = create_options(store, 0, &args.create).await?;
-    let images = images(store, &spec.pool, &spec.namespace).await?;
+    let create = create_options(cluster, 0, &args.create).await?;
+    let images = images(cluster, &spec.pool, &spec.namespace).await?;
     let reader = input(&args.path)?;
     let progress = ProgressLine::new("Importing image", show);
     let options = ImportOptions {
@@ -121,16 +115,12 @@ fn sparse(text: &str) -> CliResult<usize> {
 }
 
 /// `rbdx export-diff`.
-pub async fn export_diff(
-    store: &Arc<dyn ObjectStore>,
-    args: ExportDiffArgs,
-    show: bool,
-) -> CliResult {
+pub async fn export_diff(cluster: &Cluster, args: ExportDiffArgs, show: bool) -> CliResult {
     let path = args
         .path
         .clone()
         .ok_or_else(|| CliError::invalid("export-diff needs a path (or - for standard output)"))?;
-    let (spec, image) = open_view(store, &args.image).await?;
+    let (spec, image) = open_view(cluster, &args.image).await?;
     let options = DiffOptions::default()
         .with_from_snap(args.from_snap.clone())
         .with_whole_object(args.whole_object);
@@ -178,13 +168,9 @@ fn seekable(path: &Path) -> CliResult<File> {
 }
 
 /// `rbdx import-diff`.
-pub async fn import_diff(
-    store: &Arc<dyn ObjectStore>,
-    args: ImportDiffArgs,
-    show: bool,
-) -> CliResult {
+pub async fn import_diff(cluster: &Cluster, args: ImportDiffArgs, show: bool) -> CliResult {
     let sparse_size = sparse(&args.sparse_size)?;
-    let (spec, images) = resolve(store, &args.image, SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, &args.image, SnapRule::None).await?;
     let mut file = seekable(&args.path)?;
     let summary = import::validate(BufReader::with_capacity(BUFFER, &mut file))?;
     let image = images.open(&spec.image, OpenOptions::default()).await?;

@@ -1,7 +1,7 @@
 //! `rbdx create|ls|info|rm|resize|rename|status`: image management with `rbd`'s syntax and
 //! outputs.
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 
 use rbdx_image::{
     CreateOptions, Features, Header, Images, OpenOptions, Protection,
@@ -19,35 +19,31 @@ use crate::size::{format_size, parse_size};
 use crate::spec::{ImageSpec, SnapRule, resolve_pool};
 
 /// Returns the images of a pool namespace, checking that the pool exists.
-pub async fn images(
-    store: &Arc<dyn ObjectStore>,
-    pool: &str,
-    namespace: &str,
-) -> CliResult<Images> {
-    let info = store.pool_lookup(pool).await?;
+pub async fn images(cluster: &Cluster, pool: &str, namespace: &str) -> CliResult<Images> {
+    let info = cluster.store().pool_lookup(pool).await?;
     Ok(Images::new(
-        store.clone(),
+        cluster.clone(),
         IoCtx::with_namespace(info.id, namespace),
     ))
 }
 
 /// Resolves an image argument and returns its pool's images.
 pub async fn resolve(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     arg: &ImageArg,
     rule: SnapRule,
 ) -> CliResult<(ImageSpec, Images)> {
     let spec = arg.opts.resolve(arg.spec.as_deref(), rule)?;
-    let images = images(store, &spec.pool, &spec.namespace).await?;
+    let images = images(cluster, &spec.pool, &spec.namespace).await?;
     Ok((spec, images))
 }
 
 /// Resolves an image argument (a snapshot allowed) and opens that view read-only.
 pub async fn open_view(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     arg: &ImageArg,
 ) -> CliResult<(ImageSpec, rbdx_image::Image)> {
-    let (spec, images) = resolve(store, arg, SnapRule::Optional).await?;
+    let (spec, images) = resolve(cluster, arg, SnapRule::Optional).await?;
     let image = images
         .open(
             &spec.image,
@@ -61,7 +57,7 @@ pub async fn open_view(
 
 /// Turns `create` options into image-layer options.
 pub async fn create_options(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     size: u64,
     args: &CreateArgs,
 ) -> CliResult<CreateOptions> {
@@ -101,7 +97,7 @@ pub async fn create_options(
     }
     opts.stripe_count = args.stripe_count;
     if let Some(pool) = &args.data_pool {
-        opts.data_pool = Some(store.pool_lookup(pool).await?.id.0);
+        opts.data_pool = Some(cluster.store().pool_lookup(pool).await?.id.0);
     }
     if let Some(text) = &args.journal_object_size {
         let bytes = parse_size(text, 1)?;
@@ -122,21 +118,21 @@ pub async fn create_options(
         opts.journal.splay_width = Some(width);
     }
     if let Some(pool) = &args.journal_pool {
-        opts.journal.pool = Some(store.pool_lookup(pool).await?.id.0);
+        opts.journal.pool = Some(cluster.store().pool_lookup(pool).await?.id.0);
     }
     Ok(opts)
 }
 
 /// `rbdx create`.
 pub async fn create(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     image: &ImageArg,
     size: &str,
     args: &CreateArgs,
 ) -> CliResult {
-    let (spec, images) = resolve(store, image, SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, image, SnapRule::None).await?;
     let size = parse_size(size, 1 << 20)?;
-    let opts = create_options(store, size, args).await?;
+    let opts = create_options(cluster, size, args).await?;
     images.create(&spec.image, &opts).await?;
     Ok(())
 }
@@ -185,14 +181,9 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 /// `rbdx ls [-l]`.
-pub async fn ls(
-    store: &Arc<dyn ObjectStore>,
-    pool: &PoolArg,
-    long: bool,
-    printer: Printer,
-) -> CliResult {
+pub async fn ls(cluster: &Cluster, pool: &PoolArg, long: bool, printer: Printer) -> CliResult {
     let (pool_name, namespace) = resolve_pool(pool.spec.as_deref(), &pool.pool, &pool.namespace)?;
-    let images = images(store, &pool_name, &namespace).await?;
+    let images = images(cluster, &pool_name, &namespace).await?;
     if !long {
         let names: Vec<String> = images.list().await?.into_keys().collect();
         printer.print("images", &names, |names| {
@@ -211,7 +202,8 @@ pub async fn ls(
                 continue;
             }
         };
-        let locked = store
+        let locked = cluster
+            .store()
             .lock_info(
                 images.io_ctx(),
                 &rbdx_image::names::header_object(&entry.id),
@@ -341,8 +333,8 @@ fn flag_names(flags: u64) -> Vec<&'static str> {
 }
 
 /// `rbdx info`.
-pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
-    let (spec, image) = open_view(store, arg).await?;
+pub async fn info(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (spec, image) = open_view(cluster, arg).await?;
     let header: Header = image.header();
     let parent = image.parent_info().await;
     image.close().await?;
@@ -362,7 +354,13 @@ pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer
     let size = snap.as_ref().map_or(header.size, |s| s.size);
     let layout = header.layout;
     let data_pool = match header.data_pool_id {
-        Some(id) => Some(store.pool_by_id(rbdx_objstore::PoolId(id)).await?.name),
+        Some(id) => Some(
+            cluster
+                .store()
+                .pool_by_id(rbdx_objstore::PoolId(id))
+                .await?
+                .name,
+        ),
         None => None,
     };
     let created = ctime(header.created());
@@ -440,8 +438,8 @@ pub async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer
 }
 
 /// `rbdx rm`.
-pub async fn rm(store: &Arc<dyn ObjectStore>, arg: &ImageArg, show_progress: bool) -> CliResult {
-    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+pub async fn rm(cluster: &Cluster, arg: &ImageArg, show_progress: bool) -> CliResult {
+    let (spec, images) = resolve(cluster, arg, SnapRule::None).await?;
     let progress = ProgressLine::new("Removing image", show_progress);
     let result = images
         .remove(&spec.image, &|done, total| progress.update(done, total))
@@ -451,13 +449,13 @@ pub async fn rm(store: &Arc<dyn ObjectStore>, arg: &ImageArg, show_progress: boo
 
 /// `rbdx resize`.
 pub async fn resize(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     arg: &ImageArg,
     size: &str,
     allow_shrink: bool,
     show_progress: bool,
 ) -> CliResult {
-    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, arg, SnapRule::None).await?;
     let size = parse_size(size, 1 << 20)?;
     let image = images.open(&spec.image, OpenOptions::default()).await?;
     let progress = ProgressLine::new("Resizing image", show_progress);
@@ -468,8 +466,8 @@ pub async fn resize(
 }
 
 /// `rbdx rename`.
-pub async fn rename(store: &Arc<dyn ObjectStore>, src: &ImageArg, dest_arg: &DestArg) -> CliResult {
-    let (spec, images) = resolve(store, src, SnapRule::None).await?;
+pub async fn rename(cluster: &Cluster, src: &ImageArg, dest_arg: &DestArg) -> CliResult {
+    let (spec, images) = resolve(cluster, src, SnapRule::None).await?;
     let dest_opts = dest_arg.options();
     let dest_spec = dest_arg.dest_spec.as_deref();
     let dest = dest_opts.resolve(dest_spec, SnapRule::None)?;
@@ -509,13 +507,14 @@ struct StatusOut {
 }
 
 /// `rbdx status`.
-pub async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
-    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+pub async fn status(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (spec, images) = resolve(cluster, arg, SnapRule::None).await?;
     let ids = images.list().await?;
     let id = ids
         .get(&spec.image)
         .ok_or_else(|| CliError::with_code(format!("image {} does not exist", spec.image), 2))?;
-    let watchers = store
+    let watchers = cluster
+        .store()
         .list_watchers(images.io_ctx(), &rbdx_image::names::header_object(id))
         .await?;
     let out = StatusOut {
@@ -527,7 +526,7 @@ pub async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Print
                 cookie: w.cookie,
             })
             .collect(),
-        migration: crate::commands::migration::status_block(store, &images, &spec.image).await?,
+        migration: crate::commands::migration::status_block(cluster, &images, &spec.image).await?,
     };
     printer.print("status", &out, |o| {
         if o.watchers.is_empty() {

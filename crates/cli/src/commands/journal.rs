@@ -6,8 +6,8 @@
 //! through the image's own operations (journaled again if it journals): data events, and the
 //! operations whose journaled outcome is success.
 
+use rbdx_image::Cluster;
 use std::io::{BufReader, Read, Write as _};
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
@@ -81,31 +81,31 @@ pub enum ClientCommand {
 
 /// Runs a journal command.
 pub async fn run(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     command: JournalCommand,
     printer: Printer,
     verbose: bool,
 ) -> CliResult {
     match command {
-        JournalCommand::Info(arg) => info(store, &arg, printer).await,
-        JournalCommand::Status(arg) => status(store, &arg, printer).await,
-        JournalCommand::Inspect(image) => inspect(store, &image, verbose, printer).await,
+        JournalCommand::Info(arg) => info(cluster, &arg, printer).await,
+        JournalCommand::Status(arg) => status(cluster, &arg, printer).await,
+        JournalCommand::Inspect(image) => inspect(cluster, &image, verbose, printer).await,
         JournalCommand::Export { image, path } => {
             let path = path.ok_or_else(|| {
                 CliError::invalid("journal export needs a path (or - for standard output)")
             })?;
-            export(store, &image, &path).await
+            export(cluster, &image, &path).await
         }
-        JournalCommand::Import(args) => import(store, &args).await,
+        JournalCommand::Import(args) => import(cluster, &args).await,
         JournalCommand::Reset(arg) => {
-            let (_, journal) = open(store, &arg).await?;
+            let (_, journal) = open(cluster, &arg).await?;
             journal.reset().await?;
             Ok(())
         }
         JournalCommand::Client {
             command: ClientCommand::Disconnect { image, client_id },
         } => {
-            let (_, journal) = open(store, &image).await?;
+            let (_, journal) = open(cluster, &image).await?;
             let ids = match client_id {
                 Some(id) => {
                     journal.disconnect_client(&id).await?;
@@ -123,8 +123,8 @@ pub async fn run(
 
 /// Opens the image of `arg` read-only (closed again) and its journal. As with `rbd`, the spec
 /// may also name the journal itself (`pool/[namespace/]<journal id>`, the image id).
-async fn open(store: &Arc<dyn ObjectStore>, arg: &ImageArg) -> CliResult<(String, Journal)> {
-    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+async fn open(cluster: &Cluster, arg: &ImageArg) -> CliResult<(String, Journal)> {
+    let (spec, images) = resolve(cluster, arg, SnapRule::None).await?;
     let image = match images
         .open(&spec.image, OpenOptions::default().with_read_only(true))
         .await
@@ -132,7 +132,7 @@ async fn open(store: &Arc<dyn ObjectStore>, arg: &ImageArg) -> CliResult<(String
         Ok(image) => image,
         Err(e) if e.kind() == rbdx_image::ErrorKind::NotFound => {
             let io = images.io_ctx().clone();
-            return match Journal::open(store.clone(), io, &spec.image).await {
+            return match Journal::open(cluster.store().clone(), io, &spec.image).await {
                 Ok(journal) => Ok((spec.image, journal)),
                 Err(_) => Err(e.into()),
             };
@@ -142,16 +142,18 @@ async fn open(store: &Arc<dyn ObjectStore>, arg: &ImageArg) -> CliResult<(String
     let id = image.id().to_owned();
     let io = image.io_ctx().clone();
     image.close().await?;
-    let journal = Journal::open(store.clone(), io, &id).await.map_err(|e| {
-        if e.kind() == rbdx_image::ErrorKind::NotFound {
-            CliError::from(rbdx_image::Error::not_found(format!(
-                "image {} has no journal (the journaling feature is off)",
-                spec.image
-            )))
-        } else {
-            e.into()
-        }
-    })?;
+    let journal = Journal::open(cluster.store().clone(), io, &id)
+        .await
+        .map_err(|e| {
+            if e.kind() == rbdx_image::ErrorKind::NotFound {
+                CliError::from(rbdx_image::Error::not_found(format!(
+                    "image {} has no journal (the journaling feature is off)",
+                    spec.image
+                )))
+            } else {
+                e.into()
+            }
+        })?;
     Ok((spec.image, journal))
 }
 
@@ -169,13 +171,13 @@ struct InfoOut {
     object_pool: Option<String>,
 }
 
-async fn info(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
-    let (_, journal) = open(store, arg).await?;
+async fn info(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (_, journal) = open(cluster, arg).await?;
     let meta = journal.meta();
     let object_pool = if meta.pool_id == journal.io_ctx().pool().0 {
         None
     } else {
-        Some(store.pool_by_id(PoolId(meta.pool_id)).await?.name)
+        Some(cluster.store().pool_by_id(PoolId(meta.pool_id)).await?.name)
     };
     let out = InfoOut {
         journal_id: journal.image_id().to_owned(),
@@ -241,8 +243,8 @@ fn positions_text(c: &CommitOut) -> String {
     format!("[positions=[{}]]", items.join(", "))
 }
 
-async fn status(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
-    let (_, journal) = open(store, arg).await?;
+async fn status(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (_, journal) = open(cluster, arg).await?;
     let h = journal.header().await?;
     let mut registered_clients = Vec::new();
     for c in h.clients.into_values() {
@@ -291,13 +293,8 @@ struct InspectOut {
     errors: Vec<String>,
 }
 
-async fn inspect(
-    store: &Arc<dyn ObjectStore>,
-    arg: &ImageArg,
-    verbose: bool,
-    printer: Printer,
-) -> CliResult {
-    let (_, journal) = open(store, arg).await?;
+async fn inspect(cluster: &Cluster, arg: &ImageArg, verbose: bool, printer: Printer) -> CliResult {
+    let (_, journal) = open(cluster, arg).await?;
     let entries = journal.entries_after(None).await?;
     let mut out = InspectOut {
         entries: 0,
@@ -368,8 +365,8 @@ fn describe(ev: &rbdx_image::journaling::Event) -> String {
     }
 }
 
-async fn export(store: &Arc<dyn ObjectStore>, arg: &ImageArg, path: &std::path::Path) -> CliResult {
-    let (_, journal) = open(store, arg).await?;
+async fn export(cluster: &Cluster, arg: &ImageArg, path: &std::path::Path) -> CliResult {
+    let (_, journal) = open(cluster, arg).await?;
     let entries = journal.entries_after(None).await?;
     let mut out = BytesMut::from(EXPORT_BANNER);
     for (_, e) in &entries {
@@ -386,7 +383,7 @@ async fn export(store: &Arc<dyn ObjectStore>, arg: &ImageArg, path: &std::path::
     }
 }
 
-async fn import(store: &Arc<dyn ObjectStore>, args: &JournalImportArgs) -> CliResult {
+async fn import(cluster: &Cluster, args: &JournalImportArgs) -> CliResult {
     let mut data = Vec::new();
     let mut input: Box<dyn Read> = if args.path.as_os_str() == "-" {
         Box::new(std::io::stdin())
@@ -414,7 +411,7 @@ async fn import(store: &Arc<dyn ObjectStore>, args: &JournalImportArgs) -> CliRe
         .iter()
         .map(|e| event::decode(&e.data).map(|(ev, _)| (e.entry_tid, ev)))
         .collect::<rbdx_image::Result<_>>()?;
-    let (spec, images) = resolve(store, &args.image, SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, &args.image, SnapRule::None).await?;
     let image: Image = images.open(&spec.image, OpenOptions::default()).await?;
     let result = rbdx_journal::apply_events(&image, &events).await;
     let closed = image.close().await;

@@ -1,9 +1,8 @@
 //! `rbdx clone|flatten|children`.
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 
 use rbdx_image::OpenOptions;
-use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 
 use crate::commands::image::{create_options, images, resolve};
@@ -15,7 +14,7 @@ use crate::spec::SnapRule;
 
 /// `rbdx clone`.
 pub async fn clone(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     parent_arg: &ImageArg,
     dest_arg: &DestArg,
     create: &CreateArgs,
@@ -25,7 +24,7 @@ pub async fn clone(
         Some(text) => text.parse::<rbdx_image::CloneFormat>()?,
         None => rbdx_image::CloneFormat::Auto,
     };
-    let (spec, parent_images) = resolve(store, parent_arg, SnapRule::Required).await?;
+    let (spec, parent_images) = resolve(cluster, parent_arg, SnapRule::Required).await?;
     let dest = dest_arg
         .options()
         .resolve(dest_arg.dest_spec.as_deref(), SnapRule::None)?;
@@ -33,8 +32,8 @@ pub async fn clone(
         .open(&spec.image, OpenOptions::default().with_read_only(true))
         .await?;
     let result = async {
-        let child_images = images(store, &dest.pool, &dest.namespace).await?;
-        let mut opts = create_options(store, 0, create).await?;
+        let child_images = images(cluster, &dest.pool, &dest.namespace).await?;
+        let mut opts = create_options(cluster, 0, create).await?;
         opts.clone_format = clone_format;
         child_images
             .clone_from(
@@ -54,12 +53,8 @@ pub async fn clone(
 }
 
 /// `rbdx flatten`.
-pub async fn flatten(
-    store: &Arc<dyn ObjectStore>,
-    arg: &ImageArg,
-    show_progress: bool,
-) -> CliResult {
-    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+pub async fn flatten(cluster: &Cluster, arg: &ImageArg, show_progress: bool) -> CliResult {
+    let (spec, images) = resolve(cluster, arg, SnapRule::None).await?;
     let image = images.open(&spec.image, OpenOptions::default()).await?;
     let progress = ProgressLine::new("Image flatten", show_progress);
     let result = image.flatten(&|d, t| progress.update(d, t)).await;
@@ -76,8 +71,8 @@ struct ChildOut {
 }
 
 /// `rbdx children`.
-pub async fn children(store: &Arc<dyn ObjectStore>, arg: &ImageArg, printer: Printer) -> CliResult {
-    let (spec, images) = resolve(store, arg, SnapRule::Required).await?;
+pub async fn children(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliResult {
+    let (spec, images) = resolve(cluster, arg, SnapRule::Required).await?;
     let image = images
         .open(&spec.image, OpenOptions::default().with_read_only(true))
         .await?;

@@ -1,6 +1,6 @@
 //! `rbdx feature enable|disable`, `rbdx object-map check|rebuild`, `rbdx lock ls|rm`.
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 
 use rbdx_image::{Features, OpenOptions};
 use rbdx_objstore::{ClientId, ObjectStore};
@@ -14,11 +14,7 @@ use crate::progress::ProgressLine;
 use crate::spec::SnapRule;
 
 /// Runs a feature command.
-pub async fn feature(
-    store: &Arc<dyn ObjectStore>,
-    command: FeatureCommand,
-    show_progress: bool,
-) -> CliResult {
+pub async fn feature(cluster: &Cluster, command: FeatureCommand, show_progress: bool) -> CliResult {
     let (image_arg, names, enable) = match command {
         FeatureCommand::Enable { image, features } => (image, features, true),
         FeatureCommand::Disable { image, features } => (image, features, false),
@@ -27,7 +23,7 @@ pub async fn feature(
     for name in &names {
         features = features.with(Features::parse_list(name)?);
     }
-    let (spec, images) = resolve(store, &image_arg.to_arg(), SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, &image_arg.to_arg(), SnapRule::None).await?;
     let image = images.open(&spec.image, OpenOptions::default()).await?;
     let progress = ProgressLine::new("Object Map Rebuild", show_progress);
     let result = image
@@ -48,7 +44,7 @@ struct CheckOut {
 
 /// Runs an object-map command.
 pub async fn object_map(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     command: ObjectMapCommand,
     printer: Printer,
     show_progress: bool,
@@ -57,7 +53,7 @@ pub async fn object_map(
         ObjectMapCommand::Rebuild(arg) => (arg, true),
         ObjectMapCommand::Check(arg) => (arg, false),
     };
-    let (spec, images) = resolve(store, arg, SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, arg, SnapRule::None).await?;
     let image = images
         .open(&spec.image, OpenOptions::default().with_read_only(!rebuild))
         .await?;
@@ -103,16 +99,12 @@ struct LockOut {
 }
 
 /// Runs a lock command.
-pub async fn lock(
-    store: &Arc<dyn ObjectStore>,
-    command: LockCommand,
-    printer: Printer,
-) -> CliResult {
+pub async fn lock(cluster: &Cluster, command: LockCommand, printer: Printer) -> CliResult {
     let arg = match &command {
         LockCommand::Ls(arg) => arg.clone(),
         LockCommand::Rm { image, .. } => image.to_arg(),
     };
-    let (spec, images) = resolve(store, &arg, SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, &arg, SnapRule::None).await?;
     let id = images
         .list()
         .await?
@@ -125,8 +117,8 @@ pub async fn lock(
         LockCommand::Ls(_) => {
             let mut out = Vec::new();
             let mut exclusive = true;
-            for name in store.lock_list(io, &header).await? {
-                let info = store.lock_info(io, &header, &name).await?;
+            for name in cluster.store().lock_list(io, &header).await? {
+                let info = cluster.store().lock_info(io, &header, &name).await?;
                 exclusive &= info.kind != Some(rbdx_objstore::LockKind::Shared);
                 for l in info.lockers {
                     out.push(LockOut {
@@ -161,14 +153,15 @@ pub async fn lock(
                     CliError::invalid(format!("invalid locker '{locker}' (expected client.N)"))
                 })?;
             let mut broken = false;
-            for name in store.lock_list(io, &header).await? {
-                let info = store.lock_info(io, &header, &name).await?;
+            for name in cluster.store().lock_list(io, &header).await? {
+                let info = cluster.store().lock_info(io, &header, &name).await?;
                 if info
                     .lockers
                     .iter()
                     .any(|l| l.client.id.0 == client && l.cookie == lock_id)
                 {
-                    store
+                    cluster
+                        .store()
                         .lock_break(io, &header, &name, ClientId(client), &lock_id)
                         .await?;
                     broken = true;

@@ -1,11 +1,10 @@
 //! `rbdx image-meta set|get|ls|rm`.
 
+use rbdx_image::Cluster;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use rbdx_image::OpenOptions;
-use rbdx_objstore::ObjectStore;
 
 use crate::commands::image::resolve;
 use crate::error::CliResult;
@@ -14,17 +13,13 @@ use crate::output::{Printer, show_bytes};
 use crate::spec::SnapRule;
 
 /// Runs an image-meta command.
-pub async fn run(
-    store: &Arc<dyn ObjectStore>,
-    command: MetaCommand,
-    printer: Printer,
-) -> CliResult {
+pub async fn run(cluster: &Cluster, command: MetaCommand, printer: Printer) -> CliResult {
     let (arg, read_only) = match &command {
         MetaCommand::Set { image, .. } | MetaCommand::Rm { image, .. } => (image.to_arg(), false),
         MetaCommand::Get { image, .. } => (image.to_arg(), true),
         MetaCommand::Ls(image) => (image.clone(), true),
     };
-    let (spec, images) = resolve(store, &arg, SnapRule::None).await?;
+    let (spec, images) = resolve(cluster, &arg, SnapRule::None).await?;
     let image = images
         .open(
             &spec.image,

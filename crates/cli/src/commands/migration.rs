@@ -1,6 +1,7 @@
 //! `rbdx migration prepare|execute|commit|abort|verify`, and the `Migration:` block of
 //! `rbdx status`.
 
+use rbdx_image::Cluster;
 use std::sync::Arc;
 
 use rbdx_image::migration::MigrationState;
@@ -17,15 +18,11 @@ use crate::progress::ProgressLine;
 use crate::size::{format_size, parse_size};
 use crate::spec::{SnapRule, SpecOptions};
 
-/// Returns the opener of migration sources for this command line, and makes it the default
-/// of every image this process opens while the caller keeps it (the store it reaches must
-/// not outlive the command: a Ceph connection alive at exit can crash the process).
-pub fn install_opener(global: &Global, store: &Arc<dyn ObjectStore>) -> CliResult<Arc<Opener>> {
+/// Returns the opener of migration sources for this command line: the source drivers, with
+/// the cluster's secrets and access to the clusters native sources name.
+pub fn opener(global: &Global, store: &Arc<dyn ObjectStore>) -> CliResult<Arc<Opener>> {
     let ctx = crate::commands::source::context_for_store(global, store.clone())?;
-    let opener = Arc::new(Opener::new(ctx));
-    let shared: Arc<dyn rbdx_image::migration::SourceOpener> = opener.clone();
-    rbdx_image::migration::set_default_opener(&shared);
-    Ok(opener)
+    Ok(Arc::new(Opener::new(ctx)))
 }
 
 #[derive(Serialize)]
@@ -47,21 +44,21 @@ struct SnapOut {
 
 /// Runs a migration command.
 pub async fn run(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     opener: Arc<Opener>,
     command: MigrationCommand,
     printer: Printer,
     progress: bool,
 ) -> CliResult {
-    let migration = Migration::new(store.clone(), opener);
+    let migration = Migration::new(cluster.clone(), opener);
     match command {
-        MigrationCommand::Prepare(args) => prepare(&migration, store, &args, printer).await,
+        MigrationCommand::Prepare(args) => prepare(&migration, cluster, &args, printer).await,
         MigrationCommand::Execute {
             image,
             bandwidth_limit,
             concurrency,
         } => {
-            let (spec, dst) = resolve(store, &image, SnapRule::None).await?;
+            let (spec, dst) = resolve(cluster, &image, SnapRule::None).await?;
             let options = ExecuteOptions {
                 concurrency: concurrency.unwrap_or(0),
                 bandwidth_limit: bandwidth_limit
@@ -77,7 +74,7 @@ pub async fn run(
             )
         }
         MigrationCommand::Commit { image, force } => {
-            let (spec, dst) = resolve(store, &image, SnapRule::None).await?;
+            let (spec, dst) = resolve(cluster, &image, SnapRule::None).await?;
             let line = ProgressLine::new("Commit image migration", progress);
             line.conclude(
                 migration
@@ -86,7 +83,7 @@ pub async fn run(
             )
         }
         MigrationCommand::Abort { image } => {
-            let (spec, dst) = resolve(store, &image, SnapRule::None).await?;
+            let (spec, dst) = resolve(cluster, &image, SnapRule::None).await?;
             let line = ProgressLine::new("Abort image migration", progress);
             line.conclude(
                 migration
@@ -95,18 +92,18 @@ pub async fn run(
             )
         }
         MigrationCommand::Verify { image } => {
-            verify(&migration, store, &image, printer, progress).await
+            verify(&migration, cluster, &image, printer, progress).await
         }
     }
 }
 
 async fn prepare(
     migration: &Migration,
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     args: &PrepareArgs,
     printer: Printer,
 ) -> CliResult {
-    let mut create = create_options(store, 0, &args.create).await?;
+    let mut create = create_options(cluster, 0, &args.create).await?;
     if args.create.order.is_none() && args.create.object_size.is_none() {
         create.order = None;
     }
@@ -151,7 +148,7 @@ async fn prepare(
             (json.clone(), json, args.dest.clone())
         };
         let dest = SpecOptions::default().resolve(dest.as_deref(), SnapRule::None)?;
-        let dst = images(store, &dest.pool, &dest.namespace).await?;
+        let dst = images(cluster, &dest.pool, &dest.namespace).await?;
         migration
             .prepare_import(&json, shown, &dst, &dest.image, &options)
             .await?
@@ -164,8 +161,8 @@ async fn prepare(
             Some(d) => SpecOptions::default().resolve(Some(d), SnapRule::None)?,
             None => src.clone(),
         };
-        let src_images = images(store, &src.pool, &src.namespace).await?;
-        let dst_images = images(store, &dest.pool, &dest.namespace).await?;
+        let src_images = images(cluster, &src.pool, &src.namespace).await?;
+        let dst_images = images(cluster, &dest.pool, &dest.namespace).await?;
         migration
             .prepare_live(&src_images, &src.image, &dst_images, &dest.image, &options)
             .await?
@@ -218,12 +215,12 @@ struct MismatchOut {
 
 async fn verify(
     migration: &Migration,
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     image: &ImageArg,
     printer: Printer,
     progress: bool,
 ) -> CliResult {
-    let (spec, dst) = resolve(store, image, SnapRule::None).await?;
+    let (spec, dst) = resolve(cluster, image, SnapRule::None).await?;
     let line = ProgressLine::new("Verifying image migration", progress);
     let found = line.conclude(
         migration
@@ -282,24 +279,25 @@ pub struct StatusBlock {
 
 /// Returns the `Migration:` block of image `name`, if it is a migration destination.
 pub async fn status_block(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     dst: &rbdx_image::Images,
     name: &str,
 ) -> CliResult<Option<StatusBlock>> {
-    let Some(st) = rbdx_migration::status(store, dst, name).await? else {
+    let Some(st) = rbdx_migration::status(cluster.store(), dst, name).await? else {
         return Ok(None);
     };
-    Ok(Some(block(store, &st).await))
+    Ok(Some(block(cluster, &st).await))
 }
 
-async fn block(store: &Arc<dyn ObjectStore>, st: &MigrationStatus) -> StatusBlock {
+async fn block(cluster: &Cluster, st: &MigrationStatus) -> StatusBlock {
     let source = match &st.spec.source_spec {
         Some(json) => rbdx_source::SourceSpec::parse(json)
             .map(|s| serde_json::to_string(&s.redacted()).unwrap_or_default())
             .unwrap_or_else(|_| "<unreadable source spec>".into()),
         None => format!(
             "{} ({})",
-            rbdx_migration::image_path(store, &st.spec.io_ctx(), &st.spec.image_name).await,
+            rbdx_migration::image_path(cluster.store(), &st.spec.io_ctx(), &st.spec.image_name)
+                .await,
             st.spec.image_id
         ),
     };

@@ -24,6 +24,7 @@ use crate::args::{Cli, Command};
 use crate::error::CliResult;
 use crate::output::Printer;
 use crate::store;
+use rbdx_image::Cluster;
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> CliResult {
@@ -36,27 +37,29 @@ pub async fn run(cli: Cli) -> CliResult {
         return source::run(&cli.global, command, printer, !cli.global.no_progress).await;
     }
     let store = store::open(&cli.global).await?;
-    // Images with the journaling feature log their changes through rbdx journals.
-    let _journals = rbdx_journal::install();
-    // Images under import-only migration read their source through the source drivers.
-    let opener = migration::install_opener(&cli.global, &store)?;
+    // Images with the journaling feature log their changes through rbdx journals; images
+    // under import-only migration read their source through the source drivers.
+    let opener = migration::opener(&cli.global, &store)?;
+    let cluster = Cluster::new(store)
+        .with_journals(rbdx_journal::opener())
+        .with_sources(opener.clone());
     let progress = !cli.global.no_progress;
     match cli.command {
         Command::Create {
             image: arg,
             size,
             create,
-        } => image::create(&store, &arg, &size, &create).await,
-        Command::Ls { pool, long } => image::ls(&store, &pool, long, printer).await,
-        Command::Info(arg) => image::info(&store, &arg, printer).await,
-        Command::Rm(arg) => image::rm(&store, &arg, progress).await,
+        } => image::create(&cluster, &arg, &size, &create).await,
+        Command::Ls { pool, long } => image::ls(&cluster, &pool, long, printer).await,
+        Command::Info(arg) => image::info(&cluster, &arg, printer).await,
+        Command::Rm(arg) => image::rm(&cluster, &arg, progress).await,
         Command::Resize {
             image: arg,
             size,
             allow_shrink,
-        } => image::resize(&store, &arg, &size, allow_shrink, progress).await,
-        Command::Rename { src, dest } => image::rename(&store, &src, &dest).await,
-        Command::Status(arg) => image::status(&store, &arg, printer).await,
+        } => image::resize(&cluster, &arg, &size, allow_shrink, progress).await,
+        Command::Rename { src, dest } => image::rename(&cluster, &src, &dest).await,
+        Command::Status(arg) => image::status(&cluster, &arg, printer).await,
         Command::Clone {
             parent,
             dest,
@@ -67,42 +70,44 @@ pub async fn run(cli: Cli) -> CliResult {
                 Some(text) => Some(text),
                 None => crate::cluster::client_setting(&cli.global, "rbd_default_clone_format")?,
             };
-            layering::clone(&store, &parent, &dest, &create, format.as_deref()).await
+            layering::clone(&cluster, &parent, &dest, &create, format.as_deref()).await
         }
-        Command::Flatten(arg) => layering::flatten(&store, &arg, progress).await,
-        Command::Children(arg) => layering::children(&store, &arg, printer).await,
-        Command::Feature { command } => maintenance::feature(&store, command, progress).await,
+        Command::Flatten(arg) => layering::flatten(&cluster, &arg, progress).await,
+        Command::Children(arg) => layering::children(&cluster, &arg, printer).await,
+        Command::Feature { command } => maintenance::feature(&cluster, command, progress).await,
         Command::ObjectMap { command } => {
-            maintenance::object_map(&store, command, printer, progress).await
+            maintenance::object_map(&cluster, command, printer, progress).await
         }
-        Command::Lock { command } => maintenance::lock(&store, command, printer).await,
+        Command::Lock { command } => maintenance::lock(&cluster, command, printer).await,
         Command::Migration { command } => {
-            migration::run(&store, opener, command, printer, progress).await
+            migration::run(&cluster, opener, command, printer, progress).await
         }
         Command::Journal { command } => {
-            journal::run(&store, command, printer, cli.global.verbose > 0).await
+            journal::run(&cluster, command, printer, cli.global.verbose > 0).await
         }
-        Command::Nbd { command } => nbd::run(&store, command, printer).await,
-        Command::Trash { command } => trash::run(&store, command, printer, progress).await,
+        Command::Nbd { command } => nbd::run(&cluster, command, printer).await,
+        Command::Trash { command } => trash::run(&cluster, command, printer, progress).await,
         Command::Source { .. } => Ok(()),
         Command::Diff {
             image: arg,
             from_snap,
             whole_object,
-        } => diff::run(&store, &arg, from_snap, whole_object, printer).await,
-        Command::Du { spec, opts } => du::run(&store, spec.as_deref(), &opts, printer).await,
-        Command::Snap { command } => snap::run(&store, command, printer, progress).await,
-        Command::ImageMeta { command } => meta::run(&store, command, printer).await,
-        Command::Export(args) => transfer::export(&store, args, progress).await,
-        Command::Import(args) => transfer::import(&store, args, progress).await,
-        Command::ExportDiff(args) => exchange::export_diff(&store, args, progress).await,
-        Command::ImportDiff(args) => exchange::import_diff(&store, args, progress).await,
+        } => diff::run(&cluster, &arg, from_snap, whole_object, printer).await,
+        Command::Du { spec, opts } => du::run(&cluster, spec.as_deref(), &opts, printer).await,
+        Command::Snap { command } => snap::run(&cluster, command, printer, progress).await,
+        Command::ImageMeta { command } => meta::run(&cluster, command, printer).await,
+        Command::Export(args) => transfer::export(&cluster, args, progress).await,
+        Command::Import(args) => transfer::import(&cluster, args, progress).await,
+        Command::ExportDiff(args) => exchange::export_diff(&cluster, args, progress).await,
+        Command::ImportDiff(args) => exchange::import_diff(&cluster, args, progress).await,
         Command::MergeDiff(args) => exchange::merge_diff(args),
-        Command::Bench(args) => bench::run(&store, args, printer).await,
-        Command::Namespace { command } => namespace::run(&store, command, printer).await,
-        Command::Pool { command } => pool::run(&*store, command, printer).await,
-        Command::ConfigKey { command } => config_key::run(&*store, command, printer).await,
-        Command::Rados(args) => rados::run(&*store, args, printer).await,
+        Command::Bench(args) => bench::run(&cluster, args, printer).await,
+        Command::Namespace { command } => namespace::run(&cluster, command, printer).await,
+        Command::Pool { command } => pool::run(&**cluster.store(), command, printer).await,
+        Command::ConfigKey { command } => {
+            config_key::run(&**cluster.store(), command, printer).await
+        }
+        Command::Rados(args) => rados::run(&**cluster.store(), args, printer).await,
     }
 }
 

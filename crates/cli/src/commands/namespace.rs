@@ -1,6 +1,6 @@
 //! `rbdx namespace create|ls|rm`.
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 
 use rbdx_objstore::{IoCtx, ObjectStore, SnapContext, WriteOp};
 use serde::Serialize;
@@ -24,23 +24,21 @@ fn pool_and_namespace(arg: &PoolArg, need_namespace: bool) -> CliResult<(String,
 }
 
 /// Runs a namespace command.
-pub async fn run(
-    store: &Arc<dyn ObjectStore>,
-    command: NamespaceCommand,
-    printer: Printer,
-) -> CliResult {
+pub async fn run(cluster: &Cluster, command: NamespaceCommand, printer: Printer) -> CliResult {
     match command {
         NamespaceCommand::Create(arg) => {
             let (pool, namespace) = pool_and_namespace(&arg, true)?;
-            let info = store.pool_lookup(&pool).await?;
-            store
+            let info = cluster.store().pool_lookup(&pool).await?;
+            cluster
+                .store()
                 .namespace_create(&IoCtx::with_namespace(info.id, namespace))
                 .await?;
         }
         NamespaceCommand::Ls(arg) => {
             let (pool, _) = pool_and_namespace(&arg, false)?;
-            let info = store.pool_lookup(&pool).await?;
-            let names: Vec<NamespaceOut> = store
+            let info = cluster.store().pool_lookup(&pool).await?;
+            let names: Vec<NamespaceOut> = cluster
+                .store()
                 .namespace_list(info.id)
                 .await?
                 .into_iter()
@@ -58,9 +56,9 @@ pub async fn run(
         }
         NamespaceCommand::Rm(arg) => {
             let (pool, namespace) = pool_and_namespace(&arg, true)?;
-            let info = store.pool_lookup(&pool).await?;
+            let info = cluster.store().pool_lookup(&pool).await?;
             let io = IoCtx::with_namespace(info.id, namespace.clone());
-            let images = rbdx_image::Images::new(store.clone(), io.clone());
+            let images = rbdx_image::Images::new(cluster.clone(), io.clone());
             if !images.list().await?.is_empty() {
                 return Err(CliError::with_code(
                     format!("namespace {pool}/{namespace} still contains images"),
@@ -68,7 +66,8 @@ pub async fn run(
                 ));
             }
             // The empty image directory is ours to remove; anything else keeps it busy.
-            let _ = store
+            let _ = cluster
+                .store()
                 .operate(
                     &io,
                     rbdx_image::names::DIRECTORY,
@@ -76,7 +75,7 @@ pub async fn run(
                     &SnapContext::empty(),
                 )
                 .await;
-            store.namespace_remove(&io).await?;
+            cluster.store().namespace_remove(&io).await?;
         }
     }
     Ok(())

@@ -6,11 +6,10 @@
 //! `RBDX_LOG=debug`); on a signal it finishes the requests in flight, flushes and closes
 //! every image.
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 
 use rbdx_image::OpenOptions;
 use rbdx_nbd::{Export, Exports, Listener, Server};
-use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -35,19 +34,19 @@ struct ExportOut {
 }
 
 /// Runs an `nbd` command.
-pub async fn run(store: &Arc<dyn ObjectStore>, command: NbdCommand, printer: Printer) -> CliResult {
+pub async fn run(cluster: &Cluster, command: NbdCommand, printer: Printer) -> CliResult {
     match command {
-        NbdCommand::Serve(args) => serve(store, args, printer).await,
+        NbdCommand::Serve(args) => serve(cluster, args, printer).await,
     }
 }
 
-async fn serve(store: &Arc<dyn ObjectStore>, args: NbdServeArgs, printer: Printer) -> CliResult {
+async fn serve(cluster: &Cluster, args: NbdServeArgs, printer: Printer) -> CliResult {
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| CliError::io("cannot handle SIGTERM", e))?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| CliError::io("cannot handle SIGINT", e))?;
     let mut exports = Vec::new();
-    let opened = open_all(store, &args, &mut exports).await;
+    let opened = open_all(cluster, &args, &mut exports).await;
     let exports = match opened.and_then(|()| Exports::new(exports).map_err(nbd_error)) {
         Ok(e) => e,
         Err(e) => return Err(e),
@@ -98,15 +97,11 @@ async fn serve(store: &Arc<dyn ObjectStore>, args: NbdServeArgs, printer: Printe
 }
 
 /// Opens every image named on the command line; on failure, closes those already open.
-async fn open_all(
-    store: &Arc<dyn ObjectStore>,
-    args: &NbdServeArgs,
-    out: &mut Vec<Export>,
-) -> CliResult {
+async fn open_all(cluster: &Cluster, args: &NbdServeArgs, out: &mut Vec<Export>) -> CliResult {
     for text in &args.images {
         let opened = async {
             let spec = SpecOptions::default().resolve(Some(text), SnapRule::Optional)?;
-            let image = images(store, &spec.pool, &spec.namespace)
+            let image = images(cluster, &spec.pool, &spec.namespace)
                 .await?
                 .open(
                     &spec.image,

@@ -1,9 +1,8 @@
 //! `rbdx snap ...`: snapshots with `rbd`'s syntax and outputs.
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 
 use rbdx_image::{Image, OpenOptions, Protection, SnapNamespace};
-use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 
 use crate::commands::image::{print_table, resolve};
@@ -34,12 +33,8 @@ fn namespace_text(namespace: &SnapNamespace) -> String {
     }
 }
 
-async fn open(
-    store: &Arc<dyn ObjectStore>,
-    arg: &ImageArg,
-    rule: SnapRule,
-) -> CliResult<(ImageSpec, Image)> {
-    let (spec, images) = resolve(store, arg, rule).await?;
+async fn open(cluster: &Cluster, arg: &ImageArg, rule: SnapRule) -> CliResult<(ImageSpec, Image)> {
+    let (spec, images) = resolve(cluster, arg, rule).await?;
     let image = images.open(&spec.image, OpenOptions::default()).await?;
     Ok((spec, image))
 }
@@ -62,20 +57,20 @@ fn snap_name(spec: &ImageSpec) -> &str {
 
 /// Runs a snap command.
 pub async fn run(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     command: SnapCommand,
     printer: Printer,
     show_progress: bool,
 ) -> CliResult {
     match command {
         SnapCommand::Create(arg) => {
-            let (spec, image) = open(store, &arg, SnapRule::Required).await?;
+            let (spec, image) = open(cluster, &arg, SnapRule::Required).await?;
             let progress = ProgressLine::new("Creating snap", show_progress);
             with_image(image, async |i| i.snap_create(snap_name(&spec)).await).await?;
             progress.finish();
         }
         SnapCommand::Ls { image: arg, all } => {
-            let (_, image) = open(store, &arg, SnapRule::None).await?;
+            let (_, image) = open(cluster, &arg, SnapRule::None).await?;
             let snaps = with_image(image, async |i| match all {
                 true => i.all_snapshots().await,
                 false => i.snapshots().await,
@@ -123,7 +118,7 @@ pub async fn run(
             });
         }
         SnapCommand::Rm(arg) => {
-            let (spec, image) = open(store, &arg, SnapRule::Required).await?;
+            let (spec, image) = open(cluster, &arg, SnapRule::Required).await?;
             let progress = ProgressLine::new("Removing snap", show_progress);
             with_image(image, async |i| i.snap_remove(snap_name(&spec)).await).await?;
             progress.finish();
@@ -133,7 +128,7 @@ pub async fn run(
             dest,
             dest_snap,
         } => {
-            let (spec, image) = open(store, &src, SnapRule::Required).await?;
+            let (spec, image) = open(cluster, &src, SnapRule::Required).await?;
             let new = match (dest.as_deref(), dest_snap) {
                 (Some(d), _) => match d.rsplit_once('@') {
                     Some((img, snap)) => {
@@ -157,7 +152,7 @@ pub async fn run(
             with_image(image, async |i| i.snap_rename(snap_name(&spec), &new).await).await?;
         }
         SnapCommand::Rollback(arg) => {
-            let (spec, image) = open(store, &arg, SnapRule::Required).await?;
+            let (spec, image) = open(cluster, &arg, SnapRule::Required).await?;
             let progress = ProgressLine::new("Rolling back to snapshot", show_progress);
             let result = with_image(image, async |i| {
                 i.snap_rollback(snap_name(&spec), &|d, t| progress.update(d, t))
@@ -167,21 +162,21 @@ pub async fn run(
             progress.conclude(result)?;
         }
         SnapCommand::Protect(arg) => {
-            let (spec, image) = open(store, &arg, SnapRule::Required).await?;
+            let (spec, image) = open(cluster, &arg, SnapRule::Required).await?;
             with_image(image, async |i| {
                 i.snap_set_protection(snap_name(&spec), true).await
             })
             .await?;
         }
         SnapCommand::Unprotect(arg) => {
-            let (spec, image) = open(store, &arg, SnapRule::Required).await?;
+            let (spec, image) = open(cluster, &arg, SnapRule::Required).await?;
             with_image(image, async |i| {
                 i.snap_set_protection(snap_name(&spec), false).await
             })
             .await?;
         }
         SnapCommand::Purge(arg) => {
-            let (_, image) = open(store, &arg, SnapRule::None).await?;
+            let (_, image) = open(cluster, &arg, SnapRule::None).await?;
             let progress = ProgressLine::new("Removing all snapshots", show_progress);
             let result = with_image(image, async |i| {
                 let snaps = i.snapshots().await?;
@@ -218,11 +213,11 @@ pub async fn run(
         }
         SnapCommand::Limit { command } => match command {
             LimitCommand::Set { image, limit } => {
-                let (_, image) = open(store, &image, SnapRule::None).await?;
+                let (_, image) = open(cluster, &image, SnapRule::None).await?;
                 with_image(image, async |i| i.snap_set_limit(Some(limit)).await).await?;
             }
             LimitCommand::Clear(arg) => {
-                let (_, image) = open(store, &arg, SnapRule::None).await?;
+                let (_, image) = open(cluster, &arg, SnapRule::None).await?;
                 with_image(image, async |i| i.snap_set_limit(None).await).await?;
             }
         },

@@ -7,14 +7,13 @@
 //! in flight. A failed import removes the image it created; a failed export removes the file
 //! it created.
 
+use rbdx_image::Cluster;
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_image::{Image, OpenOptions};
-use rbdx_objstore::ObjectStore;
 use rbdx_source::extent::nonzero_runs;
 
 use crate::commands::image::{create_options, images, open_view};
@@ -37,20 +36,16 @@ fn check_format(format: u8) -> CliResult {
 }
 
 /// `rbdx export`.
-pub async fn export(
-    store: &Arc<dyn ObjectStore>,
-    args: ExportArgs,
-    show_progress: bool,
-) -> CliResult {
+pub async fn export(cluster: &Cluster, args: ExportArgs, show_progress: bool) -> CliResult {
     check_format(args.export_format)?;
     let path = args
         .path
         .clone()
         .ok_or_else(|| CliError::invalid("export needs a path (or - for standard output)"))?;
     if args.export_format == 2 {
-        return crate::commands::exchange::export_v2(store, &args, &path, show_progress).await;
+        return crate::commands::exchange::export_v2(cluster, &args, &path, show_progress).await;
     }
-    let (_, image) = open_view(store, &args.image).await?;
+    let (_, image) = open_view(cluster, &args.image).await?;
     let to_stdout = path.as_os_str() == "-";
     let file = crate::commands::create_output(&path)?;
     let progress = ProgressLine::new("Exporting image", show_progress && !to_stdout);
@@ -139,14 +134,10 @@ pub fn import_target(args: &ImportArgs) -> CliResult<crate::spec::ImageSpec> {
 }
 
 /// `rbdx import`.
-pub async fn import(
-    store: &Arc<dyn ObjectStore>,
-    args: ImportArgs,
-    show_progress: bool,
-) -> CliResult {
+pub async fn import(cluster: &Cluster, args: ImportArgs, show_progress: bool) -> CliResult {
     check_format(args.export_format)?;
     if args.export_format == 2 {
-        return crate::commands::exchange::import_v2(store, &args, show_progress).await;
+        return crate::commands::exchange::import_v2(cluster, &args, show_progress).await;
     }
     let from_stdin = args.path.as_os_str() == "-";
     let spec = import_target(&args)?;
@@ -165,8 +156,8 @@ pub async fn import(
             .len();
         (Some(f), Some(len))
     };
-    let images = images(store, &spec.pool, &spec.namespace).await?;
-    let create = create_options(store, size.unwrap_or(0), &args.create).await?;
+    let images = images(cluster, &spec.pool, &spec.namespace).await?;
+    let create = create_options(cluster, size.unwrap_or(0), &args.create).await?;
     images.create(&spec.image, &create).await?;
     let progress = ProgressLine::new("Importing image", show_progress);
     let result = async {

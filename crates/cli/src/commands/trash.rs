@@ -1,10 +1,9 @@
 //! `rbdx trash mv|ls|restore|rm|purge`.
 
-use std::sync::Arc;
+use rbdx_image::Cluster;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rbdx_image::TrashSource;
-use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 
 use crate::commands::image::{images, print_table, resolve};
@@ -44,14 +43,14 @@ struct TrashOut {
 
 /// Runs a trash command.
 pub async fn run(
-    store: &Arc<dyn ObjectStore>,
+    cluster: &Cluster,
     command: TrashCommand,
     printer: Printer,
     show_progress: bool,
 ) -> CliResult {
     match command {
         TrashCommand::Mv { image, expires_at } => {
-            let (spec, images) = resolve(store, &image, SnapRule::None).await?;
+            let (spec, images) = resolve(cluster, &image, SnapRule::None).await?;
             let defer = match expires_at {
                 Some(text) => parse_delay(&text)?,
                 None => Duration::ZERO,
@@ -63,7 +62,7 @@ pub async fn run(
         TrashCommand::Ls { pool, all, long } => {
             let (pool, namespace) =
                 resolve_pool(pool.spec.as_deref(), &pool.pool, &pool.namespace)?;
-            let images = images(store, &pool, &namespace).await?;
+            let images = images(cluster, &pool, &namespace).await?;
             let now = SystemTime::now();
             let out: Vec<TrashOut> = images
                 .trash_list()
@@ -117,12 +116,12 @@ pub async fn run(
         }
         TrashCommand::Restore { image, name } => {
             let id = image.resolve()?;
-            let images = images(store, &id.pool, &id.namespace).await?;
+            let images = images(cluster, &id.pool, &id.namespace).await?;
             images.trash_restore(&id.id, name.as_deref()).await?;
         }
         TrashCommand::Rm { image, force } => {
             let id = image.resolve()?;
-            let images = images(store, &id.pool, &id.namespace).await?;
+            let images = images(cluster, &id.pool, &id.namespace).await?;
             let progress = ProgressLine::new("Removing image", show_progress);
             let result = images
                 .trash_remove(&id.id, force, &|d, t| progress.update(d, t))
@@ -132,7 +131,7 @@ pub async fn run(
         TrashCommand::Purge { pool } => {
             let (pool, namespace) =
                 resolve_pool(pool.spec.as_deref(), &pool.pool, &pool.namespace)?;
-            let images = images(store, &pool, &namespace).await?;
+            let images = images(cluster, &pool, &namespace).await?;
             let progress = ProgressLine::new("Removing images", show_progress);
             let (_, failure) = images
                 .trash_purge(SystemTime::now(), &|d, t| progress.update(d, t))
