@@ -23,65 +23,34 @@
 //! (`~/.config/rbdx`) and `/etc/rbdx`. Without any of them, the cluster is the embedded store
 //! `~/.local/share/rbdx/NAME`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rbdx_objstore::BackendConfig;
 use serde::Deserialize;
 
 use crate::args::Global;
 use crate::error::{CliError, CliResult};
 
-/// A Ceph cluster to connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RadosTarget {
-    /// Its `ceph.conf`.
-    pub ceph_conf: PathBuf,
-    /// A keyring overriding the one the `ceph.conf` names.
-    pub keyring: Option<PathBuf>,
-    /// The cephx entity, e.g. `client.admin`.
-    pub name: String,
-}
-
-/// The store a command uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// The embedded store in a directory.
-    Dir(PathBuf),
-    /// A Ceph cluster.
-    Rados(RadosTarget),
-}
+/// The pool a new embedded store starts with, as a Ceph cluster set up for RBD has.
+pub const DEFAULT_POOL: &str = "rbd";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
-    cluster: ClusterSection,
+    cluster: BTreeMap<String, toml::Value>,
     #[serde(default)]
-    client: std::collections::BTreeMap<String, toml::Value>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Backend {
-    Dir,
-    Rados,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClusterSection {
-    backend: Backend,
-    data_dir: Option<PathBuf>,
-    ceph_conf: Option<PathBuf>,
-    keyring: Option<PathBuf>,
-    id: Option<String>,
-    name: Option<String>,
+    client: BTreeMap<String, toml::Value>,
 }
 
 /// What a config file turned out to be.
 enum Loaded {
+    /// An rbdx config: its `[cluster]` and `[client]` tables.
     Rbdx(
-        ClusterSection,
-        std::collections::BTreeMap<String, toml::Value>,
+        BTreeMap<String, toml::Value>,
+        BTreeMap<String, toml::Value>,
     ),
+    /// A `ceph.conf`, with its text.
     CephConf(String),
 }
 
@@ -96,6 +65,14 @@ fn load(path: &Path) -> CliResult<Loaded> {
             path.display(),
             e.message()
         ))),
+    }
+}
+
+/// A TOML value as a setting string.
+fn setting_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -135,21 +112,38 @@ fn entity(id: Option<&str>, name: Option<&str>) -> Option<String> {
     }
 }
 
-/// Works out the store the global options select.
-pub fn resolve(global: &Global) -> CliResult<Target> {
-    let cli_entity = entity(global.id.as_deref(), global.user_name.as_deref());
-    let rados = |ceph_conf: PathBuf, keyring: Option<PathBuf>, entity: Option<String>| {
-        Target::Rados(RadosTarget {
-            ceph_conf,
-            keyring: global.keyring.clone().or(keyring),
-            name: cli_entity
-                .clone()
-                .or(entity)
-                .unwrap_or_else(|| "client.admin".to_owned()),
-        })
-    };
-    let (target, source) = if let Some(ceph_conf) = &global.ceph_conf {
-        (rados(ceph_conf.clone(), None, None), "--ceph-conf")
+/// A Ceph cluster's backend configuration: its `ceph.conf`, the keyring and user the command
+/// line gives (else those of `from_file`), `client.admin` by default.
+fn rados_config(global: &Global, ceph_conf: &Path, from_file: BackendConfig) -> BackendConfig {
+    let mut config = BackendConfig::new("rados")
+        .with("ceph_conf", ceph_conf.to_string_lossy().into_owned());
+    config.base_dir = from_file.base_dir.clone();
+    let file_entity = entity(from_file.get("id"), from_file.get("name"));
+    let name = entity(global.id.as_deref(), global.user_name.as_deref())
+        .or(file_entity)
+        .unwrap_or_else(|| "client.admin".to_owned());
+    config = config.with("name", name);
+    if let Some(keyring) = global.keyring.as_ref() {
+        config = config.with("keyring", keyring.to_string_lossy().into_owned());
+    } else if let Some(keyring) = from_file.get("keyring") {
+        config = config.with("keyring", keyring);
+    }
+    for (key, value) in from_file.settings {
+        if !["ceph_conf", "keyring", "id", "name"].contains(&key.as_str()) {
+            config.settings.insert(key, value);
+        }
+    }
+    config
+}
+
+/// Works out the store the global options select, as a backend configuration for the
+/// registry (`crate::store`).
+pub fn resolve(global: &Global) -> CliResult<BackendConfig> {
+    let (config, source) = if let Some(ceph_conf) = &global.ceph_conf {
+        (
+            rados_config(global, ceph_conf, BackendConfig::new("rados")),
+            "--ceph-conf",
+        )
     } else if let Some(file) = global.conf.clone().or_else(|| {
         global
             .data_dir
@@ -157,46 +151,112 @@ pub fn resolve(global: &Global) -> CliResult<Target> {
             .then(|| cluster_file(&global.cluster))
             .flatten()
     }) {
-        let target = match load(&file)? {
-            Loaded::CephConf(_) => rados(file.clone(), None, None),
-            Loaded::Rbdx(section, _) => from_section(&file, section, global, &rados)?,
+        let config = match load(&file)? {
+            Loaded::CephConf(_) => rados_config(global, &file, BackendConfig::new("rados")),
+            Loaded::Rbdx(table, _) => from_table(&file, table, global)?,
         };
-        (target, "the config file")
+        (config, "the config file")
     } else {
         let dir = match &global.data_dir {
             Some(dir) => dir.clone(),
             None => default_data_dir(&global.cluster)?,
         };
-        (Target::Dir(dir), "")
+        let config =
+            BackendConfig::new("dir").with("data_dir", dir.to_string_lossy().into_owned());
+        (config, "")
     };
     // RBDX_DATA_DIR in the environment yields to a cluster chosen on the command line.
     let data_dir_flag = global.data_dir.is_some()
         && std::env::var_os("RBDX_DATA_DIR").map(PathBuf::from) != global.data_dir;
-    match &target {
-        Target::Rados(_) if data_dir_flag => Err(CliError::invalid(format!(
+    if config.backend == "rados" && data_dir_flag {
+        return Err(CliError::invalid(format!(
             "--data-dir selects an embedded store, but {source} selects a Ceph cluster"
-        ))),
-        Target::Dir(dir) => {
-            // Scripts written for `rbd` pass a user everywhere (`--id admin`); the embedded
-            // store has no users, so the name is accepted and not checked. A keyring that does
-            // not exist is still a mistake worth stopping for.
-            if let Some(keyring) = &global.keyring
-                && !keyring.exists()
-            {
-                return Err(CliError::with_code(
-                    format!("keyring {} does not exist", keyring.display()),
-                    2,
-                ));
-            }
-            if let Some(entity) = &cli_entity {
-                tracing::debug!(
-                    "user {entity} is not checked: the embedded store in {} has no users",
-                    dir.display()
-                );
-            }
-            Ok(target)
+        )));
+    }
+    if config.backend != "rados" {
+        // Scripts written for `rbd` pass a user everywhere (`--id admin`); the embedded
+        // store has no users, so the name is accepted and not checked. A keyring that does
+        // not exist is still a mistake worth stopping for.
+        if let Some(keyring) = &global.keyring
+            && !keyring.exists()
+        {
+            return Err(CliError::with_code(
+                format!("keyring {} does not exist", keyring.display()),
+                2,
+            ));
         }
-        _ => Ok(target),
+        if let Some(entity) = entity(global.id.as_deref(), global.user_name.as_deref()) {
+            tracing::debug!(
+                "user {entity} is not checked: the {} store has no users",
+                config.backend
+            );
+        }
+    }
+    Ok(config)
+}
+
+/// The backend configuration of an rbdx config file's `[cluster]` table.
+fn from_table(
+    file: &Path,
+    table: BTreeMap<String, toml::Value>,
+    global: &Global,
+) -> CliResult<BackendConfig> {
+    let mut settings: BTreeMap<String, String> = table
+        .iter()
+        .map(|(k, v)| (k.clone(), setting_text(v)))
+        .collect();
+    let backend = settings.remove("backend").ok_or_else(|| {
+        CliError::invalid(format!(
+            "{}: not an rbdx config: [cluster] needs backend = \"dir\", \"rados\" or \"memory\"",
+            file.display()
+        ))
+    })?;
+    let known = crate::store::registry();
+    if backend != "rados" && !known.contains(&backend) {
+        return Err(CliError::invalid(format!(
+            "{}: unknown backend \"{backend}\" (known: {})",
+            file.display(),
+            known.names().join(", ")
+        )));
+    }
+    let mut config = BackendConfig {
+        backend,
+        settings,
+        base_dir: file.parent().map(Path::to_path_buf),
+    };
+    match config.backend.as_str() {
+        "rados" => {
+            let Some(ceph_conf) = config.settings.get("ceph_conf").cloned() else {
+                return Err(CliError::invalid(format!(
+                    "{}: backend \"rados\" needs ceph_conf = \"/path/to/ceph.conf\"",
+                    file.display()
+                )));
+            };
+            let ceph_conf = relative_to(file, Path::new(&ceph_conf));
+            Ok(rados_config(global, &ceph_conf, config))
+        }
+        "dir" => {
+            if let Some(dir) = &global.data_dir {
+                config
+                    .settings
+                    .insert("data_dir".into(), dir.to_string_lossy().into_owned());
+            } else if !config.settings.contains_key("data_dir") {
+                let dir = default_data_dir(&global.cluster)?;
+                config
+                    .settings
+                    .insert("data_dir".into(), dir.to_string_lossy().into_owned());
+            }
+            Ok(config)
+        }
+        _ => Ok(config),
+    }
+}
+
+/// Makes `path` relative to the directory of config file `file`.
+fn relative_to(file: &Path, path: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
     }
 }
 
@@ -250,66 +310,24 @@ pub fn client_setting(global: &Global, key: &str) -> CliResult<Option<String>> {
     };
     match load(&file)? {
         Loaded::CephConf(text) => Ok(ceph_conf_setting(&text, key)),
-        Loaded::Rbdx(section, client) => {
+        Loaded::Rbdx(cluster, client) => {
             let wanted = option_key(key);
             let own = client
                 .iter()
                 .find(|(k, _)| option_key(k) == wanted)
-                .map(|(_, v)| match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                });
+                .map(|(_, v)| setting_text(v));
             if own.is_some() {
                 return Ok(own);
             }
-            match section.ceph_conf {
+            match cluster.get("ceph_conf").map(setting_text) {
                 Some(conf) => {
-                    let conf = match file.parent() {
-                        Some(dir) if conf.is_relative() => dir.join(conf),
-                        _ => conf,
-                    };
+                    let conf = relative_to(&file, Path::new(&conf));
                     let text = std::fs::read_to_string(&conf)
                         .map_err(|e| CliError::io(format!("cannot read {}", conf.display()), e))?;
                     Ok(ceph_conf_setting(&text, key))
                 }
                 None => Ok(None),
             }
-        }
-    }
-}
-
-fn from_section(
-    file: &Path,
-    section: ClusterSection,
-    global: &Global,
-    rados: &dyn Fn(PathBuf, Option<PathBuf>, Option<String>) -> Target,
-) -> CliResult<Target> {
-    let relative = |p: PathBuf| match file.parent() {
-        Some(dir) if p.is_relative() => dir.join(p),
-        _ => p,
-    };
-    match section.backend {
-        Backend::Rados => {
-            let ceph_conf = section.ceph_conf.ok_or_else(|| {
-                CliError::invalid(format!(
-                    "{}: backend \"rados\" needs ceph_conf = \"/path/to/ceph.conf\"",
-                    file.display()
-                ))
-            })?;
-            let entity = entity(section.id.as_deref(), section.name.as_deref());
-            Ok(rados(
-                relative(ceph_conf),
-                section.keyring.map(relative),
-                entity,
-            ))
-        }
-        Backend::Dir => {
-            let dir = match (&global.data_dir, section.data_dir) {
-                (Some(dir), _) => dir.clone(),
-                (None, Some(dir)) => relative(dir),
-                (None, None) => default_data_dir(&global.cluster)?,
-            };
-            Ok(Target::Dir(dir))
         }
     }
 }
@@ -346,11 +364,9 @@ mod tests {
         ]));
         assert_eq!(
             target.unwrap_or_else(|e| panic!("{e}")),
-            Target::Rados(RadosTarget {
-                ceph_conf: "/etc/ceph/ceph.conf".into(),
-                keyring: None,
-                name: "client.rbdx".into(),
-            })
+            BackendConfig::new("rados")
+                .with("ceph_conf", "/etc/ceph/ceph.conf")
+                .with("name", "client.rbdx")
         );
     }
 
@@ -364,14 +380,14 @@ mod tests {
         );
         let conf = conf.to_string_lossy().into_owned();
         let target = resolve(&global(&["-c", &conf, "--name", "client.b"]));
-        assert_eq!(
-            target.unwrap_or_else(|e| panic!("{e}")),
-            Target::Rados(RadosTarget {
-                ceph_conf: dir.path().join("ceph.conf"),
-                keyring: Some(dir.path().join("k")),
-                name: "client.b".into(),
-            })
-        );
+        let config = target.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.backend, "rados");
+        let path = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
+        assert_eq!(config.get("ceph_conf"), Some(path("ceph.conf").as_str()));
+        assert_eq!(config.get("name"), Some("client.b"));
+        // The keyring stays relative to the file, which the backend resolves it against.
+        let mut reader = config.reader();
+        assert_eq!(reader.optional_path("keyring"), Some(dir.path().join("k")));
     }
 
     #[test]
@@ -380,7 +396,7 @@ mod tests {
         let conf = write(dir.path(), "ceph.conf", "[global]\nmon host = 10.0.0.1\n");
         let conf = conf.to_string_lossy().into_owned();
         match resolve(&global(&["-c", &conf])) {
-            Ok(Target::Rados(t)) => assert_eq!(t.name, "client.admin"),
+            Ok(c) if c.backend == "rados" => assert_eq!(c.get("name"), Some("client.admin")),
             other => panic!("{other:?}"),
         }
     }
@@ -393,7 +409,7 @@ mod tests {
         let garbage = write(dir.path(), "c.conf", "hello\n");
         for (file, needle) in [
             (no_conf, "needs ceph_conf"),
-            (unknown, "not an rbdx config"),
+            (unknown, "unknown backend \"s3\""),
             (garbage, "not an rbdx config"),
         ] {
             let file = file.to_string_lossy().into_owned();
@@ -443,7 +459,7 @@ mod tests {
             ],
         ] {
             let target = resolve(&global(&args)).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-            assert!(matches!(target, Target::Dir(_)), "{args:?}");
+            assert_eq!(target.backend, "dir", "{args:?}");
         }
     }
 

@@ -1,58 +1,64 @@
-//! Opening the store a command uses (see [`crate::cluster`] for how it is chosen). A new
-//! embedded store gets the pool `rbd`, as a Ceph cluster set up for RBD has.
+//! Opening the store a command uses: [`crate::cluster`] works out a backend configuration from
+//! the global options and config files, and the registry of backends built into this binary
+//! opens it. A new embedded store gets the pool `rbd`, as a Ceph cluster set up for RBD has.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use rbdx_objstore::{ErrorKind, ObjectStore};
-use rbdx_objstore_dir::DirStore;
+use rbdx_objstore::registry::MemoryBackend;
+use rbdx_objstore::{BackendRegistry, ObjectStore};
+use rbdx_objstore_dir::DirBackend;
 
 use crate::args::Global;
-use crate::cluster::{self, RadosTarget, Target};
-use crate::error::CliResult;
+use crate::cluster::{self, DEFAULT_POOL};
+use crate::error::{CliError, CliResult};
 
-/// The pool new embedded stores start with.
-pub const DEFAULT_POOL: &str = "rbd";
+/// Returns the object-store backends built into this binary: `dir`, `memory`, and `rados`
+/// with the `rados` feature.
+pub fn registry() -> BackendRegistry {
+    let mut registry = BackendRegistry::new();
+    let builtin: Vec<Arc<dyn rbdx_objstore::BackendFactory>> = vec![
+        Arc::new(DirBackend),
+        Arc::new(MemoryBackend),
+        #[cfg(feature = "rados")]
+        Arc::new(rbdx_objstore_rados::RadosBackend),
+    ];
+    for factory in builtin {
+        // The names above are distinct: registering cannot fail.
+        let _ = registry.register(factory);
+    }
+    registry
+}
 
 /// Opens the store selected by the global options.
 pub async fn open(global: &Global) -> CliResult<Arc<dyn ObjectStore>> {
-    match cluster::resolve(global)? {
-        Target::Dir(dir) => open_dir(&dir).await,
-        Target::Rados(target) => open_rados(target).await,
+    let mut config = cluster::resolve(global)?;
+    if config.backend == "rados" && !cfg!(feature = "rados") {
+        return Err(CliError::with_code(
+            format!(
+                "{} names a Ceph cluster, but this rbdx was built without the rados backend \
+                 (build it with `cargo build --release --features rados`)",
+                config.get("ceph_conf").unwrap_or("the configuration")
+            ),
+            95,
+        ));
     }
+    if matches!(config.backend.as_str(), "dir" | "memory") {
+        config
+            .settings
+            .entry("default_pool".into())
+            .or_insert_with(|| DEFAULT_POOL.to_owned());
+    }
+    Ok(registry().open(&config).await?)
 }
 
-async fn open_dir(dir: &Path) -> CliResult<Arc<dyn ObjectStore>> {
-    let fresh = !dir.join("meta.db").exists();
-    let store = DirStore::open(dir)?;
-    if fresh {
-        match store.pool_create(DEFAULT_POOL).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(Arc::new(store))
-}
+#[cfg(test)]
+mod tests {
+    use super::registry;
 
-#[cfg(feature = "rados")]
-async fn open_rados(target: RadosTarget) -> CliResult<Arc<dyn ObjectStore>> {
-    use rbdx_objstore_rados::{RadosConfig, RadosStore};
-    let mut config = RadosConfig::from_ceph_conf(target.ceph_conf).with_name(target.name);
-    if let Some(keyring) = target.keyring {
-        config = config.with_keyring(keyring);
+    #[test]
+    fn the_builtin_backends_are_registered() {
+        let names = registry().names();
+        assert!(names.contains(&"dir") && names.contains(&"memory"), "{names:?}");
+        assert_eq!(names.contains(&"rados"), cfg!(feature = "rados"));
     }
-    Ok(Arc::new(RadosStore::connect(config).await?))
-}
-
-#[cfg(not(feature = "rados"))]
-async fn open_rados(target: RadosTarget) -> CliResult<Arc<dyn ObjectStore>> {
-    Err(crate::error::CliError::with_code(
-        format!(
-            "{} names a Ceph cluster, but this rbdx was built without the rados backend \
-             (build it with `cargo build --release --features rados`)",
-            target.ceph_conf.display()
-        ),
-        95,
-    ))
 }

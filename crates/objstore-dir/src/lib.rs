@@ -57,6 +57,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod admin;
+mod backend;
 mod buffers;
 mod db;
 mod files;
@@ -73,6 +74,7 @@ mod sys;
 mod watch;
 mod writer;
 
+pub use backend::DirBackend;
 pub use store::{DirOptions, DirStore};
 /// Sparse-file helper shared with the command line's import: the allocated ranges of a file.
 pub use sys::data_ranges;

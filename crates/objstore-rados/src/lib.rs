@@ -19,6 +19,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod aio;
+mod backend;
 mod cls_lock;
 mod cluster;
 mod config;
@@ -35,5 +36,6 @@ mod store;
 mod watch;
 mod writeop;
 
+pub use backend::RadosBackend;
 pub use config::RadosConfig;
 pub use store::RadosStore;

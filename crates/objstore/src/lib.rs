@@ -29,6 +29,7 @@ pub mod extents;
 pub mod lock;
 pub mod memory;
 pub mod op;
+pub mod registry;
 pub mod snapset;
 mod store;
 #[cfg(feature = "testkit")]
@@ -42,6 +43,7 @@ pub use ext::ObjectStoreExt;
 pub use extents::{Extent, ExtentSet};
 pub use lock::{LockInfo, LockKind, LockOptions, LockerInfo};
 pub use memory::{MemoryCluster, MemoryStore};
+pub use registry::{BackendConfig, BackendFactory, BackendRegistry};
 pub use op::{CmpOp, ReadOp, ReadOutput, ReadResult, ReadStep, WriteOp, WriteStep};
 pub use snapset::{CloneInfo, SnapSet};
 pub use store::ObjectStore;
