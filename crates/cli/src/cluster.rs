@@ -46,10 +46,7 @@ struct ConfigFile {
 /// What a config file turned out to be.
 enum Loaded {
     /// An rbdx config: its `[cluster]` and `[client]` tables.
-    Rbdx(
-        BTreeMap<String, toml::Value>,
-        BTreeMap<String, toml::Value>,
-    ),
+    Rbdx(BTreeMap<String, toml::Value>, BTreeMap<String, toml::Value>),
     /// A `ceph.conf`, with its text.
     CephConf(String),
 }
@@ -115,8 +112,8 @@ fn entity(id: Option<&str>, name: Option<&str>) -> Option<String> {
 /// A Ceph cluster's backend configuration: its `ceph.conf`, the keyring and user the command
 /// line gives (else those of `from_file`), `client.admin` by default.
 fn rados_config(global: &Global, ceph_conf: &Path, from_file: BackendConfig) -> BackendConfig {
-    let mut config = BackendConfig::new("rados")
-        .with("ceph_conf", ceph_conf.to_string_lossy().into_owned());
+    let mut config =
+        BackendConfig::new("rados").with("ceph_conf", ceph_conf.to_string_lossy().into_owned());
     config.base_dir = from_file.base_dir.clone();
     let file_entity = entity(from_file.get("id"), from_file.get("name"));
     let name = entity(global.id.as_deref(), global.user_name.as_deref())
@@ -161,8 +158,7 @@ pub fn resolve(global: &Global) -> CliResult<BackendConfig> {
             Some(dir) => dir.clone(),
             None => default_data_dir(&global.cluster)?,
         };
-        let config =
-            BackendConfig::new("dir").with("data_dir", dir.to_string_lossy().into_owned());
+        let config = BackendConfig::new("dir").with("data_dir", dir.to_string_lossy().into_owned());
         (config, "")
     };
     // RBDX_DATA_DIR in the environment yields to a cluster chosen on the command line.

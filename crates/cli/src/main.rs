@@ -6,7 +6,6 @@ mod argv;
 mod cluster;
 mod commands;
 mod error;
-mod image_args;
 mod logging;
 mod output;
 mod progress;

@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn the_builtin_backends_are_registered() {
         let names = registry().names();
-        assert!(names.contains(&"dir") && names.contains(&"memory"), "{names:?}");
+        assert!(
+            names.contains(&"dir") && names.contains(&"memory"),
+            "{names:?}"
+        );
         assert_eq!(names.contains(&"rados"), cfg!(feature = "rados"));
     }
 }

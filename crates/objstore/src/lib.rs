@@ -43,8 +43,8 @@ pub use ext::ObjectStoreExt;
 pub use extents::{Extent, ExtentSet};
 pub use lock::{LockInfo, LockKind, LockOptions, LockerInfo};
 pub use memory::{MemoryCluster, MemoryStore};
-pub use registry::{BackendConfig, BackendFactory, BackendRegistry};
 pub use op::{CmpOp, ReadOp, ReadOutput, ReadResult, ReadStep, WriteOp, WriteStep};
+pub use registry::{BackendConfig, BackendFactory, BackendRegistry};
 pub use snapset::{CloneInfo, SnapSet};
 pub use store::ObjectStore;
 pub use types::{

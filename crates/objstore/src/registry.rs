@@ -263,7 +263,10 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(err.contains("unknown backend \"s3\" (known: memory)"), "{err}");
+        assert!(
+            err.contains("unknown backend \"s3\" (known: memory)"),
+            "{err}"
+        );
         let err = block(registry.open(&BackendConfig::new("memory").with("colour", "red")))
             .err()
             .map(|e| e.to_string())

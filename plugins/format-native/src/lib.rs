@@ -108,8 +108,8 @@ impl FormatFactory for NativeFormatFactory {
         let io = IoCtx::with_namespace(pool, namespace);
         // An image that is itself the destination of an import reads through its source with
         // the same drivers this source was opened with.
-        let cluster = Cluster::new(store)
-            .with_sources(Arc::new(rbdx_migration::Opener::new(ctx.clone())));
+        let cluster =
+            Cluster::new(store).with_sources(Arc::new(rbdx_migration::Opener::new(ctx.clone())));
         let open = |opts: OpenOptions| {
             let (cluster, io, image_name, image_id) = (
                 cluster.clone(),

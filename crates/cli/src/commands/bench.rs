@@ -1,17 +1,16 @@
 //! `rbdx bench`: I/O against an image with `rbd bench`'s options and report.
 
-use rbdx_image::Cluster;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rbdx_image::OpenOptions;
+use rbdx_image::{Cluster, OpenOptions};
 use serde::Serialize;
 
-use crate::commands::image::resolve;
+use crate::args::{BenchArgs, IoPattern, IoType};
+use crate::commands::open::resolve;
 use crate::error::{CliError, CliResult};
-use crate::image_args::{BenchArgs, IoPattern, IoType};
 use crate::output::Printer;
 use crate::size::{format_size, parse_size};
 use crate::spec::SnapRule;

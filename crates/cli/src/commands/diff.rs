@@ -2,14 +2,13 @@
 //! later snapshot, in `rbd diff`'s plain, JSON and XML forms.
 
 use rbdx_image::Cluster;
-
 use rbdx_snapdiff::{DiffOptions, Method};
 use serde::Serialize;
 
-use crate::commands::image::{open_view, print_table};
+use crate::args::ImageArg;
+use crate::commands::open::open_view;
 use crate::error::CliResult;
-use crate::image_args::ImageArg;
-use crate::output::Printer;
+use crate::output::{Printer, print_table};
 
 #[derive(Serialize)]
 struct ExtentOut {

@@ -1,14 +1,12 @@
 //! `rbdx du`: provisioned and used space per snapshot and image: what each snapshot (and the
 //! head) wrote since the one before, at object granularity (`rbdx_snapdiff::usage`).
 
-use rbdx_image::Cluster;
-
-use rbdx_image::OpenOptions;
+use rbdx_image::{Cluster, OpenOptions};
 use serde::Serialize;
 
-use crate::commands::image::{images, print_table};
+use crate::commands::open::images;
 use crate::error::CliResult;
-use crate::output::Printer;
+use crate::output::{Printer, print_table};
 use crate::size::format_size;
 use crate::spec::{SnapRule, SpecOptions};
 

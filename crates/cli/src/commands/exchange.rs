@@ -7,19 +7,19 @@
 //! before it changes anything; a diff from standard input is kept in an unnamed temporary file
 //! for that. A failed check leaves the target untouched.
 
-use rbdx_image::Cluster;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 
-use rbdx_image::OpenOptions;
+use rbdx_image::{Cluster, OpenOptions};
 use rbdx_snapdiff::import::{self, ImportOptions};
 use rbdx_snapdiff::wire::{DiffReader, Version};
 use rbdx_snapdiff::{DiffOptions, export, merge};
 
-use crate::commands::image::{create_options, images, open_view, resolve};
+use crate::args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs, MergeDiffArgs};
+use crate::commands::create_opts::create_options;
+use crate::commands::open::{images, open_view, resolve};
 use crate::error::{CliError, CliResult};
-use crate::image_args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs, MergeDiffArgs};
 use crate::progress::ProgressLine;
 use crate::size::parse_size;
 use crate::spec::SnapRule;

@@ -1,127 +1,19 @@
 //! `rbdx create|ls|info|rm|resize|rename|status`: image management with `rbd`'s syntax and
 //! outputs.
 
-use rbdx_image::Cluster;
-
-use rbdx_image::{
-    CreateOptions, Features, Header, Images, OpenOptions, Protection,
-    header::FLAG_FAST_DIFF_INVALID, header::FLAG_OBJECT_MAP_INVALID, layout::MAX_ORDER,
-    layout::MIN_ORDER,
-};
-use rbdx_objstore::{IoCtx, ObjectStore};
+use rbdx_image::header::{FLAG_FAST_DIFF_INVALID, FLAG_OBJECT_MAP_INVALID};
+use rbdx_image::{Cluster, Header, OpenOptions, Protection};
+use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 
+use crate::args::{CreateArgs, DestArg, ImageArg, PoolArg};
+use crate::commands::create_opts::create_options;
+use crate::commands::open::{images, open_view, resolve};
 use crate::error::{CliError, CliResult};
-use crate::image_args::{CreateArgs, DestArg, ImageArg, PoolArg};
-use crate::output::{Printer, ctime};
+use crate::output::{Printer, ctime, print_table};
 use crate::progress::ProgressLine;
 use crate::size::{format_size, parse_size};
-use crate::spec::{ImageSpec, SnapRule, resolve_pool};
-
-/// Returns the images of a pool namespace, checking that the pool exists.
-pub async fn images(cluster: &Cluster, pool: &str, namespace: &str) -> CliResult<Images> {
-    let info = cluster.store().pool_lookup(pool).await?;
-    Ok(Images::new(
-        cluster.clone(),
-        IoCtx::with_namespace(info.id, namespace),
-    ))
-}
-
-/// Resolves an image argument and returns its pool's images.
-pub async fn resolve(
-    cluster: &Cluster,
-    arg: &ImageArg,
-    rule: SnapRule,
-) -> CliResult<(ImageSpec, Images)> {
-    let spec = arg.opts.resolve(arg.spec.as_deref(), rule)?;
-    let images = images(cluster, &spec.pool, &spec.namespace).await?;
-    Ok((spec, images))
-}
-
-/// Resolves an image argument (a snapshot allowed) and opens that view read-only.
-pub async fn open_view(
-    cluster: &Cluster,
-    arg: &ImageArg,
-) -> CliResult<(ImageSpec, rbdx_image::Image)> {
-    let (spec, images) = resolve(cluster, arg, SnapRule::Optional).await?;
-    let image = images
-        .open(
-            &spec.image,
-            OpenOptions::default()
-                .with_snap(spec.snap.clone())
-                .with_read_only(true),
-        )
-        .await?;
-    Ok((spec, image))
-}
-
-/// Turns `create` options into image-layer options.
-pub async fn create_options(
-    cluster: &Cluster,
-    size: u64,
-    args: &CreateArgs,
-) -> CliResult<CreateOptions> {
-    let mut opts = CreateOptions::new(size);
-    if let Some(order) = args.order {
-        if !(MIN_ORDER..=MAX_ORDER).contains(&order) {
-            return Err(CliError::invalid(format!(
-                "order must be between {MIN_ORDER} and {MAX_ORDER}, not {order}"
-            )));
-        }
-        opts.order = Some(order);
-    }
-    if let Some(text) = &args.object_size {
-        let bytes = parse_size(text, 1)?;
-        if !bytes.is_power_of_two() {
-            return Err(CliError::invalid(format!(
-                "object size {text} is not a power of two"
-            )));
-        }
-        let order = bytes.trailing_zeros() as u8;
-        if !(MIN_ORDER..=MAX_ORDER).contains(&order) {
-            return Err(CliError::invalid(format!(
-                "object size must be between 4K and 32M, not {text}"
-            )));
-        }
-        opts.order = Some(order);
-    }
-    if !args.image_feature.is_empty() {
-        let mut features = Features(0);
-        for item in &args.image_feature {
-            features = features.with(Features::parse_list(item)?);
-        }
-        opts.features = Some(features);
-    }
-    if let Some(unit) = &args.stripe_unit {
-        opts.stripe_unit = Some(parse_size(unit, 1)?);
-    }
-    opts.stripe_count = args.stripe_count;
-    if let Some(pool) = &args.data_pool {
-        opts.data_pool = Some(cluster.store().pool_lookup(pool).await?.id.0);
-    }
-    if let Some(text) = &args.journal_object_size {
-        let bytes = parse_size(text, 1)?;
-        let order = bytes.trailing_zeros() as u8;
-        if !bytes.is_power_of_two() || !(12..=26).contains(&order) {
-            return Err(CliError::invalid(format!(
-                "journal object size must be a power of two between 4K and 64M, not {text}"
-            )));
-        }
-        opts.journal.order = Some(order);
-    }
-    if let Some(width) = args.journal_splay_width {
-        if !(1..=255).contains(&width) {
-            return Err(CliError::invalid(format!(
-                "journal splay width must be between 1 and 255, not {width}"
-            )));
-        }
-        opts.journal.splay_width = Some(width);
-    }
-    if let Some(pool) = &args.journal_pool {
-        opts.journal.pool = Some(cluster.store().pool_lookup(pool).await?.id.0);
-    }
-    Ok(opts)
-}
+use crate::spec::{SnapRule, resolve_pool};
 
 /// `rbdx create`.
 pub async fn create(
@@ -153,31 +45,6 @@ struct LongEntry {
     protected: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lock_type: Option<String>,
-}
-
-/// Prints rows as a left-aligned table with a header line.
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }
 
 /// `rbdx ls [-l]`.

@@ -6,78 +6,23 @@
 //! through the image's own operations (journaled again if it journals): data events, and the
 //! operations whose journaled outcome is success.
 
-use rbdx_image::Cluster;
 use std::io::{BufReader, Read, Write as _};
 
 use bytes::{Bytes, BytesMut};
-use clap::{Args, Subcommand};
-use rbdx_image::{Image, OpenOptions};
+use rbdx_image::{Cluster, Image, OpenOptions};
 use rbdx_journal::header::{ClientState, Position};
 use rbdx_journal::{Journal, entry, event};
 use rbdx_objstore::{ObjectStore, PoolId};
 use serde::Serialize;
 
-use crate::commands::image::resolve;
+use crate::args::{ClientCommand, ImageArg, JournalCommand, JournalImportArgs};
+use crate::commands::open::resolve;
 use crate::error::{CliError, CliResult};
-use crate::image_args::ImageArg;
 use crate::output::Printer;
 use crate::spec::SnapRule;
 
 /// Banner of a journal export. Never change.
 const EXPORT_BANNER: &[u8] = b"rbdx journal v1\n";
-
-/// `rbdx journal ...`
-#[derive(Debug, Subcommand)]
-pub enum JournalCommand {
-    /// Show the journal's layout.
-    Info(ImageArg),
-    /// Show the object sets in use and the registered clients with their positions.
-    Status(ImageArg),
-    /// Read every entry and check it; count the events by type (`--verbose`: print every
-    /// entry).
-    Inspect(ImageArg),
-    /// Write the journal's entries to a file or standard output.
-    Export {
-        #[command(flatten)]
-        image: ImageArg,
-        /// Output file, or `-` for standard output.
-        #[arg(value_name = "PATH")]
-        path: Option<std::path::PathBuf>,
-    },
-    /// Append the events of an exported journal to an image's journal, and apply them.
-    Import(JournalImportArgs),
-    /// Remove every entry and every client but the image's.
-    Reset(ImageArg),
-    /// Journal clients.
-    Client {
-        #[command(subcommand)]
-        command: ClientCommand,
-    },
-}
-
-/// `rbdx journal import`.
-#[derive(Debug, Args)]
-pub struct JournalImportArgs {
-    /// The exported journal, or `-` for standard input.
-    #[arg(value_name = "PATH")]
-    pub path: std::path::PathBuf,
-    #[command(flatten)]
-    pub image: ImageArg,
-}
-
-/// `rbdx journal client ...`
-#[derive(Debug, Subcommand)]
-pub enum ClientCommand {
-    /// Mark a client disconnected, so that trimming no longer waits for it.
-    Disconnect {
-        #[command(flatten)]
-        image: ImageArg,
-        /// The client id (as `journal status` shows it); without it, every client but the
-        /// image's own is disconnected.
-        #[arg(long = "client-id", value_name = "ID")]
-        client_id: Option<String>,
-    },
-}
 
 /// Runs a journal command.
 pub async fn run(

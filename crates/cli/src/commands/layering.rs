@@ -1,13 +1,12 @@
 //! `rbdx clone|flatten|children`.
 
-use rbdx_image::Cluster;
-
-use rbdx_image::OpenOptions;
+use rbdx_image::{Cluster, OpenOptions};
 use serde::Serialize;
 
-use crate::commands::image::{create_options, images, resolve};
+use crate::args::{CreateArgs, DestArg, ImageArg};
+use crate::commands::create_opts::create_options;
+use crate::commands::open::{images, resolve};
 use crate::error::CliResult;
-use crate::image_args::{CreateArgs, DestArg, ImageArg};
 use crate::output::Printer;
 use crate::progress::ProgressLine;
 use crate::spec::SnapRule;

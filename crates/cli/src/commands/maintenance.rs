@@ -1,14 +1,12 @@
 //! `rbdx feature enable|disable`, `rbdx object-map check|rebuild`, `rbdx lock ls|rm`.
 
-use rbdx_image::Cluster;
-
-use rbdx_image::{Features, OpenOptions};
+use rbdx_image::{Cluster, Features, OpenOptions};
 use rbdx_objstore::{ClientId, ObjectStore};
 use serde::Serialize;
 
-use crate::commands::image::resolve;
+use crate::args::{FeatureCommand, LockCommand, ObjectMapCommand};
+use crate::commands::open::resolve;
 use crate::error::{CliError, CliResult};
-use crate::image_args::{FeatureCommand, LockCommand, ObjectMapCommand};
 use crate::output::Printer;
 use crate::progress::ProgressLine;
 use crate::spec::SnapRule;
@@ -139,7 +137,7 @@ pub async fn lock(cluster: &Cluster, command: LockCommand, printer: Printer) -> 
                     .iter()
                     .map(|l| vec![l.locker.clone(), l.id.clone(), l.address.clone()])
                     .collect();
-                crate::commands::image::print_table(&["Locker", "ID", "Address"], &rows);
+                crate::output::print_table(&["Locker", "ID", "Address"], &rows);
             });
         }
         LockCommand::Rm {

@@ -1,14 +1,13 @@
 //! `rbdx image-meta set|get|ls|rm`.
 
-use rbdx_image::Cluster;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use rbdx_image::OpenOptions;
+use rbdx_image::{Cluster, OpenOptions};
 
-use crate::commands::image::resolve;
+use crate::args::MetaCommand;
+use crate::commands::open::resolve;
 use crate::error::CliResult;
-use crate::image_args::MetaCommand;
 use crate::output::{Printer, show_bytes};
 use crate::spec::SnapRule;
 
@@ -47,7 +46,7 @@ pub async fn run(cluster: &Cluster, command: MetaCommand, printer: Printer) -> C
                 println!("There are {} metadata on this image:\n", m.len());
                 let rows: Vec<Vec<String>> =
                     m.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
-                crate::commands::image::print_table(&["Key", "Value"], &rows);
+                crate::output::print_table(&["Key", "Value"], &rows);
             });
         }),
     };

@@ -1,18 +1,19 @@
 //! `rbdx migration prepare|execute|commit|abort|verify`, and the `Migration:` block of
 //! `rbdx status`.
 
-use rbdx_image::Cluster;
 use std::sync::Arc;
 
+use rbdx_image::Cluster;
 use rbdx_image::migration::MigrationState;
 use rbdx_migration::{ExecuteOptions, Migration, MigrationStatus, Opener, PrepareOptions};
 use rbdx_objstore::ObjectStore;
 use serde::Serialize;
 
 use crate::args::Global;
-use crate::commands::image::{create_options, images, resolve};
+use crate::args::{ImageArg, MigrationCommand, PrepareArgs};
+use crate::commands::create_opts::create_options;
+use crate::commands::open::{images, resolve};
 use crate::error::{CliError, CliResult};
-use crate::image_args::{ImageArg, MigrationCommand, PrepareArgs};
 use crate::output::Printer;
 use crate::progress::ProgressLine;
 use crate::size::{format_size, parse_size};
@@ -120,7 +121,7 @@ async fn prepare(
                     "give either a source spec or a source image, not both",
                 ));
             }
-            let spec = crate::commands::source::read_spec(&crate::image_args::SourceSpecArg {
+            let spec = crate::commands::source::read_spec(&crate::args::SourceSpecArg {
                 source_spec: args.source_spec.clone(),
                 source_spec_path: args.source_spec_path.clone(),
             })?;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod config_key;
+mod create_opts;
 mod diff;
 mod du;
 mod exchange;
@@ -13,6 +14,7 @@ mod meta;
 mod migration;
 mod namespace;
 mod nbd;
+mod open;
 mod pool;
 mod rados;
 mod snap;
@@ -20,11 +22,12 @@ mod source;
 mod transfer;
 mod trash;
 
+use rbdx_image::Cluster;
+
 use crate::args::{Cli, Command};
 use crate::error::CliResult;
 use crate::output::Printer;
 use crate::store;
-use rbdx_image::Cluster;
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> CliResult {

@@ -1,12 +1,11 @@
 //! `rbdx namespace create|ls|rm`.
 
 use rbdx_image::Cluster;
-
 use rbdx_objstore::{IoCtx, ObjectStore, SnapContext, WriteOp};
 use serde::Serialize;
 
+use crate::args::{NamespaceCommand, PoolArg};
 use crate::error::{CliError, CliResult};
-use crate::image_args::{NamespaceCommand, PoolArg};
 use crate::output::Printer;
 use crate::spec::resolve_pool;
 

@@ -6,16 +6,14 @@
 //! `RBDX_LOG=debug`); on a signal it finishes the requests in flight, flushes and closes
 //! every image.
 
-use rbdx_image::Cluster;
-
-use rbdx_image::OpenOptions;
+use rbdx_image::{Cluster, OpenOptions};
 use rbdx_nbd::{Export, Exports, Listener, Server};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::commands::image::images;
+use crate::args::{NbdCommand, NbdServeArgs};
+use crate::commands::open::images;
 use crate::error::{CliError, CliResult};
-use crate::image_args::{NbdCommand, NbdServeArgs};
 use crate::output::Printer;
 use crate::spec::{SnapRule, SpecOptions};
 

@@ -1,14 +1,12 @@
 //! `rbdx snap ...`: snapshots with `rbd`'s syntax and outputs.
 
-use rbdx_image::Cluster;
-
-use rbdx_image::{Image, OpenOptions, Protection, SnapNamespace};
+use rbdx_image::{Cluster, Image, OpenOptions, Protection, SnapNamespace};
 use serde::Serialize;
 
-use crate::commands::image::{print_table, resolve};
+use crate::args::{ImageArg, LimitCommand, SnapCommand};
+use crate::commands::open::resolve;
 use crate::error::{CliError, CliResult};
-use crate::image_args::{ImageArg, LimitCommand, SnapCommand};
-use crate::output::{Printer, ctime};
+use crate::output::{Printer, ctime, print_table};
 use crate::progress::ProgressLine;
 use crate::size::format_size;
 use crate::spec::{ImageSpec, SnapRule};

@@ -12,8 +12,8 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::args::Global;
+use crate::args::{SourceCommand, SourceSpecArg};
 use crate::error::{CliError, CliResult};
-use crate::image_args::{SourceCommand, SourceSpecArg};
 use crate::output::Printer;
 use crate::progress::ProgressLine;
 use crate::size::format_size;

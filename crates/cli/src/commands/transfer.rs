@@ -7,18 +7,18 @@
 //! in flight. A failed import removes the image it created; a failed export removes the file
 //! it created.
 
-use rbdx_image::Cluster;
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
-use rbdx_image::{Image, OpenOptions};
+use rbdx_image::{Cluster, Image, OpenOptions};
 use rbdx_source::extent::nonzero_runs;
 
-use crate::commands::image::{create_options, images, open_view};
+use crate::args::{ExportArgs, ImportArgs};
+use crate::commands::create_opts::create_options;
+use crate::commands::open::{images, open_view};
 use crate::error::{CliError, CliResult};
-use crate::image_args::{ExportArgs, ImportArgs};
 use crate::progress::ProgressLine;
 use crate::size::parse_size;
 use crate::spec::{SnapRule, SpecOptions};

@@ -1,15 +1,14 @@
 //! `rbdx trash mv|ls|restore|rm|purge`.
 
-use rbdx_image::Cluster;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rbdx_image::TrashSource;
+use rbdx_image::{Cluster, TrashSource};
 use serde::Serialize;
 
-use crate::commands::image::{images, print_table, resolve};
+use crate::args::TrashCommand;
+use crate::commands::open::{images, resolve};
 use crate::error::{CliError, CliResult};
-use crate::image_args::TrashCommand;
-use crate::output::{Printer, ctime};
+use crate::output::{Printer, ctime, print_table};
 use crate::progress::ProgressLine;
 use crate::spec::{SnapRule, resolve_pool};
 

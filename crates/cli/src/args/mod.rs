@@ -1,15 +1,36 @@
-//! Command-line syntax. Global options may come before or after the command, as with `rbd`.
+//! Command-line syntax, one module per command group. Global options may come before or
+//! after the command, as with `rbd` (and so may a command's own options: see `crate::argv`).
+
+mod cluster;
+mod common;
+mod diff;
+mod image;
+mod journal;
+mod maintenance;
+mod migration;
+mod nbd;
+mod snap;
+mod source;
+mod trash;
+
+pub use cluster::{ConfigKeyCommand, PoolCommand, RadosArgs, RadosCommand};
+pub use common::{DestArg, ImageArg, PoolArg};
+pub use diff::{ExportDiffArgs, ImportDiffArgs, MergeDiffArgs};
+pub use image::{BenchArgs, CreateArgs, ExportArgs, ImportArgs, IoPattern, IoType};
+pub use journal::{ClientCommand, JournalCommand, JournalImportArgs};
+pub use maintenance::{
+    FeatureCommand, LockCommand, MetaCommand, NamespaceCommand, ObjectMapCommand,
+};
+pub use migration::{MigrationCommand, PrepareArgs};
+pub use nbd::{NbdCommand, NbdServeArgs};
+pub use snap::{LimitCommand, SnapCommand};
+pub use source::{SourceCommand, SourceSpecArg};
+pub use trash::TrashCommand;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::image_args::{
-    BenchArgs, CreateArgs, DestArg, ExportArgs, ExportDiffArgs, FeatureCommand, ImageArg,
-    ImportArgs, ImportDiffArgs, LockCommand, MergeDiffArgs, MetaCommand, MigrationCommand,
-    NamespaceCommand, NbdCommand, ObjectMapCommand, PoolArg, SnapCommand, SourceCommand,
-    TrashCommand,
-};
 use crate::output::Format;
 
 /// What `--version` prints: the version, then whether the rados backend is built in (a build
@@ -176,7 +197,7 @@ pub enum Command {
     /// Inspect and manage the write journal of an image with the journaling feature.
     Journal {
         #[command(subcommand)]
-        command: crate::commands::journal::JournalCommand,
+        command: JournalCommand,
     },
     /// Serve images over NBD to qemu, libnbd tools and the kernel, during migration too.
     Nbd {
@@ -251,155 +272,6 @@ pub enum Command {
     },
     /// Read and write raw objects, like Ceph's `rados` tool.
     Rados(RadosArgs),
-}
-
-/// `rbdx pool ...`
-#[derive(Debug, Subcommand)]
-pub enum PoolCommand {
-    /// Prepare a pool for images.
-    Init {
-        /// Pool name (default `rbd`).
-        name: Option<String>,
-    },
-    /// Create a pool.
-    Create {
-        /// Pool name.
-        name: String,
-    },
-    /// List pools with their numeric ids.
-    #[command(visible_alias = "list")]
-    Ls,
-    /// Remove a pool and every object in it.
-    #[command(visible_alias = "remove", visible_alias = "delete")]
-    Rm {
-        /// Pool name.
-        name: String,
-        /// Confirm that everything in the pool is to be deleted.
-        #[arg(long = "yes-i-really-really-mean-it")]
-        confirm: bool,
-    },
-}
-
-/// `rbdx config-key ...`
-#[derive(Debug, Subcommand)]
-pub enum ConfigKeyCommand {
-    /// Set a key to a value given inline or read from a file (`-i FILE`, `-` for stdin).
-    Set {
-        /// Key.
-        key: String,
-        /// Value.
-        value: Option<String>,
-        /// Read the value from this file.
-        #[arg(
-            short = 'i',
-            long = "in-file",
-            value_name = "FILE",
-            conflicts_with = "value"
-        )]
-        in_file: Option<PathBuf>,
-    },
-    /// Print a key's value (or write it to `-o FILE`).
-    Get {
-        /// Key.
-        key: String,
-        /// Write the value to this file.
-        #[arg(short = 'o', long = "out-file", value_name = "FILE")]
-        out_file: Option<PathBuf>,
-    },
-    /// Remove a key.
-    #[command(visible_alias = "del", visible_alias = "remove")]
-    Rm {
-        /// Key.
-        key: String,
-    },
-    /// List keys.
-    #[command(visible_alias = "list")]
-    Ls,
-    /// Exit 0 if the key exists, 2 if not.
-    Exists {
-        /// Key.
-        key: String,
-    },
-}
-
-/// `rbdx rados -p POOL ...`
-#[derive(Debug, Args)]
-pub struct RadosArgs {
-    /// Pool.
-    #[arg(short = 'p', long = "pool", default_value = "rbd", global = true)]
-    pub pool: String,
-    /// Namespace inside the pool.
-    #[arg(short = 'N', long = "namespace", default_value = "", global = true)]
-    pub namespace: String,
-    #[command(subcommand)]
-    pub command: RadosCommand,
-}
-
-/// `rbdx rados ...` object commands.
-#[derive(Debug, Subcommand)]
-pub enum RadosCommand {
-    /// Write an object from a file (`-` for stdin), replacing its content.
-    Put {
-        /// Object name.
-        object: String,
-        /// Input file.
-        file: PathBuf,
-    },
-    /// Write an object's content to a file (`-` for stdout).
-    Get {
-        /// Object name.
-        object: String,
-        /// Output file.
-        file: PathBuf,
-    },
-    /// Show an object's size, modification time and version.
-    Stat {
-        /// Object name.
-        object: String,
-    },
-    /// List objects.
-    #[command(visible_alias = "list")]
-    Ls,
-    /// Remove objects.
-    #[command(visible_alias = "remove")]
-    Rm {
-        /// Object names.
-        #[arg(required = true)]
-        objects: Vec<String>,
-    },
-    /// Set an omap key of an object.
-    Setomapval {
-        /// Object name.
-        object: String,
-        /// Key.
-        key: String,
-        /// Value.
-        value: String,
-    },
-    /// Print an omap value of an object.
-    Getomapval {
-        /// Object name.
-        object: String,
-        /// Key.
-        key: String,
-    },
-    /// List the omap of an object.
-    Listomapvals {
-        /// Object name.
-        object: String,
-    },
-    /// Remove an omap key of an object.
-    Rmomapkey {
-        /// Object name.
-        object: String,
-        /// Key.
-        key: String,
-    },
-    /// List the clients watching an object.
-    Listwatchers {
-        /// Object name.
-        object: String,
-    },
 }
 
 #[cfg(test)]
