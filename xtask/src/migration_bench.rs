@@ -438,8 +438,7 @@ fn live_scattered(rbdx: &Rbdx, raw: &Path) -> anyhow::Result<Vec<Row>> {
     }
     Ok(vec![
         Row {
-            label: "live, 1 GiB of 404 MiB scattered + 64 MiB written, no snapshot: execute"
-                .into(),
+            label: "live, 1 GiB of 404 MiB scattered + 64 MiB written, no snapshot: execute".into(),
             ours: flat,
             reference: None,
             target: None,

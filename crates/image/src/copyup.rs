@@ -3,7 +3,10 @@
 //!
 //! A destination object is copied in *steps*, one per destination snapshot (oldest first)
 //! and one for the head, each holding the source's bytes of that object at the source view
-//! the destination view was made from. Consecutive steps with the same bytes form one group;
+//! the destination view was made from: the whole object for the first view, and for each
+//! later view only what changed since the view before when the source can tell
+//! ([`MigrationSource::changed`]: an rbdx image answers from its clones' overlaps), else the
+//! whole object again. Consecutive steps with the same bytes form one group;
 //! each group is written with the snapshot context of the destination snapshots older than
 //! it, so the store keeps exactly the clones the snapshots need (one write with an empty
 //! context when nothing changed, which costs no clone at all). Every group but the last sets
@@ -17,7 +20,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rbdx_objstore::{ErrorKind as StoreKind, ReadOp, SnapContext, SnapId, WriteOp};
+use rbdx_objstore::{ErrorKind as StoreKind, ExtentSet, ReadOp, SnapContext, SnapId, WriteOp};
 
 use crate::error::{Error, Result};
 use crate::image::Inner;
@@ -31,11 +34,23 @@ pub(crate) const COPYUP_XATTR: &str = "rbdx.copyup";
 /// An object's content as writes (object offset, bytes); `None`: absent or all zeros.
 type Content = Option<Vec<(u64, Bytes)>>;
 
-/// One step of an object copy: the destination snapshot it fills (`None`: the head) and the
-/// object's writes (object offset, bytes; empty: the object is absent or all zeros).
+/// What one step of an object copy writes.
+#[derive(Debug)]
+enum StepData {
+    /// The object's whole content at the view: writes (object offset, bytes), or `None` when
+    /// it is absent or all zeros there.
+    Full(Content),
+    /// What changed since the previous view: new bytes, and ranges that read as zeros now.
+    Delta {
+        writes: Vec<(u64, Bytes)>,
+        zeros: Vec<(u64, u64)>,
+    },
+}
+
+/// One step of an object copy: the destination snapshot it fills (`None`: the head).
 struct Step {
     dst_snap: Option<u64>,
-    writes: Content,
+    data: StepData,
 }
 
 /// Returns true for the record of a destination that reads its source: once commit has
@@ -188,9 +203,47 @@ impl Inner {
         Ok((!writes.is_empty()).then_some(writes))
     }
 
+    /// Returns what changed in object `objectno` between source views `from` and `to` (both
+    /// showing `overlap` bytes): the new bytes and the ranges that now read as zeros, in object
+    /// offsets; `None` if the source cannot tell.
+    async fn source_object_delta(
+        &self,
+        source: &dyn MigrationSource,
+        objectno: u64,
+        (from, to): (Option<u64>, Option<u64>),
+        overlap: u64,
+    ) -> Result<Option<(Vec<(u64, Bytes)>, Vec<(u64, u64)>)>> {
+        let layout = self.header().layout;
+        let mut writes = Vec::new();
+        let mut zeros = Vec::new();
+        for (o, image_off, len) in layout.object_pieces_below(objectno, overlap) {
+            let Some(changed) = source.changed(from, to, image_off, len).await? else {
+                return Ok(None);
+            };
+            for e in changed {
+                let mut holes = ExtentSet::from_range(e.offset, e.length);
+                for (at, data) in source.read_data(to, e.offset, e.length).await? {
+                    holes.subtract(at, data.len() as u64);
+                    writes.push((o + (at - image_off), data));
+                }
+                zeros.extend(
+                    holes
+                        .extents()
+                        .iter()
+                        .map(|h| (o + (h.offset - image_off), h.length)),
+                );
+            }
+        }
+        Ok(Some((writes, zeros)))
+    }
+
     /// Copies source object `objectno` with its history into this destination, unless it is
     /// copied already. The caller holds the exclusive lock and the object's lock. Returns
     /// true if the object exists afterwards.
+    ///
+    /// The first view is read whole (sparse); each later view is read whole only if the source
+    /// cannot say what changed since the view before, otherwise only what changed is read and
+    /// written on top.
     pub(crate) async fn migrate_object(
         &self,
         spec: &MigrationSpec,
@@ -204,25 +257,50 @@ impl Inner {
         let source = self.source(spec).await?;
         let header = self.header();
         let mut steps = Vec::new();
+        // The source view and overlap of the previous step, while the object has content.
+        let mut previous: Option<(Option<u64>, u64)> = None;
         for dst_snap in header.snapshots.keys().map(|id| Some(*id)).chain([None]) {
-            let writes = self
-                .source_object_writes(spec, source.as_ref(), objectno, dst_snap)
-                .await?;
-            steps.push(Step { dst_snap, writes });
+            let (view, overlap) = self.source_view(spec, source.as_ref(), dst_snap)?;
+            let delta = match previous {
+                Some((from, before)) if before == overlap => {
+                    self.source_object_delta(source.as_ref(), objectno, (from, view), overlap)
+                        .await?
+                }
+                _ => None,
+            };
+            let data = match delta {
+                Some((writes, zeros)) => StepData::Delta { writes, zeros },
+                None => StepData::Full(
+                    self.source_object_writes(spec, source.as_ref(), objectno, dst_snap)
+                        .await?,
+                ),
+            };
+            previous = match &data {
+                StepData::Full(None) => None,
+                _ => Some((view, overlap)),
+            };
+            steps.push(Step { dst_snap, data });
         }
-        if !create_empty && steps.iter().all(|s| s.writes.is_none()) {
+        if !create_empty && steps.iter().all(|s| matches!(s.data, StepData::Full(None))) {
             return Ok(false);
         }
         if map_state.is_some_and(|s| s != ObjectState::Exists) {
             self.mark(objectno, ObjectState::Exists).await?;
         }
-        // Group equal consecutive steps; each group starts after the snapshots before it.
-        let mut groups: Vec<(Vec<u64>, &Content)> = Vec::new();
+        // Group steps that leave the object as the step before did; each group starts after
+        // the snapshots before it.
+        let mut groups: Vec<(Vec<u64>, &StepData)> = Vec::new();
         let mut older: Vec<u64> = Vec::new();
         for step in &steps {
-            match groups.last() {
-                Some((_, w)) if *w == &step.writes => {}
-                _ => groups.push((older.clone(), &step.writes)),
+            let same = match (groups.last(), &step.data) {
+                (Some(_), StepData::Delta { writes, zeros }) => {
+                    writes.is_empty() && zeros.is_empty()
+                }
+                (Some((_, StepData::Full(a))), StepData::Full(b)) => a == b,
+                _ => false,
+            };
+            if !same {
+                groups.push((older.clone(), &step.data));
             }
             if let Some(id) = step.dst_snap {
                 older.push(id);
@@ -231,29 +309,41 @@ impl Inner {
         let oid = self.data_oid(objectno);
         let last = groups.len() - 1;
         let mut exists = !matches!(map_state, Some(ObjectState::Nonexistent));
-        for (i, (before, writes)) in groups.into_iter().enumerate() {
+        for (i, (before, data)) in groups.into_iter().enumerate() {
             let snapc = SnapContext::from_snaps(before.iter().map(|id| SnapId(*id)));
-            let op = match (writes, i == last) {
-                (None, false) if !exists => continue,
-                (None, false) => WriteOp::new().remove(),
-                (writes, final_group) => {
+            let final_group = i == last;
+            let op = match data {
+                StepData::Full(None) if !final_group && !exists => continue,
+                StepData::Full(None) if !final_group => WriteOp::new().remove(),
+                StepData::Full(writes) => {
                     let mut op = WriteOp::new().create(false).truncate(0);
                     for (offset, data) in writes.iter().flatten() {
                         op = op.write(*offset, data.clone());
                     }
-                    if final_group {
-                        op.xattr_remove(COPYUP_XATTR)
-                    } else {
-                        op.xattr_set(COPYUP_XATTR, Bytes::from_static(b"partial"))
-                    }
+                    op
                 }
+                StepData::Delta { writes, zeros } => {
+                    let mut op = WriteOp::new().create(false);
+                    for (offset, length) in zeros {
+                        op = op.zero(*offset, *length);
+                    }
+                    for (offset, data) in writes {
+                        op = op.write(*offset, data.clone());
+                    }
+                    op
+                }
+            };
+            let op = if final_group {
+                op.xattr_remove(COPYUP_XATTR)
+            } else {
+                op.xattr_set(COPYUP_XATTR, Bytes::from_static(b"partial"))
             };
             match self.store.operate(&self.data_io, &oid, &op, &snapc).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == StoreKind::NotFound => {}
                 Err(e) => return Err(Error::store(format!("cannot copy up {oid}"), e)),
             }
-            exists = writes.is_some() || i == last;
+            exists = !matches!(data, StepData::Full(None)) || final_group;
         }
         self.known
             .lock()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rbdx_objstore::{IoCtx, PoolId};
+use rbdx_objstore::{Extent, ExtentSet, IoCtx, ObjectStore as _, PoolId, SnapSet};
 use serde::{Deserialize, Serialize};
 
 use crate::allocation::Allocation;
@@ -177,9 +177,97 @@ pub trait MigrationSource: Send + Sync + std::fmt::Debug {
         length: u64,
     ) -> Result<Vec<Allocation>>;
 
+    /// Returns the ranges (image offsets, sorted) of `[offset, offset + length)` where view
+    /// `to` may differ from the older view `from`: every byte that differs is inside them.
+    /// `None` means the source cannot tell without reading both (the default); a copy then
+    /// reads the whole range at `to`.
+    async fn changed(
+        &self,
+        from: Option<u64>,
+        to: Option<u64>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<Vec<Extent>>> {
+        let _ = (from, to, offset, length);
+        Ok(None)
+    }
+
     /// Lets go of what the source holds open (watches on a cluster); the destination calls
     /// it when it is closed.
     async fn close(&self) {}
+}
+
+/// The version of an object a view reads: the head, a clone (by index), or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Head,
+    Clone(usize),
+    Absent,
+}
+
+/// Resolves the version of an object that view `view` (a snapshot id, or the head) reads, as
+/// the store does for self-managed snapshots.
+fn version_at(set: &SnapSet, view: Option<u64>) -> Version {
+    let head = if set.head_size.is_some() {
+        Version::Head
+    } else {
+        Version::Absent
+    };
+    let Some(snap) = view else {
+        return head;
+    };
+    if snap > set.seq {
+        return head;
+    }
+    match set.clones.iter().position(|c| c.id.0 >= snap) {
+        Some(i) if set.clones[i].snaps.first().is_some_and(|f| f.0 <= snap) => Version::Clone(i),
+        _ => Version::Absent,
+    }
+}
+
+/// Returns the ranges (object offsets) of `[offset, offset + length)` of an object where view
+/// `to` may differ from the older view `from`, from the clones' overlaps.
+fn changed_in_object(
+    set: &SnapSet,
+    from: Option<u64>,
+    to: Option<u64>,
+    offset: u64,
+    length: u64,
+) -> Vec<(u64, u64)> {
+    let whole = vec![(offset, length)];
+    let (a, b) = (version_at(set, from), version_at(set, to));
+    if a == b {
+        return Vec::new();
+    }
+    let (first, last) = match (a, b) {
+        (Version::Clone(i), Version::Clone(j)) if i < j => (i, j),
+        (Version::Clone(i), Version::Head) => (i, set.clones.len()),
+        _ => return whole,
+    };
+    // Bytes identical in every version from `first` up to `last` did not change.
+    let mut same = ExtentSet::from_range(offset, length);
+    for clone in &set.clones[first..last] {
+        let mut overlap = ExtentSet::new();
+        for e in &clone.overlap {
+            overlap.insert(e.offset, e.length);
+        }
+        let mut outside = ExtentSet::from_range(offset, length);
+        for e in overlap.extents() {
+            outside.subtract(e.offset, e.length);
+        }
+        for e in outside.extents() {
+            same.subtract(e.offset, e.length);
+        }
+    }
+    let mut changed = ExtentSet::from_range(offset, length);
+    for e in same.extents() {
+        changed.subtract(e.offset, e.length);
+    }
+    changed
+        .extents()
+        .iter()
+        .map(|e| (e.offset, e.length))
+        .collect()
 }
 
 /// Opens the source of a migration destination from its `migration` record.
@@ -330,11 +418,117 @@ impl MigrationSource for NativeSource {
         }
     }
 
+    async fn changed(
+        &self,
+        from: Option<u64>,
+        to: Option<u64>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<Vec<Extent>>> {
+        if from == to {
+            return Ok(Some(Vec::new()));
+        }
+        let header = self.head.header();
+        // A parent shows through absent objects, and views may have different parents.
+        if header.parent.is_some() || header.snapshots.values().any(|s| s.parent.is_some()) {
+            return Ok(None);
+        }
+        let inner = &self.head.inner;
+        let mut out = ExtentSet::new();
+        for e in header.layout.map(offset, length) {
+            let oid = inner.data_oid(e.objectno);
+            let set = match inner.store.list_snaps(&inner.data_io, &oid).await {
+                Ok(set) => set,
+                // Absent in every view: nothing changed.
+                Err(err) if err.kind() == rbdx_objstore::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    return Err(Error::store(
+                        format!("cannot list the clones of {oid}"),
+                        err,
+                    ));
+                }
+            };
+            let start = offset + e.buffer_offset;
+            for (o, len) in changed_in_object(&set, from, to, e.offset, e.length) {
+                out.insert(start + (o - e.offset), len);
+            }
+        }
+        Ok(Some(out.extents()))
+    }
+
     async fn close(&self) {
         for image in std::iter::once(&self.head).chain(self.snaps.values()) {
             if let Err(e) = image.clone().close().await {
                 tracing::debug!("closing migration source {}: {e}", image.name());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rbdx_objstore::{CloneInfo, SnapId};
+
+    use super::*;
+
+    /// An object written before snapshot 3 (clone 3, overlapping the head in [0, 8192) and
+    /// [12288, 16384)) and again before snapshot 5 (clone 5, overlapping the head except in
+    /// [0, 4096)); the head exists.
+    fn history() -> SnapSet {
+        SnapSet {
+            seq: 5,
+            clones: vec![
+                CloneInfo {
+                    id: SnapId(3),
+                    snaps: vec![SnapId(3)],
+                    overlap: vec![Extent::new(0, 8192), Extent::new(12288, 4096)],
+                    size: 16384,
+                },
+                CloneInfo {
+                    id: SnapId(5),
+                    snaps: vec![SnapId(4), SnapId(5)],
+                    overlap: vec![Extent::new(4096, 12288)],
+                    size: 16384,
+                },
+            ],
+            head_size: Some(16384),
+        }
+    }
+
+    #[test]
+    fn views_resolve_to_the_version_the_store_reads() {
+        let set = history();
+        assert_eq!(version_at(&set, Some(2)), Version::Absent);
+        assert_eq!(version_at(&set, Some(3)), Version::Clone(0));
+        assert_eq!(version_at(&set, Some(4)), Version::Clone(1));
+        assert_eq!(version_at(&set, Some(6)), Version::Head);
+        assert_eq!(version_at(&set, None), Version::Head);
+    }
+
+    #[test]
+    fn changes_between_views_come_from_the_overlaps() {
+        let set = history();
+        // Same clone: nothing changed.
+        assert!(changed_in_object(&set, Some(4), Some(5), 0, 16384).is_empty());
+        // Snapshot 3 to snapshot 5: what clone 3 does not share with clone 5.
+        assert_eq!(
+            changed_in_object(&set, Some(3), Some(5), 0, 16384),
+            vec![(8192, 4096)]
+        );
+        // Snapshot 5 to the head.
+        assert_eq!(
+            changed_in_object(&set, Some(5), None, 0, 16384),
+            vec![(0, 4096)]
+        );
+        // Snapshot 3 to the head: both changes, clipped to the range asked.
+        assert_eq!(
+            changed_in_object(&set, Some(3), None, 0, 10000),
+            vec![(0, 4096), (8192, 1808)]
+        );
+        // From before the object existed: all of it.
+        assert_eq!(
+            changed_in_object(&set, Some(2), Some(3), 0, 16384),
+            vec![(0, 16384)]
+        );
     }
 }
