@@ -3,9 +3,11 @@
 //!
 //! # Concurrency
 //!
-//! - `gate`: every data operation holds it shared; snapshot creation, rollback and lock
-//!   release hold it exclusively, so they see no write in flight ("quiesce").
+//! - `gate`: every data operation holds it shared; snapshot creation, removal and rollback,
+//!   resize, object map rebuild, feature changes and lock release hold it exclusively, so
+//!   they see no write in flight ("quiesce").
 //! - `objects`: per-object ordering of an object-map transition and the write it guards.
+//! - The order in which every lock of an image is taken is written on [`Inner`].
 //! - The header is cached with its version; header changes are version-checked batches
 //!   followed by a notify, and a notify from another client marks the cache stale.
 
@@ -85,6 +87,47 @@ pub(crate) struct HeaderState {
 }
 
 /// Shared state of an open image.
+///
+/// # Locks
+///
+/// Locks are taken in this order: `gate`, `lock.acquiring`, `journal_order`, `apply_budget`,
+/// `objects`, then at most one of `parent`, `migration_source`, `map` and `journal`, then at
+/// most one of `state`, `known`, `lock.handed_over` and `lock.task`. A lock may be skipped, but
+/// none is taken while a lock later in the order is held. The locks of the last two groups are
+/// leaves: no other lock of this image is taken while one of them is held.
+///
+/// - `gate` is held shared by every data operation (reads, writes, copies of a migration,
+///   flatten), and by the task that applies a journaled change until it is applied. Snapshot
+///   creation, removal and rollback, resize, object map rebuild, feature changes and lock
+///   release hold it exclusively, so they see no write in flight. It is always the first lock
+///   taken, and it is never taken again by a task that holds it.
+/// - `lock.acquiring` orders taking and releasing the exclusive lock: the `owned` flag, the
+///   take-over (header re-read, head object map load, journal replay) and the release
+///   (journal close, object map drop) happen under it. Feature changes open and close the
+///   journal under an exclusive `gate` instead.
+/// - `journal_order` orders journaled changes per object (journaling images only). A change
+///   or a read takes the locks of all the objects it touches before it starts, in ascending
+///   object number, and takes no other `journal_order` lock while it holds them. A change
+///   holds them from before it is journaled until it is applied.
+/// - `apply_budget` bounds the bytes of journaled changes not yet applied; a change takes its
+///   units after its `journal_order` locks and holds them until it is applied.
+/// - `objects` orders an object map transition and the data operation it guards. An operation
+///   holds the lock of one object at a time: shared for a plain write, exclusive for a
+///   transition, a removal or a copy-up. A shared hold is dropped before the exclusive one is
+///   asked for, never upgraded.
+/// - `parent` and `migration_source` hold the open parent image and migration source; each is
+///   held while its image is opened, and on close while it is closed.
+/// - `map` holds the head object map; it is held across the store write of a changed map, so
+///   the stored map changes in the same order as this copy.
+/// - `journal` holds the open journal; it is held only to read, set or take the handle, and
+///   `journal_open` lets images without a journal skip it.
+/// - `state` (the cached header) and `known` (head objects known to need no copy-up) are std
+///   locks and, like `lock.handed_over`, `lock.task` and the tables inside `ObjectLocks`, are
+///   never held across an `.await`.
+///
+/// A clone or a migration destination takes the locks of its parent or source image, through
+/// that image's own operations, while it holds its own locks up to `objects`; a parent or
+/// source never takes the locks of an image that reads through to it.
 #[derive(Debug)]
 pub(crate) struct Inner {
     /// The store and its drivers.
