@@ -256,6 +256,27 @@ fn relative_to(file: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Returns how another process names the store the global options select: the path of the
+/// `ceph.conf`, config file or embedded store's directory given, else the cluster name. What
+/// [`crate::store::open_other`] opens again.
+pub fn reference(global: &Global) -> String {
+    let absolute = |p: &Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .to_string_lossy()
+            .into_owned()
+    };
+    if let Some(p) = &global.ceph_conf {
+        absolute(p)
+    } else if let Some(p) = &global.conf {
+        absolute(p)
+    } else if let Some(p) = &global.data_dir {
+        absolute(p)
+    } else {
+        global.cluster.clone()
+    }
+}
+
 /// Normalises a Ceph option name: spaces and underscores are the same.
 fn option_key(key: &str) -> String {
     key.trim().replace(' ', "_").to_ascii_lowercase()

@@ -51,6 +51,42 @@ pub async fn open(global: &Global) -> CliResult<Arc<dyn ObjectStore>> {
     Ok(registry().open(&config).await?)
 }
 
+/// Opens the store of another cluster, named as `--cluster` names one (its rbdx config
+/// `~/.config/rbdx/NAME.conf` or `/etc/rbdx/NAME.conf`, else its embedded store) or, as rbdx
+/// extensions, by the path of a config file or of an embedded store's directory. The options
+/// that select the current store (`--data-dir` or `RBDX_DATA_DIR`, `-c`, `--ceph-conf`, the
+/// user and keyring) do not apply to it; `client` names its user.
+pub async fn open_other(
+    global: &Global,
+    name: &str,
+    client: Option<&str>,
+) -> CliResult<Arc<dyn ObjectStore>> {
+    let mut other = global.clone();
+    other.data_dir = None;
+    other.ceph_conf = None;
+    other.conf = None;
+    other.keyring = None;
+    other.id = None;
+    other.user_name = client.map(|c| {
+        if c.contains('.') {
+            c.to_owned()
+        } else {
+            format!("client.{c}")
+        }
+    });
+    if name.contains('/') {
+        let path = std::path::PathBuf::from(name);
+        if path.is_dir() {
+            other.data_dir = Some(path);
+        } else {
+            other.conf = Some(path);
+        }
+    } else {
+        other.cluster = name.to_owned();
+    }
+    open(&other).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::registry;

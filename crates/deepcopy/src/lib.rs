@@ -24,10 +24,12 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use rbdx_image::{Image, OpenOptions, Result};
+use rbdx_image::migration::MigrationSource;
+use rbdx_image::{Image, Layout, Result};
 
 /// How to copy.
 #[derive(Debug, Clone)]
@@ -66,51 +68,50 @@ pub struct CopyProgress {
 /// Object sets looked at per window.
 const WINDOW_SETS: u64 = 256;
 
-/// Returns the data bytes of every object of `[start, end)` that holds data in any view.
-async fn data_objects(views: &[Image], start: u64, end: u64) -> Result<BTreeMap<u64, u64>> {
-    let mut out: BTreeMap<u64, u64> = BTreeMap::new();
-    for view in views {
-        let size = view.size();
-        if start >= size {
-            continue;
-        }
-        let layout = view.layout();
-        let stop = end.min(size);
-        for run in view.allocation(start, stop - start).await? {
-            if !run.data {
+/// What a destination shows of its source: the source, and for each destination view
+/// (snapshots oldest first, then the head) the source view and how many bytes show through.
+struct SourceViews {
+    source: Arc<dyn MigrationSource>,
+    views: Vec<(Option<u64>, u64)>,
+}
+
+impl SourceViews {
+    /// Returns the data bytes of every destination object that holds data in any view of
+    /// image range `[start, end)`, from the source's allocation (the destination's objects
+    /// that the source has no data for need no copy).
+    async fn data_objects(
+        &self,
+        layout: &Layout,
+        start: u64,
+        end: u64,
+    ) -> Result<BTreeMap<u64, u64>> {
+        let mut out: BTreeMap<u64, u64> = BTreeMap::new();
+        let head = self.views.len().saturating_sub(1);
+        for (n, (view, overlap)) in self.views.iter().enumerate() {
+            let stop = end.min(*overlap);
+            if start >= stop {
                 continue;
             }
-            for e in layout.map(run.offset, run.length) {
-                let bytes = out.entry(e.objectno).or_default();
-                // The head's bytes count for progress; other views only add objects.
-                if view.snapshot().is_none() {
-                    *bytes += e.length;
+            for run in self.source.allocation(*view, start, stop - start).await? {
+                if !run.data {
+                    continue;
+                }
+                for e in layout.map(run.offset, run.length) {
+                    let bytes = out.entry(e.objectno).or_default();
+                    // The head's bytes count for progress; other views only add objects.
+                    if n == head {
+                        *bytes += e.length;
+                    }
                 }
             }
         }
+        Ok(out)
     }
-    Ok(out)
-}
 
-/// Opens the destination at each of its snapshots, for their allocation.
-async fn snapshot_views(dst: &Image) -> Result<Vec<Image>> {
-    let mut views = vec![dst.clone()];
-    for id in dst.header().snapshots.keys() {
-        let opts = OpenOptions::default()
-            .with_read_only(true)
-            .with_snap_id(Some(*id));
-        views.push(
-            Image::open_by_id(
-                dst.cluster().clone(),
-                dst.io_ctx().clone(),
-                dst.name(),
-                dst.id(),
-                opts,
-            )
-            .await?,
-        );
+    /// Returns the bytes of the largest view.
+    fn span(&self) -> u64 {
+        self.views.iter().map(|(_, o)| *o).max().unwrap_or(0)
     }
-    Ok(views)
 }
 
 /// Copies every object of migration destination `dst` from its source. `on_progress` is
@@ -120,30 +121,26 @@ pub async fn copy_migration(
     options: &CopyOptions,
     on_progress: &(dyn Fn(&CopyProgress) + Sync),
 ) -> Result<CopyProgress> {
-    let views = snapshot_views(dst).await?;
-    let copied = copy_views(dst, &views, options, on_progress).await;
-    // The snapshot views (not the caller's handle) watch the image and their sources.
-    for view in views.into_iter().skip(1) {
-        view.close().await?;
-    }
-    copied
+    let Some((source, views)) = dst.migration_source_views().await? else {
+        return Err(rbdx_image::Error::invalid(format!(
+            "image {} is not the destination of a migration",
+            dst.name()
+        )));
+    };
+    copy_views(dst, &SourceViews { source, views }, options, on_progress).await
 }
 
 async fn copy_views(
     dst: &Image,
-    views: &[Image],
+    views: &SourceViews,
     options: &CopyOptions,
     on_progress: &(dyn Fn(&CopyProgress) + Sync),
 ) -> Result<CopyProgress> {
     let layout = dst.layout();
     let set_bytes = layout.object_size() * layout.stripe_count();
-    let span = views.iter().map(Image::size).max().unwrap_or(0);
+    let span = views.span();
     let window = set_bytes * WINDOW_SETS;
-    let objects = views
-        .iter()
-        .map(|v| layout.num_objects(v.size()))
-        .max()
-        .unwrap_or(0);
+    let objects = layout.num_objects(span);
     let mut progress = CopyProgress {
         objects,
         next_object: options.start_object.min(objects),
@@ -154,7 +151,9 @@ async fn copy_views(
     let mut total = 0;
     let mut offset = 0;
     while offset < span {
-        let found = data_objects(views, offset, (offset + window).min(span)).await?;
+        let found = views
+            .data_objects(&layout, offset, (offset + window).min(span))
+            .await?;
         total += found.values().sum::<u64>();
         offset += window;
     }
@@ -163,7 +162,7 @@ async fn copy_views(
     let mut paced_bytes = 0u64;
     while start < span {
         let end = (start + window).min(span);
-        let found = data_objects(views, start, end).await?;
+        let found = views.data_objects(&layout, start, end).await?;
         let skipped: u64 = found.range(..options.start_object).map(|(_, b)| *b).sum();
         progress.copied_bytes += skipped;
         let todo: Vec<(u64, u64)> = found

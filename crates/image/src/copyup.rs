@@ -387,6 +387,29 @@ impl crate::Image {
         inner.mark_existing(objects).await
     }
 
+    /// Returns the source of this migration destination and, for each destination view
+    /// (snapshots oldest first, then the head), the source view it shows and how many bytes
+    /// of it show through; `None` if the image is not a destination that reads its source.
+    pub async fn migration_source_views(
+        &self,
+    ) -> Result<Option<(Arc<dyn MigrationSource>, Vec<(Option<u64>, u64)>)>> {
+        let inner = &self.inner;
+        inner.refresh_if_stale().await?;
+        let Some(spec) = inner.migration_dst() else {
+            return Ok(None);
+        };
+        let source = inner.source(&spec).await?;
+        let header = inner.header();
+        let views = header
+            .snapshots
+            .keys()
+            .map(|id| Some(*id))
+            .chain([None])
+            .map(|dst_snap| inner.source_view(&spec, source.as_ref(), dst_snap))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((source, views)))
+    }
+
     /// Returns the number of data objects of the head.
     pub fn object_count(&self) -> u64 {
         self.layout().num_objects(self.size())

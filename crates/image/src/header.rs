@@ -451,6 +451,9 @@ mod tests {
                 flatten: false,
                 state: crate::migration::MigrationState::Executing,
                 state_description: String::new(),
+                copy: Some(crate::migration::CopyOrigin {
+                    cluster: Some("site-a".into()),
+                }),
             }),
             op_features: OpFeatures::CLONE_PARENT.set(OpFeatures::SNAP_TRASH, true),
         }

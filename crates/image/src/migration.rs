@@ -96,12 +96,32 @@ pub struct MigrationSpec {
     /// Why the last step failed, if it did.
     #[serde(default)]
     pub state_description: String,
+    /// Set for a deep copy (`rbdx cp`, `rbdx deep cp`): a destination filled as a migration
+    /// fills one, from a source that is only read (it gets no record, stays where it is and
+    /// stays writable) and that commit leaves alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyOrigin>,
+}
+
+/// Where the source of a deep copy is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyOrigin {
+    /// The store the source is in, as the rbdx tools name a cluster (a cluster name, a
+    /// config file or an embedded store's directory), when it is not the destination's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 impl MigrationSpec {
     /// Returns true for an import-only migration.
     pub fn is_import(&self) -> bool {
         self.source_spec.is_some()
+    }
+
+    /// Returns true for a live migration, whose source has a record and goes at commit (not
+    /// an import, not a deep copy).
+    pub fn moves_source(&self) -> bool {
+        !self.is_import() && self.copy.is_none()
     }
 
     /// Returns the pool namespace of the other image.
@@ -298,6 +318,15 @@ impl SourceOpener for NativeOpener {
                 ErrorKind::Unsupported,
                 "this image is the destination of an import-only migration; open it with a \
                  source opener (the rbdx tools do)",
+            ));
+        }
+        if let Some(cluster) = spec.copy.as_ref().and_then(|c| c.cluster.as_ref()) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "this image is being copied from cluster {cluster}; open it with a source \
+                     opener that reaches that cluster (the rbdx tools do)"
+                ),
             ));
         }
         Ok(Arc::new(

@@ -147,7 +147,7 @@ impl Migration {
                 )));
             }
         }
-        let source = (!spec.is_import()).then(|| self.images(spec.io_ctx()));
+        let source = spec.moves_source().then(|| self.images(spec.io_ctx()));
         if let Some(src) = &source
             && spec.state == MigrationState::Executed
         {
@@ -246,7 +246,7 @@ impl Migration {
         dst.ensure_unwatched(name, &id).await?;
         progress::remove(&self.store, dst.io_ctx(), &id).await?;
         dst.remove_migration_source(&id, name, progress_cb).await?;
-        if !spec.is_import() {
+        if spec.moves_source() {
             let src = self.images(spec.io_ctx());
             src.restore_migration_source(&spec.image_id, &spec.image_name)
                 .await?;

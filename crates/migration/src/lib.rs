@@ -10,6 +10,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod copy;
 mod finish;
 pub use finish::ExecuteOptions;
 mod prepare;
@@ -23,6 +24,7 @@ use rbdx_image::migration::{MigrationRole, MigrationSpec, MigrationState};
 use rbdx_image::{Cluster, Error, Header, Images, Result};
 use rbdx_objstore::{IoCtx, ObjectStore, PoolId};
 
+pub use copy::ImageCopyOptions;
 pub use prepare::{PrepareOptions, PrepareReport};
 pub use progress::ProgressRecord;
 pub use source::{FormatSource, Opener, from_source};

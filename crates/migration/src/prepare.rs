@@ -104,7 +104,7 @@ fn check_dest_free(e: Result<String>, name: &str) -> Result<()> {
 }
 
 /// Fills what `create` leaves unset from the source's header.
-fn inherit(create: &CreateOptions, src: &Header, size: u64) -> CreateOptions {
+pub(crate) fn inherit(create: &CreateOptions, src: &Header, size: u64) -> CreateOptions {
     let mut opts = create.clone();
     opts.size = size;
     let same_layout = opts.order.is_none() && opts.stripe_unit.is_none();
@@ -211,6 +211,7 @@ impl Migration {
             flatten: options.flatten,
             state: MigrationState::Preparing,
             state_description: String::new(),
+            copy: None,
         };
         src.update_migration(&src_id, src_name, |m| {
             if m.is_none() {
@@ -257,6 +258,7 @@ impl Migration {
                 flatten: options.flatten,
                 state: MigrationState::Prepared,
                 state_description: String::new(),
+                copy: None,
             };
             let parent = if options.flatten {
                 None
@@ -307,6 +309,7 @@ impl Migration {
             flatten: true,
             state: MigrationState::Prepared,
             state_description: String::new(),
+            copy: None,
         };
         let mut opts = options.create.clone();
         opts.size = source.size();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rbdx_image::migration::{
-    MigrationSource, MigrationSpec, NativeOpener, SourceOpener, SourceSnapshot,
+    MigrationSource, MigrationSpec, NativeOpener, NativeSource, SourceOpener, SourceSnapshot,
 };
 use rbdx_image::{Allocation, Cluster, Error, ErrorKind, Result};
 use rbdx_source::{ExtentKind, Format, OpenContext, SourceSpec};
@@ -125,6 +125,25 @@ impl SourceOpener for Opener {
         cluster: &Cluster,
         spec: &MigrationSpec,
     ) -> Result<Arc<dyn MigrationSource>> {
+        if let Some(name) = spec.copy.as_ref().and_then(|c| c.cluster.as_deref()) {
+            // A deep copy from another store: its images, read through the same drivers.
+            let store = self
+                .ctx
+                .cluster(Some(name), None)
+                .await
+                .map_err(from_source)?;
+            let there = Cluster::new(store).with_sources(cluster.sources().clone());
+            return Ok(Arc::new(
+                NativeSource::open(
+                    there,
+                    spec.io_ctx(),
+                    &spec.image_name,
+                    &spec.image_id,
+                    spec.flatten,
+                )
+                .await?,
+            ));
+        }
         match &spec.source_spec {
             Some(json) => Ok(Arc::new(FormatSource::new(self.open_spec(json).await?))),
             None => NativeOpener.open_source(cluster, spec).await,

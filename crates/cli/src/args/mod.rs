@@ -3,6 +3,7 @@
 
 mod cluster;
 mod common;
+mod copy;
 mod diff;
 mod image;
 mod journal;
@@ -15,6 +16,7 @@ mod trash;
 
 pub use cluster::{ConfigKeyCommand, PoolCommand, RadosArgs, RadosCommand};
 pub use common::{DestArg, ImageArg, PoolArg};
+pub use copy::{CopyArgs, DeepCommand};
 pub use diff::{ExportDiffArgs, ImportDiffArgs, MergeDiffArgs};
 pub use image::{BenchArgs, CreateArgs, ExportArgs, ImportArgs, IoPattern, IoType};
 pub use journal::{ClientCommand, JournalCommand, JournalImportArgs};
@@ -166,6 +168,15 @@ pub enum Command {
     },
     /// Copy all data from the parent into a clone and detach it.
     Flatten(ImageArg),
+    /// Copy an image's head (with its parent's data) into a new image, in this cluster or
+    /// another.
+    #[command(visible_alias = "copy")]
+    Cp(CopyArgs),
+    /// Deep copies: an image with every snapshot.
+    Deep {
+        #[command(subcommand)]
+        command: DeepCommand,
+    },
     /// List the clones of a snapshot.
     Children(ImageArg),
     /// Enable or disable image features.

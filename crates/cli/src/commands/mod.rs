@@ -2,6 +2,7 @@
 
 mod bench;
 mod config_key;
+mod copy;
 mod create_opts;
 mod diff;
 mod du;
@@ -24,7 +25,7 @@ mod trash;
 
 use rbdx_image::Cluster;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, DeepCommand};
 use crate::error::CliResult;
 use crate::output::Printer;
 use crate::store;
@@ -76,6 +77,10 @@ pub async fn run(cli: Cli) -> CliResult {
             layering::clone(&cluster, &parent, &dest, &create, format.as_deref()).await
         }
         Command::Flatten(arg) => layering::flatten(&cluster, &arg, progress).await,
+        Command::Cp(args) => copy::run(&cluster, &cli.global, &args, false, true, progress).await,
+        Command::Deep {
+            command: DeepCommand::Cp { args, flatten },
+        } => copy::run(&cluster, &cli.global, &args, true, flatten, progress).await,
         Command::Children(arg) => layering::children(&cluster, &arg, printer).await,
         Command::Feature { command } => maintenance::feature(&cluster, command, progress).await,
         Command::ObjectMap { command } => {

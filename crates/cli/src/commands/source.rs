@@ -72,27 +72,9 @@ impl Clusters for StoreSecrets {
                 .cloned()
                 .map_err(unavailable);
         };
-        // Another cluster: its rbdx config (`~/.config/rbdx/NAME.conf`, `/etc/rbdx/NAME.conf`)
-        // or embedded store, or (an rbdx extension) a config file given by path.
-        let mut global = self.global.clone();
-        global.data_dir = None;
-        global.ceph_conf = None;
-        global.keyring = None;
-        global.id = None;
-        global.user_name = client.map(|c| {
-            if c.contains('.') {
-                c.to_owned()
-            } else {
-                format!("client.{c}")
-            }
-        });
-        if name.contains('/') {
-            global.conf = Some(name.into());
-        } else {
-            global.conf = None;
-            global.cluster = name.to_owned();
-        }
-        crate::store::open(&global).await.map_err(unavailable)
+        crate::store::open_other(&self.global, name, client)
+            .await
+            .map_err(unavailable)
     }
 }
 
