@@ -295,12 +295,26 @@ async fn block(cluster: &Cluster, st: &MigrationStatus) -> StatusBlock {
         Some(json) => rbdx_source::SourceSpec::parse(json)
             .map(|s| serde_json::to_string(&s.redacted()).unwrap_or_default())
             .unwrap_or_else(|_| "<unreadable source spec>".into()),
-        None => format!(
-            "{} ({})",
-            rbdx_migration::image_path(cluster.store(), &st.spec.io_ctx(), &st.spec.image_name)
-                .await,
-            st.spec.image_id
-        ),
+        None => match st.spec.copy.as_ref().and_then(|c| c.cluster.as_deref()) {
+            // A copy from another cluster: its pool is known there by id only.
+            Some(other) => format!(
+                "{other}: pool id {}{}/{} ({})",
+                st.spec.pool_id,
+                if st.spec.namespace.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{}", st.spec.namespace)
+                },
+                st.spec.image_name,
+                st.spec.image_id
+            ),
+            None => format!(
+                "{} ({})",
+                rbdx_migration::image_path(cluster.store(), &st.spec.io_ctx(), &st.spec.image_name)
+                    .await,
+                st.spec.image_id
+            ),
+        },
     };
     let p = st.progress.clone().unwrap_or_default();
     let state = match st.spec.state {
