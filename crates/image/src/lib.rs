@@ -33,6 +33,7 @@
 
 mod admin;
 mod allocation;
+mod apply;
 pub mod children;
 mod clone_v2;
 mod cluster;

@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 
+use crate::apply::{Change, change_of};
 use crate::error::{ErrorKind, Result};
 use crate::features::Features;
 use crate::header::Protection;
@@ -83,46 +84,29 @@ impl Inner {
         }
     }
 
-    /// Applies a data event again, within the current size.
+    /// Applies a data event again, within the current size, without journaling it again
+    /// (the change is [`crate::apply::change_of`]'s, as for any replay).
     async fn replay_data(&self, event: &Event) -> Result<()> {
-        let size = self.header().size;
-        let clip = |offset: u64, length: u64| -> Option<u64> {
-            (offset < size).then(|| length.min(size - offset))
-        };
-        match event {
-            Event::Write { offset, data } => {
-                if let Some(len) = clip(*offset, data.len() as u64) {
-                    self.write_unlogged(*offset, data.slice(..len as usize))
-                        .await?;
-                }
+        match change_of(event, None, self.header().size) {
+            Change::Write { offset, data } => self.write_unlogged(offset, data).await?,
+            Change::Discard { offset, length } | Change::WriteZeroes { offset, length } => {
+                self.discard_unlogged(offset, length).await?;
             }
-            Event::Discard { offset, length } | Event::WriteZeroes { offset, length } => {
-                if let Some(len) = clip(*offset, *length) {
-                    self.discard_unlogged(*offset, len).await?;
-                }
-            }
-            Event::WriteSame {
+            Change::WriteSame {
                 offset,
                 length,
                 pattern,
-            } if clip(*offset, *length) == Some(*length) => {
-                self.write_same_unlogged(*offset, *length, pattern).await?;
-            }
-            Event::CompareAndWrite {
+            } => self.write_same_unlogged(offset, length, &pattern).await?,
+            Change::CompareAndWrite {
                 offset,
                 compare,
                 data,
-            } if clip(*offset, data.len() as u64) == Some(data.len() as u64) => {
-                match self
-                    .compare_and_write_unlogged(*offset, compare.clone(), data.clone())
-                    .await
-                {
-                    Err(e) if e.kind() == ErrorKind::Mismatch => {}
-                    other => other?,
-                }
-            }
-            Event::Flush => self.flush_store().await?,
-            _ => {}
+            } => match self.compare_and_write_unlogged(offset, compare, data).await {
+                Err(e) if e.kind() == ErrorKind::Mismatch => {}
+                other => other?,
+            },
+            Change::Flush => self.flush_store().await?,
+            Change::Operation(_) | Change::Nothing => {}
         }
         Ok(())
     }

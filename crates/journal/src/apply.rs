@@ -1,88 +1,72 @@
 //! Applying journaled events to an image through its own operations (so they are journaled
 //! again when that image journals): what `journal import` does, and what mirroring does on
-//! the other site.
+//! the other site. What an event changes is the image layer's one mapping
+//! ([`Image::apply_event`]), which crash replay uses too.
 //!
-//! Data events are applied as they are. An operation is applied only if the journal holds its
-//! successful outcome (an op-finish event with result 0): one that failed, or whose outcome
-//! is unknown, is left out. Operations whose effect is already there (a snapshot that exists)
-//! count as applied.
+//! Data events are applied in order as they come. A maintenance operation is held until its
+//! op-finish event arrives, in the same batch or a later one, and applied then if the result
+//! is 0 (it happened); one that failed is dropped. Operations whose effect is already there
+//! (a snapshot that exists) count as applied.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use rbdx_image::journaling::Event;
-use rbdx_image::{ErrorKind, Features, Image, Result};
+use rbdx_image::{Image, Result};
 
-/// Applies `events` (entry id, event), oldest first, to `image`; returns how many it applied.
-pub async fn apply_events(image: &Image, events: &[(u64, Event)]) -> Result<u64> {
-    let outcomes: HashMap<u64, i32> = events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::OpFinish { op_tid, result } => Some((*op_tid, *result)),
-            _ => None,
-        })
-        .collect();
-    let mut applied = 0;
-    for (tid, event) in events {
-        if !event.is_data() && outcomes.get(tid) != Some(&0) {
-            continue;
-        }
-        apply_event(image, event).await?;
-        applied += 1;
-    }
-    Ok(applied)
+/// Applies a stream of journaled events to an image, one batch at a time, holding each
+/// maintenance operation until its outcome arrives.
+#[derive(Debug, Default)]
+pub struct Applier {
+    /// Operations waiting for their op-finish event, by entry id.
+    held: BTreeMap<u64, Event>,
+    applied: u64,
 }
 
-/// Applies one event to `image`.
-pub async fn apply_event(image: &Image, event: &Event) -> Result<()> {
-    let result = match event {
-        Event::Write { offset, data } => image.write(*offset, data.clone()).await,
-        Event::Discard { offset, length } => image.discard(*offset, *length).await,
-        Event::WriteZeroes { offset, length } => image.write_zeroes(*offset, *length).await,
-        Event::WriteSame {
-            offset,
-            length,
-            pattern,
-        } => image.write_same(*offset, *length, pattern).await,
-        Event::CompareAndWrite {
-            offset,
-            compare,
-            data,
-        } => {
-            image
-                .compare_and_write(*offset, compare.clone(), data.clone())
-                .await
-        }
-        Event::Flush => image.flush().await,
-        Event::SnapCreate { name } => image.snap_create(name).await.map(|_| ()),
-        Event::SnapRemove { name } => image.snap_remove(name).await,
-        Event::SnapRename { from, to } => image.snap_rename(from, to).await,
-        Event::SnapProtect { name } => image.snap_set_protection(name, true).await,
-        Event::SnapUnprotect { name } => image.snap_set_protection(name, false).await,
-        Event::SnapRollback { name } => image.snap_rollback(name, &|_, _| {}).await,
-        Event::SnapLimit { limit } => image.snap_set_limit(*limit).await,
-        Event::Resize { size } => image.resize(*size, true).await,
-        Event::Flatten => image.flatten(&|_, _| {}).await,
-        Event::UpdateFeatures { features, enabled } => {
-            image
-                .update_features(Features(*features), *enabled, &|_, _| {})
-                .await
-        }
-        Event::MetadataSet { key, value } => image.metadata_set(key, value.clone()).await,
-        Event::MetadataRemove { key } => image.metadata_remove(key).await,
-        Event::DemotePromote | Event::OpFinish { .. } => Ok(()),
-    };
-    match result {
-        // Already so: a snapshot that exists, one already gone, a compare that no longer
-        // matches because the data moved on.
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::AlreadyExists | ErrorKind::NotFound | ErrorKind::Mismatch
-            ) && !event.is_data()
-                || e.kind() == ErrorKind::Mismatch =>
-        {
-            Ok(())
-        }
-        other => other,
+impl Applier {
+    /// Returns an applier with nothing held.
+    pub fn new() -> Applier {
+        Applier::default()
     }
+
+    /// Applies `events` (entry id, event), oldest first, to `image`; returns how many events
+    /// changed it in this batch.
+    pub async fn apply(&mut self, image: &Image, events: &[(u64, Event)]) -> Result<u64> {
+        let before = self.applied;
+        for (tid, event) in events {
+            match event {
+                Event::OpFinish { op_tid, result } => {
+                    if let Some(op) = self.held.remove(op_tid)
+                        && image.apply_event(&op, Some(*result)).await?
+                    {
+                        self.applied += 1;
+                    }
+                }
+                e if e.is_data() || matches!(e, Event::DemotePromote) => {
+                    if image.apply_event(e, None).await? {
+                        self.applied += 1;
+                    }
+                }
+                op => {
+                    self.held.insert(*tid, op.clone());
+                }
+            }
+        }
+        Ok(self.applied - before)
+    }
+
+    /// Returns the entry ids of the operations still waiting for their outcome.
+    pub fn held(&self) -> Vec<u64> {
+        self.held.keys().copied().collect()
+    }
+}
+
+/// Applies `events` (entry id, event), oldest first, to `image` as one batch; returns how
+/// many it applied. Operations whose outcome is not among them are left out.
+pub async fn apply_events(image: &Image, events: &[(u64, Event)]) -> Result<u64> {
+    Applier::new().apply(image, events).await
+}
+
+/// Applies one event to `image`, an operation as if it succeeded.
+pub async fn apply_event(image: &Image, event: &Event) -> Result<()> {
+    image.apply_event(event, Some(0)).await.map(|_| ())
 }

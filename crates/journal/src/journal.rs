@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -217,7 +218,15 @@ impl Journal {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let (announce, announced) = mpsc::channel(1);
+        tokio::spawn(announce_appends(
+            journal.store.clone(),
+            journal.io.clone(),
+            journal.header_oid.clone(),
+            announced,
+        ));
         let appender = Appender {
+            announce,
             store: journal.store.clone(),
             io: journal.data_io(),
             header_io: journal.io.clone(),
@@ -260,7 +269,13 @@ impl Journal {
         header::data_prefix(self.io.pool().0, &self.image_id)
     }
 
-    fn data_io(&self) -> IoCtx {
+    /// Returns the store.
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Returns the I/O context of the data objects.
+    pub(crate) fn data_io(&self) -> IoCtx {
         IoCtx::with_namespace(
             rbdx_objstore::PoolId(self.meta.pool_id),
             self.io.namespace(),
@@ -676,8 +691,39 @@ async fn remove_object(store: &Arc<dyn ObjectStore>, io: &IoCtx, oid: &str) -> R
 /// Callers waiting for the entries of one object write.
 type Waiting = Vec<(Position, oneshot::Sender<Result<Position>>)>;
 
+/// The payload of the notify on the header that tells followers entries were appended.
+pub(crate) const APPENDED: &[u8] = b"journal_appended";
+/// The shortest time between two such notifies.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(10);
+
+/// Notifies the journal header after appends, at most every [`ANNOUNCE_EVERY`], so that
+/// followers waiting for new entries wake up; ends with the appender.
+async fn announce_appends(
+    store: Arc<dyn ObjectStore>,
+    io: IoCtx,
+    oid: String,
+    mut appended: mpsc::Receiver<()>,
+) {
+    while appended.recv().await.is_some() {
+        if let Err(e) = store
+            .notify(
+                &io,
+                &oid,
+                Bytes::from_static(APPENDED),
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            tracing::debug!("journal {oid}: announcing appends: {e}");
+        }
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
+    }
+}
+
 /// The one writer of a journal: batches queued entries into object writes.
 struct Appender {
+    /// Wakes the task that notifies followers.
+    announce: mpsc::Sender<()>,
     store: Arc<dyn ObjectStore>,
     io: IoCtx,
     header_io: IoCtx,
@@ -769,6 +815,8 @@ impl Appender {
         if full {
             self.advance_set().await;
         }
+        // Full: a notify is pending already and covers these entries too.
+        let _ = self.announce.try_send(());
     }
 
     /// Starts the next object set.

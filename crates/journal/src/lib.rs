@@ -33,13 +33,15 @@
 mod apply;
 pub mod entry;
 pub mod event;
+mod follow;
 pub mod header;
 mod hook;
 mod journal;
 
 use std::sync::Arc;
 
-pub use apply::{apply_event, apply_events};
+pub use apply::{Applier, apply_event, apply_events};
+pub use follow::{FollowOptions, FollowStop, Follower};
 pub use hook::{ImageJournal, RbdxJournals};
 pub use journal::{IMAGE_CLIENT, Journal, JournalOptions};
 
