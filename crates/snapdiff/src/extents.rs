@@ -112,6 +112,18 @@ pub fn outside_objects(
     limit: u64,
     own: &[bool],
 ) -> Vec<Extent> {
+    outside_objects_from(layout, extents, limit, own, 0)
+}
+
+/// Like [`outside_objects`], with `own[i]` telling about object `first + i` (objects outside
+/// `own` count as not held).
+pub fn outside_objects_from(
+    layout: &Layout,
+    extents: Vec<Extent>,
+    limit: u64,
+    own: &[bool],
+    first: u64,
+) -> Vec<Extent> {
     let mut out = Vec::new();
     for e in extents {
         if e.offset >= limit {
@@ -119,7 +131,13 @@ pub fn outside_objects(
         }
         let length = e.length.min(limit - e.offset);
         for piece in layout.map(e.offset, length) {
-            if own.get(piece.objectno as usize).copied().unwrap_or(false) {
+            let held = piece
+                .objectno
+                .checked_sub(first)
+                .and_then(|i| own.get(i as usize))
+                .copied()
+                .unwrap_or(false);
+            if held {
                 continue;
             }
             out.push(Extent {

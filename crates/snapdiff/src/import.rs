@@ -8,16 +8,16 @@
 
 use std::io::Read;
 
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
+use bytes::Bytes;
+use futures::stream::{BoxStream, FuturesUnordered};
+use futures::{Stream, StreamExt as _};
 use rbdx_image::{CreateOptions, Error, Features, Image, Images, OpenOptions, Result};
 
 use crate::image_wire;
+use crate::parse::{WireItem, parse};
+use crate::stream::DiffRecord;
 use crate::wire::{DiffReader, Record, Version, WireError};
 
-/// Bytes of data read from a record at once.
-const PIECE: usize = 4 << 20;
 /// Image writes in flight.
 const IN_FLIGHT: usize = 8;
 
@@ -127,25 +127,32 @@ pub struct Applied {
     pub zeroed: u64,
 }
 
-/// Applies the diff `reader` is positioned in (after its banner) to `image` (open at its
-/// head): resizes to its size, writes and zeroes its extents, then creates (and protects) its
-/// to-snapshot. `sparse_size`-byte blocks of zeros in data are zeroed rather than written.
-/// The caller checks the stream first ([`validate`], [`check_target`]).
-pub async fn apply<R: Read>(
+/// Applies a diff's records (as [`crate::stream::diff_records`] makes them or
+/// [`crate::parse::parse`] reads them from a file) to `image` (open at its head), up to its end
+/// record: resizes to its size, writes and zeroes its extents, then creates (and protects) its
+/// to-snapshot. `sparse_size`-byte blocks of zeros in data are zeroed rather than written. The
+/// caller checks a file first ([`validate`], [`check_target`]).
+pub async fn apply_records<S>(
     image: &Image,
-    reader: &mut DiffReader<R>,
+    records: &mut S,
     sparse_size: usize,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Applied> {
+) -> Result<Applied>
+where
+    S: Stream<Item = Result<DiffRecord>> + Unpin,
+{
     let mut applied = Applied::default();
     let mut protected = false;
     let mut writes = FuturesUnordered::new();
     loop {
-        let at = reader.position();
-        let record = reader.next_record().map_err(wire_error)?;
-        match record {
-            Record::End => break,
-            Record::FromSnap(from) => {
+        let Some(record) = records.next().await else {
+            return Err(Error::invalid(
+                "malformed diff: it ends before its end record",
+            ));
+        };
+        match record? {
+            DiffRecord::End => break,
+            DiffRecord::FromSnap(from) => {
                 if image.header().snapshot_by_name(&from).is_none() {
                     return Err(Error::not_found(format!(
                         "the diff starts at snapshot {from}, which image {} does not have",
@@ -153,16 +160,16 @@ pub async fn apply<R: Read>(
                     )));
                 }
             }
-            Record::ToSnap(to) => applied.snapshot = Some(to),
-            Record::Protection(p) => protected = p,
-            Record::Size(size) => {
+            DiffRecord::ToSnap(to) => applied.snapshot = Some(to),
+            DiffRecord::Protection(p) => protected = p,
+            DiffRecord::Size(size) => {
                 drain(&mut writes).await?;
                 if size != image.size() {
                     image.resize(size, true).await?;
                 }
             }
-            Record::Zero { offset, length } => {
-                check_extent(Some(image.size()), offset, length, at)?;
+            DiffRecord::Zero { offset, length } => {
+                check_extent(Some(image.size()), offset, length, offset)?;
                 // Queued with the writes: awaiting it here while queued writes that hold
                 // object locks are not polled would deadlock.
                 while writes.len() >= IN_FLIGHT {
@@ -171,28 +178,13 @@ pub async fn apply<R: Read>(
                 writes.push(apply_piece(image, offset, Piece::Zero(length), sparse_size));
                 applied.zeroed += length;
             }
-            Record::Write { offset, length } => {
-                check_extent(Some(image.size()), offset, length, at)?;
-                let mut done = 0u64;
-                while done < length {
-                    let n = (length - done).min(PIECE as u64) as usize;
-                    let mut buf = BytesMut::zeroed(n);
-                    let mut got = 0;
-                    while got < n {
-                        let read = reader.read_data(&mut buf[got..]).map_err(wire_error)?;
-                        if read == 0 {
-                            return Err(Error::invalid("malformed diff: write data ends early"));
-                        }
-                        got += read;
-                    }
-                    let data: Bytes = buf.freeze();
-                    let base = offset + done;
-                    while writes.len() >= IN_FLIGHT {
-                        next(&mut writes).await?;
-                    }
-                    writes.push(apply_piece(image, base, Piece::Data(data), sparse_size));
-                    done += n as u64;
+            DiffRecord::Data { offset, data } => {
+                let length = data.len() as u64;
+                check_extent(Some(image.size()), offset, length, offset)?;
+                while writes.len() >= IN_FLIGHT {
+                    next(&mut writes).await?;
                 }
+                writes.push(apply_piece(image, offset, Piece::Data(data), sparse_size));
                 applied.written += length;
                 progress(applied.written + applied.zeroed);
             }
@@ -207,6 +199,35 @@ pub async fn apply<R: Read>(
         }
     }
     Ok(applied)
+}
+
+/// Applies the diff file read from `r` (on a blocking thread) to `image`, as
+/// [`apply_records`] does; the caller checks the file first ([`validate`], [`check_target`]).
+pub async fn apply_diff(
+    image: &Image,
+    r: impl Read + Send + 'static,
+    sparse_size: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Applied> {
+    let mut items = parse(r, false);
+    match items.next().await {
+        Some(Ok(WireItem::Diff(_))) => {}
+        Some(Err(e)) => return Err(e),
+        _ => return Err(Error::invalid("malformed diff: no banner")),
+    }
+    apply_records(image, &mut records_of(&mut items), sparse_size, progress).await
+}
+
+/// The records of the diff `items` is at, up to its end record.
+pub fn records_of<'a>(
+    items: &'a mut BoxStream<'static, Result<WireItem>>,
+) -> impl Stream<Item = Result<DiffRecord>> + Unpin + 'a {
+    items.map(|item| match item? {
+        WireItem::Record(record, _) => Ok(record),
+        other => Err(Error::invalid(format!(
+            "malformed diff: {other:?} inside a diff"
+        ))),
+    })
 }
 
 /// What to do at an offset.
@@ -263,16 +284,22 @@ pub struct ImportOptions {
     pub sparse_size: usize,
 }
 
-/// Creates image `name` in `images` from an export-format-2 stream `r`, with every snapshot
-/// (and its protection) and the head. On failure, removes what it created.
+/// Creates image `name` in `images` from an export-format-2 stream `r` (read on a blocking
+/// thread), with every snapshot (and its protection) and the head. On failure, removes what it
+/// created.
 pub async fn import_image(
     images: &Images,
     name: &str,
-    mut r: impl Read,
+    r: impl Read + Send + 'static,
     options: &ImportOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
-    let (meta, count, _) = image_wire::read_header(&mut r).map_err(wire_error)?;
+    let mut items = parse(r, true);
+    let (meta, count) = match items.next().await {
+        Some(Ok(WireItem::Export { meta, diffs })) => (meta, diffs),
+        Some(Err(e)) => return Err(e),
+        _ => return Err(Error::invalid("malformed export: no header")),
+    };
     if count == 0 {
         return Err(Error::invalid("malformed export: it holds no diffs"));
     }
@@ -296,7 +323,7 @@ pub async fn import_image(
     }
     create.size = 0;
     images.create(name, &create).await?;
-    let result = fill_image(images, name, &mut r, count, &meta, options, progress).await;
+    let result = fill_image(images, name, &mut items, count, &meta, options, progress).await;
     if let Err(e) = result {
         return match purge(images, name).await {
             Ok(()) => Err(e),
@@ -309,10 +336,10 @@ pub async fn import_image(
     Ok(())
 }
 
-async fn fill_image<R: Read>(
+async fn fill_image(
     images: &Images,
     name: &str,
-    r: &mut R,
+    items: &mut BoxStream<'static, Result<WireItem>>,
     count: u64,
     meta: &image_wire::Metadata,
     options: &ImportOptions,
@@ -330,21 +357,24 @@ async fn fill_image<R: Read>(
         };
         let mut base = 0;
         for n in 0..count {
-            let mut reader = DiffReader::new(&mut *r).map_err(|e| match e {
-                WireError::Banner => Error::invalid(format!(
-                    "malformed export: diff {} of {count} does not start with 'rbd diff v2'",
-                    n + 1
-                )),
-                other => wire_error(other),
-            })?;
-            if reader.version() != Version::V2 {
-                return Err(Error::invalid(format!(
-                    "malformed export: diff {} of {count} is not a version 2 diff",
-                    n + 1
-                )));
+            match items.next().await {
+                Some(Ok(WireItem::Diff(Version::V2))) => {}
+                Some(Ok(WireItem::Diff(_))) => {
+                    return Err(Error::invalid(format!(
+                        "malformed export: diff {} of {count} is not a version 2 diff",
+                        n + 1
+                    )));
+                }
+                Some(Err(e)) => return Err(e),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "malformed export: diff {} of {count} is missing",
+                        n + 1
+                    )));
+                }
             }
             let scaled = |done: u64| progress(base + done);
-            let applied = apply(&image, &mut reader, sparse, &scaled).await?;
+            let applied = apply_records(&image, &mut records_of(items), sparse, &scaled).await?;
             base += applied.written + applied.zeroed;
         }
         Ok(())

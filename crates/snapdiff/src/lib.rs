@@ -40,6 +40,8 @@ pub mod image_wire;
 pub mod import;
 pub mod merge;
 pub mod objects;
+pub mod parse;
+pub mod stream;
 mod usage;
 pub mod wire;
 pub mod within;
@@ -49,6 +51,7 @@ use rbdx_image::{Error, Image, Result};
 use rbdx_objstore::ErrorKind as StoreKind;
 
 pub use extents::Extent;
+pub use stream::{DiffRecord, ExportStats, diff_extents, diff_records, write_records};
 pub use usage::{Usage, usage};
 
 use crate::objects::{Change, Views};
@@ -123,33 +126,19 @@ pub struct Diff {
 }
 
 /// Computes the diff between `options.from_snap` and the view `image` is open at (the head,
-/// or a snapshot).
+/// or a snapshot): what [`stream::diff_extents`] streams, collected.
 pub async fn diff(image: &Image, options: &DiffOptions) -> Result<Diff> {
-    if image.header().migration.is_some() && options.include_parent {
-        refuse_migration(image)?;
-    }
+    let extents = stream::diff_extents(image, options).try_collect().await?;
     let views = Views::load(image, options.from_snap.as_deref()).await?;
-    let layout = image.layout();
-    let count = layout.num_objects(views.to_size.max(views.from_size));
-    let mut changes = objects::classify(&views, count);
-    let method = views.method();
-    if !options.whole_object || method != Method::FastDiff {
-        changes = refine(image, &views, changes, options.whole_object).await?;
-    }
-    let mut out = extents::from_objects(&layout, &changes, views.to_size);
-    if options.include_parent && views.from.is_none() {
-        let from_parent = parent_extents(image, &views, options).await?;
-        out = extents::merge(out.into_iter().chain(from_parent).collect());
-    }
     Ok(Diff {
-        extents: out,
+        extents,
         size: views.to_size,
         from_size: views.from_size,
-        method,
+        method: views.method(),
     })
 }
 
-fn refuse_migration(image: &Image) -> Result<()> {
+pub(crate) fn refuse_migration(image: &Image) -> Result<()> {
     let header = image.header();
     if let Some(m) = &header.migration
         && m.role == rbdx_image::migration::MigrationRole::Destination
@@ -165,7 +154,7 @@ fn refuse_migration(image: &Image) -> Result<()> {
 
 /// Asks the store about the candidate objects and replaces each change with its exact ranges
 /// (or, for whole objects, with whether it really changed).
-async fn refine(
+pub(crate) async fn refine(
     image: &Image,
     views: &Views,
     changes: Vec<(u64, Change)>,
@@ -208,31 +197,6 @@ async fn refine(
         .try_collect()
         .await?;
     Ok(refined.into_iter().flatten().collect())
-}
-
-/// From creation, the extents a clone's parent shows through: the parent's own diff from its
-/// creation (at its snapshot), within the overlap, where the clone has no object of its own.
-async fn parent_extents(
-    image: &Image,
-    views: &Views,
-    options: &DiffOptions,
-) -> Result<Vec<Extent>> {
-    let Some((parent, overlap)) = image.parent().await? else {
-        return Ok(Vec::new());
-    };
-    let overlap = overlap.min(views.to_size);
-    if overlap == 0 {
-        return Ok(Vec::new());
-    }
-    let parent_diff = Box::pin(diff(&parent, &options.clone().with_from_snap(None))).await?;
-    let layout = image.layout();
-    let own = objects::existing_at_to(image, views, layout.num_objects(overlap)).await?;
-    Ok(extents::outside_objects(
-        &layout,
-        parent_diff.extents,
-        overlap,
-        &own,
-    ))
 }
 
 /// Opens another handle on `image` at snapshot `snap_id`, read-only (the caller closes it).

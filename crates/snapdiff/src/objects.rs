@@ -133,15 +133,20 @@ fn state(map: Option<&ObjectMap>, objectno: u64) -> ObjectState {
 /// Returns the objects below `count` that may have changed, each as a whole-object change.
 /// Without valid maps every object is a candidate (the store decides).
 pub fn classify(views: &Views, count: u64) -> Vec<(u64, Change)> {
+    classify_range(views, 0..count)
+}
+
+/// Like [`classify`], for the objects of `objects` only.
+pub fn classify_range(views: &Views, objects: std::ops::Range<u64>) -> Vec<(u64, Change)> {
     let method = views.method();
     if method == Method::Store {
-        return (0..count)
+        return objects
             .map(|o| (o, Change::Whole { exists_at_to: true }))
             .collect();
     }
     let to_map = views.to_map();
     let mut out = Vec::new();
-    for objectno in 0..count {
+    for objectno in objects {
         let at_from = views.from.is_some() && state(views.from_map.as_ref(), objectno).may_exist();
         let at_to = state(to_map, objectno).may_exist();
         if !at_from && !at_to {
@@ -173,16 +178,24 @@ pub fn classify(views: &Views, count: u64) -> Vec<(u64, Change)> {
 /// Returns, for each object below `count`, whether the image itself holds it at the newer
 /// point (from the map, or by asking the store).
 pub async fn existing_at_to(image: &Image, views: &Views, count: u64) -> Result<Vec<bool>> {
+    existing_range(image, views, 0..count).await
+}
+
+/// Like [`existing_at_to`], for the objects of `objects` (the result is indexed from
+/// `objects.start`).
+pub async fn existing_range(
+    image: &Image,
+    views: &Views,
+    objects: std::ops::Range<u64>,
+) -> Result<Vec<bool>> {
     if let Some(map) = views.to_map() {
-        return Ok((0..count)
-            .map(|o| state(Some(map), o).may_exist())
-            .collect());
+        return Ok(objects.map(|o| state(Some(map), o).may_exist()).collect());
     }
     let store = image.store().clone();
     let io = image.data_io_ctx().clone();
     let prefix = image.header().object_prefix;
     let at = views.to.as_ref().map(|t| SnapId(t.id));
-    futures::stream::iter(0..count)
+    futures::stream::iter(objects)
         .map(|objectno| {
             let store = store.clone();
             let io = io.clone();

@@ -340,6 +340,11 @@ impl<W: Write> DiffWriter<W> {
         Ok(DiffWriter { w, version })
     }
 
+    /// Writes the records of a diff of `version` whose banner was written already.
+    pub fn continuing(w: W, version: Version) -> Self {
+        DiffWriter { w, version }
+    }
+
     fn record(&mut self, t: u8, body: &[u8]) -> io::Result<()> {
         self.w.write_all(&[t])?;
         if self.version == Version::V2 {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use rbdx_image::{CreateOptions, Image, Images, OpenOptions, Protection};
 use rbdx_objstore::{IoCtx, MemoryStore, ObjectStore};
 use rbdx_snapdiff::import::{self, ImportOptions};
-use rbdx_snapdiff::wire::{DiffReader, Version};
+use rbdx_snapdiff::wire::Version;
 use rbdx_snapdiff::{DiffOptions, export, merge};
 
 const SIZE: u64 = 512 * 1024;
@@ -95,8 +95,7 @@ async fn export_diff(images: &Images, snap: Option<&str>, from: Option<&str>) ->
 async fn import_diff(target: &Image, diff: &[u8]) -> rbdx_image::Result<()> {
     let summary = import::validate(diff)?;
     import::check_target(target, &summary)?;
-    let mut reader = DiffReader::new(diff).unwrap();
-    import::apply(target, &mut reader, 4096, &|_| {}).await?;
+    import::apply_diff(target, std::io::Cursor::new(diff.to_vec()), 4096, &|_| {}).await?;
     Ok(())
 }
 
@@ -112,7 +111,7 @@ async fn export_format_2_round_trip_keeps_every_snapshot_and_property() {
     import::import_image(
         &images,
         "copy",
-        &stream[..],
+        std::io::Cursor::new(stream.clone()),
         &ImportOptions::default(),
         &|_| {},
     )
@@ -232,11 +231,17 @@ async fn bad_diffs_are_refused_and_the_target_is_unchanged() {
     export::export_image(&src, &mut stream, &|_, _| {})
         .await
         .unwrap();
-    let cut = &stream[..stream.len() / 2];
+    let cut = stream[..stream.len() / 2].to_vec();
     assert!(
-        import::import_image(&images, "broken", cut, &ImportOptions::default(), &|_| {})
-            .await
-            .is_err()
+        import::import_image(
+            &images,
+            "broken",
+            std::io::Cursor::new(cut),
+            &ImportOptions::default(),
+            &|_| {}
+        )
+        .await
+        .is_err()
     );
     assert!(images.open("broken", OpenOptions::default()).await.is_err());
     t.close().await.unwrap();

@@ -8,13 +8,14 @@
 //! for that. A failed check leaves the target untouched.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek as _, SeekFrom, Write as _};
+use std::io::{BufReader, Read, Seek as _, SeekFrom};
 use std::path::Path;
 
 use rbdx_image::{Cluster, OpenOptions};
 use rbdx_snapdiff::import::{self, ImportOptions};
-use rbdx_snapdiff::wire::{DiffReader, Version};
+use rbdx_snapdiff::wire::Version;
 use rbdx_snapdiff::{DiffOptions, export, merge};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _, BufWriter};
 
 use crate::args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs, MergeDiffArgs};
 use crate::commands::create_opts::create_options;
@@ -27,22 +28,23 @@ use crate::spec::SnapRule;
 /// Output buffer size.
 const BUFFER: usize = 1 << 20;
 
+/// An output the exchange formats are written to, without blocking the runtime.
+type Output = BufWriter<tokio::fs::File>;
+
 /// Opens `path` for writing (`-`: standard output); returns it and whether it is a file.
-fn output(path: &Path) -> CliResult<(Box<dyn std::io::Write>, bool)> {
-    match crate::commands::create_output(path)? {
-        Some(f) => Ok((Box::new(BufWriter::with_capacity(BUFFER, f)), true)),
-        None => Ok((
-            Box::new(BufWriter::with_capacity(
-                BUFFER,
-                crate::commands::bulk_stdout()?,
-            )),
-            false,
-        )),
-    }
+fn output(path: &Path) -> CliResult<(Output, bool)> {
+    let (file, is_file) = match crate::commands::create_output(path)? {
+        Some(f) => (f, true),
+        None => (crate::commands::bulk_stdout()?, false),
+    };
+    Ok((
+        BufWriter::with_capacity(BUFFER, tokio::fs::File::from_std(file)),
+        is_file,
+    ))
 }
 
-/// Opens `path` for reading (`-`: standard input).
-fn input(path: &Path) -> CliResult<Box<dyn Read>> {
+/// Opens `path` for reading (`-`: standard input); it is read on a blocking thread.
+fn input(path: &Path) -> CliResult<Box<dyn Read + Send>> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(BufReader::with_capacity(BUFFER, std::io::stdin())));
     }
@@ -52,14 +54,15 @@ fn input(path: &Path) -> CliResult<Box<dyn Read>> {
 }
 
 /// Finishes an output: flushes it, or removes a file that was left half-written.
-fn finish_output(
+async fn finish_output(
     result: CliResult,
-    mut out: Box<dyn std::io::Write>,
+    mut out: impl AsyncWrite + Unpin,
     path: &Path,
     is_file: bool,
 ) -> CliResult {
     let flushed = out
         .flush()
+        .await
         .map_err(|e| CliError::io(format!("cannot write {}", path.display()), e));
     drop(out);
     let result = result.and(flushed);
@@ -84,7 +87,8 @@ pub async fn export_v2(cluster: &Cluster, args: &ExportArgs, path: &Path, show: 
         out,
         path,
         is_file,
-    );
+    )
+    .await;
     progress.conclude(result.and(closed.map_err(CliError::from)))
 }
 
@@ -145,7 +149,8 @@ pub async fn export_diff(cluster: &Cluster, args: ExportDiffArgs, show: bool) ->
         out,
         &path,
         is_file,
-    );
+    )
+    .await;
     progress.conclude(result.and(closed.map_err(CliError::from)))
 }
 
@@ -171,25 +176,30 @@ fn seekable(path: &Path) -> CliResult<File> {
 pub async fn import_diff(cluster: &Cluster, args: ImportDiffArgs, show: bool) -> CliResult {
     let sparse_size = sparse(&args.sparse_size)?;
     let (spec, images) = resolve(cluster, &args.image, SnapRule::None).await?;
-    let mut file = seekable(&args.path)?;
-    let summary = import::validate(BufReader::with_capacity(BUFFER, &mut file))?;
+    let path = args.path.clone();
+    // Reading a file or a pipe blocks: the check runs on a blocking thread.
+    let (file, summary) = tokio::task::spawn_blocking(move || {
+        let mut file = seekable(&path)?;
+        let summary = import::validate(BufReader::with_capacity(BUFFER, &mut file))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| CliError::io("cannot read the diff again", e))?;
+        Ok::<_, CliError>((file, summary))
+    })
+    .await
+    .map_err(|e| CliError::with_code(format!("reading the diff failed: {e}"), 5))??;
     let image = images.open(&spec.image, OpenOptions::default()).await?;
     if let Err(e) = import::check_target(&image, &summary) {
         image.close().await?;
         return Err(e.into());
     }
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| CliError::io("cannot read the diff again", e))?;
     let total = summary.data_bytes + summary.zero_bytes;
     let progress = ProgressLine::new("Importing image diff", show);
-    let result = async {
-        let mut reader = DiffReader::new(BufReader::with_capacity(BUFFER, &mut file))
-            .map_err(|e| rbdx_image::Error::invalid(e.to_string()))?;
-        import::apply(&image, &mut reader, sparse_size, &|done| {
-            progress.update(done, total)
-        })
-        .await
-    }
+    let result = import::apply_diff(
+        &image,
+        BufReader::with_capacity(BUFFER, file),
+        sparse_size,
+        &|done| progress.update(done, total),
+    )
     .await;
     let closed = image.close().await;
     progress.conclude(
@@ -201,7 +211,7 @@ pub async fn import_diff(cluster: &Cluster, args: ImportDiffArgs, show: bool) ->
 }
 
 /// `rbdx merge-diff`.
-pub fn merge_diff(args: MergeDiffArgs) -> CliResult {
+pub async fn merge_diff(args: MergeDiffArgs) -> CliResult {
     if args.second.as_os_str() == "-" {
         return Err(CliError::invalid(
             "merge-diff reads only the first diff from standard input",
@@ -209,8 +219,25 @@ pub fn merge_diff(args: MergeDiffArgs) -> CliResult {
     }
     let first = input(&args.first)?;
     let second = input(&args.second)?;
-    let (out, is_file) = output(&args.merged)?;
-    let mut out = out;
-    let result = merge::merge_diff(first, second, &mut out).map_err(CliError::from);
-    finish_output(result, out, &args.merged, is_file)
+    let merged = args.merged.clone();
+    let is_file = merged.as_os_str() != "-";
+    // A merge only reads and writes files: it runs on a blocking thread.
+    let result = tokio::task::spawn_blocking(move || {
+        let mut out: Box<dyn std::io::Write> = match crate::commands::create_output(&merged)? {
+            Some(f) => Box::new(std::io::BufWriter::with_capacity(BUFFER, f)),
+            None => Box::new(std::io::BufWriter::with_capacity(
+                BUFFER,
+                crate::commands::bulk_stdout()?,
+            )),
+        };
+        merge::merge_diff(first, second, &mut out).map_err(CliError::from)?;
+        out.flush()
+            .map_err(|e| CliError::io(format!("cannot write {}", merged.display()), e))
+    })
+    .await
+    .map_err(|e| CliError::with_code(format!("merging failed: {e}"), 5))?;
+    if result.is_err() && is_file {
+        let _ = std::fs::remove_file(&args.merged);
+    }
+    result
 }

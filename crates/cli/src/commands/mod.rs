@@ -108,7 +108,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Import(args) => transfer::import(&cluster, args, progress).await,
         Command::ExportDiff(args) => exchange::export_diff(&cluster, args, progress).await,
         Command::ImportDiff(args) => exchange::import_diff(&cluster, args, progress).await,
-        Command::MergeDiff(args) => exchange::merge_diff(args),
+        Command::MergeDiff(args) => exchange::merge_diff(args).await,
         Command::Bench(args) => bench::run(&cluster, args, printer).await,
         Command::Namespace { command } => namespace::run(&cluster, command, printer).await,
         Command::Pool { command } => pool::run(&**cluster.store(), command, printer).await,
