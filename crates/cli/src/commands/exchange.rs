@@ -18,6 +18,7 @@ use rbdx_snapdiff::{DiffOptions, export, merge};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _, BufWriter};
 
 use crate::args::{ExportArgs, ExportDiffArgs, ImportArgs, ImportDiffArgs, MergeDiffArgs};
+use crate::commands::blocking_file::BlockingFile;
 use crate::commands::create_opts::create_options;
 use crate::commands::open::{images, open_view, resolve};
 use crate::error::{CliError, CliResult};
@@ -29,7 +30,7 @@ use crate::spec::SnapRule;
 const BUFFER: usize = 1 << 20;
 
 /// An output the exchange formats are written to, without blocking the runtime.
-type Output = BufWriter<tokio::fs::File>;
+type Output = BufWriter<BlockingFile>;
 
 /// Opens `path` for writing (`-`: standard output); returns it and whether it is a file.
 fn output(path: &Path) -> CliResult<(Output, bool)> {
@@ -38,7 +39,7 @@ fn output(path: &Path) -> CliResult<(Output, bool)> {
         None => (crate::commands::bulk_stdout()?, false),
     };
     Ok((
-        BufWriter::with_capacity(BUFFER, tokio::fs::File::from_std(file)),
+        BufWriter::with_capacity(BUFFER, BlockingFile::new(file)),
         is_file,
     ))
 }

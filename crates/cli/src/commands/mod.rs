@@ -1,6 +1,7 @@
 //! Command dispatch: one module per command group.
 
 mod bench;
+mod blocking_file;
 mod config_key;
 mod copy;
 mod create_opts;
