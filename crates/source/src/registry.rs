@@ -41,7 +41,14 @@ pub trait FormatFactory: Send + Sync {
     /// The format type name in specs (`raw`, `qcow`, …).
     fn name(&self) -> &'static str;
 
-    /// Returns true if `header` (the first bytes of a stream) looks like this format.
+    /// Bytes of a stream's start that [`FormatFactory::probe`] looks at (0: it does not
+    /// probe, as `raw`, which every stream would match).
+    fn probe_len(&self) -> usize {
+        0
+    }
+
+    /// Returns true if `header` (the first bytes of a stream, at most
+    /// [`FormatFactory::probe_len`]) looks like this format.
     fn probe(&self, header: &[u8]) -> bool {
         let _ = header;
         false
@@ -49,6 +56,22 @@ pub trait FormatFactory: Send + Sync {
 
     /// Opens a source from its spec.
     async fn open(&self, spec: &SourceSpec, ctx: &OpenContext) -> Result<Box<dyn Format>>;
+
+    /// Opens the format over a stream the caller already opened (a probed file, a backing
+    /// file); `spec` holds the format's own keys, without `stream`. The default refuses.
+    async fn open_stream(
+        &self,
+        stream: Arc<dyn Stream>,
+        spec: &SourceSpec,
+        ctx: &OpenContext,
+    ) -> Result<Box<dyn Format>> {
+        let _ = (spec, ctx);
+        Err(Error::unsupported(format!(
+            "the {} format cannot open {} on its own",
+            self.name(),
+            stream.describe()
+        )))
+    }
 }
 
 /// A stream driver announced by a linked crate.
@@ -107,12 +130,25 @@ impl FormatFactory for Static<dyn FormatFactory> {
         self.0.name()
     }
 
+    fn probe_len(&self) -> usize {
+        self.0.probe_len()
+    }
+
     fn probe(&self, header: &[u8]) -> bool {
         self.0.probe(header)
     }
 
     async fn open(&self, spec: &SourceSpec, ctx: &OpenContext) -> Result<Box<dyn Format>> {
         self.0.open(spec, ctx).await
+    }
+
+    async fn open_stream(
+        &self,
+        stream: Arc<dyn Stream>,
+        spec: &SourceSpec,
+        ctx: &OpenContext,
+    ) -> Result<Box<dyn Format>> {
+        self.0.open_stream(stream, spec, ctx).await
     }
 }
 
@@ -188,6 +224,43 @@ impl Registry {
     ) -> Result<Box<dyn Stream>> {
         let name = type_of(spec, "stream")?;
         self.stream(&name)?.open(spec, ctx).await
+    }
+
+    /// Returns the format whose probe recognises the start of `stream`, if any (formats are
+    /// tried in name order; their magic numbers do not overlap). `raw` never matches: a
+    /// stream no format recognises is raw to whoever asks.
+    pub async fn probe(&self, stream: &dyn Stream) -> Result<Option<Arc<dyn FormatFactory>>> {
+        let want = self.formats.values().map(|f| f.probe_len()).max().unwrap_or(0);
+        let size = stream.size().await?;
+        let len = (want as u64).min(size);
+        if len == 0 {
+            return Ok(None);
+        }
+        let head = stream.read(0, len).await?;
+        Ok(self
+            .formats
+            .values()
+            .find(|f| f.probe_len() > 0 && f.probe(&head[..f.probe_len().min(head.len())]))
+            .cloned())
+    }
+
+    /// Opens `stream` as format `name`, or as the format its first bytes show when `name` is
+    /// `None` (raw when none does), with no keys of the format's own: how backing files open.
+    pub async fn open_on(
+        &self,
+        name: Option<&str>,
+        stream: Arc<dyn Stream>,
+        ctx: &OpenContext,
+    ) -> Result<Box<dyn Format>> {
+        let factory = match name {
+            Some(name) => self.format(name)?.clone(),
+            None => match self.probe(&*stream).await? {
+                Some(f) => f,
+                None => self.format("raw")?.clone(),
+            },
+        };
+        let spec = SourceSpec::from_value(serde_json::json!({ "type": factory.name() }))?;
+        factory.open_stream(stream, &spec, ctx).await
     }
 
     /// Opens the source a spec describes, after replacing every `config://<key>` value with

@@ -59,8 +59,24 @@ impl FormatFactory for QcowFormatFactory {
         "qcow"
     }
 
+    fn probe_len(&self) -> usize {
+        4
+    }
+
     fn probe(&self, header: &[u8]) -> bool {
         header.len() >= 4 && header[..4] == MAGIC.to_be_bytes()
+    }
+
+    async fn open_stream(
+        &self,
+        stream: Arc<dyn Stream>,
+        spec: &SourceSpec,
+        ctx: &OpenContext,
+    ) -> Result<Box<dyn Format>> {
+        let mut r = spec.reader();
+        let allow = r.opt_str_array(ALLOW_KEY)?.unwrap_or_default();
+        r.finish()?;
+        Ok(Box::new(QcowFormat::open(stream, ctx, &allow, 0).await?))
     }
 
     async fn open(&self, spec: &SourceSpec, ctx: &OpenContext) -> Result<Box<dyn Format>> {
@@ -285,30 +301,46 @@ impl QcowFormat {
             Arc::from(ctx.registry().open_stream(&spec, ctx).await.map_err(|e| {
                 Error::new(e.kind(), format!("cannot open backing file '{name}': {e}"))
             })?);
-        let is_qcow = match format {
-            Some("qcow2") | Some("qcow") => true,
-            Some("raw") => false,
-            Some(other) => {
-                return Err(Error::unsupported(format!(
-                    "qcow: backing file '{name}' has unsupported format '{other}'"
-                )));
-            }
-            None => {
-                let size = backing_stream.size().await?;
-                let head = backing_stream.read(0, 4.min(size)).await?;
-                QcowFormatFactory.probe(&head)
-            }
+        let named = match format {
+            Some("qcow2") => Some("qcow"),
+            // qemu calls VHD "vpc".
+            Some("vpc") => Some("vhd"),
+            other => other,
         };
-        if is_qcow {
-            let inner = Box::pin(QcowFormat::open(backing_stream, ctx, allow, depth + 1)).await?;
-            Ok(Box::new(inner))
-        } else {
+        let factory = match named {
+            Some("raw") => None,
+            Some(driver) => Some(
+                ctx.registry()
+                    .format(driver)
+                    .map_err(|_| {
+                        Error::unsupported(format!(
+                            "qcow: backing file '{name}' has format '{}', which no loaded \
+                             driver reads",
+                            format.unwrap_or_default()
+                        ))
+                    })?
+                    .clone(),
+            ),
+            None => ctx.registry().probe(&*backing_stream).await?,
+        };
+        // What no driver recognises is raw, as qemu reads it.
+        let Some(factory) = factory else {
             let size = backing_stream.size().await?;
-            Ok(Box::new(RawBacking {
+            return Ok(Box::new(RawBacking {
                 stream: backing_stream,
                 size,
-            }))
+            }));
+        };
+        if factory.name() == "qcow" {
+            // Followed here, so that the chain's depth and allowed locations carry on.
+            let inner = Box::pin(QcowFormat::open(backing_stream, ctx, allow, depth + 1)).await?;
+            return Ok(Box::new(inner));
         }
+        let spec = SourceSpec::from_value(serde_json::json!({ "type": factory.name() }))?;
+        factory
+            .open_stream(backing_stream, &spec, ctx)
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("backing file '{name}': {e}")))
     }
 
     fn view(&self, snap: Option<usize>) -> Result<(&[u64], u64)> {

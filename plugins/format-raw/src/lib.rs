@@ -12,6 +12,8 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use rbdx_source::spec::type_of;
@@ -30,7 +32,7 @@ rbdx_source::inventory::submit! { FormatRegistration(&RawFormatFactory) }
 /// A raw image with optional raw snapshots.
 #[derive(Debug)]
 pub struct RawFormat {
-    head: Box<dyn Stream>,
+    head: Arc<dyn Stream>,
     size: u64,
     snapshots: Vec<SnapshotInfo>,
     snapshot_streams: Vec<Box<dyn Stream>>,
@@ -84,10 +86,26 @@ impl FormatFactory for RawFormatFactory {
             snapshot_streams.push(stream);
         }
         Ok(Box::new(RawFormat {
-            head,
+            head: Arc::from(head),
             size,
             snapshots,
             snapshot_streams,
+        }))
+    }
+
+    async fn open_stream(
+        &self,
+        stream: Arc<dyn Stream>,
+        spec: &SourceSpec,
+        _ctx: &OpenContext,
+    ) -> Result<Box<dyn Format>> {
+        spec.reader().finish()?;
+        let size = stream.size().await?;
+        Ok(Box::new(RawFormat {
+            head: stream,
+            size,
+            snapshots: Vec::new(),
+            snapshot_streams: Vec::new(),
         }))
     }
 }
@@ -134,8 +152,6 @@ impl Format for RawFormat {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use rbdx_source::{ErrorKind, Registry};
     use rbdx_stream_file as _;
