@@ -198,6 +198,60 @@ fn stream_plugins_load_from_the_plugin_dir() {
 }
 
 #[test]
+fn a_plugin_named_like_a_built_in_driver_is_refused_and_the_built_in_stays() {
+    let rbdx = Rbdx::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = root.join("target/sample-plugin-builtin-name");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "rbdx-sample-stream",
+            "--features",
+            "builtin-name",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        target.join("debug/librbdx_sample_stream.so"),
+        plugins.path().join("file.so"),
+    )
+    .unwrap();
+    let disk = rbdx.path().join("disk.raw");
+    std::fs::write(&disk, vec![5u8; 8192]).unwrap();
+    let spec = format!(
+        r#"{{"type":"raw","stream":{{"type":"file","file_path":"{}"}}}}"#,
+        disk.display()
+    );
+    let run = rbdx
+        .run(&[
+            "--plugin-dir",
+            plugins.path().to_str().unwrap(),
+            "source",
+            "probe",
+            "--source-spec",
+            &spec,
+            "--format",
+            "json",
+        ])
+        .ok();
+    assert!(
+        run.stderr
+            .contains("its stream type 'file' is already provided by another driver"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["size"], 8192);
+}
+
+#[test]
 fn native_sources_read_images_of_this_or_another_cluster() {
     let site_a = Rbdx::new();
     let dir = tempfile::tempdir().unwrap();

@@ -230,7 +230,12 @@ impl Registry {
     /// tried in name order; their magic numbers do not overlap). `raw` never matches: a
     /// stream no format recognises is raw to whoever asks.
     pub async fn probe(&self, stream: &dyn Stream) -> Result<Option<Arc<dyn FormatFactory>>> {
-        let want = self.formats.values().map(|f| f.probe_len()).max().unwrap_or(0);
+        let want = self
+            .formats
+            .values()
+            .map(|f| f.probe_len())
+            .max()
+            .unwrap_or(0);
         let size = stream.size().await?;
         let len = (want as u64).min(size);
         if len == 0 {

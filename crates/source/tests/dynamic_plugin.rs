@@ -37,7 +37,7 @@ async fn the_sample_plugin_loads_and_a_wrong_abi_build_is_refused() {
     let mut registry = Registry::new();
     let loads = registry.load_dir(good_dir.path()).unwrap();
     assert_eq!(loads.len(), 1);
-    assert_eq!(loads[0].result.as_deref().unwrap(), "sample-pattern");
+    assert_eq!(loads[0].result.as_deref().unwrap(), "stream sample-pattern");
     let ctx = OpenContext::new(Arc::new(registry));
 
     let spec: serde_json::Map<String, serde_json::Value> =
@@ -74,4 +74,20 @@ async fn the_sample_plugin_loads_and_a_wrong_abi_build_is_refused() {
         "{e}"
     );
     assert!(registry.stream_names().is_empty());
+
+    // A second library with a name already taken is refused, not preferred.
+    let twice = tempfile::tempdir().unwrap();
+    let lib = build_sample(&[], "twice", twice.path());
+    std::fs::copy(&lib, twice.path().join("zz-copy.so")).unwrap();
+    let mut registry = Registry::new();
+    let loads = registry.load_dir(twice.path()).unwrap();
+    assert_eq!(loads.len(), 2);
+    assert!(loads[0].result.is_ok());
+    let e = loads[1].result.as_ref().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("its stream type 'sample-pattern' is already provided by another driver"),
+        "{e}"
+    );
+    assert_eq!(registry.stream_names(), ["sample-pattern"]);
 }

@@ -122,7 +122,11 @@ static VTABLE: StreamPluginV1 = StreamPluginV1 {
     },
     struct_size: std::mem::size_of::<StreamPluginV1>(),
     kind: KIND_STREAM,
-    name: c"sample-pattern".as_ptr(),
+    name: if cfg!(feature = "builtin-name") {
+        c"file".as_ptr()
+    } else {
+        c"sample-pattern".as_ptr()
+    },
     open,
     size,
     read_at,

@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rbdx_plugin_abi::{
-    CloseFn, EXTENT_DATA, EXTENT_ZERO, ExtentV1, FormatPluginV1, HostStreamV1,
-};
+use rbdx_plugin_abi::{CloseFn, EXTENT_DATA, EXTENT_ZERO, ExtentV1, FormatPluginV1, HostStreamV1};
 use serde_json::Value;
 
 use super::{errno_error, message};
@@ -60,10 +58,7 @@ unsafe extern "C" fn host_read_at(ctx: *mut c_void, offset: u64, buf: *mut u8, l
         // SAFETY: `ctx` is the `HostStream` this function table was made with, alive until
         // the plugin's handle is closed.
         let host = unsafe { &*(ctx as *const HostStream) };
-        match host
-            .runtime
-            .block_on(host.stream.read(offset, len as u64))
-        {
+        match host.runtime.block_on(host.stream.read(offset, len as u64)) {
             Ok(data) if data.len() == len => {
                 // SAFETY: the plugin passes `len` writable bytes at `buf`.
                 unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, len) };
@@ -217,7 +212,10 @@ impl DynFormatFactory {
         // SAFETY: an open handle and writable outputs.
         let rc = unsafe { (vtable.info)(handle.handle, &mut size, &mut count) };
         if rc != 0 {
-            return Err(errno_error(format!("{name}: cannot describe the image"), rc));
+            return Err(errno_error(
+                format!("{name}: cannot describe the image"),
+                rc,
+            ));
         }
         let mut snapshots = Vec::new();
         for index in 0..count {
@@ -263,10 +261,13 @@ impl FormatFactory for DynFormatFactory {
         if self.vtable.probe_len == 0 {
             return false;
         }
-        // SAFETY: `header.len()` readable bytes; probe neither blocks nor keeps the pointer.
         let vtable = self.vtable;
-        catch_unwind(|| unsafe { (vtable.probe)(header.as_ptr(), header.len()) } == 1)
-            .unwrap_or(false)
+        catch_unwind(|| {
+            // SAFETY: `header.len()` readable bytes; probe neither blocks nor keeps the pointer.
+            let rc = unsafe { (vtable.probe)(header.as_ptr(), header.len()) };
+            rc == 1
+        })
+        .unwrap_or(false)
     }
 
     async fn open(&self, spec: &SourceSpec, ctx: &OpenContext) -> Result<Box<dyn Format>> {
@@ -292,10 +293,9 @@ impl FormatFactory for DynFormatFactory {
         let source = stream.describe();
         let (vtable, name) = (self.vtable, self.name);
         let runtime = tokio::runtime::Handle::current();
-        let (handle, size, snapshots) = blocking(move || {
-            Self::open_blocking(vtable, name, json, stream, size, runtime)
-        })
-        .await??;
+        let (handle, size, snapshots) =
+            blocking(move || Self::open_blocking(vtable, name, json, stream, size, runtime))
+                .await??;
         Ok(Box::new(DynFormat {
             vtable,
             name,
@@ -311,7 +311,12 @@ impl FormatFactory for DynFormatFactory {
 #[async_trait]
 impl Format for DynFormat {
     fn describe(&self) -> String {
-        format!("{} image {} (plugin {})", self.name, self.source, self.path.display())
+        format!(
+            "{} image {} (plugin {})",
+            self.name,
+            self.source,
+            self.path.display()
+        )
     }
 
     fn format_name(&self) -> &str {
@@ -333,7 +338,13 @@ impl Format for DynFormat {
             let mut buf = crate::BufferPool::global().take(length as usize);
             // SAFETY: an open handle (kept alive by the Arc) and `length` writable bytes.
             let rc = unsafe {
-                (vtable.read_at)(handle.handle, snap_arg(snap), offset, buf.as_mut_ptr(), buf.len())
+                (vtable.read_at)(
+                    handle.handle,
+                    snap_arg(snap),
+                    offset,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
             };
             (rc, buf)
         })

@@ -98,10 +98,10 @@ fn load_one(path: &Path) -> Result<Exports> {
     let lib = unsafe { libloading::Library::new(path) }
         .map_err(|e| refuse(format!("cannot load it: {e}")))?;
     let mut exports = Exports::default();
+    type StreamEntry = unsafe extern "C" fn(u32) -> *const StreamPluginV1;
     // SAFETY: the symbol's type is fixed by the ABI's version 1, whose name it carries.
-    if let Ok(entry) = unsafe {
-        lib.get::<unsafe extern "C" fn(u32) -> *const StreamPluginV1>(ENTRY_SYMBOL)
-    } {
+    let stream_entry = unsafe { lib.get::<StreamEntry>(ENTRY_SYMBOL) };
+    if let Ok(entry) = stream_entry {
         // SAFETY: calling the entry point with our version is its documented contract.
         let vtable = unsafe { entry(ABI_VERSION) };
         if vtable.is_null() {
@@ -121,9 +121,10 @@ fn load_one(path: &Path) -> Result<Exports> {
         exports.stream = Some((v, name));
     }
     // SAFETY: as above, for the format entry point.
-    if let Ok(entry) = unsafe {
+    let format_entry = unsafe {
         lib.get::<unsafe extern "C" fn(u32) -> *const FormatPluginV1>(FORMAT_ENTRY_SYMBOL)
-    } {
+    };
+    if let Ok(entry) = format_entry {
         // SAFETY: as above.
         let vtable = unsafe { entry(ABI_VERSION) };
         if vtable.is_null() {
