@@ -27,6 +27,7 @@ mod plugin;
 mod registry;
 pub mod spec;
 mod stream;
+pub mod testkit;
 
 pub use buffer::{BufferPool, PooledBuf};
 pub use context::{Clusters, OpenContext, SecretStore};

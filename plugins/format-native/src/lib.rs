@@ -270,6 +270,63 @@ mod tests {
             .await
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_native_format_passes_the_conformance_kit() {
+        use rbdx_source::testkit::{Subject, conformance};
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+        let pool = store.pool_create("rbd").await.unwrap();
+        let images = Images::new(store.clone(), IoCtx::new(pool));
+        let mut registry = Registry::new();
+        registry.register_format(Arc::new(NativeFormatFactory));
+        let ctx = OpenContext::new(Arc::new(registry)).with_clusters(Arc::new(One(store)));
+        let size = (9 << 20) + 3000;
+        let layout = CreateOptions::new(size)
+            .with_order(20)
+            .with_striping(65536, 3);
+        images.create("striped", &layout).await.unwrap();
+        let image = images
+            .open("striped", OpenOptions::default())
+            .await
+            .unwrap();
+        let mut first = vec![0u8; size as usize];
+        for (i, at) in [
+            0usize,
+            100_000,
+            1 << 20,
+            (5 << 20) + 17,
+            size as usize - 900,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let data: Vec<u8> = (0..900).map(|j| ((i * 7 + j) % 250) as u8 + 1).collect();
+            image
+                .write(at as u64, Bytes::from(data.clone()))
+                .await
+                .unwrap();
+            first[at..at + 900].copy_from_slice(&data);
+        }
+        image.snap_create("a").await.unwrap();
+        image
+            .write(0, Bytes::from(vec![0xEEu8; 70_000]))
+            .await
+            .unwrap();
+        image.snap_create("b").await.unwrap();
+        image.close().await.unwrap();
+        let mut head = first.clone();
+        head[..70_000].fill(0xEE);
+        let f: Arc<dyn Format> = Arc::from(
+            open(
+                &ctx,
+                serde_json::json!({"type":"native","pool_name":"rbd","image_name":"striped","snap_name":"b"}),
+            )
+            .await
+            .unwrap(),
+        );
+        conformance(&Subject::Format(f.clone(), None), &head).await;
+        conformance(&Subject::Format(f, Some(0)), &first).await;
+    }
+
     #[tokio::test]
     async fn the_head_is_the_snapshot_and_snapshots_up_to_it_follow() {
         let ctx = setup().await;

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use rbdx_format_qcow::QcowFormatFactory;
+use rbdx_source::testkit::{Subject, after_change, conformance};
 use rbdx_source::{ErrorKind, ExtentKind, Format, OpenContext, Registry, SourceSpec};
 
 fn have_qemu() -> bool {
@@ -180,7 +181,11 @@ async fn every_variant_reads_like_qemu_img() {
             ],
         );
         let format = open(&path).await;
-        assert_same(format.as_ref(), None, &oracle(d, &path, None), name).await;
+        let expected = oracle(d, &path, None);
+        assert_same(format.as_ref(), None, &expected, name).await;
+        // The conformance kit every driver runs.
+        let format: Arc<dyn Format> = Arc::from(format);
+        conformance(&Subject::Format(format, None), &expected).await;
     }
     let v1 = img(d, "v1.qcow");
     run(
@@ -225,6 +230,12 @@ async fn internal_snapshots_become_image_snapshots_in_order() {
     let format = open(&path).await;
     let names: Vec<&str> = format.snapshots().iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, vec!["first", "second"]);
+    let shared: Arc<dyn Format> = Arc::from(open(&path).await);
+    conformance(
+        &Subject::Format(shared.clone(), Some(0)),
+        &oracle(d, &path, Some("first")),
+    )
+    .await;
     assert_same(format.as_ref(), None, &oracle(d, &path, None), "head").await;
     assert_same(
         format.as_ref(),
@@ -238,6 +249,19 @@ async fn internal_snapshots_become_image_snapshots_in_order() {
         Some(1),
         &oracle(d, &path, Some("second")),
         "second",
+    )
+    .await;
+    // The image is rewritten in place under the open reader: each read is of one version or fails.
+    let old = oracle(d, &path, None);
+    let copy = img(d, "rewritten.qcow2");
+    std::fs::copy(&path, &copy).unwrap();
+    qemu_io(&copy, &["write -P 0x44 0 6M"]);
+    let new = oracle(d, &copy, None);
+    after_change(
+        &Subject::Format(shared, None),
+        || std::fs::write(&path, std::fs::read(&copy).unwrap()).unwrap(),
+        &old,
+        &new,
     )
     .await;
 }
@@ -309,7 +333,11 @@ async fn backing_chains_resolve_next_to_the_image() {
     for name in ["mid.qcow2", "top.qcow2", "sub.qcow2"] {
         let path = img(d, name);
         let format = open(&path).await;
-        assert_same(format.as_ref(), None, &oracle(d, &path, None), name).await;
+        let expected = oracle(d, &path, None);
+        assert_same(format.as_ref(), None, &expected, name).await;
+        // The conformance kit every driver runs.
+        let format: Arc<dyn Format> = Arc::from(format);
+        conformance(&Subject::Format(format, None), &expected).await;
     }
 }
 

@@ -149,13 +149,11 @@ impl Stream for FileStream {
                 e,
             )
         });
-        match data {
-            Ok(buf) => Ok(buf.freeze()),
-            Err(e) => {
-                self.check_unchanged()?;
-                Err(e)
-            }
-        }
+        // Checked after every read (one fstat), so that a file rewritten under an open
+        // stream fails the reads that follow instead of handing out the new version's bytes
+        // to a reader that mapped the old one.
+        self.check_unchanged()?;
+        data.map(|buf| buf.freeze())
     }
 
     async fn extents(&self, offset: u64, length: u64) -> Result<Vec<Extent>> {
