@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use rbdx_source::testkit::{Subject, after_change, conformance};
 use rbdx_source::{ErrorKind, Stream};
 use rbdx_stream_http::HttpStream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -198,6 +201,9 @@ async fn ranged_reads_tls_errors_and_changes_against_nginx() {
         s.read((3 << 20) - 1, 2).await.unwrap_err().kind(),
         ErrorKind::Invalid
     );
+    // The conformance kit every driver runs.
+    let shared: Arc<dyn Stream> = Arc::new(s);
+    conformance(&Subject::Stream(shared), &data).await;
 
     let tls = format!("https://127.0.0.1:{}/disk.raw", nginx.https);
     let e = HttpStream::open(&tls, None).await.unwrap_err();
@@ -221,13 +227,19 @@ async fn ranged_reads_tls_errors_and_changes_against_nginx() {
     );
 
     // The file is replaced after the stream pinned its version: reads stop.
-    let s = HttpStream::open(&url, None).await.unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
-    std::fs::write(
-        root.join("disk.raw"),
-        content(3 << 20).iter().map(|b| b ^ 1).collect::<Vec<u8>>(),
+    let s: Arc<dyn Stream> = Arc::new(HttpStream::open(&url, None).await.unwrap());
+    let new: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+    after_change(
+        &Subject::Stream(s.clone()),
+        || {
+            // nginx's ETag holds the modification time in seconds.
+            std::thread::sleep(Duration::from_millis(1100));
+            std::fs::write(root.join("disk.raw"), &new).unwrap();
+        },
+        &data,
+        &new,
     )
-    .unwrap();
+    .await;
     let e = s.read(0, 4096).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
     assert!(

@@ -92,6 +92,24 @@ struct Conn {
     io: Box<dyn Io>,
     next_handle: u64,
     meta_context: Option<u32>,
+    state: State,
+}
+
+/// Where the connection's byte stream is, so that a request whose caller went away (a
+/// dropped read future) never leaves its reply to be taken for the next request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between requests.
+    Ready,
+    /// A request's replies are still to come, at a chunk boundary: read and drop them first.
+    Pending {
+        /// The request.
+        handle: u64,
+        /// The data length of a simple reply to it.
+        simple_len: usize,
+    },
+    /// Cut in the middle of a message: only a new connection is usable.
+    Broken,
 }
 
 fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -244,11 +262,13 @@ impl Conn {
                 io,
                 next_handle: 1,
                 meta_context: if structured { meta_context } else { None },
+                state: State::Ready,
             },
             size,
         ))
     }
 
+    /// Sends a request; its replies must then be read with [`Conn::replies`].
     async fn request(&mut self, cmd: u16, offset: u64, length: u32) -> Result<u64> {
         let handle = self.next_handle;
         self.next_handle += 1;
@@ -259,11 +279,37 @@ impl Conn {
         msg.extend_from_slice(&handle.to_be_bytes());
         msg.extend_from_slice(&offset.to_be_bytes());
         msg.extend_from_slice(&length.to_be_bytes());
+        self.state = State::Broken;
         self.io
             .write_all(&msg)
             .await
             .map_err(io_err("sending a request"))?;
+        self.state = State::Pending {
+            handle,
+            simple_len: if cmd == CMD_READ { length as usize } else { 0 },
+        };
         Ok(handle)
+    }
+
+    /// Makes the connection ready for a request: reads and drops the replies of a request
+    /// whose caller went away, or connects again if a message was cut.
+    async fn ready(&mut self, address: &Address, export: &str) -> Result<()> {
+        if let State::Pending { handle, simple_len } = self.state {
+            // The abandoned request's own failure does not concern the next one.
+            let drained = self.replies(handle, simple_len, |_, _| Ok(())).await;
+            if drained.is_err() && self.state != State::Ready {
+                self.state = State::Broken;
+            }
+        }
+        if self.state == State::Broken {
+            // Close the cut connection first: a server that takes one client at a time
+            // would never answer the new one otherwise.
+            let _ = self.io.shutdown().await;
+            self.io = Box::new(tokio::io::duplex(1).0);
+            let (conn, _) = Conn::connect(address, export).await?;
+            *self = conn;
+        }
+        Ok(())
     }
 
     /// Reads the replies to one request, handing each structured chunk (type, payload) or
@@ -274,7 +320,9 @@ impl Conn {
         simple_len: usize,
         mut on_chunk: impl FnMut(u16, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
+        let pending = self.state;
         loop {
+            self.state = State::Broken;
             let mut magic = [0u8; 4];
             self.io
                 .read_exact(&mut magic)
@@ -292,6 +340,8 @@ impl Conn {
                         return Err(Error::invalid("nbd: reply for an unknown request"));
                     }
                     if error != 0 {
+                        // A simple error reply carries no data.
+                        self.state = State::Ready;
                         return Err(Error::new(
                             ErrorKind::Io,
                             format!("nbd: the server failed a request (errno {error})"),
@@ -302,6 +352,7 @@ impl Conn {
                         .read_exact(&mut data)
                         .await
                         .map_err(io_err("reading data"))?;
+                    self.state = State::Ready;
                     return on_chunk(SIMPLE_DATA, data);
                 }
                 STRUCTURED_REPLY_MAGIC => {
@@ -324,6 +375,11 @@ impl Conn {
                         .read_exact(&mut payload)
                         .await
                         .map_err(io_err("reading a reply"))?;
+                    self.state = if flags & REPLY_FLAG_DONE != 0 {
+                        State::Ready
+                    } else {
+                        pending
+                    };
                     if kind & 0x8000 != 0 {
                         let errno = payload
                             .get(0..4)
@@ -352,6 +408,8 @@ impl Conn {
 #[derive(Debug)]
 pub struct NbdStream {
     uri: String,
+    address: Address,
+    export: String,
     size: u64,
     conn: Mutex<Conn>,
 }
@@ -363,6 +421,8 @@ impl NbdStream {
         let (conn, size) = Conn::connect(&address, &export).await?;
         Ok(NbdStream {
             uri: uri.to_owned(),
+            address,
+            export,
             size,
             conn: Mutex::new(conn),
         })
@@ -403,6 +463,7 @@ impl Stream for NbdStream {
         check_range(self, offset, length, self.size)?;
         let mut out = vec![0u8; length as usize];
         let mut conn = self.conn.lock().await;
+        conn.ready(&self.address, &self.export).await?;
         let mut done = 0u64;
         while done < length {
             let n = (length - done).min(MAX_REQUEST);
@@ -438,6 +499,7 @@ impl Stream for NbdStream {
     async fn extents(&self, offset: u64, length: u64) -> Result<Vec<Extent>> {
         check_range(self, offset, length, self.size)?;
         let mut conn = self.conn.lock().await;
+        conn.ready(&self.address, &self.export).await?;
         let Some(context) = conn.meta_context else {
             return Ok(vec![Extent::data(offset, length)]);
         };

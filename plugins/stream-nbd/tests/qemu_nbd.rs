@@ -108,7 +108,20 @@ async fn reads_and_block_status_match_the_image() {
     let expected = std::fs::read(&raw).unwrap();
 
     let socket = dir.path().join("nbd.sock");
-    let _server = serve(&image, &["-k", socket.to_str().unwrap(), "-x", "disk"]);
+    // Persistent and shared: the conformance kit's cancelled reads make the stream connect
+    // again while its first connection closes.
+    let _server = serve(
+        &image,
+        &[
+            "-k",
+            socket.to_str().unwrap(),
+            "-x",
+            "disk",
+            "-t",
+            "-e",
+            "2",
+        ],
+    );
     let uri = format!("nbd+unix:///disk?socket={}", socket.display());
     let s = connect(&uri).await;
     assert_eq!(s.size().await.unwrap(), 64 << 20);
@@ -144,7 +157,10 @@ async fn reads_and_block_status_match_the_image() {
             "{e:?}"
         );
     }
-    drop(s);
+    // The conformance kit every driver runs.
+    let shared: std::sync::Arc<dyn rbdx_source::Stream> = std::sync::Arc::new(s);
+    rbdx_source::testkit::conformance(&rbdx_source::testkit::Subject::Stream(shared), &expected)
+        .await;
 
     let wrong = format!("nbd+unix:///nosuch?socket={}", socket.display());
     let e = NbdStream::open(&wrong).await.unwrap_err();
