@@ -73,3 +73,45 @@ fn s3_sources_are_read_with_signed_ranged_requests() {
     rbdx.run(&["source", "probe", "--source-spec", &missing])
         .fails(22, "missing the 'secret_key'");
 }
+
+#[test]
+fn the_s3_stream_passes_the_conformance_kit() {
+    use rbdx_source::testkit::{Subject, after_change, conformance};
+    use rbdx_source::{OpenContext, Registry, StreamFactory as _};
+    let Some(gw) = Gateway::from_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(5u32 << 20) + 99)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8)
+        .collect();
+    let new: Vec<u8> = data.iter().map(|b| b ^ 0x55).collect();
+    let (old_file, new_file) = (dir.path().join("old.raw"), dir.path().join("new.raw"));
+    std::fs::write(&old_file, &data).unwrap();
+    std::fs::write(&new_file, &new).unwrap();
+    let bucket = gw.bucket("kit");
+    gw.curl("PUT", &format!("/{bucket}/disk.raw"), Some(&old_file));
+    let spec = gw.stream(&bucket, "disk.raw", &gw.secret);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ctx = OpenContext::new(std::sync::Arc::new(Registry::new()));
+        let stream = rbdx_stream_s3::S3StreamFactory
+            .open(spec.as_object().unwrap(), &ctx)
+            .await
+            .unwrap();
+        let subject = Subject::Stream(std::sync::Arc::from(stream));
+        conformance(&subject, &data).await;
+        // The object is replaced under the open stream (its ETag changes).
+        after_change(
+            &subject,
+            || gw.curl("PUT", &format!("/{bucket}/disk.raw"), Some(&new_file)),
+            &data,
+            &new,
+        )
+        .await;
+    });
+}

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use rbdx_source::{ErrorKind, OpenContext, Registry};
+use rbdx_source::testkit::{Subject, conformance};
+use rbdx_source::{ErrorKind, MemoryStream, OpenContext, Registry};
 
 /// Builds the sample plugin (with `features`) into its own target directory and copies the
 /// library into `into`.
@@ -51,6 +52,13 @@ async fn the_sample_plugin_loads_and_a_wrong_abi_build_is_refused() {
     assert_eq!(data.as_ref(), expected.as_slice());
     let e = stream.read(19_990, 20).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Invalid);
+    // The conformance kit every driver runs.
+    let pattern: Vec<u8> = (0u64..20000)
+        .map(|i| ((7 + i / 4096) % 251) as u8)
+        .collect();
+    let shared: Arc<dyn rbdx_source::Stream> =
+        Arc::from(ctx.registry().open_stream(&spec, &ctx).await.unwrap());
+    conformance(&Subject::Stream(shared), &pattern).await;
     // Reads run concurrently on one handle.
     let reads = (0..16u64).map(|i| stream.read(i * 1000, 1000));
     for r in futures::future::join_all(reads).await {
@@ -90,4 +98,79 @@ async fn the_sample_plugin_loads_and_a_wrong_abi_build_is_refused() {
         "{e}"
     );
     assert_eq!(registry.stream_names(), ["sample-pattern"]);
+}
+
+/// Builds the vhd format plugin into its own target directory and copies it into `into`.
+fn build_vhd(into: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = root.join("target/vhd-plugin-kit");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "-q", "-p", "rbdx-format-vhd", "--target-dir"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the vhd plugin failed");
+    std::fs::copy(
+        target.join("debug/librbdx_format_vhd.so"),
+        into.join("librbdx_format_vhd.so"),
+    )
+    .unwrap();
+}
+
+fn qemu(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vhd_format_plugin_passes_the_conformance_kit() {
+    let dir = tempfile::tempdir().unwrap();
+    build_vhd(dir.path());
+    let mut registry = Registry::new();
+    let loads = registry.load_dir(dir.path()).unwrap();
+    assert_eq!(loads[0].result.as_deref().unwrap(), "format vhd");
+    let ctx = OpenContext::new(Arc::new(registry));
+    for subformat in ["fixed", "dynamic"] {
+        let vhd = dir.path().join(format!("{subformat}.vhd"));
+        let raw = dir.path().join(format!("{subformat}.raw"));
+        let (v, r) = (vhd.to_str().unwrap(), raw.to_str().unwrap());
+        let opts = format!("subformat={subformat}");
+        qemu(
+            "qemu-img",
+            &["create", "-q", "-f", "vpc", "-o", &opts, v, "9M"],
+        );
+        qemu(
+            "qemu-io",
+            &[
+                "-f",
+                "vpc",
+                "-c",
+                "write -P 0x5a 1000k 300k",
+                "-c",
+                "write -P 0x6b 6M 8k",
+                v,
+            ],
+        );
+        qemu("qemu-img", &["convert", "-f", "vpc", "-O", "raw", v, r]);
+        let stream = Arc::new(MemoryStream::new(subformat, std::fs::read(&vhd).unwrap()));
+        // Named, and found by probing its magic (a fixed disk has none: it probes as raw).
+        let named = ctx
+            .registry()
+            .open_on(Some("vhd"), stream.clone(), &ctx)
+            .await
+            .unwrap();
+        let expected = std::fs::read(&raw).unwrap();
+        conformance(&Subject::Format(Arc::from(named), None), &expected).await;
+        let probed = ctx.registry().probe(&*stream).await.unwrap();
+        assert_eq!(
+            probed.map(|f| f.name()),
+            (subformat == "dynamic").then_some("vhd")
+        );
+    }
 }
