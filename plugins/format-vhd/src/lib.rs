@@ -8,7 +8,7 @@
 //! This crate is built only as a shared library (`librbdx_format_vhd.so`) and is never
 //! linked into `rbdx`: put it in the plugin directory (`--plugin-dir` or `RBDX_PLUGIN_DIR`).
 //! It exports `rbdx_format_plugin_v1` ([`rbdx_plugin_abi::FormatPluginV1`]). The format
-//! itself is in [`vhd`]; this file is the glue to the ABI.
+//! itself is in the private `vhd` module; this file is the glue to the ABI.
 
 mod vhd;
 
