@@ -16,6 +16,7 @@ const TARGETS: &[&str] = &[
     "journal_entry",
     "nbd_message",
     "notify_frame",
+    "peer_frame",
     "qcow",
     "source_spec",
 ];
@@ -101,6 +102,63 @@ fn seed_nbd(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seeds the peer target with each of its inputs: frames and bare messages.
+fn seed_peer(dir: &Path) -> anyhow::Result<()> {
+    for (i, seed) in rbdx_peer_seeds().into_iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i}")), seed)?;
+    }
+    Ok(())
+}
+
+/// A request frame (selector 0), a bare request (1) and a bare error answer (2), built by
+/// hand so that xtask needs no dependency on the protocol crate.
+fn rbdx_peer_seeds() -> Vec<Vec<u8>> {
+    let mut request = vec![16u8];
+    request.extend_from_slice(&1u64.to_le_bytes());
+    request.extend_from_slice(&0u32.to_le_bytes());
+    request.extend_from_slice(&3u32.to_le_bytes());
+    request.extend_from_slice(b"obj");
+    request.extend_from_slice(&1u32.to_le_bytes());
+    request.push(6);
+    request.extend_from_slice(&0u64.to_le_bytes());
+    request.extend_from_slice(&2u32.to_le_bytes());
+    request.extend_from_slice(b"hi");
+    request.extend_from_slice(&0u64.to_le_bytes());
+    request.extend_from_slice(&0u32.to_le_bytes());
+    let mut frame = b"RBXP".to_vec();
+    frame.extend_from_slice(&[1, 5, 0, 0]);
+    frame.extend_from_slice(&9u64.to_le_bytes());
+    frame.extend_from_slice(&(request.len() as u32).to_le_bytes());
+    let crc = crc32c_of(&frame, &request);
+    frame.extend_from_slice(&crc.to_le_bytes());
+    frame.extend_from_slice(&request);
+    let mut error = vec![1u8, 5, 11];
+    error.extend_from_slice(&1u32.to_le_bytes());
+    error.push(b'k');
+    error.push(0);
+    vec![
+        [vec![0], frame].concat(),
+        [vec![1], request].concat(),
+        [vec![2], error].concat(),
+    ]
+}
+
+/// CRC-32C (Castagnoli) of `a` then `b`, bit by bit: only for seeds.
+fn crc32c_of(a: &[u8], b: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in a.iter().chain(b) {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 fn seed_specs(dir: &Path) -> anyhow::Result<()> {
     let seeds = [
         r#"{"type":"raw","stream":{"type":"file","file_path":"/x"}}"#,
@@ -157,6 +215,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "source_spec" => seed_specs(&corpus)?,
             "nbd_message" => seed_nbd(&corpus)?,
             "journal_entry" => seed_journal(&corpus)?,
+            "peer_frame" => seed_peer(&corpus)?,
             _ => {}
         }
         let binary = target_dir.join(&triple).join("release").join(target);

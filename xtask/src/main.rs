@@ -22,6 +22,7 @@ mod image_bench;
 mod journal_bench;
 mod migration_bench;
 mod nbd_bench;
+mod peer_bench;
 mod rados_bench;
 mod rbdx;
 mod source_bench;

@@ -9,6 +9,8 @@
 //! keyring = "/etc/ceph/ceph.client.rbdx.keyring"  # rados, optional
 //! id = "rbdx"                       # rados, optional (or name = "client.rbdx")
 //! data_dir = "/srv/rbdx"            # dir: the embedded store's directory
+//! # remote (another site's store through its gateway; `rbdx gateway key create` prints this):
+//! # endpoint = "site-a:7000", fingerprint = "sha256:...", name = "client.b", key = "..."
 //!
 //! [client]                          # optional: rbd client settings
 //! rbd_default_clone_format = "2"    # 1, 2 or auto
@@ -203,7 +205,7 @@ fn from_table(
         .collect();
     let backend = settings.remove("backend").ok_or_else(|| {
         CliError::invalid(format!(
-            "{}: not an rbdx config: [cluster] needs backend = \"dir\", \"rados\" or \"memory\"",
+            "{}: not an rbdx config: [cluster] needs backend = \"dir\", \"rados\", \"remote\" or \"memory\"",
             file.display()
         ))
     })?;

@@ -49,11 +49,17 @@ fn main() -> ExitCode {
         }
     };
     keep_freed_buffers();
-    let serving = matches!(cli.command, args::Command::Nbd { .. });
+    let serving = matches!(
+        cli.command,
+        args::Command::Nbd { .. }
+            | args::Command::Gateway {
+                command: args::GatewayCommand::Serve(_)
+            }
+    );
     logging::init(
         cli.global.verbose,
         if serving {
-            "warn,rbdx_nbd=info,rbdx=info"
+            "warn,rbdx_nbd=info,rbdx_peer=info,rbdx=info"
         } else {
             "warn"
         },

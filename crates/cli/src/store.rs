@@ -12,13 +12,14 @@ use crate::args::Global;
 use crate::cluster::{self, DEFAULT_POOL};
 use crate::error::{CliError, CliResult};
 
-/// Returns the object-store backends built into this binary: `dir`, `memory`, and `rados`
-/// with the `rados` feature.
+/// Returns the object-store backends built into this binary: `dir`, `memory`, `remote` (a
+/// gateway of another site), and `rados` with the `rados` feature.
 pub fn registry() -> BackendRegistry {
     let mut registry = BackendRegistry::new();
     let builtin: Vec<Arc<dyn rbdx_objstore::BackendFactory>> = vec![
         Arc::new(DirBackend),
         Arc::new(MemoryBackend),
+        Arc::new(rbdx_peer::RemoteBackend),
         #[cfg(feature = "rados")]
         Arc::new(rbdx_objstore_rados::RadosBackend),
     ];
@@ -31,6 +32,11 @@ pub fn registry() -> BackendRegistry {
 
 /// Opens the store selected by the global options.
 pub async fn open(global: &Global) -> CliResult<Arc<dyn ObjectStore>> {
+    Ok(registry().open(&config(global)?).await?)
+}
+
+/// Returns the backend configuration of the store the global options select.
+pub fn config(global: &Global) -> CliResult<rbdx_objstore::BackendConfig> {
     let mut config = cluster::resolve(global)?;
     if config.backend == "rados" && !cfg!(feature = "rados") {
         return Err(CliError::with_code(
@@ -48,7 +54,7 @@ pub async fn open(global: &Global) -> CliResult<Arc<dyn ObjectStore>> {
             .entry("default_pool".into())
             .or_insert_with(|| DEFAULT_POOL.to_owned());
     }
-    Ok(registry().open(&config).await?)
+    Ok(config)
 }
 
 /// Opens the store of another cluster, named as `--cluster` names one (its rbdx config

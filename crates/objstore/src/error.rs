@@ -35,6 +35,10 @@ pub enum ErrorKind {
     Corrupt,
     /// The operating system or the backend's storage failed (`EIO`).
     Io,
+    /// The other end does not speak the expected protocol (`EPROTO`).
+    Protocol,
+    /// Nothing listens where the store should be (`ECONNREFUSED`).
+    ConnectionRefused,
 }
 
 impl ErrorKind {
@@ -51,6 +55,8 @@ impl ErrorKind {
             ErrorKind::TimedOut => libc_errno::ETIMEDOUT,
             ErrorKind::PermissionDenied => libc_errno::EACCES,
             ErrorKind::Corrupt | ErrorKind::Io => libc_errno::EIO,
+            ErrorKind::Protocol => libc_errno::EPROTO,
+            ErrorKind::ConnectionRefused => libc_errno::ECONNREFUSED,
         }
     }
 
@@ -67,6 +73,8 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Corrupt => "corrupt",
             ErrorKind::Io => "i/o error",
+            ErrorKind::Protocol => "protocol error",
+            ErrorKind::ConnectionRefused => "connection refused",
         }
     }
 }
@@ -80,8 +88,10 @@ mod libc_errno {
     pub const EEXIST: i32 = 17;
     pub const EINVAL: i32 = 22;
     pub const ERANGE: i32 = 34;
+    pub const EPROTO: i32 = 71;
     pub const EOPNOTSUPP: i32 = 95;
     pub const ETIMEDOUT: i32 = 110;
+    pub const ECONNREFUSED: i32 = 111;
     pub const ECANCELED: i32 = 125;
 }
 

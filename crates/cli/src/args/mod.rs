@@ -5,6 +5,7 @@ mod cluster;
 mod common;
 mod copy;
 mod diff;
+mod gateway;
 mod image;
 mod journal;
 mod maintenance;
@@ -18,6 +19,7 @@ pub use cluster::{ConfigKeyCommand, PoolCommand, RadosArgs, RadosCommand};
 pub use common::{DestArg, ImageArg, PoolArg};
 pub use copy::{CopyArgs, DeepCommand};
 pub use diff::{ExportDiffArgs, ImportDiffArgs, MergeDiffArgs};
+pub use gateway::{GatewayCommand, GatewayServeArgs, KeyCommand};
 pub use image::{BenchArgs, CreateArgs, ExportArgs, ImportArgs, IoPattern, IoType};
 pub use journal::{ClientCommand, JournalCommand, JournalImportArgs};
 pub use maintenance::{
@@ -209,6 +211,11 @@ pub enum Command {
     Journal {
         #[command(subcommand)]
         command: JournalCommand,
+    },
+    /// Serve this site's store to other sites on one TLS port, and manage its keys.
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
     },
     /// Serve images over NBD to qemu, libnbd tools and the kernel, during migration too.
     Nbd {

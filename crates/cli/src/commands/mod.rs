@@ -8,6 +8,7 @@ mod create_opts;
 mod diff;
 mod du;
 mod exchange;
+mod gateway;
 mod image;
 pub mod journal;
 mod layering;
@@ -95,6 +96,9 @@ pub async fn run(cli: Cli) -> CliResult {
             journal::run(&cluster, command, printer, cli.global.verbose > 0).await
         }
         Command::Nbd { command } => nbd::run(&cluster, command, printer).await,
+        Command::Gateway { command } => {
+            gateway::run(&cli.global, cluster.store().clone(), command, printer).await
+        }
         Command::Trash { command } => trash::run(&cluster, command, printer, progress).await,
         Command::Source { .. } => Ok(()),
         Command::Diff {

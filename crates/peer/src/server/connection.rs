@@ -1,0 +1,429 @@
+//! One client connection at the gateway: TLS, the handshake, then frames until either side
+//! stops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rbdx_objstore::{Error, ErrorKind, Subject};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::conn::{ConnError, FrameReader, Outgoing, outgoing, write_loop};
+use crate::frame::{self, Frame, FrameType, MAGIC, VERSION};
+use crate::handshake::{self, Challenge, EXPORTER_LABEL, Hello, Side, Welcome};
+use crate::message::{Event, Request, encode_fatal, encode_response};
+use crate::server::session::{Attachment, Seen, Session};
+use crate::server::{GatewayInner, dispatch};
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+fn fatal_frame(kind: ErrorKind, detail: String) -> Frame {
+    let e = Error::new(kind, Subject::Store).with_detail(detail);
+    Frame::new(FrameType::Error, 0, encode_fatal(&e))
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(gw: Arc<GatewayInner>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let mut first = [0u8; 4];
+    let peeked = tokio::time::timeout(gw.opts.handshake_timeout, tcp.peek(&mut first)).await;
+    match peeked {
+        Ok(Ok(n)) if n > 0 && first[0] == TLS_HANDSHAKE => {}
+        Ok(Ok(n)) => {
+            tracing::warn!("connection from {peer} does not start with TLS; closed");
+            if n >= 4 && first == MAGIC {
+                plain_refusal(tcp).await;
+            }
+            return;
+        }
+        _ => {
+            tracing::warn!("connection from {peer} sent nothing; closed");
+            return;
+        }
+    }
+    let accepted = tokio::time::timeout(gw.opts.handshake_timeout, gw.acceptor.accept(tcp)).await;
+    let tls = match accepted {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::warn!("TLS handshake with {peer} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("TLS handshake with {peer} timed out");
+            return;
+        }
+    };
+    let mut exporter = [0u8; 32];
+    match tls
+        .get_ref()
+        .1
+        .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
+    {
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!("TLS exporter for {peer}: {e}");
+            return;
+        }
+    }
+    let (read, write) = tokio::io::split(tls);
+    let mut reader = FrameReader::new(read);
+    let (tx, rx) = mpsc::channel::<Outgoing>(gw.opts.max_requests as usize + 64);
+    let bandwidth = gw.opts.bandwidth_limit;
+    let writer = tokio::spawn(write_loop(write, rx, bandwidth));
+    let session = tokio::time::timeout(
+        gw.opts.handshake_timeout,
+        handshake(&gw, &mut reader, &tx, &exporter, peer),
+    )
+    .await;
+    let (session, compress) = match session {
+        Ok(Ok(s)) => s,
+        Ok(Err(refusal)) => {
+            if let Some(frame) = refusal
+                && let Ok(mut out) = outgoing(&frame, false)
+            {
+                out.last = true;
+                let _ = tx.send(out).await;
+            }
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("handshake with {peer} timed out");
+            return;
+        }
+    };
+    run(&gw, session, reader, tx, compress, peer).await;
+    let _ = writer.await;
+}
+
+/// Answers a client that speaks the peer protocol without TLS, in plain text, and closes.
+async fn plain_refusal(mut tcp: TcpStream) {
+    let frame = fatal_frame(
+        ErrorKind::Protocol,
+        "this gateway speaks TLS 1.3 from the first byte".into(),
+    );
+    if let Ok(out) = frame::encode(&frame, false) {
+        let _ = tcp.write_all(&out).await;
+        let _ = tcp.shutdown().await;
+    }
+}
+
+/// Runs the handshake; on success returns the session and whether to compress. A refusal
+/// carries the `Error` frame to send before closing.
+async fn handshake<R: AsyncRead + Unpin>(
+    gw: &Arc<GatewayInner>,
+    reader: &mut FrameReader<R>,
+    tx: &mpsc::Sender<Outgoing>,
+    exporter: &[u8; 32],
+    peer: SocketAddr,
+) -> Result<(Arc<Session>, bool), Option<Frame>> {
+    let frame = reader.next().await.map_err(|e| {
+        tracing::warn!("handshake with {peer}: {e}");
+        None
+    })?;
+    if frame.kind != FrameType::Hello {
+        tracing::warn!(
+            "{peer} began with a {:?} frame, not Hello; closed",
+            frame.kind
+        );
+        return Err(Some(fatal_frame(
+            ErrorKind::Protocol,
+            "the first frame must be Hello".into(),
+        )));
+    }
+    let hello = Hello::decode(frame.payload).map_err(|e| {
+        tracing::warn!("bad Hello from {peer}: {e}");
+        Some(fatal_frame(ErrorKind::Protocol, format!("bad Hello: {e}")))
+    })?;
+    if hello.min_version > VERSION || hello.max_version < VERSION {
+        tracing::warn!(
+            "{peer} speaks protocol versions {}..{}, not {VERSION}",
+            hello.min_version,
+            hello.max_version
+        );
+        return Err(Some(fatal_frame(
+            ErrorKind::Protocol,
+            format!(
+                "the client speaks protocol versions {}..{}; this gateway speaks {VERSION}",
+                hello.min_version, hello.max_version
+            ),
+        )));
+    }
+    let key = gw.keys.get(&hello.key_name).await.ok().flatten();
+    let server_nonce = handshake::random::<32>();
+    let challenge = Challenge {
+        version: VERSION,
+        nonce: server_nonce,
+    };
+    send(
+        tx,
+        Frame::new(FrameType::Challenge, 0, challenge.encode()),
+        false,
+    )
+    .await;
+    let auth = reader.next().await.map_err(|e| {
+        tracing::warn!("handshake with {peer}: {e}");
+        None
+    })?;
+    let refused = || {
+        tracing::warn!(
+            "{peer} refused: key {} unknown or wrong proof",
+            hello.key_name
+        );
+        Some(fatal_frame(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the gateway refused key {}: no such key or a wrong secret",
+                hello.key_name
+            ),
+        ))
+    };
+    let proof: [u8; 32] = match (auth.kind, auth.payload.as_ref().try_into()) {
+        (FrameType::Auth, Ok(p)) => p,
+        _ => return Err(refused()),
+    };
+    let Some(key) = key else {
+        return Err(refused());
+    };
+    let secret = key.secret_bytes().map_err(|_| refused())?;
+    let expected = handshake::proof(
+        &secret,
+        Side::Client,
+        exporter,
+        &hello.key_name,
+        &hello.nonce,
+        &server_nonce,
+    );
+    if !handshake::proofs_equal(&expected, &proof) {
+        return Err(refused());
+    }
+    let (session, resumed) = gw.session_for(&key, hello.resume).await.map_err(|e| {
+        tracing::warn!("cannot open a store session for {peer}: {e}");
+        Some(Frame::new(FrameType::Error, 0, encode_fatal(&e)))
+    })?;
+    let compress = hello.compress;
+    let welcome = Welcome {
+        proof: handshake::proof(
+            &secret,
+            Side::Server,
+            exporter,
+            &hello.key_name,
+            &hello.nonce,
+            &server_nonce,
+        ),
+        session: session.id,
+        token: session.token,
+        resumed,
+        client: session.store.client(),
+        max_requests: gw.opts.max_requests,
+        window: gw.opts.window,
+        compress,
+    };
+    send(
+        tx,
+        Frame::new(FrameType::Welcome, 0, welcome.encode()),
+        false,
+    )
+    .await;
+    tracing::info!(
+        "{peer} authenticated as {} ({}), session {:x}{}",
+        key.name,
+        key.profile.as_str(),
+        session.id,
+        if resumed { " resumed" } else { "" }
+    );
+    Ok((session, compress))
+}
+
+async fn send(tx: &mpsc::Sender<Outgoing>, frame: Frame, compress: bool) {
+    if let Ok(out) = outgoing(&frame, compress) {
+        let _ = tx.send(out).await;
+    }
+}
+
+/// Serves frames of an authenticated connection.
+async fn run<R: AsyncRead + Unpin + Send + 'static>(
+    gw: &Arc<GatewayInner>,
+    session: Arc<Session>,
+    mut reader: FrameReader<R>,
+    tx: mpsc::Sender<Outgoing>,
+    compress: bool,
+    peer: SocketAddr,
+) {
+    let (cut_tx, mut cut_rx) = watch::channel(false);
+    let serial = gw.next_serial();
+    let window = Arc::new(Semaphore::new(gw.opts.window as usize));
+    session.attach(Attachment {
+        tx: tx.clone(),
+        window: window.clone(),
+        window_bytes: gw.opts.window,
+        compress,
+        cut: cut_tx,
+        serial,
+    });
+    for (cookie, e) in session.take_lost() {
+        send(
+            &tx,
+            Frame::new(FrameType::Event, cookie, Event::Lost(e).encode()),
+            compress,
+        )
+        .await;
+    }
+    let slots = Arc::new(Semaphore::new(gw.opts.max_requests as usize));
+    let requests_window = Arc::new(Semaphore::new(gw.opts.window as usize));
+    let mut stopping = gw.stopping.subscribe();
+    let mut bye = false;
+    let idle = gw.opts.idle_timeout;
+    loop {
+        let next = tokio::select! {
+            _ = cut_rx.changed() => {
+                tracing::info!("session {:x} of {peer}: connection cut", session.id);
+                break;
+            }
+            _ = stopping.wait_for(|s| *s) => break,
+            next = tokio::time::timeout(idle, reader.header()) => next,
+        };
+        let (header, head) = match next {
+            Ok(Ok(h)) => h,
+            Ok(Err(ConnError::Closed)) => break,
+            Ok(Err(e)) => {
+                tracing::warn!("connection from {peer} closed: {e}");
+                if let ConnError::Frame(f) = e {
+                    send(&tx, fatal_frame(ErrorKind::Protocol, f.0), false).await;
+                }
+                break;
+            }
+            Err(_) => {
+                tracing::warn!("connection from {peer} idle for {idle:?}; closed");
+                break;
+            }
+        };
+        // Flow control: a request's bytes count against the window until it is answered.
+        let credit = header.len.min(gw.opts.window as usize) as u32;
+        let permit = if header.kind == FrameType::Request {
+            match requests_window.clone().acquire_many_owned(credit).await {
+                Ok(p) => Some(p),
+                Err(_) => break,
+            }
+        } else {
+            None
+        };
+        let frame = match reader.payload(&header, &head).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("connection from {peer} closed: {e}");
+                if let ConnError::Frame(f) = e {
+                    send(&tx, fatal_frame(ErrorKind::Protocol, f.0), false).await;
+                }
+                break;
+            }
+        };
+        match frame.kind {
+            FrameType::Request => {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let req = match Request::decode(frame.payload) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("bad request from {peer}: {e}; connection closed");
+                        send(
+                            &tx,
+                            fatal_frame(ErrorKind::Protocol, format!("bad request: {e}")),
+                            false,
+                        )
+                        .await;
+                        break;
+                    }
+                };
+                let session = session.clone();
+                tokio::spawn(async move {
+                    answer(&session, frame.id, req).await;
+                    drop(permit);
+                    drop(slot);
+                });
+            }
+            FrameType::NotifyAck => session.ack(frame.id, frame.payload),
+            FrameType::Ping => {
+                send(
+                    &tx,
+                    Frame::new(FrameType::Pong, frame.id, Bytes::new()),
+                    false,
+                )
+                .await
+            }
+            FrameType::Pong => {}
+            FrameType::Bye => {
+                bye = true;
+                break;
+            }
+            other => {
+                tracing::warn!("unexpected {other:?} frame from {peer}; connection closed");
+                send(
+                    &tx,
+                    fatal_frame(ErrorKind::Protocol, format!("unexpected {other:?} frame")),
+                    false,
+                )
+                .await;
+                break;
+            }
+        }
+    }
+    if *gw.stopping.borrow() {
+        // A clean stop: answers in flight go out before the connection closes.
+        let _ = slots.acquire_many(gw.opts.max_requests).await;
+    }
+    session.detach(serial);
+    drop(tx);
+    if bye {
+        gw.end_session(&session).await;
+    }
+}
+
+/// Runs request `id` once, however often it arrives, and sends its answer to whichever
+/// connection the session has then.
+async fn answer(session: &Arc<Session>, id: u64, req: Option<Request>) {
+    let encoded = match session.begin(id) {
+        Seen::Done(answer) => answer,
+        Seen::Running(mut rx) => {
+            let waited = rx.wait_for(Option::is_some).await.map(|a| a.clone());
+            match waited {
+                Ok(Some(answer)) => answer,
+                _ => return,
+            }
+        }
+        Seen::New(tx) => {
+            let (result, keep) = match req {
+                Some(req) => {
+                    let keep = req.changes_state();
+                    (dispatch::run(session, req).await, keep)
+                }
+                None => (
+                    Err(Error::new(ErrorKind::Unsupported, Subject::Store)
+                        .with_detail("this gateway does not know that request")),
+                    false,
+                ),
+            };
+            let encoded = encode_response(&result);
+            session.finish(id, &encoded, keep, tx);
+            encoded
+        }
+    };
+    let Some(att) = session.attachment() else {
+        return;
+    };
+    let frame = Frame::new(FrameType::Response, id, encoded);
+    let Ok(mut out) = outgoing(&frame, att.compress) else {
+        return;
+    };
+    let credit = out.bytes.len().min(att.window_bytes as usize) as u32;
+    let Ok(permit) = att.window.clone().acquire_many_owned(credit).await else {
+        return;
+    };
+    out.permit = Some(permit);
+    let _ = att.tx.send(out).await;
+}
