@@ -79,6 +79,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A write to a closed standard output (export to `-`) ends quietly, as a print does.
+        Err(e) if e.exit_code() == 32 && e.to_string().contains("Broken pipe") => {
+            ExitCode::from(CLOSED_PIPE_EXIT as u8)
+        }
         Err(e) => {
             eprintln!("rbdx: {e}");
             ExitCode::from(e.exit_code())
@@ -98,16 +102,28 @@ fn keep_freed_buffers() {
     }
 }
 
-/// Lets a closed pipe end the process silently, as it ends `head`'s other Unix peers
-/// (`rbdx export img - | head -c 10`, `rbdx ls | head -1`), instead of a failed write to
-/// standard output. The NBD server keeps ignoring SIGPIPE: a client leaving must not stop it.
+/// Lets a closed pipe end the process silently (exit 141, as SIGPIPE would), as it ends
+/// `head`'s other Unix peers (`rbdx export img - | head -c 10`, `rbdx ls | head -1`), instead of
+/// a panic in a print. SIGPIPE itself stays ignored: a socket whose peer went away (a gateway,
+/// an HTTP or NBD source, an NBD client) must be an error to handle, not a silent death.
 fn die_quietly_on_closed_pipe() {
-    // SAFETY: restoring the default disposition of SIGPIPE before any other thread exists
-    // has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(CLOSED_PIPE_EXIT);
+        }
+        default(info);
+    }));
 }
+
+/// The exit status of a command whose standard output was closed under it.
+const CLOSED_PIPE_EXIT: i32 = 141;
 
 /// Turns clap's multi-line usage error into one line (without the usage and help hints).
 fn one_line(text: &str) -> String {
