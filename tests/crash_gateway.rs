@@ -29,10 +29,7 @@ struct Writer {
 }
 
 /// Applies batches until `stop`; returns the batch cut off by the crash, if one was.
-async fn write_until(
-    w: &mut Writer,
-    stop: &AtomicBool,
-) -> Option<(u64, rbdx_objstore::WriteOp)> {
+async fn write_until(w: &mut Writer, stop: &AtomicBool) -> Option<(u64, rbdx_objstore::WriteOp)> {
     while !stop.load(Ordering::SeqCst) {
         let (object, op) = w.generator.next_batch();
         match w
@@ -41,7 +38,10 @@ async fn write_until(
             .await
         {
             Ok(_) => {
-                assert!(w.model[object as usize].apply(&op), "the model refused a batch the store took");
+                assert!(
+                    w.model[object as usize].apply(&op),
+                    "the model refused a batch the store took"
+                );
                 w.acked += 1;
             }
             Err(e)
@@ -53,7 +53,10 @@ async fn write_until(
                         | ErrorKind::ComparisonFailed
                 ) =>
             {
-                assert!(!w.model[object as usize].clone().apply(&op), "the store refused {op:?}: {e}");
+                assert!(
+                    !w.model[object as usize].clone().apply(&op),
+                    "the store refused {op:?}: {e}"
+                );
                 w.acked += 1;
             }
             Err(e) => {
@@ -68,7 +71,11 @@ async fn write_until(
 async fn load(store: &dyn ObjectStore, io: &IoCtx) -> Vec<ObjectImage> {
     let mut out = Vec::new();
     for index in 0..CRASH_OBJECTS {
-        out.push(ObjectImage::load(store, io, &crash_object(index), None).await.unwrap());
+        out.push(
+            ObjectImage::load(store, io, &crash_object(index), None)
+                .await
+                .unwrap(),
+        );
     }
     out
 }
@@ -79,9 +86,22 @@ async fn killed_gateways_leave_whole_batches_and_clients_reconnect() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = free.local_addr().unwrap().to_string();
     drop(free);
-    let mut gateway = Some(Gateway::start(&site, Some(&address), &["--session-grace", "5"]));
+    let mut gateway = Some(Gateway::start(
+        &site,
+        Some(&address),
+        &["--session-grace", "5"],
+    ));
     let conf = site
-        .run(&["gateway", "key", "create", "test", "--profile", "rw", "--format", "json"])
+        .run(&[
+            "gateway",
+            "key",
+            "create",
+            "test",
+            "--profile",
+            "rw",
+            "--format",
+            "json",
+        ])
         .ok()
         .json();
     let cfg = || {
@@ -123,19 +143,26 @@ async fn killed_gateways_leave_whole_batches_and_clients_reconnect() {
         tokio::time::sleep(Duration::from_millis(50 + rng.next(300))).await;
         gateway.take().unwrap().kill9();
         stop.store(true, Ordering::SeqCst);
-        gateway = Some(Gateway::start(&site, Some(&address), &["--session-grace", "5"]));
+        gateway = Some(Gateway::start(
+            &site,
+            Some(&address),
+            &["--session-grace", "5"],
+        ));
         for task in tasks {
             let (mut w, cut) = task.await.unwrap();
             let actual = load(&*w.store, &w.io).await;
-            for index in 0..CRASH_OBJECTS as usize {
+            for (index, seen) in actual.iter().enumerate() {
                 let expected = &w.model[index];
-                let interrupted = cut.as_ref().filter(|(o, _)| *o as usize == index).map(|(_, op)| {
-                    let mut m = expected.clone();
-                    m.apply(op);
-                    m
-                });
+                let interrupted =
+                    cut.as_ref()
+                        .filter(|(o, _)| *o as usize == index)
+                        .map(|(_, op)| {
+                            let mut m = expected.clone();
+                            m.apply(op);
+                            m
+                        });
                 assert!(
-                    actual[index] == *expected || interrupted.as_ref() == Some(&actual[index]),
+                    seen == expected || interrupted.as_ref() == Some(seen),
                     "round {round}: {} is neither as after the {} acknowledged batches nor as \
                      after the interrupted one",
                     crash_object(index as u64),

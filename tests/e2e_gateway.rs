@@ -37,7 +37,10 @@ fn site_b_imports_snapshots_clones_exports_and_serves_an_image_of_site_a() {
     let conf = key(&a, "site-b", &["--profile", "rw"], b.path());
     let text = std::fs::read_to_string(&conf).unwrap();
     assert!(text.contains("backend = \"remote\""), "{text}");
-    assert!(text.contains(&format!("endpoint = \"{}\"", gw.address())), "{text}");
+    assert!(
+        text.contains(&format!("endpoint = \"{}\"", gw.address())),
+        "{text}"
+    );
     assert!(text.contains(&gw.fingerprint()), "{text}");
 
     let file = b.path().join("disk.raw");
@@ -50,15 +53,23 @@ fn site_b_imports_snapshots_clones_exports_and_serves_an_image_of_site_a() {
     // Site A sees what B made.
     let listed = a.run(&["ls", "--format", "json"]).ok().json();
     assert_eq!(listed, serde_json::json!(["c1", "vm1"]));
-    let snaps = remote(&conf, &["snap", "ls", "--format", "json", "rbd/vm1"]).ok().json();
+    let snaps = remote(&conf, &["snap", "ls", "--format", "json", "rbd/vm1"])
+        .ok()
+        .json();
     assert_eq!(snaps[0]["name"], "s1");
     for image in ["rbd/vm1", "rbd/c1"] {
         let out = b.path().join("out.raw");
         let _ = std::fs::remove_file(&out);
-        remote(&conf, &["export", "--no-progress", image, out.to_str().unwrap()]).ok();
+        remote(
+            &conf,
+            &["export", "--no-progress", image, out.to_str().unwrap()],
+        )
+        .ok();
         assert!(std::fs::read(&out).unwrap() == data, "{image} differs");
     }
-    let info = remote(&conf, &["info", "--format", "json", "rbd/c1"]).ok().json();
+    let info = remote(&conf, &["info", "--format", "json", "rbd/c1"])
+        .ok()
+        .json();
     assert_eq!(info["parent"]["image"], "vm1");
 
     if !have("qemu-img", "qemu-utils") {
@@ -110,7 +121,10 @@ fn wrong_keys_fingerprints_and_endpoints_fail_fast_with_their_exit_status() {
     let d = dir.path();
     let good = key(&a, "site-b", &["--profile", "rw"], d);
     remote(&good, &["create", "--size", "8M", "rbd/keep"]).ok();
-    let keys_before = a.run(&["gateway", "key", "ls", "--format", "json"]).ok().json();
+    let keys_before = a
+        .run(&["gateway", "key", "ls", "--format", "json"])
+        .ok()
+        .json();
     let images_before = a.run(&["ls", "--format", "json"]).ok().json();
 
     let mut took = Vec::new();
@@ -123,7 +137,13 @@ fn wrong_keys_fingerprints_and_endpoints_fail_fast_with_their_exit_status() {
     remote(&gone, &["ls"]).ok();
     a.run(&["gateway", "key", "rm", "gone"]).ok();
     took.push(refused(&gone, 13, "refused key client.gone"));
-    let pinned = rewrite(&good, d, "pinned.conf", "fingerprint", &format!("sha256:{}", "ab".repeat(32)));
+    let pinned = rewrite(
+        &good,
+        d,
+        "pinned.conf",
+        "fingerprint",
+        &format!("sha256:{}", "ab".repeat(32)),
+    );
     took.push(refused(&pinned, 13, "not the configured fingerprint"));
 
     // A port where something else answers: an HTTP-like service.
@@ -155,7 +175,9 @@ fn wrong_keys_fingerprints_and_endpoints_fail_fast_with_their_exit_status() {
     plain
         .write_all(&rbdx_peer::frame::encode(&hello, false).unwrap())
         .unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut answer = Vec::new();
     plain.read_to_end(&mut answer).unwrap();
     let frame = rbdx_peer::frame::decode(&answer).unwrap();
@@ -163,7 +185,10 @@ fn wrong_keys_fingerprints_and_endpoints_fail_fast_with_their_exit_status() {
     assert_eq!(err.errno(), 71, "{err}");
 
     // Nothing changed at the gateway's site but the key removed on purpose; it serves on.
-    let keys_after = a.run(&["gateway", "key", "ls", "--format", "json"]).ok().json();
+    let keys_after = a
+        .run(&["gateway", "key", "ls", "--format", "json"])
+        .ok()
+        .json();
     let names = |v: &serde_json::Value| -> Vec<String> {
         v.as_array()
             .unwrap()
@@ -173,12 +198,21 @@ fn wrong_keys_fingerprints_and_endpoints_fail_fast_with_their_exit_status() {
     };
     assert_eq!(names(&keys_before), ["client.site-b"]);
     assert_eq!(names(&keys_after), ["client.site-b"]);
-    assert_eq!(a.run(&["ls", "--format", "json"]).ok().json(), images_before);
+    assert_eq!(
+        a.run(&["ls", "--format", "json"]).ok().json(),
+        images_before
+    );
     remote(&good, &["info", "rbd/keep"]).ok();
-    let secrets = a.run(&["gateway", "key", "ls", "--format", "json"]).ok().stdout;
+    let secrets = a
+        .run(&["gateway", "key", "ls", "--format", "json"])
+        .ok()
+        .stdout;
     let secret = std::fs::read_to_string(&good).unwrap();
     let secret = secret.lines().find(|l| l.starts_with("key =")).unwrap();
-    assert!(!secrets.contains(&secret[7..secret.len() - 1]), "key ls shows a secret");
+    assert!(
+        !secrets.contains(&secret[7..secret.len() - 1]),
+        "key ls shows a secret"
+    );
 }
 
 #[test]
@@ -193,20 +227,43 @@ fn profiles_limit_what_keys_may_do() {
     remote(&ro, &["info", "rbd/img"]).ok();
     remote(&ro, &["create", "--size", "1M", "rbd/new"]).fails(13, "needs the capability rw");
     remote(&ro, &["rm", "rbd/img"]).fails(13, "needs the capability rw");
-    let limited = key(&a, "limited", &["--profile", "rw", "--pool", "rbd"], dir.path());
+    let limited = key(
+        &a,
+        "limited",
+        &["--profile", "rw", "--pool", "rbd"],
+        dir.path(),
+    );
     remote(&limited, &["create", "--size", "1M", "rbd/new"]).ok();
     remote(&limited, &["info", "other/img"]).fails(13, "limited to pool(s) rbd");
-    let pools = remote(&limited, &["pool", "ls", "--format", "json"]).ok().json();
+    let pools = remote(&limited, &["pool", "ls", "--format", "json"])
+        .ok()
+        .json();
     assert_eq!(pools.as_array().unwrap().len(), 1, "{pools}");
     let peer = key(&a, "site-c", &["--profile", "mirror-peer"], dir.path());
     remote(&peer, &["info", "other/img"]).ok();
     remote(&peer, &["snap", "create", "rbd/img@x"]).fails(13, "mirror-peer key client.site-c");
     // Unknown pools and profiles are refused before a key is made.
-    a.run(&["gateway", "key", "create", "x", "--profile", "rw", "--pool", "nope"]).fails(2, "nope");
-    a.run(&["gateway", "key", "create", "x", "--profile", "admin"]).fails(22, "admin");
-    a.run(&["gateway", "key", "create", "reader", "--profile", "ro"]).fails(17, "exists");
-    a.run(&["gateway", "key", "rm", "nobody"]).fails(2, "no gateway key client.nobody");
-    let listed = a.run(&["gateway", "key", "ls", "--format", "json"]).ok().json();
+    a.run(&[
+        "gateway",
+        "key",
+        "create",
+        "x",
+        "--profile",
+        "rw",
+        "--pool",
+        "nope",
+    ])
+    .fails(2, "nope");
+    a.run(&["gateway", "key", "create", "x", "--profile", "admin"])
+        .fails(22, "admin");
+    a.run(&["gateway", "key", "create", "reader", "--profile", "ro"])
+        .fails(17, "exists");
+    a.run(&["gateway", "key", "rm", "nobody"])
+        .fails(2, "no gateway key client.nobody");
+    let listed = a
+        .run(&["gateway", "key", "ls", "--format", "json"])
+        .ok()
+        .json();
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 }
 
@@ -239,6 +296,10 @@ fn the_certificate_is_kept_across_restarts_or_taken_from_files() {
     );
     assert_eq!(given.fingerprint(), id.fingerprint().unwrap());
     let conf = key(&a, "b", &["--profile", "rw"], dir.path());
-    assert!(std::fs::read_to_string(&conf).unwrap().contains(&given.fingerprint()));
+    assert!(
+        std::fs::read_to_string(&conf)
+            .unwrap()
+            .contains(&given.fingerprint())
+    );
     remote(&conf, &["ls"]).ok();
 }

@@ -134,7 +134,7 @@ pub struct Outgoing {
     /// The encoded frame.
     pub bytes: Bytes,
     /// Flow-control credit given back once the frame is written.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permits: Vec<OwnedSemaphorePermit>,
     /// Close the stream after this frame.
     pub last: bool,
 }
@@ -143,7 +143,7 @@ pub struct Outgoing {
 pub fn outgoing(frame: &Frame, compress: bool) -> Result<Outgoing, FrameError> {
     Ok(Outgoing {
         bytes: frame::encode(frame, compress)?.freeze(),
-        permit: None,
+        permits: Vec::new(),
         last: false,
     })
 }
@@ -165,7 +165,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         if queue.is_empty() {
             io.flush().await?;
         }
-        drop(out.permit);
+        drop(out.permits);
         if out.last {
             break;
         }

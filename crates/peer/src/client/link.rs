@@ -346,7 +346,7 @@ fn ping(n: u64) -> Outgoing {
         Ok(o) => o,
         Err(_) => Outgoing {
             bytes: Bytes::new(),
-            permit: None,
+            permits: Vec::new(),
             last: false,
         },
     }

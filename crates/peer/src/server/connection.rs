@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rbdx_objstore::ReadStep;
 use rbdx_objstore::{Error, ErrorKind, Subject};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::conn::{ConnError, FrameReader, Outgoing, outgoing, write_loop};
 use crate::frame::{self, Frame, FrameType, MAGIC, VERSION};
@@ -260,7 +261,6 @@ async fn run<R: AsyncRead + Unpin + Send + 'static>(
     session.attach(Attachment {
         tx: tx.clone(),
         window: window.clone(),
-        window_bytes: gw.opts.window,
         compress,
         cut: cut_tx,
         serial,
@@ -340,9 +340,16 @@ async fn run<R: AsyncRead + Unpin + Send + 'static>(
                         break;
                     }
                 };
+                // The answer's credit is taken before the request runs, so a client that does
+                // not read stops the gateway from reading (and running) its next requests.
+                let window_bytes = gw.opts.window as usize;
+                let estimate = estimate(req.as_ref()).min(window_bytes) as u32;
+                let Ok(reserved) = window.clone().acquire_many_owned(estimate).await else {
+                    break;
+                };
                 let session = session.clone();
                 tokio::spawn(async move {
-                    answer(&session, frame.id, req).await;
+                    answer(&session, frame.id, req, reserved, window_bytes).await;
                     drop(permit);
                     drop(slot);
                 });
@@ -384,9 +391,35 @@ async fn run<R: AsyncRead + Unpin + Send + 'static>(
     }
 }
 
+/// Returns how many bytes the answer to `req` will take, about: what reads ask for, a few
+/// KiB for the rest.
+fn estimate(req: Option<&Request>) -> usize {
+    const SMALL: usize = 4 << 10;
+    const WHOLE_OBJECT: usize = 4 << 20;
+    let Some(Request::Read { op, .. }) = req else {
+        return SMALL;
+    };
+    op.steps()
+        .iter()
+        .map(|step| match step {
+            ReadStep::Read { length, .. } | ReadStep::SparseRead { length, .. } => {
+                length.map_or(WHOLE_OBJECT, |l| usize::try_from(l).unwrap_or(usize::MAX))
+            }
+            _ => SMALL,
+        })
+        .fold(SMALL, usize::saturating_add)
+}
+
 /// Runs request `id` once, however often it arrives, and sends its answer to whichever
-/// connection the session has then.
-async fn answer(session: &Arc<Session>, id: u64, req: Option<Request>) {
+/// connection the session has then. `reserved` is the credit taken for the answer; it is
+/// topped up or trimmed to the answer's real size.
+async fn answer(
+    session: &Arc<Session>,
+    id: u64,
+    req: Option<Request>,
+    mut reserved: OwnedSemaphorePermit,
+    window_bytes: usize,
+) {
     let encoded = match session.begin(id) {
         Seen::Done(answer) => answer,
         Seen::Running(mut rx) => {
@@ -420,10 +453,24 @@ async fn answer(session: &Arc<Session>, id: u64, req: Option<Request>) {
     let Ok(mut out) = outgoing(&frame, att.compress) else {
         return;
     };
-    let credit = out.bytes.len().min(att.window_bytes as usize) as u32;
-    let Ok(permit) = att.window.clone().acquire_many_owned(credit).await else {
-        return;
-    };
-    out.permit = Some(permit);
+    let need = out.bytes.len().min(window_bytes);
+    let have = reserved.num_permits();
+    if need < have {
+        drop(reserved.split(have - need));
+    }
+    out.permits.push(reserved);
+    if need > have {
+        // The reserved credit may belong to the window of an earlier connection (a resumed
+        // session); the top-up comes from the connection the answer goes to.
+        match att
+            .window
+            .clone()
+            .acquire_many_owned((need - have) as u32)
+            .await
+        {
+            Ok(more) => out.permits.push(more),
+            Err(_) => return,
+        }
+    }
     let _ = att.tx.send(out).await;
 }

@@ -24,8 +24,6 @@ pub struct Attachment {
     pub tx: mpsc::Sender<Outgoing>,
     /// Credit for queued response bytes (the flow-control window toward the client).
     pub window: Arc<Semaphore>,
-    /// The window's size in bytes.
-    pub window_bytes: u64,
     /// Whether frames may be compressed.
     pub compress: bool,
     /// Cuts the connection (sends `true`).
