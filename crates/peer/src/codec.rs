@@ -24,9 +24,21 @@ pub fn invalid<T>(what: impl Into<String>) -> DecodeResult<T> {
     Err(DecodeError(what.into()))
 }
 
+/// Byte strings at least this long are not copied into a payload but kept as their own chunk.
+const SHARED_MIN: usize = 64 << 10;
+
+/// A payload as a list of chunks, sent one after the other (so that large data is not copied).
+pub type Rope = Vec<Bytes>;
+
+/// Returns the length of a rope.
+pub fn rope_len(rope: &[Bytes]) -> usize {
+    rope.iter().map(Bytes::len).sum()
+}
+
 /// Builds a payload.
 #[derive(Debug, Default)]
 pub struct Writer {
+    chunks: Vec<Bytes>,
     buf: BytesMut,
 }
 
@@ -36,9 +48,38 @@ impl Writer {
         Writer::default()
     }
 
-    /// Returns the payload.
+    /// Returns the payload in one piece.
     pub fn finish(self) -> Bytes {
-        self.buf.freeze()
+        if self.chunks.is_empty() {
+            return self.buf.freeze();
+        }
+        let rope = self.finish_rope();
+        let mut out = BytesMut::with_capacity(rope_len(&rope));
+        for chunk in rope {
+            out.put_slice(&chunk);
+        }
+        out.freeze()
+    }
+
+    /// Returns the payload as chunks, large byte strings among them uncopied.
+    pub fn finish_rope(mut self) -> Rope {
+        if !self.buf.is_empty() {
+            self.chunks.push(self.buf.split().freeze());
+        }
+        self.chunks
+    }
+
+    /// Appends length-prefixed bytes, keeping large ones as their own chunk (no copy).
+    pub fn data(&mut self, v: &Bytes) {
+        if v.len() < SHARED_MIN {
+            self.bytes(v);
+            return;
+        }
+        self.len(v.len());
+        if !self.buf.is_empty() {
+            self.chunks.push(self.buf.split().freeze());
+        }
+        self.chunks.push(v.clone());
     }
 
     /// Appends a byte.

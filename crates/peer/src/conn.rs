@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
-use crate::frame::{self, Frame, FrameError, HEADER_LEN, Header};
+use crate::frame::{self, Frame, FrameError, FrameType, HEADER_LEN, Header};
 
 /// Why a connection stopped.
 #[derive(Debug)]
@@ -131,18 +131,40 @@ impl Pacer {
 /// One frame queued for sending and the credit it holds until it is written.
 #[derive(Debug)]
 pub struct Outgoing {
-    /// The encoded frame.
-    pub bytes: Bytes,
+    /// The encoded frame, in chunks.
+    pub chunks: Vec<Bytes>,
     /// Flow-control credit given back once the frame is written.
     pub permits: Vec<OwnedSemaphorePermit>,
     /// Close the stream after this frame.
     pub last: bool,
 }
 
+impl Outgoing {
+    /// Returns the frame's length on the wire.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    /// Returns true for an empty frame (never sent).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Encodes `frame` for sending.
 pub fn outgoing(frame: &Frame, compress: bool) -> Result<Outgoing, FrameError> {
+    outgoing_rope(frame.kind, frame.id, vec![frame.payload.clone()], compress)
+}
+
+/// Encodes a frame whose payload is in chunks, for sending.
+pub fn outgoing_rope(
+    kind: FrameType,
+    id: u64,
+    payload: Vec<Bytes>,
+    compress: bool,
+) -> Result<Outgoing, FrameError> {
     Ok(Outgoing {
-        bytes: frame::encode(frame, compress)?.freeze(),
+        chunks: frame::encode_rope(kind, id, payload, compress)?,
         permits: Vec::new(),
         last: false,
     })
@@ -158,9 +180,11 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     let mut pacer = bandwidth.map(Pacer::new);
     while let Some(out) = queue.recv().await {
         if let Some(p) = pacer.as_mut() {
-            p.take(out.bytes.len()).await;
+            p.take(out.len()).await;
         }
-        io.write_all(&out.bytes).await?;
+        for chunk in &out.chunks {
+            io.write_all(chunk).await?;
+        }
         // Flush when nothing else is queued, so that frames batch into TLS records.
         if queue.is_empty() {
             io.flush().await?;

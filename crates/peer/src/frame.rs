@@ -231,42 +231,63 @@ fn decompress(payload: &[u8]) -> Result<Bytes, FrameError> {
     Ok(Bytes::from(raw))
 }
 
-/// Encodes `frame` (header and payload) for the wire, compressing the payload if `compress` is
-/// set and that makes it smaller.
+/// Encodes `frame` (header and payload) for the wire in one buffer, compressing the payload
+/// if `compress` is set and that makes it smaller.
 pub fn encode(frame: &Frame, compress: bool) -> Result<BytesMut, FrameError> {
-    let mut payload: Option<Vec<u8>> = None;
-    if compress && frame.payload.len() >= COMPRESS_MIN {
-        let raw_len = u32::try_from(frame.payload.len()).map_err(|_| bad("payload too large"))?;
-        if let Ok(packed) = zstd::bulk::compress(&frame.payload, 1)
-            && packed.len() + 4 < frame.payload.len()
+    let rope = encode_rope(frame.kind, frame.id, vec![frame.payload.clone()], compress)?;
+    let mut out = BytesMut::with_capacity(rope.iter().map(Bytes::len).sum());
+    for chunk in rope {
+        out.put_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Encodes a frame whose payload is the chunks of `payload`: the header, then the chunks
+/// themselves (uncopied unless compressed).
+pub fn encode_rope(
+    kind: FrameType,
+    id: u64,
+    mut payload: Vec<Bytes>,
+    compress: bool,
+) -> Result<Vec<Bytes>, FrameError> {
+    let len: usize = payload.iter().map(Bytes::len).sum();
+    let mut flags = 0;
+    if compress && len >= COMPRESS_MIN {
+        let raw_len = u32::try_from(len).map_err(|_| bad("payload too large"))?;
+        let whole: Vec<u8> = payload.concat();
+        if let Ok(packed) = zstd::bulk::compress(&whole, 1)
+            && packed.len() + 4 < len
         {
             let mut out = Vec::with_capacity(packed.len() + 4);
             out.extend_from_slice(&raw_len.to_le_bytes());
             out.extend_from_slice(&packed);
-            payload = Some(out);
+            payload = vec![Bytes::from(out)];
+            flags = FLAG_ZSTD;
         }
     }
-    let (body, flags): (&[u8], u8) = match &payload {
-        Some(p) => (p, FLAG_ZSTD),
-        None => (&frame.payload, 0),
-    };
-    if body.len() > MAX_PAYLOAD {
+    let body_len: usize = payload.iter().map(Bytes::len).sum();
+    if body_len > MAX_PAYLOAD {
         return Err(bad(format!(
-            "a {} byte payload is over the frame limit of {MAX_PAYLOAD}",
-            body.len()
+            "a {body_len} byte payload is over the frame limit of {MAX_PAYLOAD}"
         )));
     }
-    let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
-    out.put_slice(&MAGIC);
-    out.put_u8(VERSION);
-    out.put_u8(frame.kind as u8);
-    out.put_u8(flags);
-    out.put_u8(0);
-    out.put_u64_le(frame.id);
-    out.put_u32_le(body.len() as u32);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..20]), body);
-    out.put_u32_le(crc);
-    out.put_slice(body);
+    let mut head = BytesMut::with_capacity(HEADER_LEN);
+    head.put_slice(&MAGIC);
+    head.put_u8(VERSION);
+    head.put_u8(kind as u8);
+    head.put_u8(flags);
+    head.put_u8(0);
+    head.put_u64_le(id);
+    head.put_u32_le(body_len as u32);
+    let crc = payload
+        .iter()
+        .fold(crc32c::crc32c(&head[..20]), |crc, chunk| {
+            crc32c::crc32c_append(crc, chunk)
+        });
+    head.put_u32_le(crc);
+    let mut out = Vec::with_capacity(payload.len() + 1);
+    out.push(head.freeze());
+    out.extend(payload.into_iter().filter(|c| !c.is_empty()));
     Ok(out)
 }
 

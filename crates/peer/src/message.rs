@@ -9,7 +9,7 @@ use rbdx_objstore::{
     PoolId, PoolInfo, ReadOp, ReadResult, SnapContext, SnapId, SnapSet, WatcherInfo, WriteOp,
 };
 
-use crate::codec::{DecodeResult, Reader, Writer, invalid};
+use crate::codec::{DecodeResult, Reader, Rope, Writer, invalid};
 use crate::wire::*;
 
 /// One object-store call.
@@ -158,6 +158,16 @@ impl Request {
 
     /// Encodes the request.
     pub fn encode(&self) -> Bytes {
+        let rope = self.encode_rope();
+        let mut w = Writer::new();
+        for chunk in rope {
+            w.raw(&chunk);
+        }
+        w.finish()
+    }
+
+    /// Encodes the request as chunks, its data uncopied.
+    pub fn encode_rope(&self) -> Rope {
         let mut w = Writer::new();
         match self {
             Request::PoolCreate(name) => {
@@ -298,7 +308,7 @@ impl Request {
             }
             Request::Flush => w.u8(28),
         }
-        w.finish()
+        w.finish_rope()
     }
 
     /// Decodes a request. An unknown operation code is `Ok(None)`: the gateway answers it
@@ -400,6 +410,15 @@ pub enum Reply {
 /// Encodes the answer to a request: a status byte (0 ok, 1 error) and the reply or error.
 pub fn encode_response(result: &Result<Reply, Error>) -> Bytes {
     let mut w = Writer::new();
+    for chunk in encode_response_rope(result) {
+        w.raw(&chunk);
+    }
+    w.finish()
+}
+
+/// Encodes the answer to a request as chunks, its data uncopied.
+pub fn encode_response_rope(result: &Result<Reply, Error>) -> Rope {
+    let mut w = Writer::new();
     match result {
         Ok(reply) => {
             w.u8(0);
@@ -410,7 +429,7 @@ pub fn encode_response(result: &Result<Reply, Error>) -> Bytes {
             put_error(&mut w, e);
         }
     }
-    w.finish()
+    w.finish_rope()
 }
 
 fn put_reply(w: &mut Writer, reply: &Reply) {

@@ -18,8 +18,20 @@ use sha2::{Digest, Sha256};
 /// The server name clients ask for; the certificate is checked by fingerprint, not by name.
 pub const SERVER_NAME: &str = "rbdx-gateway";
 
+/// The `ring` provider with TLS 1.3's AES-128-GCM first: the fastest suite on CPUs with AES
+/// instructions, and as strong as the others for this use.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 fn tls_error(detail: impl Into<String>) -> Error {

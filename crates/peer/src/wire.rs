@@ -289,16 +289,16 @@ pub fn put_write_op(w: &mut Writer, op: &WriteOp) {
         WriteStep::CmpExt { offset, data } => {
             w.u8(5);
             w.u64(*offset);
-            w.bytes(data);
+            w.data(data);
         }
         WriteStep::Write { offset, data } => {
             w.u8(6);
             w.u64(*offset);
-            w.bytes(data);
+            w.data(data);
         }
         WriteStep::WriteFull(data) => {
             w.u8(7);
-            w.bytes(data);
+            w.data(data);
         }
         WriteStep::Zero { offset, length } => {
             w.u8(8);
@@ -465,13 +465,13 @@ pub fn put_read_result(w: &mut Writer, res: &ReadResult) {
         }
         ReadOutput::Data(d) => {
             w.u8(2);
-            w.bytes(d);
+            w.data(d);
         }
         ReadOutput::Sparse(extents) => {
             w.u8(3);
             w.list(extents, |w, (off, data)| {
                 w.u64(*off);
-                w.bytes(data);
+                w.data(data);
             });
         }
         ReadOutput::OmapVals { entries, more } => {

@@ -63,7 +63,8 @@ async fn pool(store: &RemoteStore) -> IoCtx {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_cut_off_by_a_dropped_connection_are_applied_exactly_once() {
-    let gw = TestGateway::start(Arc::new(MemoryStore::new()));
+    // Connections are cut every 150 ms, handshakes too: the session must outlast the retries.
+    let gw = TestGateway::start_with(Arc::new(MemoryStore::new()), Duration::from_secs(60));
     let relay = Relay::start(gw.endpoint.clone()).await;
     let mut cfg = gw.config();
     cfg.endpoint = relay.address.clone();
@@ -87,7 +88,7 @@ async fn requests_cut_off_by_a_dropped_connection_are_applied_exactly_once() {
         let done = done.clone();
         async move {
             while !done.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(40)).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
                 relay.cut_all();
             }
         }
@@ -123,6 +124,8 @@ async fn requests_cut_off_by_a_dropped_connection_are_applied_exactly_once() {
         .await
         .unwrap();
     assert_eq!(page.names.len(), 480);
+    assert!(store.resumed() > 0, "no connection was cut");
+    eprintln!("the session was resumed {} times", store.resumed());
 
     // The session survived: the watch set up before the cuts still gets notifications.
     let other = RemoteStore::connect(gw.config()).await.unwrap();

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use crate::client::RemoteConfig;
-use crate::conn::{ConnError, FrameReader, Outgoing, outgoing, write_loop};
+use crate::conn::{ConnError, FrameReader, Outgoing, outgoing, outgoing_rope, write_loop};
 use crate::frame::{Frame, FrameType, VERSION};
 use crate::handshake::{self, Challenge, EXPORTER_LABEL, Hello, Resume, Side, Welcome};
 use crate::message::{Event, Reply, decode_fatal, decode_response};
@@ -132,15 +132,14 @@ impl Link {
     }
 
     /// Sends request `id` and waits for its answer.
-    pub async fn call(&self, id: u64, payload: Bytes) -> Answer {
+    pub async fn call(&self, id: u64, payload: Vec<Bytes>) -> Answer {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         if let Some(why) = lock(&self.dead).clone() {
             lock(&self.pending).remove(&id);
             return Answer::Lost(err(ErrorKind::Io, why));
         }
-        let frame = Frame::new(FrameType::Request, id, payload);
-        let out = match outgoing(&frame, self.compress) {
+        let out = match outgoing_rope(FrameType::Request, id, payload, self.compress) {
             Ok(o) => o,
             Err(e) => {
                 lock(&self.pending).remove(&id);
@@ -345,7 +344,7 @@ fn ping(n: u64) -> Outgoing {
     match outgoing(&Frame::new(FrameType::Ping, n, Bytes::new()), false) {
         Ok(o) => o,
         Err(_) => Outgoing {
-            bytes: Bytes::new(),
+            chunks: Vec::new(),
             permits: Vec::new(),
             last: false,
         },

@@ -84,6 +84,7 @@ struct Shared {
     watches: Watches,
     client: Mutex<ClientInfo>,
     next_id: AtomicU64,
+    resumed: AtomicU64,
     slots: Semaphore,
     window: Semaphore,
     window_bytes: usize,
@@ -131,11 +132,17 @@ impl RemoteStore {
                 watches,
                 client: Mutex::new(client),
                 next_id: AtomicU64::new(1),
+                resumed: AtomicU64::new(0),
                 slots: Semaphore::new(max),
                 window: Semaphore::new(window),
                 window_bytes: window,
             }),
         })
+    }
+
+    /// Returns how many times a dropped connection was replaced with the session kept.
+    pub fn resumed(&self) -> u64 {
+        self.shared.resumed.load(Ordering::Relaxed)
     }
 
     /// Returns the live link, reconnecting if `lost` (the link a request was lost on) is still
@@ -162,7 +169,7 @@ impl RemoteStore {
                 Err(e) => {
                     tracing::debug!("reconnecting to {}: {e}", self.shared.cfg.endpoint);
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         };
@@ -181,6 +188,7 @@ impl RemoteStore {
                 ));
             }
         } else {
+            self.shared.resumed.fetch_add(1, Ordering::Relaxed);
             tracing::info!("resumed the session at {}", self.shared.cfg.endpoint);
         }
         let link = Arc::new(link);
@@ -190,9 +198,9 @@ impl RemoteStore {
 
     /// Sends `req` and waits for its answer, across reconnects.
     async fn call(&self, req: Request) -> Result<Reply> {
-        let payload = req.encode();
+        let payload = req.encode_rope();
         let _slot = self.shared.slots.acquire().await.map_err(closed)?;
-        let credit = payload.len().min(self.shared.window_bytes) as u32;
+        let credit = crate::codec::rope_len(&payload).min(self.shared.window_bytes) as u32;
         let _credit = self
             .shared
             .window

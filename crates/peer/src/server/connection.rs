@@ -11,10 +11,10 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use crate::conn::{ConnError, FrameReader, Outgoing, outgoing, write_loop};
+use crate::conn::{ConnError, FrameReader, Outgoing, outgoing, outgoing_rope, write_loop};
 use crate::frame::{self, Frame, FrameType, MAGIC, VERSION};
 use crate::handshake::{self, Challenge, EXPORTER_LABEL, Hello, Side, Welcome};
-use crate::message::{Event, Request, encode_fatal, encode_response};
+use crate::message::{Event, Request, encode_fatal, encode_response_rope};
 use crate::server::session::{Attachment, Seen, Session};
 use crate::server::{GatewayInner, dispatch};
 
@@ -441,7 +441,7 @@ async fn answer(
                     false,
                 ),
             };
-            let encoded = encode_response(&result);
+            let encoded = encode_response_rope(&result);
             session.finish(id, &encoded, keep, tx);
             encoded
         }
@@ -449,11 +449,10 @@ async fn answer(
     let Some(att) = session.attachment() else {
         return;
     };
-    let frame = Frame::new(FrameType::Response, id, encoded);
-    let Ok(mut out) = outgoing(&frame, att.compress) else {
+    let Ok(mut out) = outgoing_rope(FrameType::Response, id, encoded, att.compress) else {
         return;
     };
-    let need = out.bytes.len().min(window_bytes);
+    let need = out.len().min(window_bytes);
     let have = reserved.num_permits();
     if need < have {
         drop(reserved.split(have - need));

@@ -11,6 +11,7 @@ use rbdx_objstore::{IoCtx, Notification, ObjectStore, PoolId};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::codec::Rope;
 use crate::conn::Outgoing;
 use crate::keys::KeyRecord;
 
@@ -36,18 +37,18 @@ pub struct Attachment {
 #[derive(Debug)]
 pub enum Seen {
     /// Never seen: run it.
-    New(watch::Sender<Option<Bytes>>),
+    New(watch::Sender<Option<Rope>>),
     /// Answered already: this is the answer.
-    Done(Bytes),
+    Done(Rope),
     /// Running: the answer will appear here.
-    Running(watch::Receiver<Option<Bytes>>),
+    Running(watch::Receiver<Option<Rope>>),
 }
 
 #[derive(Debug, Default)]
 struct Requests {
-    completed: HashMap<u64, Bytes>,
+    completed: HashMap<u64, Rope>,
     order: VecDeque<u64>,
-    running: HashMap<u64, watch::Receiver<Option<Bytes>>>,
+    running: HashMap<u64, watch::Receiver<Option<Rope>>>,
 }
 
 /// A watch the session holds in the store, and the task forwarding its events.
@@ -158,7 +159,7 @@ impl Session {
 
     /// Records the answer to request `id`; answers to state-changing requests are kept for a
     /// resend.
-    pub fn finish(&self, id: u64, answer: &Bytes, keep: bool, tx: watch::Sender<Option<Bytes>>) {
+    pub fn finish(&self, id: u64, answer: &Rope, keep: bool, tx: watch::Sender<Option<Rope>>) {
         let mut reqs = guard(&self.requests);
         reqs.running.remove(&id);
         if keep {

@@ -34,6 +34,11 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway in front of `source`, with an `rw` key `client.test`.
     pub fn start(source: Arc<dyn SessionSource>) -> TestGateway {
+        TestGateway::start_with(source, GRACE)
+    }
+
+    /// Starts a gateway that keeps a dropped client's session for `grace`.
+    pub fn start_with(source: Arc<dyn SessionSource>, grace: Duration) -> TestGateway {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -50,7 +55,7 @@ impl TestGateway {
                     .expect("key");
                 let identity = Identity::generate().expect("certificate");
                 let opts = GatewayOptions {
-                    session_grace: GRACE,
+                    session_grace: grace,
                     ..GatewayOptions::default()
                 };
                 let gw = Gateway::new(source, admin, &identity, opts).expect("gateway");
