@@ -303,3 +303,59 @@ fn the_certificate_is_kept_across_restarts_or_taken_from_files() {
     );
     remote(&conf, &["ls"]).ok();
 }
+
+#[test]
+fn a_native_source_names_the_remote_site_and_an_import_only_migration_reads_through_the_gateway() {
+    let a = Rbdx::new();
+    let _gw = Gateway::start(&a, None, &[]);
+    let b = Rbdx::new();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("rbdx")).unwrap();
+    let conf = key(
+        &a,
+        "site-b",
+        &["--profile", "ro"],
+        &home.path().join("rbdx"),
+    );
+    std::fs::rename(&conf, home.path().join("rbdx/site-a.conf")).unwrap();
+
+    let file = home.path().join("disk.raw");
+    let data = scattered_file(&file);
+    a.run(&["import", "--no-progress", file.to_str().unwrap(), "rbd/vm"])
+        .ok();
+    a.run(&["snap", "create", "--no-progress", "rbd/vm@base"])
+        .ok();
+    let spec = r#"{"type":"native","cluster_name":"site-a","pool_name":"rbd","image_name":"vm","snap_name":"base"}"#;
+    let with_home = |args: &[&str]| {
+        let out = std::process::Command::new(Rbdx::binary())
+            .args(args)
+            .env("RBDX_DATA_DIR", b.path())
+            .env("XDG_CONFIG_HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    with_home(&[
+        "migration",
+        "prepare",
+        "--import-only",
+        "--source-spec",
+        spec,
+        "rbd/copy",
+    ]);
+    with_home(&["migration", "execute", "--no-progress", "rbd/copy"]);
+    with_home(&["migration", "commit", "--no-progress", "rbd/copy"]);
+    let out = home.path().join("copy.raw");
+    b.run(&["export", "--no-progress", "rbd/copy", out.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read(&out).unwrap() == data, "the copy differs");
+    // The ro key could read the source but change nothing at site A.
+    assert_eq!(
+        a.run(&["ls", "--format", "json"]).ok().json(),
+        serde_json::json!(["vm"])
+    );
+}

@@ -74,16 +74,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         header: &Header,
         head: &[u8; HEADER_LEN],
     ) -> Result<Frame, ConnError> {
-        let mut payload = BytesMut::zeroed(header.len);
-        self.io
-            .read_exact(&mut payload)
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    ConnError::Frame(FrameError("truncated frame payload".into()))
-                }
-                _ => ConnError::Io(e),
-            })?;
+        // Read into spare capacity (no zeroing first), never past this frame.
+        let mut payload = BytesMut::with_capacity(header.len);
+        while payload.len() < header.len {
+            let left = (header.len - payload.len()) as u64;
+            let n = (&mut self.io)
+                .take(left)
+                .read_buf(&mut payload)
+                .await
+                .map_err(ConnError::Io)?;
+            if n == 0 {
+                return Err(ConnError::Frame(FrameError(
+                    "truncated frame payload".into(),
+                )));
+            }
+        }
         header
             .finish(head, payload.freeze())
             .map_err(ConnError::Frame)
