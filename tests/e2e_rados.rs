@@ -243,3 +243,56 @@ fn live_and_import_only_migrations_on_a_ceph_cluster() {
             .ok();
     }
 }
+
+#[test]
+fn a_gateway_gives_a_ceph_cluster_a_single_port_front_door() {
+    let Some(conf) = Rbdx::test_cluster() else {
+        return;
+    };
+    let site = Rbdx::on_cluster(&["--ceph-conf", &conf, "--id", "admin"]);
+    let pool = unique("gw");
+    site.run(&["pool", "create", &pool]).ok();
+    let gw = common::gateway::Gateway::start(&site, None, &["--ceph-conf", &conf, "--id", "admin"]);
+    assert_eq!(gw.started["backend"], "rados");
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("peer");
+    let client = common::gateway::key(
+        &site,
+        &name,
+        &["--profile", "rw", "--pool", &pool],
+        dir.path(),
+    );
+    let image = format!("{pool}/img");
+    let remote = |args: &[&str]| common::gateway::remote(&client, args);
+    remote(&["create", "--size", "16M", &image]).ok();
+    remote(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "1M",
+        "--io-total",
+        "6M",
+        &image,
+    ])
+    .ok();
+    remote(&["snap", "create", "--no-progress", &format!("{image}@s")]).ok();
+    // Through the gateway and directly on the cluster, the same bytes.
+    let through = dir.path().join("through.raw");
+    let direct = dir.path().join("direct.raw");
+    remote(&["export", "--no-progress", &image, through.to_str().unwrap()]).ok();
+    site.run(&["export", "--no-progress", &image, direct.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read(&through).unwrap() == std::fs::read(&direct).unwrap());
+    let listed = site.run(&["ls", "--format", "json", &pool]).ok().json();
+    assert_eq!(listed, serde_json::json!(["img"]));
+    // The key reaches its pool only.
+    remote(&["ls", "rbd"]).fails(13, "limited to pool(s)");
+    remote(&["snap", "purge", "--no-progress", &image]).ok();
+    remote(&["rm", "--no-progress", &image]).ok();
+    site.run(&["gateway", "key", "rm", &name]).ok();
+    let (code, stderr) = gw.stop();
+    assert_eq!(code, 0, "{stderr}");
+    site.run(&["pool", "rm", &pool, "--yes-i-really-really-mean-it"])
+        .ok();
+}

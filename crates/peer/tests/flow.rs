@@ -1,5 +1,6 @@
-//! Flow control: a client that sends requests and never reads the answers cannot make the
-//! gateway buffer more than its window; other sessions go on meanwhile.
+//! What the wire can throw at a gateway: a client that never reads its answers (the gateway
+//! buffers no more than its window), damaged frames (their connection is closed with an error,
+//! other sessions go on), compressed and paced connections.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -12,11 +13,8 @@ use bytes::Bytes;
 use common::TestGateway;
 use rbdx_objstore::{IoCtx, MemoryStore, ObjectStore, ReadOp, SnapContext, WriteOp};
 use rbdx_peer::RemoteStore;
-use rbdx_peer::conn::FrameReader;
 use rbdx_peer::frame::{self, Frame, FrameType};
-use rbdx_peer::handshake::{self, Challenge, EXPORTER_LABEL, Hello, Side};
 use rbdx_peer::message::Request;
-use rbdx_peer::tls::{self, Pinned};
 use tokio::io::AsyncWriteExt;
 
 fn resident() -> u64 {
@@ -46,51 +44,8 @@ async fn a_client_that_stops_reading_cannot_grow_the_gateway_past_its_window() {
         .await
         .unwrap();
 
-    // A raw client: TLS, the handshake, then reads of the whole 4 MiB object, never reading
-    // what comes back.
-    let cfg = gw.config();
-    let tcp = tokio::net::TcpStream::connect(&gw.endpoint).await.unwrap();
-    let pinned = Arc::new(Pinned::new(cfg.fingerprint.clone()));
-    let connector = tokio_rustls::TlsConnector::from(tls::client_config(pinned).unwrap());
-    let name = rustls::pki_types::ServerName::try_from(tls::SERVER_NAME).unwrap();
-    let tls_stream = connector.connect(name, tcp).await.unwrap();
-    let mut exporter = [0u8; 32];
-    tls_stream
-        .get_ref()
-        .1
-        .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
-        .unwrap();
-    let (read, mut write) = tokio::io::split(tls_stream);
-    let mut reader = FrameReader::new(read);
-    let nonce = [9u8; 32];
-    let hello = Hello {
-        min_version: 1,
-        max_version: 1,
-        key_name: cfg.name.clone(),
-        nonce,
-        resume: None,
-        compress: false,
-    };
+    let (_reader, mut write) = common::raw_session(&gw).await;
     let send = |f: Frame| frame::encode(&f, false).unwrap();
-    write
-        .write_all(&send(Frame::new(FrameType::Hello, 0, hello.encode())))
-        .await
-        .unwrap();
-    let challenge = Challenge::decode(reader.next().await.unwrap().payload).unwrap();
-    let proof = handshake::proof(
-        &cfg.secret,
-        Side::Client,
-        &exporter,
-        &cfg.name,
-        &nonce,
-        &challenge.nonce,
-    );
-    write
-        .write_all(&send(Frame::new(FrameType::Auth, 0, proof.to_vec())))
-        .await
-        .unwrap();
-    let welcome = reader.next().await.unwrap();
-    assert_eq!(welcome.kind, FrameType::Welcome);
 
     let before = resident();
     let read_all = Request::Read {
@@ -140,5 +95,157 @@ async fn a_client_that_stops_reading_cannot_grow_the_gateway_past_its_window() {
         "the gateway grew by {} MiB for a client that does not read",
         grown >> 20
     );
-    drop(reader);
+}
+
+/// Sends `bytes` on a fresh authenticated connection and returns what the gateway did: the
+/// error it sent (if any) before closing.
+async fn send_raw(gw: &TestGateway, bytes: &[u8]) -> Option<rbdx_objstore::Error> {
+    let (mut reader, mut write) = common::raw_session(gw).await;
+    write.write_all(bytes).await.unwrap();
+    let _ = write.flush().await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), reader.next()).await {
+            Ok(Ok(f)) if f.kind == FrameType::Error => {
+                return Some(rbdx_peer::message::decode_fatal(f.payload).unwrap());
+            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(_)) => return None,
+            Err(_) => panic!("the gateway kept a connection open after a bad frame"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_close_their_connection_and_other_sessions_go_on() {
+    let gw = TestGateway::start(Arc::new(MemoryStore::new()));
+    let store = RemoteStore::connect(gw.config()).await.unwrap();
+    store.pool_create("rbd").await.unwrap();
+    let good = Frame::new(FrameType::Request, 1, Request::PoolList.encode());
+    let wire = frame::encode(&good, false).unwrap().to_vec();
+
+    let mut crc = wire.clone();
+    let last = crc.len() - 1;
+    crc[last] ^= 0x40;
+    let mut oversized = wire.clone();
+    oversized[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut unknown_type = wire.clone();
+    unknown_type[5] = 200;
+    let mut newer = wire.clone();
+    newer[4] = 2;
+    let mut flags = wire.clone();
+    flags[6] = 0x80;
+    let garbage = frame::encode(
+        &Frame::new(FrameType::Request, 2, Bytes::from_static(&[15, 1, 2])),
+        false,
+    )
+    .unwrap()
+    .to_vec();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("CRC", crc),
+        ("over the limit", oversized),
+        ("unknown frame type", unknown_type),
+        ("version 2", newer),
+        ("flags", flags),
+        ("bad request", garbage),
+    ];
+    for (what, bytes) in cases {
+        let err = send_raw(&gw, &bytes).await;
+        let err = err.unwrap_or_else(|| panic!("{what}: closed without an error frame"));
+        assert_eq!(
+            err.kind(),
+            rbdx_objstore::ErrorKind::Protocol,
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains(what), "{what}: {err}");
+        assert_eq!(store.pool_list().await.unwrap().len(), 1, "after {what}");
+    }
+    // A truncated frame: the header promises more than comes before the stream ends.
+    let (mut reader, mut write) = common::raw_session(&gw).await;
+    write.write_all(&wire[..wire.len() - 3]).await.unwrap();
+    write.shutdown().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+    assert!(
+        matches!(end, Ok(Ok(ref f)) if f.kind == FrameType::Error) || matches!(end, Ok(Err(_)))
+    );
+    // An unknown request code is answered, not fatal.
+    let (mut reader, mut write) = common::raw_session(&gw).await;
+    let probe = Frame::new(FrameType::Request, 7, Bytes::from_static(&[250]));
+    write
+        .write_all(&frame::encode(&probe, false).unwrap())
+        .await
+        .unwrap();
+    let answer = reader.next().await.unwrap();
+    assert_eq!((answer.kind, answer.id), (FrameType::Response, 7));
+    let result = rbdx_peer::message::decode_response(answer.payload).unwrap();
+    assert_eq!(
+        result.unwrap_err().kind(),
+        rbdx_objstore::ErrorKind::Unsupported
+    );
+    assert_eq!(store.pool_list().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_and_paced_connections_carry_the_same_bytes() {
+    let gw = TestGateway::start(Arc::new(MemoryStore::new()));
+    let mut cfg = gw.config();
+    cfg.compress = true;
+    let store = RemoteStore::connect(cfg).await.unwrap();
+    let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
+    let text: Vec<u8> = b"rbdx peer frames compress well. ".repeat(1 << 16);
+    let started = std::time::Instant::now();
+    for n in 0..4 {
+        let op = WriteOp::new().write_full(Bytes::from(text[..(1 << 20) + n].to_vec()));
+        store
+            .operate(&io, &format!("t{n}"), &op, &SnapContext::empty())
+            .await
+            .unwrap();
+    }
+    let pacing = started.elapsed();
+    for n in 0..4 {
+        let back = store
+            .read_op(&io, &format!("t{n}"), &ReadOp::new().read(0, None), None)
+            .await
+            .unwrap()
+            .take_data(0)
+            .unwrap();
+        assert_eq!(back, text[..(1 << 20) + n]);
+    }
+
+    // A second session without compression reads the same bytes.
+    let plain = RemoteStore::connect(gw.config()).await.unwrap();
+    let back = plain
+        .read_op(&io, "t3", &ReadOp::new().read(0, None), None)
+        .await
+        .unwrap()
+        .take_data(0)
+        .unwrap();
+    assert_eq!(back.len(), (1 << 20) + 3);
+
+    // A paced session sends no faster than its limit (after a quarter second of burst):
+    // 4 MiB of incompressible bytes at 2 MiB/s.
+    let mut cfg = gw.config();
+    cfg.bandwidth_limit = Some(2 << 20);
+    let paced = RemoteStore::connect(cfg).await.unwrap();
+    let noise: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let started = std::time::Instant::now();
+    let op = WriteOp::new().write_full(Bytes::from(noise.clone()));
+    paced
+        .operate(&io, "noise", &op, &SnapContext::empty())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("4 MiB at a 2 MiB/s limit took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "the limit was not kept: {took:?}"
+    );
+    let back = plain
+        .read_op(&io, "noise", &ReadOp::new().read(0, None), None)
+        .await
+        .unwrap()
+        .take_data(0)
+        .unwrap();
+    assert!(back == noise);
 }
