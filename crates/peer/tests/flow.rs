@@ -192,7 +192,6 @@ async fn compressed_and_paced_connections_carry_the_same_bytes() {
     let store = RemoteStore::connect(cfg).await.unwrap();
     let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
     let text: Vec<u8> = b"rbdx peer frames compress well. ".repeat(1 << 16);
-    let started = std::time::Instant::now();
     for n in 0..4 {
         let op = WriteOp::new().write_full(Bytes::from(text[..(1 << 20) + n].to_vec()));
         store
@@ -200,7 +199,6 @@ async fn compressed_and_paced_connections_carry_the_same_bytes() {
             .await
             .unwrap();
     }
-    let pacing = started.elapsed();
     for n in 0..4 {
         let back = store
             .read_op(&io, &format!("t{n}"), &ReadOp::new().read(0, None), None)

@@ -277,105 +277,31 @@ async fn run<R: AsyncRead + Unpin + Send + 'static>(
     let requests_window = Arc::new(Semaphore::new(gw.opts.window as usize));
     let mut stopping = gw.stopping.subscribe();
     let mut bye = false;
-    let idle = gw.opts.idle_timeout;
     loop {
-        let next = tokio::select! {
+        // Every wait of a step (reading, flow-control credit) gives way to a cut or a stop.
+        let step = next_frame(
+            gw,
+            &session,
+            &mut reader,
+            &tx,
+            &window,
+            &slots,
+            &requests_window,
+            peer,
+        );
+        let flow = tokio::select! {
             _ = cut_rx.changed() => {
                 tracing::info!("session {:x} of {peer}: connection cut", session.id);
                 break;
             }
             _ = stopping.wait_for(|s| *s) => break,
-            next = tokio::time::timeout(idle, reader.header()) => next,
+            flow = step => flow,
         };
-        let (header, head) = match next {
-            Ok(Ok(h)) => h,
-            Ok(Err(ConnError::Closed)) => break,
-            Ok(Err(e)) => {
-                tracing::warn!("connection from {peer} closed: {e}");
-                if let ConnError::Frame(f) = e {
-                    send(&tx, fatal_frame(ErrorKind::Protocol, f.0), false).await;
-                }
-                break;
-            }
-            Err(_) => {
-                tracing::warn!("connection from {peer} idle for {idle:?}; closed");
-                break;
-            }
-        };
-        // Flow control: a request's bytes count against the window until it is answered.
-        let credit = header.len.min(gw.opts.window as usize) as u32;
-        let permit = if header.kind == FrameType::Request {
-            match requests_window.clone().acquire_many_owned(credit).await {
-                Ok(p) => Some(p),
-                Err(_) => break,
-            }
-        } else {
-            None
-        };
-        let frame = match reader.payload(&header, &head).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("connection from {peer} closed: {e}");
-                if let ConnError::Frame(f) = e {
-                    send(&tx, fatal_frame(ErrorKind::Protocol, f.0), false).await;
-                }
-                break;
-            }
-        };
-        match frame.kind {
-            FrameType::Request => {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                let req = match Request::decode(frame.payload) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!("bad request from {peer}: {e}; connection closed");
-                        send(
-                            &tx,
-                            fatal_frame(ErrorKind::Protocol, format!("bad request: {e}")),
-                            false,
-                        )
-                        .await;
-                        break;
-                    }
-                };
-                // The answer's credit is taken before the request runs, so a client that does
-                // not read stops the gateway from reading (and running) its next requests.
-                let window_bytes = gw.opts.window as usize;
-                let estimate = estimate(req.as_ref()).min(window_bytes) as u32;
-                let Ok(reserved) = window.clone().acquire_many_owned(estimate).await else {
-                    break;
-                };
-                let session = session.clone();
-                tokio::spawn(async move {
-                    answer(&session, frame.id, req, reserved, window_bytes).await;
-                    drop(permit);
-                    drop(slot);
-                });
-            }
-            FrameType::NotifyAck => session.ack(frame.id, frame.payload),
-            FrameType::Ping => {
-                send(
-                    &tx,
-                    Frame::new(FrameType::Pong, frame.id, Bytes::new()),
-                    false,
-                )
-                .await
-            }
-            FrameType::Pong => {}
-            FrameType::Bye => {
+        match flow {
+            Flow::Continue => {}
+            Flow::Close => break,
+            Flow::Bye => {
                 bye = true;
-                break;
-            }
-            other => {
-                tracing::warn!("unexpected {other:?} frame from {peer}; connection closed");
-                send(
-                    &tx,
-                    fatal_frame(ErrorKind::Protocol, format!("unexpected {other:?} frame")),
-                    false,
-                )
-                .await;
                 break;
             }
         }
@@ -408,6 +334,114 @@ fn estimate(req: Option<&Request>) -> usize {
             _ => SMALL,
         })
         .fold(SMALL, usize::saturating_add)
+}
+
+/// What to do after a frame.
+enum Flow {
+    /// Read the next frame.
+    Continue,
+    /// Close the connection, keeping the session for a resume.
+    Close,
+    /// Close the connection and end the session.
+    Bye,
+}
+
+/// Reads one frame and acts on it: a request is started in its own task once its bytes and
+/// its answer's credit fit in the windows.
+#[allow(clippy::too_many_arguments)]
+async fn next_frame<R: AsyncRead + Unpin>(
+    gw: &Arc<GatewayInner>,
+    session: &Arc<Session>,
+    reader: &mut FrameReader<R>,
+    tx: &mpsc::Sender<Outgoing>,
+    window: &Arc<Semaphore>,
+    slots: &Arc<Semaphore>,
+    requests_window: &Arc<Semaphore>,
+    peer: SocketAddr,
+) -> Flow {
+    let idle = gw.opts.idle_timeout;
+    let (header, head) = match tokio::time::timeout(idle, reader.header()).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(ConnError::Closed)) => return Flow::Close,
+        Ok(Err(e)) => {
+            tracing::warn!("connection from {peer} closed: {e}");
+            if let ConnError::Frame(f) = e {
+                send(tx, fatal_frame(ErrorKind::Protocol, f.0), false).await;
+            }
+            return Flow::Close;
+        }
+        Err(_) => {
+            tracing::warn!("connection from {peer} idle for {idle:?}; closed");
+            return Flow::Close;
+        }
+    };
+    // Flow control: a request's bytes count against the window until it is answered.
+    let window_bytes = gw.opts.window as usize;
+    let permit = if header.kind == FrameType::Request {
+        let credit = header.len.min(window_bytes) as u32;
+        match requests_window.clone().acquire_many_owned(credit).await {
+            Ok(p) => Some(p),
+            Err(_) => return Flow::Close,
+        }
+    } else {
+        None
+    };
+    let frame = match reader.payload(&header, &head).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("connection from {peer} closed: {e}");
+            if let ConnError::Frame(f) = e {
+                send(tx, fatal_frame(ErrorKind::Protocol, f.0), false).await;
+            }
+            return Flow::Close;
+        }
+    };
+    match frame.kind {
+        FrameType::Request => {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return Flow::Close;
+            };
+            let req = match Request::decode(frame.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("bad request from {peer}: {e}; connection closed");
+                    let fatal = fatal_frame(ErrorKind::Protocol, format!("bad request: {e}"));
+                    send(tx, fatal, false).await;
+                    return Flow::Close;
+                }
+            };
+            // The answer's credit is taken before the request runs, so a client that does
+            // not read stops the gateway from reading (and running) its next requests.
+            let estimate = estimate(req.as_ref()).min(window_bytes) as u32;
+            let Ok(reserved) = window.clone().acquire_many_owned(estimate).await else {
+                return Flow::Close;
+            };
+            let session = session.clone();
+            tokio::spawn(async move {
+                answer(&session, frame.id, req, reserved, window_bytes).await;
+                drop(permit);
+                drop(slot);
+            });
+            Flow::Continue
+        }
+        FrameType::NotifyAck => {
+            session.ack(frame.id, frame.payload);
+            Flow::Continue
+        }
+        FrameType::Ping => {
+            let pong = Frame::new(FrameType::Pong, frame.id, Bytes::new());
+            send(tx, pong, false).await;
+            Flow::Continue
+        }
+        FrameType::Pong => Flow::Continue,
+        FrameType::Bye => Flow::Bye,
+        other => {
+            tracing::warn!("unexpected {other:?} frame from {peer}; connection closed");
+            let fatal = fatal_frame(ErrorKind::Protocol, format!("unexpected {other:?} frame"));
+            send(tx, fatal, false).await;
+            Flow::Close
+        }
+    }
 }
 
 /// Runs request `id` once, however often it arrives, and sends its answer to whichever
