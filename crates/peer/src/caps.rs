@@ -46,6 +46,9 @@ pub fn check(key: &KeyRecord, pool: Option<&str>, req: &Request) -> Result<(), E
             "the gateway's own config-keys are out of every key's reach".into(),
         ));
     }
+    if let Some(k) = config_key(req) {
+        check_config_key(key, k, req)?;
+    }
     if let Some(pool) = pool
         && !key.allows_pool(pool)
     {
@@ -102,6 +105,44 @@ pub fn check(key: &KeyRecord, pool: Option<&str>, req: &Request) -> Result<(), E
     Err(denied(subject(req), what))
 }
 
+/// The config-keys a key that is not an unlimited `rw` key may read: the mirroring settings,
+/// without the peers' secrets.
+pub fn readable_config_key(key: &KeyRecord, name: &str) -> bool {
+    if key.profile == Profile::Rw && key.pools.is_empty() {
+        return !name.starts_with(PREFIX);
+    }
+    name.starts_with(MIRROR_CONFIG_PREFIX) && !name.starts_with(MIRROR_PEER_SECRETS)
+}
+
+/// Where mirroring keeps its settings in config-keys.
+pub const MIRROR_CONFIG_PREFIX: &str = "rbd/mirror/";
+/// Where mirroring keeps its peers' secrets.
+pub const MIRROR_PEER_SECRETS: &str = "rbd/mirror/peer/";
+
+/// Config-keys of a cluster behind a gateway can hold its secrets (a Ceph cluster's `mgr/`
+/// and mirroring peers' keys): only an unlimited `rw` key reaches all of them, others read
+/// the mirroring settings only and change none.
+fn check_config_key(key: &KeyRecord, name: &str, req: &Request) -> Result<(), Error> {
+    let unlimited = key.profile == Profile::Rw && key.pools.is_empty();
+    let writes = matches!(req, Request::ConfigKeySet(..) | Request::ConfigKeyRemove(_));
+    if unlimited || (!writes && readable_config_key(key, name)) {
+        return Ok(());
+    }
+    Err(denied(
+        Subject::ConfigKey(name.to_owned()),
+        format!(
+            "{} needs the capability rw on every pool; key {} may {}",
+            req.name(),
+            key.name,
+            if writes {
+                "change no config-key".to_owned()
+            } else {
+                format!("read only config-keys under {MIRROR_CONFIG_PREFIX}")
+            }
+        ),
+    ))
+}
+
 fn config_key(req: &Request) -> Option<&str> {
     match req {
         Request::ConfigKeyGet(k) | Request::ConfigKeySet(k, _) | Request::ConfigKeyRemove(k) => {
@@ -132,6 +173,10 @@ fn mirror_peer_write(key: &KeyRecord, req: &Request) -> bool {
         return false;
     };
     let owner = key.owner();
+    if owner.contains('.') {
+        // Record names would be ambiguous (`status.a.b...` is also `status.a.` + `b...`).
+        return false;
+    }
     let own_key: Box<dyn Fn(&str) -> bool> = if oid.starts_with(JOURNAL_HEADER_PREFIX) {
         let record = format!("client.{owner}");
         Box::new(move |k: &str| k == record)
@@ -231,6 +276,14 @@ mod tests {
         let meta = operate(MIRROR_OBJECT, WriteOp::new().omap_set([("mode", "pool")]));
         assert!(check(&peer, Some("rbd"), &meta).is_err());
         assert!(check(&peer, Some("other"), &commit).is_err());
+        // A dotted owner would make record names ambiguous: no writes at all.
+        let mut dotted = key(Profile::MirrorPeer, &[]);
+        dotted.name = "client.a.b".into();
+        let status = operate(
+            MIRROR_OBJECT,
+            WriteOp::new().omap_set([("status.a.b.x", "up")]),
+        );
+        assert!(check(&dotted, Some("rbd"), &status).is_err());
     }
 
     #[test]
@@ -239,5 +292,23 @@ mod tests {
         assert!(check(&key(Profile::Rw, &[]), None, &get).is_err());
         let mine = Request::ConfigKeyGet("rbd/mirror/site_name".into());
         assert!(check(&key(Profile::Ro, &[]), None, &mine).is_ok());
+        // Other config-keys can hold a cluster's secrets: only an unlimited rw key reaches them.
+        for name in ["mgr/dashboard/key", "rbd/mirror/peer/abc"] {
+            let get = Request::ConfigKeyGet(name.into());
+            assert!(check(&key(Profile::Ro, &[]), None, &get).is_err(), "{name}");
+            assert!(
+                check(&key(Profile::MirrorPeer, &[]), None, &get).is_err(),
+                "{name}"
+            );
+            assert!(
+                check(&key(Profile::Rw, &["rbd"]), None, &get).is_err(),
+                "{name}"
+            );
+            assert!(check(&key(Profile::Rw, &[]), None, &get).is_ok(), "{name}");
+        }
+        let set = Request::ConfigKeySet("rbd/mirror/site_name".into(), Bytes::new());
+        assert!(check(&key(Profile::Rw, &["rbd"]), None, &set).is_err());
+        assert!(check(&key(Profile::MirrorPeer, &[]), None, &set).is_err());
+        assert!(check(&key(Profile::Rw, &[]), None, &set).is_ok());
     }
 }

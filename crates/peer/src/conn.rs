@@ -34,16 +34,32 @@ impl std::fmt::Display for ConnError {
 
 impl std::error::Error for ConnError {}
 
+/// The largest handshake frame (`Hello`, `Challenge`, `Auth`, `Welcome`, `Error`).
+pub const HANDSHAKE_MAX: usize = 4 << 10;
+
 /// Reads frames from `io`.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     io: R,
+    max_len: usize,
+    compressed: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// Reads from `io`.
+    /// Reads from `io`, at first only small uncompressed frames (the handshake).
     pub fn new(io: R) -> Self {
-        FrameReader { io }
+        FrameReader {
+            io,
+            max_len: HANDSHAKE_MAX,
+            compressed: false,
+        }
+    }
+
+    /// After the handshake: frames up to the protocol's limit, compressed ones if that was
+    /// negotiated.
+    pub fn open(&mut self, compressed: bool) {
+        self.max_len = frame::MAX_PAYLOAD;
+        self.compressed = compressed;
     }
 
     /// Reads the next frame's header (`Closed` at a clean end of stream).
@@ -65,6 +81,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 })?;
         }
         let header = Header::parse(&head, frame::VERSION).map_err(ConnError::Frame)?;
+        if header.len > self.max_len {
+            return Err(ConnError::Frame(FrameError(format!(
+                "a {} byte {:?} frame is over the limit of {} here",
+                header.len, header.kind, self.max_len
+            ))));
+        }
+        if header.compressed && !self.compressed {
+            return Err(ConnError::Frame(FrameError(
+                "a compressed frame on a connection that did not negotiate compression".into(),
+            )));
+        }
         Ok((header, head))
     }
 
@@ -74,6 +101,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         header: &Header,
         head: &[u8; HEADER_LEN],
     ) -> Result<Frame, ConnError> {
+        let raw = self.raw_payload(header).await?;
+        header.finish(head, raw).map_err(ConnError::Frame)
+    }
+
+    /// Reads the payload that `header` announced as sent (compressed or not), unchecked.
+    pub async fn raw_payload(&mut self, header: &Header) -> Result<bytes::Bytes, ConnError> {
         // Read into spare capacity (no zeroing first), never past this frame.
         let mut payload = BytesMut::with_capacity(header.len);
         while payload.len() < header.len {
@@ -89,9 +122,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 )));
             }
         }
-        header
-            .finish(head, payload.freeze())
-            .map_err(ConnError::Frame)
+        Ok(payload.freeze())
     }
 
     /// Reads the next whole frame.

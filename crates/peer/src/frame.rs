@@ -210,6 +210,13 @@ fn le8(b: &[u8]) -> [u8; 8] {
     out
 }
 
+/// Returns the uncompressed length a compressed payload claims (0 if it is too short).
+pub fn claimed_len(payload: &[u8]) -> usize {
+    payload
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes(le4(b)) as usize)
+}
+
 fn decompress(payload: &[u8]) -> Result<Bytes, FrameError> {
     if payload.len() < 4 {
         return Err(bad("compressed payload shorter than its length field"));

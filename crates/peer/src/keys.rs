@@ -146,6 +146,15 @@ impl Keys {
         pools: Vec<String>,
     ) -> Result<KeyRecord> {
         let name = entity_name(name)?;
+        let owner = name.strip_prefix("client.").unwrap_or(&name);
+        if profile == Profile::MirrorPeer && owner.contains('.') {
+            return Err(
+                Error::new(ErrorKind::InvalidArgument, Subject::Store).with_detail(format!(
+                    "a mirror-peer key's name must have no '.' after 'client.' ({name}): its \
+                     records are named after it"
+                )),
+            );
+        }
         if self.get(&name).await?.is_some() {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
@@ -246,5 +255,10 @@ mod tests {
                 .is_err_and(|e| e.kind() == ErrorKind::NotFound)
         );
         assert!(entity_name("bad name").is_err());
+        assert!(
+            keys.create("client.a.b", Profile::MirrorPeer, vec![])
+                .await
+                .is_err_and(|e| e.kind() == ErrorKind::InvalidArgument)
+        );
     }
 }

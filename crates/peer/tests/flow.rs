@@ -134,6 +134,16 @@ async fn bad_frames_close_their_connection_and_other_sessions_go_on() {
     newer[4] = 2;
     let mut flags = wire.clone();
     flags[6] = 0x80;
+    // A zstd frame on a connection that did not ask for compression (a "zip bomb" would
+    // otherwise get past the window, which counts bytes as sent).
+    let bomb = frame::encode_rope(
+        FrameType::Request,
+        3,
+        vec![Bytes::from(vec![0u8; 1 << 20])],
+        true,
+    )
+    .unwrap()
+    .concat();
     let garbage = frame::encode(
         &Frame::new(FrameType::Request, 2, Bytes::from_static(&[15, 1, 2])),
         false,
@@ -146,6 +156,7 @@ async fn bad_frames_close_their_connection_and_other_sessions_go_on() {
         ("unknown frame type", unknown_type),
         ("version 2", newer),
         ("flags", flags),
+        ("did not negotiate compression", bomb),
         ("bad request", garbage),
     ];
     for (what, bytes) in cases {

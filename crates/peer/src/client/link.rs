@@ -39,6 +39,8 @@ pub type Watches = Arc<Mutex<WatchTable>>;
 /// Where events of each watch go.
 #[derive(Debug, Default)]
 pub struct WatchTable {
+    /// Changes whenever the session changes (every watch is dropped then).
+    pub generation: u64,
     sinks: HashMap<u64, mpsc::UnboundedSender<WatchEvent>>,
     /// Events that came before the answer to their `watch` was handled.
     early: Vec<(u64, WatchEvent)>,
@@ -66,9 +68,10 @@ impl WatchTable {
         self.sinks.remove(&cookie)
     }
 
-    /// Removes every watch.
+    /// Removes every watch (the session changed).
     pub fn drain(&mut self) -> Vec<mpsc::UnboundedSender<WatchEvent>> {
         self.early.clear();
+        self.generation += 1;
         self.sinks.drain().map(|(_, s)| s).collect()
     }
 
@@ -307,6 +310,7 @@ pub async fn connect(
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let dead = Arc::new(Mutex::new(None));
     let compress = welcome.compress;
+    reader.open(compress);
     let reader = tokio::spawn(read_loop(
         reader,
         pending.clone(),

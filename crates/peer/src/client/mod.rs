@@ -351,8 +351,19 @@ impl ObjectStore for RemoteStore {
 
     async fn watch(&self, io: &IoCtx, oid: &str) -> Result<Watch> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let generation = lock(&self.shared.watches).generation;
         let cookie = expect!(self, Request::Watch(io.clone(), oid.into()), Reply::Watch(c) => c)?;
-        lock(&self.shared.watches).add(cookie, tx);
+        let mut table = lock(&self.shared.watches);
+        if table.generation == generation {
+            table.add(cookie, tx);
+        } else {
+            // The session changed while the watch was being set up: it is already gone.
+            let _ = tx.send(WatchEvent::Disconnected(
+                Error::new(ErrorKind::NotFound, Subject::Store)
+                    .with_detail("the gateway lost this client's session"),
+            ));
+        }
+        drop(table);
         Ok(Watch::new(cookie, rx))
     }
 

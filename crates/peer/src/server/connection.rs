@@ -6,17 +6,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rbdx_objstore::ReadStep;
+use rbdx_objstore::limits::MAX_NOTIFY_PAYLOAD;
 use rbdx_objstore::{Error, ErrorKind, Subject};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+use crate::codec::rope_len;
 use crate::conn::{ConnError, FrameReader, Outgoing, outgoing, outgoing_rope, write_loop};
+use crate::frame::MAX_PAYLOAD;
 use crate::frame::{self, Frame, FrameType, MAGIC, VERSION};
 use crate::handshake::{self, Challenge, EXPORTER_LABEL, Hello, Side, Welcome};
 use crate::message::{Event, Request, encode_fatal, encode_response_rope};
 use crate::server::session::{Attachment, Seen, Session};
 use crate::server::{GatewayInner, dispatch};
+
+/// The largest answer kept for a resent request (answers of state-changing requests are
+/// versions, ids and notify outcomes).
+const KEPT_ANSWER_MAX: usize = 64 << 10;
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -97,6 +104,7 @@ pub async fn serve(gw: Arc<GatewayInner>, tcp: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    reader.open(compress);
     run(&gw, session, reader, tx, compress, peer).await;
     let _ = writer.await;
 }
@@ -154,7 +162,14 @@ async fn handshake<R: AsyncRead + Unpin>(
             ),
         )));
     }
-    let key = gw.keys.get(&hello.key_name).await.ok().flatten();
+    // Only well-formed names are looked up; anything else is refused like an unknown key.
+    let well_formed =
+        crate::keys::entity_name(&hello.key_name).ok().as_deref() == Some(hello.key_name.as_str());
+    let key = if well_formed {
+        gw.keys.get(&hello.key_name).await.ok().flatten()
+    } else {
+        None
+    };
     let server_nonce = handshake::random::<32>();
     let challenge = Challenge {
         version: VERSION,
@@ -179,7 +194,11 @@ async fn handshake<R: AsyncRead + Unpin>(
             ErrorKind::PermissionDenied,
             format!(
                 "the gateway refused key {}: no such key or a wrong secret",
-                hello.key_name
+                if well_formed {
+                    hello.key_name.as_str()
+                } else {
+                    "(malformed name)"
+                }
             ),
         ))
     };
@@ -265,6 +284,12 @@ async fn run<R: AsyncRead + Unpin + Send + 'static>(
         cut: cut_tx,
         serial,
     });
+    if session.is_closed() {
+        // The session ended between the handshake and now: the client reconnects and gets a
+        // new one (and learns that its watches are gone).
+        session.detach(serial);
+        return;
+    }
     for (cookie, e) in session.take_lost() {
         send(
             &tx,
@@ -375,24 +400,60 @@ async fn next_frame<R: AsyncRead + Unpin>(
             return Flow::Close;
         }
     };
-    // Flow control: a request's bytes count against the window until it is answered.
+    // Flow control: a request's bytes count against the window until it is answered; a
+    // compressed one counts for what it claims to hold, taken before it is decompressed.
     let window_bytes = gw.opts.window as usize;
-    let permit = if header.kind == FrameType::Request {
-        let credit = header.len.min(window_bytes) as u32;
-        match requests_window.clone().acquire_many_owned(credit).await {
-            Ok(p) => Some(p),
+    let is_request = header.kind == FrameType::Request;
+    let mut permits = Vec::new();
+    let credit = header.len.min(window_bytes);
+    if is_request {
+        match requests_window
+            .clone()
+            .acquire_many_owned(credit as u32)
+            .await
+        {
+            Ok(p) => permits.push(p),
             Err(_) => return Flow::Close,
         }
-    } else {
-        None
-    };
-    let frame = match reader.payload(&header, &head).await {
-        Ok(f) => f,
+    }
+    let raw = match reader.raw_payload(&header).await {
+        Ok(raw) => raw,
         Err(e) => {
             tracing::warn!("connection from {peer} closed: {e}");
             if let ConnError::Frame(f) = e {
                 send(tx, fatal_frame(ErrorKind::Protocol, f.0), false).await;
             }
+            return Flow::Close;
+        }
+    };
+    if header.compressed {
+        let claimed = frame::claimed_len(&raw);
+        if !is_request && claimed > MAX_NOTIFY_PAYLOAD {
+            let why = format!(
+                "a compressed {:?} frame claims {claimed} bytes",
+                header.kind
+            );
+            tracing::warn!("connection from {peer} closed: {why}");
+            send(tx, fatal_frame(ErrorKind::Protocol, why), false).await;
+            return Flow::Close;
+        }
+        let more = claimed.min(window_bytes).saturating_sub(credit);
+        if is_request && more > 0 {
+            match requests_window
+                .clone()
+                .acquire_many_owned(more as u32)
+                .await
+            {
+                Ok(p) => permits.push(p),
+                Err(_) => return Flow::Close,
+            }
+        }
+    }
+    let frame = match header.finish(&head, raw) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("connection from {peer} closed: protocol error: {e}");
+            send(tx, fatal_frame(ErrorKind::Protocol, e.0), false).await;
             return Flow::Close;
         }
     };
@@ -419,10 +480,16 @@ async fn next_frame<R: AsyncRead + Unpin>(
             let session = session.clone();
             tokio::spawn(async move {
                 answer(&session, frame.id, req, reserved, window_bytes).await;
-                drop(permit);
+                drop(permits);
                 drop(slot);
             });
             Flow::Continue
+        }
+        FrameType::NotifyAck if frame.payload.len() > MAX_NOTIFY_PAYLOAD => {
+            let why = format!("a notify answer of {} bytes", frame.payload.len());
+            tracing::warn!("connection from {peer} closed: {why}");
+            send(tx, fatal_frame(ErrorKind::Protocol, why), false).await;
+            Flow::Close
         }
         FrameType::NotifyAck => {
             session.ack(frame.id, frame.payload);
@@ -446,7 +513,8 @@ async fn next_frame<R: AsyncRead + Unpin>(
 
 /// Runs request `id` once, however often it arrives, and sends its answer to whichever
 /// connection the session has then. `reserved` is the credit taken for the answer; it is
-/// topped up or trimmed to the answer's real size.
+/// trimmed to the answer's real size, or given back and the whole size taken at once (never
+/// holding part of the window while waiting for the rest).
 async fn answer(
     session: &Arc<Session>,
     id: u64,
@@ -460,14 +528,25 @@ async fn answer(
             let waited = rx.wait_for(Option::is_some).await.map(|a| a.clone());
             match waited {
                 Ok(Some(answer)) => answer,
-                _ => return,
+                _ => encode_response_rope(&Err(Error::new(ErrorKind::Io, Subject::Store)
+                    .with_detail("the first copy of this request failed at the gateway"))),
             }
         }
         Seen::New(tx) => {
             let (result, keep) = match req {
                 Some(req) => {
                     let keep = req.changes_state();
-                    (dispatch::run(session, req).await, keep)
+                    // In its own task, so that a panic in the store becomes an error answer
+                    // rather than a request that never ends.
+                    let run = tokio::spawn({
+                        let session = session.clone();
+                        async move { dispatch::run(&session, req).await }
+                    });
+                    let result = run.await.unwrap_or_else(|e| {
+                        Err(Error::new(ErrorKind::Io, Subject::Store)
+                            .with_detail(format!("the gateway failed running the request: {e}")))
+                    });
+                    (result, keep)
                 }
                 None => (
                     Err(Error::new(ErrorKind::Unsupported, Subject::Store)
@@ -475,7 +554,19 @@ async fn answer(
                     false,
                 ),
             };
-            let encoded = encode_response_rope(&result);
+            let mut encoded = encode_response_rope(&result);
+            if rope_len(&encoded) > MAX_PAYLOAD {
+                encoded = encode_response_rope(&Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    Subject::Store,
+                )
+                .with_detail(format!(
+                    "the answer ({} bytes) is over the frame limit; read less at once",
+                    rope_len(&encoded)
+                ))));
+            }
+            // Small answers of state-changing requests are kept for a resend.
+            let keep = keep && rope_len(&encoded) <= KEPT_ANSWER_MAX;
             session.finish(id, &encoded, keep, tx);
             encoded
         }
@@ -488,20 +579,15 @@ async fn answer(
     };
     let need = out.len().min(window_bytes);
     let have = reserved.num_permits();
-    if need < have {
+    if need <= have {
         drop(reserved.split(have - need));
-    }
-    out.permits.push(reserved);
-    if need > have {
-        // The reserved credit may belong to the window of an earlier connection (a resumed
-        // session); the top-up comes from the connection the answer goes to.
-        match att
-            .window
-            .clone()
-            .acquire_many_owned((need - have) as u32)
-            .await
-        {
-            Ok(more) => out.permits.push(more),
+        out.permits.push(reserved);
+    } else {
+        // The reserved credit may also belong to an earlier connection (a resumed session):
+        // give it back and take the whole size from the connection the answer goes to.
+        drop(reserved);
+        match att.window.clone().acquire_many_owned(need as u32).await {
+            Ok(all) => out.permits.push(all),
             Err(_) => return,
         }
     }

@@ -16,7 +16,22 @@ pub async fn run(session: &Arc<Session>, req: Request) -> Result<Reply, Error> {
     let pool = match caps::pool_by_name(&req) {
         Some(name) => Some(name.to_owned()),
         None => match request_pool(&req) {
-            Some(id) => session.pool_name(id).await,
+            Some(id) => match session.pool_name(id).await {
+                Some(name) => Some(name),
+                // A key limited to pools reaches only pools it can name.
+                None if !session.key.pools.is_empty() => {
+                    return Err(Error::new(
+                        rbdx_objstore::ErrorKind::PermissionDenied,
+                        rbdx_objstore::Subject::PoolId(id),
+                    )
+                    .with_detail(format!(
+                        "key {} is limited to pool(s) {}, and pool id {id} is not known",
+                        session.key.name,
+                        session.key.pools.join(", ")
+                    )));
+                }
+                None => None,
+            },
             None => None,
         },
     };
@@ -62,7 +77,7 @@ pub async fn run(session: &Arc<Session>, req: Request) -> Result<Reply, Error> {
                 .config_key_list()
                 .await?
                 .into_iter()
-                .filter(|k| !k.starts_with(PREFIX))
+                .filter(|k| !k.starts_with(PREFIX) && caps::readable_config_key(&session.key, k))
                 .collect(),
         ),
         Request::SnapCreate(pool) => Reply::Snap(store.snap_create(pool).await?),

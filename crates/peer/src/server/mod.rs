@@ -126,6 +126,7 @@ impl GatewayInner {
             if let Some(s) = found
                 && s.token == r.token
                 && s.key.name == key.name
+                && !s.is_closed()
             {
                 return Ok((s, true));
             }
@@ -142,7 +143,11 @@ impl GatewayInner {
     }
 
     async fn end_session(&self, session: &Arc<Session>) {
-        self.table().remove(&session.id);
+        {
+            let mut table = self.table();
+            table.remove(&session.id);
+            session.mark_closed();
+        }
         session.close().await;
     }
 
@@ -285,7 +290,7 @@ impl Gateway {
             }
         }
         drop(listener);
-        let _ = inner.stopping.send(true);
+        inner.stopping.send_replace(true);
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(30), drain)
             .await

@@ -82,6 +82,7 @@ pub struct Session {
     next_ack: Mutex<u64>,
     pools: Mutex<HashMap<PoolId, String>>,
     lost: Mutex<Vec<(u64, rbdx_objstore::Error)>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +105,7 @@ impl Session {
             next_ack: Mutex::new(1),
             pools: Mutex::new(HashMap::new()),
             lost: Mutex::new(Vec::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -218,8 +220,20 @@ impl Session {
         guard(&self.pools).retain(|_, n| n != name);
     }
 
+    /// Returns true once the session has ended; it cannot be resumed or attached then.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks the session ended (before its watches are stopped), so that no connection
+    /// attaches to it any more.
+    pub fn mark_closed(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Ends the session: stops its watches in the store and cuts its connection.
     pub async fn close(&self) {
+        self.mark_closed();
         self.cut();
         let watches: Vec<(u64, WatchEntry)> = guard(&self.watches).drain().collect();
         for (cookie, w) in watches {
