@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rbdx_objstore::{Error, ErrorKind, Notification, Subject, WatchEvent};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::client::RemoteConfig;
 use crate::conn::{ConnError, FrameReader, Outgoing, outgoing, outgoing_rope, write_loop};
@@ -174,12 +176,19 @@ impl Link {
     }
 }
 
-/// Connects to the gateway of `cfg`, resuming `resume` if the gateway still has it.
-pub async fn connect(
+/// The reading side of an authenticated connection.
+pub type TlsReader = FrameReader<ReadHalf<TlsStream<TcpStream>>>;
+/// The writing side of an authenticated connection.
+pub type TlsWriter = WriteHalf<TlsStream<TcpStream>>;
+
+/// Connects to the gateway of `cfg` (TCP, TLS with the pinned certificate) and authenticates,
+/// resuming `resume` if the gateway still has it. Returns both sides of the connection, ready
+/// for frames, and the gateway's welcome. The `remote` backend builds its links on this; tests
+/// use it to send frames no well-behaved client would.
+pub async fn open(
     cfg: &RemoteConfig,
     resume: Option<Resume>,
-    watches: Watches,
-) -> Result<Link, Error> {
+) -> Result<(TlsReader, TlsWriter, Welcome), Error> {
     let endpoint = &cfg.endpoint;
     let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(endpoint)).await {
         Ok(Ok(tcp)) => tcp,
@@ -240,11 +249,8 @@ pub async fn connect(
         .1
         .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
         .map_err(|e| err(ErrorKind::Protocol, format!("TLS exporter: {e}")))?;
-    let (read, write) = tokio::io::split(tls);
+    let (read, mut write) = tokio::io::split(tls);
     let mut reader = FrameReader::new(read);
-    let (tx, rx) = mpsc::channel::<Outgoing>(1024);
-    tokio::spawn(write_loop(write, rx, cfg.bandwidth_limit));
-
     let handshake = async {
         let nonce = handshake::random::<32>();
         let hello = Hello {
@@ -255,7 +261,12 @@ pub async fn connect(
             resume,
             compress: cfg.compress,
         };
-        send(&tx, Frame::new(FrameType::Hello, 0, hello.encode())).await;
+        write_frame(
+            &mut write,
+            Frame::new(FrameType::Hello, 0, hello.encode()),
+            endpoint,
+        )
+        .await?;
         let challenge = expect(&mut reader, FrameType::Challenge, endpoint).await?;
         let challenge = Challenge::decode(challenge.payload).map_err(|e| {
             err(
@@ -263,15 +274,18 @@ pub async fn connect(
                 format!("bad challenge from {endpoint}: {e}"),
             )
         })?;
-        let proof = handshake::proof(
-            &cfg.secret,
-            Side::Client,
-            &exporter,
-            &cfg.name,
-            &nonce,
-            &challenge.nonce,
-        );
-        send(&tx, Frame::new(FrameType::Auth, 0, proof.to_vec())).await;
+        let proof = |side| {
+            handshake::proof(
+                &cfg.secret,
+                side,
+                &exporter,
+                &cfg.name,
+                &nonce,
+                &challenge.nonce,
+            )
+        };
+        let auth = Frame::new(FrameType::Auth, 0, proof(Side::Client).to_vec());
+        write_frame(&mut write, auth, endpoint).await?;
         let welcome = expect(&mut reader, FrameType::Welcome, endpoint).await?;
         let welcome = Welcome::decode(welcome.payload).map_err(|e| {
             err(
@@ -279,15 +293,7 @@ pub async fn connect(
                 format!("bad welcome from {endpoint}: {e}"),
             )
         })?;
-        let expected = handshake::proof(
-            &cfg.secret,
-            Side::Server,
-            &exporter,
-            &cfg.name,
-            &nonce,
-            &challenge.nonce,
-        );
-        if !handshake::proofs_equal(&expected, &welcome.proof) {
+        if !handshake::proofs_equal(&proof(Side::Server), &welcome.proof) {
             return Err(err(
                 ErrorKind::PermissionDenied,
                 format!(
@@ -307,10 +313,35 @@ pub async fn connect(
             ));
         }
     };
+    reader.open(welcome.compress);
+    Ok((reader, write, welcome))
+}
+
+/// Writes one handshake frame.
+async fn write_frame(write: &mut TlsWriter, frame: Frame, endpoint: &str) -> Result<(), Error> {
+    let bytes =
+        crate::frame::encode(&frame, false).map_err(|e| err(ErrorKind::InvalidArgument, e.0))?;
+    write.write_all(&bytes).await.map_err(|e| {
+        err(
+            ErrorKind::Protocol,
+            format!("{endpoint} closed the connection during the handshake: {e}"),
+        )
+    })
+}
+
+/// Connects to the gateway of `cfg`, resuming `resume` if the gateway still has it.
+pub async fn connect(
+    cfg: &RemoteConfig,
+    resume: Option<Resume>,
+    watches: Watches,
+) -> Result<Link, Error> {
+    let endpoint = &cfg.endpoint;
+    let (reader, write, welcome) = open(cfg, resume).await?;
+    let (tx, rx) = mpsc::channel::<Outgoing>(1024);
+    tokio::spawn(write_loop(write, rx, cfg.bandwidth_limit));
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let dead = Arc::new(Mutex::new(None));
     let compress = welcome.compress;
-    reader.open(compress);
     let reader = tokio::spawn(read_loop(
         reader,
         pending.clone(),
@@ -352,12 +383,6 @@ fn ping(n: u64) -> Outgoing {
             permits: Vec::new(),
             last: false,
         },
-    }
-}
-
-async fn send(tx: &mpsc::Sender<Outgoing>, frame: Frame) {
-    if let Ok(out) = outgoing(&frame, false) {
-        let _ = tx.send(out).await;
     }
 }
 

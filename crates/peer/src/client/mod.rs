@@ -11,6 +11,8 @@
 
 mod link;
 
+pub use link::{TlsReader, TlsWriter, open};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

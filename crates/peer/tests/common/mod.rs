@@ -165,63 +165,13 @@ impl Harness for RemoteHarness {
     }
 }
 
-/// An authenticated connection made by hand (TLS and the handshake), for tests that send
+/// An authenticated connection without the client's machinery around it, for tests that send
 /// frames a well-behaved client never would.
 pub async fn raw_session(
     gw: &TestGateway,
-) -> (
-    rbdx_peer::conn::FrameReader<
-        tokio::io::ReadHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    >,
-    tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-) {
-    use rbdx_peer::frame::{self, Frame, FrameType};
-    use rbdx_peer::handshake::{self, Challenge, EXPORTER_LABEL, Hello, Side};
-    use rbdx_peer::tls::{self, Pinned};
-    use tokio::io::AsyncWriteExt;
-
-    let cfg = gw.config();
-    let tcp = tokio::net::TcpStream::connect(&gw.endpoint).await.unwrap();
-    let pinned = Arc::new(Pinned::new(cfg.fingerprint.clone()));
-    let connector = tokio_rustls::TlsConnector::from(tls::client_config(pinned).unwrap());
-    let name = rustls::pki_types::ServerName::try_from(tls::SERVER_NAME).unwrap();
-    let stream = connector.connect(name, tcp).await.unwrap();
-    let mut exporter = [0u8; 32];
-    stream
-        .get_ref()
-        .1
-        .export_keying_material(&mut exporter, EXPORTER_LABEL, None)
-        .unwrap();
-    let (read, mut write) = tokio::io::split(stream);
-    let mut reader = rbdx_peer::conn::FrameReader::new(read);
-    let nonce = handshake::random::<32>();
-    let hello = Hello {
-        min_version: 1,
-        max_version: 1,
-        key_name: cfg.name.clone(),
-        nonce,
-        resume: None,
-        compress: false,
-    };
-    let send = |f: Frame| frame::encode(&f, false).unwrap();
-    write
-        .write_all(&send(Frame::new(FrameType::Hello, 0, hello.encode())))
+) -> (rbdx_peer::client::TlsReader, rbdx_peer::client::TlsWriter) {
+    let (reader, writer, _welcome) = rbdx_peer::client::open(&gw.config(), None)
         .await
-        .unwrap();
-    let challenge = Challenge::decode(reader.next().await.unwrap().payload).unwrap();
-    let proof = handshake::proof(
-        &cfg.secret,
-        Side::Client,
-        &exporter,
-        &cfg.name,
-        &nonce,
-        &challenge.nonce,
-    );
-    write
-        .write_all(&send(Frame::new(FrameType::Auth, 0, proof.to_vec())))
-        .await
-        .unwrap();
-    let welcome = reader.next().await.unwrap();
-    assert_eq!(welcome.kind, FrameType::Welcome);
-    (reader, write)
+        .expect("connecting to the gateway");
+    (reader, writer)
 }
