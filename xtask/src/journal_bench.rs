@@ -16,8 +16,8 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::migration_bench::settle;
-use crate::rbdx::Rbdx;
-use crate::{build_rbdx, show, target_dir};
+use crate::rbdx::{Rbdx, median};
+use crate::show;
 
 const RUNS: usize = 3;
 
@@ -39,11 +39,6 @@ impl Rbdx {
         all.push(image);
         Ok(serde_json::from_str(&self.run(&all)?)?)
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn image_features(journaling: bool) -> &'static str {
@@ -200,14 +195,7 @@ fn exports(rbdx: &Rbdx, dir: &Path) -> anyhow::Result<(f64, f64)> {
 
 /// Runs every case and prints the table.
 pub fn run() -> anyhow::Result<()> {
-    let binary = build_rbdx()?;
-    let dir = target_dir()?.join("bench-journal");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let rbdx = Rbdx {
-        binary,
-        store: dir.join("store"),
-    };
+    let (rbdx, dir) = Rbdx::fresh("bench-journal")?;
     eprintln!("+ 4 KiB QD1 and 4 MiB sequential writes, without and with journaling");
     let plain = writes(&rbdx, false)?;
     let journaled = writes(&rbdx, true)?;

@@ -15,15 +15,11 @@
 //! Each figure is the median of five runs with the page cache warm and dirty pages written
 //! back before each run; outputs go to the same file system as the store.
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
-
-use anyhow::Context;
 
 use crate::rbdx::Rbdx;
-use crate::{build_rbdx, run_step, show, target_dir};
+use crate::run_step;
 
 const RUNS: usize = 5;
 
@@ -36,31 +32,8 @@ struct Sample {
 
 /// Runs `cmd` to completion, returning its wall time and maximum resident set size.
 fn measure(cmd: &mut Command) -> anyhow::Result<Sample> {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("running {}", show(cmd)))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own child, not yet reaped (the `Child` is never waited on), and
-    // both out-pointers point at live locals.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let secs = start.elapsed().as_secs_f64();
-    anyhow::ensure!(reaped == pid, "wait4 failed for {}", show(cmd));
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr {
-        use std::io::Read as _;
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = std::process::ExitStatus::from_raw(status);
-    anyhow::ensure!(status.success(), "{} failed: {stderr}", show(cmd));
-    Ok(Sample {
-        secs,
-        rss_bytes: usage.ru_maxrss as u64 * 1024,
-    })
+    let (_, secs, rss_bytes) = crate::rbdx::run_with_peak(cmd, false)?;
+    Ok(Sample { secs, rss_bytes })
 }
 
 /// Writes back every dirty page, so that no run pays for the writeback of an earlier one.
@@ -194,14 +167,7 @@ struct Row {
 
 /// Builds the inputs, runs every case and prints the table.
 pub fn run() -> anyhow::Result<()> {
-    let binary = build_rbdx()?;
-    let dir = target_dir()?.join("bench-migration");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let rbdx = Rbdx {
-        binary,
-        store: dir.join("store"),
-    };
+    let (rbdx, dir) = Rbdx::fresh("bench-migration")?;
     let raw = dir.join("disk.raw");
     let qcow = dir.join("disk.qcow2");
     let sparse = dir.join("sparse.qcow2");

@@ -4,43 +4,15 @@
 //! with the peak memory of the gateway and of the client.
 
 use std::io::BufRead as _;
-use std::io::Read as _;
-use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::Context;
 
 use crate::migration_bench::settle;
-use crate::rbdx::Rbdx;
-use crate::{build_rbdx, show, target_dir};
+use crate::rbdx::{Rbdx, median, run_with_peak};
 
 const RUNS: usize = 3;
-
-/// Runs `cmd`, which must succeed; returns its standard output and peak resident memory.
-fn run_measured(cmd: &mut Command) -> anyhow::Result<(String, u64)> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| show(cmd))?;
-    let mut stdout = String::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        pipe.read_to_string(&mut stdout)?;
-    }
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own child, not yet reaped (the `Child` is never waited on), and
-    // both out-pointers point at live locals.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(reaped == pid, "wait4 failed for {}", show(cmd));
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
-    let status = std::process::ExitStatus::from_raw(status);
-    anyhow::ensure!(status.success(), "{} failed: {stderr}", show(cmd));
-    Ok((stdout, usage.ru_maxrss as u64 * 1024))
-}
 
 /// The figures of one side: throughputs in bytes per second, IOPS, peak client memory.
 #[derive(Default)]
@@ -51,11 +23,6 @@ struct Side {
     peak: u64,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// Runs the three benchmarks `RUNS` times with `prefix` (the options selecting the store).
 fn side(rbdx: &Rbdx, prefix: &[&str], tag: &str) -> anyhow::Result<Side> {
     let (mut w4m, mut r4m, mut w4k, mut peak) = (Vec::new(), Vec::new(), Vec::new(), 0u64);
@@ -64,7 +31,7 @@ fn side(rbdx: &Rbdx, prefix: &[&str], tag: &str) -> anyhow::Result<Side> {
         all.extend_from_slice(&["bench", "--format", "json"]);
         all.extend_from_slice(args);
         all.push(image);
-        let (out, rss) = run_measured(&mut rbdx.cmd(&all))?;
+        let (out, _, rss) = run_with_peak(&mut rbdx.cmd(&all), true)?;
         Ok((serde_json::from_str(&out)?, rss))
     };
     for run in 0..RUNS {
@@ -162,14 +129,7 @@ fn start_gateway(rbdx: &Rbdx, dir: &Path) -> anyhow::Result<(std::process::Child
 
 /// Runs every case and prints the table.
 pub fn run() -> anyhow::Result<()> {
-    let binary = build_rbdx()?;
-    let dir = target_dir()?.join("bench-peer");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let rbdx = Rbdx {
-        binary,
-        store: dir.join("store"),
-    };
+    let (rbdx, dir) = Rbdx::fresh("bench-peer")?;
     rbdx.run(&["pool", "ls"])?;
     let (mut gateway, conf) = start_gateway(&rbdx, &dir)?;
     eprintln!("+ rbdx bench on the embedded store");

@@ -1,12 +1,55 @@
 //! The `rbdx` binary on one embedded store, as benchmarks run it.
 
-use std::io::BufRead as _;
+use std::io::{BufRead as _, Read as _};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::show;
+use crate::{build_rbdx, show, target_dir};
+
+/// Returns the median of `values` (the upper one of an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs `cmd`, which must succeed; returns its standard output (if `capture`, else it is
+/// discarded), its wall time in seconds and its peak resident memory in bytes.
+pub fn run_with_peak(cmd: &mut Command, capture: bool) -> anyhow::Result<(String, f64, u64)> {
+    cmd.stdout(if capture {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {}", show(cmd)))?;
+    let mut stdout = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        pipe.read_to_string(&mut stdout)?;
+    }
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet reaped (the `Child` is never waited on), and
+    // both out-pointers point at live locals.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(reaped == pid, "wait4 failed for {}", show(cmd));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = std::process::ExitStatus::from_raw(status);
+    anyhow::ensure!(status.success(), "{} failed: {stderr}", show(cmd));
+    Ok((stdout, secs, usage.ru_maxrss as u64 * 1024))
+}
 
 /// A started `rbdx nbd serve`: the process, its JSON start line and its first export's URI.
 pub struct NbdServer {
@@ -27,6 +70,20 @@ pub struct Rbdx {
 }
 
 impl Rbdx {
+    /// Builds `rbdx` and returns it on a fresh store in `target/NAME`; returns the directory
+    /// too.
+    pub fn fresh(name: &str) -> anyhow::Result<(Rbdx, PathBuf)> {
+        let binary = build_rbdx()?;
+        let dir = target_dir()?.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let rbdx = Rbdx {
+            binary,
+            store: dir.join("store"),
+        };
+        Ok((rbdx, dir))
+    }
+
     /// Returns a command running `rbdx args` on the store.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.binary);
