@@ -1,46 +1,34 @@
 //! `rbdx gateway serve` started by a test, and client configs for it.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use super::daemon::Daemon;
 use super::{Rbdx, Run};
 
 /// A running `rbdx gateway serve` on 127.0.0.1; stopped with SIGTERM when dropped.
 pub struct Gateway {
-    child: Option<Child>,
-    /// The JSON line it printed on start.
-    pub started: serde_json::Value,
-    _stdout: BufReader<ChildStdout>,
+    daemon: Daemon,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl Gateway {
     /// Serves `site`'s embedded store on a free port (or `bind`), with extra `args`.
     pub fn start(site: &Rbdx, bind: Option<&str>, args: &[&str]) -> Gateway {
-        let mut child = Command::new(Rbdx::binary())
-            .args(["gateway", "serve", "--format", "json", "--bind"])
+        let mut cmd = Command::new(Rbdx::binary());
+        cmd.args(["gateway", "serve", "--format", "json", "--bind"])
             .arg(bind.unwrap_or("127.0.0.1:0"))
             .args(args)
-            .env("RBDX_DATA_DIR", site.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "rbdx gateway serve did not start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+            .env("RBDX_DATA_DIR", site.path());
         Gateway {
-            child: Some(child),
-            started: serde_json::from_str(&line).unwrap(),
-            _stdout: stdout,
+            daemon: Daemon::start(cmd, "rbdx gateway serve"),
         }
     }
 
@@ -54,44 +42,14 @@ impl Gateway {
         self.started["fingerprint"].as_str().unwrap().to_owned()
     }
 
-    /// Returns the process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// Kills the gateway with SIGKILL, as a crash would.
-    pub fn kill9(mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub fn kill9(self) {
+        self.daemon.kill9();
     }
 
     /// Stops the gateway with SIGTERM and returns its exit status and standard error.
-    pub fn stop(mut self) -> (i32, String) {
-        let child = self.child.take().unwrap();
-        terminate(&child);
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&child);
-            let _ = child.wait();
-        }
-    }
-}
-
-fn terminate(child: &Child) {
-    // SAFETY: kill only sends a signal to the child this test started.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    pub fn stop(self) -> (i32, String) {
+        self.daemon.stop()
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod daemon;
 pub mod gateway;
 pub mod http;
 pub mod nbd;

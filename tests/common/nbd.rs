@@ -1,17 +1,22 @@
 //! `rbdx nbd serve` started by a test, and the real NBD clients the tests drive.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use super::Rbdx;
+use super::daemon::Daemon;
 
 /// A running `rbdx nbd serve`; stopped with SIGTERM when dropped.
 pub struct Server {
-    child: Option<Child>,
-    /// The JSON line it printed on start.
-    pub started: serde_json::Value,
-    _stdout: BufReader<ChildStdout>,
+    daemon: Daemon,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
 }
 
 impl Server {
@@ -23,29 +28,10 @@ impl Server {
             all.extend(["--bind", "127.0.0.1:0"]);
         }
         all.extend_from_slice(args);
-        let mut child = Command::new(Rbdx::binary())
-            .args(&all)
-            .env("RBDX_DATA_DIR", rbdx.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        if line.trim().is_empty() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "rbdx nbd serve did not start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let started = serde_json::from_str(&line).unwrap();
+        let mut cmd = Command::new(Rbdx::binary());
+        cmd.args(&all).env("RBDX_DATA_DIR", rbdx.path());
         Server {
-            child: Some(child),
-            started,
-            _stdout: stdout,
+            daemon: Daemon::start(cmd, "rbdx nbd serve"),
         }
     }
 
@@ -68,38 +54,13 @@ impl Server {
     }
 
     /// Kills the server with SIGKILL, as a crash would.
-    pub fn kill9(mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub fn kill9(self) {
+        self.daemon.kill9();
     }
 
     /// Stops the server with SIGTERM and returns its exit status and standard error.
-    pub fn stop(mut self) -> (i32, String) {
-        let child = self.child.take().unwrap();
-        terminate(&child);
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            terminate(&child);
-            let _ = child.wait();
-        }
-    }
-}
-
-fn terminate(child: &Child) {
-    // SAFETY: kill only sends a signal to the child this test started.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    pub fn stop(self) -> (i32, String) {
+        self.daemon.stop()
     }
 }
 
