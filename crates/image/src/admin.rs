@@ -36,6 +36,8 @@ pub struct CreateOptions {
     pub journal: crate::journaling::JournalLayout,
     /// The format of a clone (ignored for an image that is not a clone).
     pub clone_format: crate::clone_v2::CloneFormat,
+    /// The mirroring record the image is created with (a non-primary copy is made so).
+    pub mirror: Option<crate::mirroring::ImageMirror>,
 }
 
 impl CreateOptions {
@@ -210,6 +212,7 @@ impl Images {
             parent,
             metadata: BTreeMap::new(),
             migration: None,
+            mirror: opts.mirror.clone(),
             op_features: Default::default(),
         };
         finish(&mut header).await?;

@@ -74,12 +74,22 @@ pub enum SnapNamespace {
         /// Its name before it was removed.
         original_name: String,
     },
+    /// A mirror snapshot, taken at the primary or copied by the mirror daemon.
+    Mirror(crate::mirroring::MirrorSnap),
 }
 
 impl SnapNamespace {
     /// Returns true for the user's namespace.
     pub fn is_user(&self) -> bool {
         *self == SnapNamespace::User
+    }
+
+    /// Returns the mirror snapshot record, for a mirror snapshot.
+    pub fn mirror(&self) -> Option<&crate::mirroring::MirrorSnap> {
+        match self {
+            SnapNamespace::Mirror(m) => Some(m),
+            _ => None,
+        }
     }
 }
 
@@ -141,6 +151,8 @@ pub struct Header {
     pub migration: Option<crate::migration::MigrationSpec>,
     /// Operation features (format 2 clones and the snapshot trash).
     pub op_features: OpFeatures,
+    /// The image's part in mirroring, once mirroring is enabled for it.
+    pub mirror: Option<crate::mirroring::ImageMirror>,
 }
 
 fn u64_of(key: &str, v: &[u8]) -> Result<u64> {
@@ -246,6 +258,10 @@ impl Header {
                     .transpose()?
                     .unwrap_or(0),
             ),
+            mirror: entries
+                .get("mirror")
+                .map(|v| json_of("mirror", v))
+                .transpose()?,
         };
         for (key, value) in entries {
             if let Some(rest) = key.strip_prefix(SNAPSHOT_PREFIX) {
@@ -323,6 +339,9 @@ impl Header {
         }
         if let Some(migration) = &self.migration {
             map.insert("migration".into(), json_bytes(migration));
+        }
+        if let Some(mirror) = &self.mirror {
+            map.insert("mirror".into(), json_bytes(mirror));
         }
         if self.op_features.0 != 0 {
             map.insert(
@@ -456,6 +475,20 @@ mod tests {
                 }),
             }),
             op_features: OpFeatures::CLONE_PARENT.set(OpFeatures::SNAP_TRASH, true),
+            mirror: Some(crate::mirroring::ImageMirror {
+                global_id: "g".into(),
+                mode: crate::mirroring::MirrorMode::Journal,
+                primary: false,
+                generation: crate::mirroring::Generation {
+                    id: "gen".into(),
+                    site: "site".into(),
+                    predecessor: None,
+                    journal_start: Some(4),
+                },
+                position: Some(9),
+                demoted: false,
+                resync: false,
+            }),
         }
     }
 

@@ -41,6 +41,9 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// How long to wait for another client to hand over the exclusive lock.
     pub lock_wait: Duration,
+    /// Opened by the mirror daemon to keep a non-primary copy in step: writes are allowed
+    /// although the image is not primary, and they are not journaled.
+    pub replica: bool,
     /// Open at this snapshot id instead of a name (used for parents).
     pub(crate) snap_id: Option<u64>,
     /// Position in a clone chain.
@@ -53,6 +56,7 @@ impl Default for OpenOptions {
             snap: None,
             read_only: false,
             lock_wait: Duration::from_secs(30),
+            replica: false,
             snap_id: None,
             depth: 0,
         }
@@ -69,6 +73,12 @@ impl OpenOptions {
     /// Opens at the snapshot with store id `snap_id` (read-only).
     pub fn with_snap_id(mut self, snap_id: Option<u64>) -> Self {
         self.snap_id = snap_id;
+        self
+    }
+
+    /// Opens as the mirror daemon's replica handle (see [`OpenOptions::replica`]).
+    pub fn with_replica(mut self, replica: bool) -> Self {
+        self.replica = replica;
         self
     }
 
@@ -140,6 +150,8 @@ pub(crate) struct Inner {
     pub header_oid: String,
     pub snap: Option<SnapInfo>,
     pub read_only: bool,
+    /// The mirror daemon's handle on a non-primary copy.
+    pub replica: bool,
     pub lock_wait: Duration,
     pub state: RwLock<HeaderState>,
     pub stale: AtomicBool,
@@ -173,6 +185,11 @@ pub(crate) struct Inner {
 #[derive(Debug, Clone)]
 pub struct Image {
     pub(crate) inner: Arc<Inner>,
+}
+
+tokio::task_local! {
+    /// Set while a task runs an operation inside an exclusive hold of the gate it took first.
+    static QUIESCED: ();
 }
 
 /// Reads a whole header with its version.
@@ -345,6 +362,7 @@ impl Image {
             header_oid,
             snap,
             read_only,
+            replica: options.replica,
             lock_wait: options.lock_wait,
             state: RwLock::new(state),
             stale: AtomicBool::new(false),
@@ -500,6 +518,21 @@ impl Inner {
         Ok(new)
     }
 
+    /// Takes the gate exclusively, unless this task already holds it: a journaled operation
+    /// quiesces I/O before its event is journaled (see [`Inner::log_op`]), and the operation
+    /// itself then runs inside that hold.
+    pub(crate) async fn quiesce(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        if QUIESCED.try_with(|_| ()).is_ok() {
+            return None;
+        }
+        Some(self.gate.clone().write_owned().await)
+    }
+
+    /// Runs `op` as a task that holds the gate exclusively (taken by the caller).
+    pub(crate) async fn inside_quiesce<T>(op: impl std::future::Future<Output = T>) -> T {
+        QUIESCED.scope((), op).await
+    }
+
     /// Refuses writes on a read-only handle.
     pub fn check_writable(&self) -> Result<()> {
         if self.read_only {
@@ -518,6 +551,18 @@ impl Inner {
                     "image {} is the source of a migration to {}; it is read-only until the \
                      migration is aborted",
                     self.name, m.image_name
+                ),
+            ));
+        }
+        if let Some(m) = &self.header().mirror
+            && !m.primary
+            && !self.replica
+        {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!(
+                    "image {} is a non-primary mirror copy; it is read-only until it is promoted",
+                    self.name
                 ),
             ));
         }

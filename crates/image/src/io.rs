@@ -515,7 +515,7 @@ impl Image {
     async fn resize_now(&self, size: u64, allow_shrink: bool) -> Result<()> {
         self.inner.check_writable()?;
         let inner = &self.inner;
-        let _gate = inner.gate.write().await;
+        let _gate = inner.quiesce().await;
         crate::lock::ensure_lock(inner).await?;
         let header = inner.header();
         if size < header.size && !allow_shrink {

@@ -250,12 +250,32 @@ impl crate::image::Inner {
         event: Event,
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        if !self.header().features.contains(crate::Features::JOURNALING) || self.read_only {
+        if !self.header().features.contains(crate::Features::JOURNALING)
+            || self.read_only
+            || self.replica
+        {
             return op.await;
         }
         crate::lock::ensure_lock(self).await?;
+        // Operations that see the data quiesce before they are journaled: every write
+        // journaled before the event is applied before the operation, and none journaled
+        // after it is. (Flatten and the header-only operations run beside writes.)
+        let quiesces = matches!(
+            event,
+            Event::SnapCreate { .. }
+                | Event::SnapRemove { .. }
+                | Event::SnapRollback { .. }
+                | Event::Resize { .. }
+                | Event::UpdateFeatures { .. }
+        );
+        let gate = if quiesces { self.quiesce().await } else { None };
         let tid = self.log(|| event).await?;
-        let result = op.await;
+        let result = if gate.is_some() {
+            Self::inside_quiesce(op).await
+        } else {
+            op.await
+        };
+        drop(gate);
         if let Some(tid) = tid {
             let code = match &result {
                 Ok(_) => 0,

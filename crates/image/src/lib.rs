@@ -54,6 +54,8 @@ mod mapview;
 mod meta;
 pub mod migration;
 mod migration_admin;
+mod mirror_ops;
+pub mod mirroring;
 pub mod names;
 pub mod objectmap;
 mod objlocks;

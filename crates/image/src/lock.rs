@@ -151,6 +151,9 @@ impl crate::Image {
 pub(crate) async fn ensure_lock(inner: &Inner) -> Result<()> {
     if !inner.header().features.contains(Features::EXCLUSIVE_LOCK) {
         inner.refresh_if_stale().await?;
+        if !inner.read_only {
+            inner.check_writable()?;
+        }
         return Ok(());
     }
     if inner.lock.owned() {
@@ -294,6 +297,9 @@ async fn hand_over(inner: &Inner) -> Result<()> {
 /// What a new lock owner does first: re-read the header and load the object map.
 async fn take_over(inner: &Inner) -> Result<()> {
     inner.refresh().await?;
+    // The image may have been demoted (or become a migration source) since this handle
+    // last looked.
+    inner.check_writable()?;
     let header = inner.header();
     *inner.map.lock().await = None;
     if header.features.contains(Features::OBJECT_MAP) && header.flags & FLAG_OBJECT_MAP_INVALID == 0

@@ -97,7 +97,7 @@ impl Image {
     pub async fn object_map_rebuild(&self, progress: Progress<'_>) -> Result<()> {
         let inner = &self.inner;
         inner.check_writable()?;
-        let _gate = inner.gate.write().await;
+        let _gate = inner.quiesce().await;
         crate::lock::ensure_lock(inner).await?;
         inner.refresh().await?;
         self.require_object_map()?;
@@ -246,7 +246,7 @@ impl Image {
         let drops_journal =
             current.contains(Features::JOURNALING) && !target.contains(Features::JOURNALING);
         {
-            let _gate = inner.gate.write().await;
+            let _gate = inner.quiesce().await;
             if current.contains(Features::EXCLUSIVE_LOCK) {
                 // Taking the lock replays a journal up to date before it can go.
                 crate::lock::ensure_lock(inner).await?;

@@ -27,7 +27,7 @@ const INTERRUPTED: i32 = -4;
 impl Inner {
     /// Opens the journal of a journaling image and replays it; called on taking the lock.
     pub(crate) async fn open_journal(&self) -> Result<()> {
-        if !self.header().features.contains(Features::JOURNALING) {
+        if !self.header().features.contains(Features::JOURNALING) || self.replica {
             return Ok(());
         }
         let opener = self.cluster.require_journals()?;

@@ -94,19 +94,31 @@ impl Image {
 
     async fn snap_create_now(&self, name: &str) -> Result<SnapInfo> {
         check_snap_name(name)?;
+        self.create_snapshot(name, SnapNamespace::User).await
+    }
+
+    /// Takes a snapshot named `name` in namespace `namespace`; the snapshot limit counts the
+    /// user's snapshots only.
+    pub(crate) async fn create_snapshot(
+        &self,
+        name: &str,
+        namespace: SnapNamespace,
+    ) -> Result<SnapInfo> {
         self.inner.check_writable()?;
         let inner = &self.inner;
-        let _gate = inner.gate.write().await;
+        let _gate = inner.quiesce().await;
         crate::lock::ensure_lock(inner).await?;
         inner.refresh().await?;
         let header = inner.header();
-        if header.snapshot_by_name(name).is_some() {
+        let taken = |h: &crate::Header| h.snapshots.values().any(|s| s.name == name);
+        if taken(&header) {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
                 format!("snapshot {name} of image {} already exists", inner.name),
             ));
         }
         if let Some(limit) = header.snap_limit
+            && namespace.is_user()
             && header.snapshots.len() as u64 >= limit
         {
             return Err(Error::new(
@@ -140,12 +152,12 @@ impl Image {
                 0
             },
             parent: header.parent.clone(),
-            namespace: Default::default(),
+            namespace,
         };
         let record = snap.clone();
         let result = inner
             .update_header(|h| {
-                if h.snapshot_by_name(name).is_some() {
+                if taken(h) {
                     return Err(Error::new(
                         ErrorKind::AlreadyExists,
                         format!("snapshot {name} of image {} already exists", inner.name),
@@ -191,7 +203,7 @@ impl Image {
     async fn snap_remove_now(&self, name: &str) -> Result<()> {
         self.inner.check_writable()?;
         let inner = &self.inner;
-        let _gate = inner.gate.write().await;
+        let _gate = inner.quiesce().await;
         crate::lock::ensure_lock(inner).await?;
         inner.refresh().await?;
         let snap = self.snapshot_named(name)?;
@@ -228,7 +240,7 @@ impl Image {
     pub(crate) async fn remove_trashed_snapshot(&self, id: u64) -> Result<()> {
         self.inner.check_writable()?;
         let inner = &self.inner;
-        let _gate = inner.gate.write().await;
+        let _gate = inner.quiesce().await;
         crate::lock::ensure_lock(inner).await?;
         inner.refresh().await?;
         let Some(snap) = inner.header().snapshots.get(&id).cloned() else {
@@ -246,7 +258,7 @@ impl Image {
 
     /// Removes snapshot `snap` for good: its object map, its header record and its store
     /// snapshot. The caller holds the gate and the lock.
-    async fn remove_snapshot(&self, snap: &SnapInfo) -> Result<()> {
+    pub(crate) async fn remove_snapshot(&self, snap: &SnapInfo) -> Result<()> {
         let inner = &self.inner;
         let name = &snap.name;
         let header = inner.header();
@@ -442,7 +454,7 @@ impl Image {
     async fn snap_rollback_now(&self, name: &str, progress: Progress<'_>) -> Result<()> {
         self.inner.check_writable()?;
         let inner = &self.inner;
-        let _gate = inner.gate.write().await;
+        let _gate = inner.quiesce().await;
         crate::lock::ensure_lock(inner).await?;
         inner.refresh().await?;
         let snap = self.snapshot_named(name)?;

@@ -18,16 +18,39 @@ struct SnapOut {
     size: u64,
     protected: String,
     timestamp: String,
-    /// With `--all`: `{"type": "user"}` or `{"type": "trash", "original_name": ...}`.
+    /// With `--all`: `{"type": "user"}`, `{"type": "trash", "original_name": ...}` or
+    /// `{"type": "mirror", "state": ..., "complete": ...}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     namespace: Option<SnapNamespace>,
 }
 
-/// The NAMESPACE column: `user`, or `trash (<original name>)`.
+/// The NAMESPACE column: `user`, `trash (<original name>)`, or `mirror (<state>
+/// peer_uuids:[...] ...)` as `rbd` shows it.
 fn namespace_text(namespace: &SnapNamespace) -> String {
     match namespace {
         SnapNamespace::User => "user".to_owned(),
         SnapNamespace::Trash { original_name } => format!("trash ({original_name})"),
+        SnapNamespace::Mirror(m) => {
+            let state = serde_json::to_value(m.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let mut text = format!(
+                "mirror ({state} peer_uuids:[{}]",
+                m.mirror_peer_uuids.join(",")
+            );
+            if let Some(id) = m.primary_snap_id {
+                text.push_str(&format!(" {}:{id}", m.primary_mirror_uuid));
+                if !m.complete {
+                    let copied = m.last_copied_object_number.unwrap_or(0);
+                    text.push_str(&format!(" {copied} objects copied"));
+                } else {
+                    text.push_str(" copied");
+                }
+            }
+            text.push(')');
+            text
+        }
     }
 }
 
