@@ -111,15 +111,16 @@ impl Inner {
         dst_snap: Option<u64>,
     ) -> Result<(Option<u64>, u64)> {
         let header = self.header();
+        let head_view = spec.copy.as_ref().and_then(|c| c.head_snap);
         let (view, dst_size) = match dst_snap {
-            None => (None, header.size),
+            None => (head_view, header.size),
             Some(id) => {
                 let size = header.snapshots.get(&id).map_or(0, |s| s.size);
                 (spec.snap_map.get(&id).copied(), size)
             }
         };
         let mut overlap = dst_size.min(source.view_size(view)?);
-        if view.is_none() {
+        if dst_snap.is_none() {
             overlap = overlap.min(spec.overlap);
         }
         Ok((view, overlap))

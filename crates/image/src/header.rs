@@ -472,6 +472,7 @@ mod tests {
                 state_description: String::new(),
                 copy: Some(crate::migration::CopyOrigin {
                     cluster: Some("site-a".into()),
+                    head_snap: None,
                 }),
             }),
             op_features: OpFeatures::CLONE_PARENT.set(OpFeatures::SNAP_TRASH, true),

@@ -110,6 +110,10 @@ pub struct CopyOrigin {
     /// config file or an embedded store's directory), when it is not the destination's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The source snapshot the destination's head is copied from (default: the source's
+    /// head); the mirror daemon's initial sync copies a mirror snapshot so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_snap: Option<u64>,
 }
 
 impl MigrationSpec {

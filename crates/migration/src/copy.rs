@@ -29,6 +29,9 @@ pub struct ImageCopyOptions {
     /// The source's store, as the rbdx tools name a cluster, when it is not the
     /// destination's.
     pub source_cluster: Option<String>,
+    /// Copy the head from this source snapshot (by id) instead of the source's head, and only
+    /// the snapshots older than it.
+    pub head_snap: Option<u64>,
 }
 
 impl Migration {
@@ -48,6 +51,7 @@ impl Migration {
         let header = src.header_by_id(&src_id, src_name).await?;
         let origin = CopyOrigin {
             cluster: options.source_cluster.clone(),
+            head_snap: options.head_snap,
         };
         if options.source_cluster.is_none() && src.io_ctx() == dst.io_ctx() && src_name == dst_name
         {
@@ -87,6 +91,7 @@ impl Migration {
         let snapshots: Vec<TargetSnapshot> = if options.snapshots {
             header
                 .user_snapshots()
+                .filter(|s| options.head_snap.is_none_or(|head| s.id < head))
                 .map(|s| TargetSnapshot {
                     source: rbdx_image::migration::SourceSnapshot {
                         key: s.id,
@@ -105,6 +110,12 @@ impl Migration {
         } else {
             Vec::new()
         };
+        let size = match options.head_snap {
+            Some(id) => header.snapshots.get(&id).map(|s| s.size).ok_or_else(|| {
+                Error::not_found(format!("image {src_name} has no snapshot {id}"))
+            })?,
+            None => header.size,
+        };
         let spec = MigrationSpec {
             role: MigrationRole::Destination,
             pool_id: src.io_ctx().pool().0,
@@ -113,7 +124,7 @@ impl Migration {
             image_id: src_id,
             source_spec: None,
             snap_map: Default::default(),
-            overlap: header.size,
+            overlap: size,
             flatten: options.flatten,
             state: MigrationState::Prepared,
             state_description: String::new(),
@@ -124,7 +135,7 @@ impl Migration {
         } else {
             header.parent.clone()
         };
-        let opts = inherit(&options.create, &header, header.size);
+        let opts = inherit(&options.create, &header, size);
         let id = rbdx_image::new_image_id()?;
         dst.create_migration_target(dst_name, &id, &opts, parent, &snapshots, spec)
             .await?;

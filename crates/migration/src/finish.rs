@@ -17,6 +17,9 @@ pub struct ExecuteOptions {
     pub concurrency: usize,
     /// At most this many bytes per second, if set.
     pub bandwidth_limit: Option<u64>,
+    /// Open the destination as the mirror daemon's replica handle (it may be a non-primary
+    /// mirror copy).
+    pub replica: bool,
 }
 
 /// How often `execute` writes its progress record.
@@ -45,7 +48,9 @@ impl Migration {
             }
         }
         Migration::set_state(dst, &id, name, MigrationState::Executing).await?;
-        let image = dst.open(name, OpenOptions::default()).await?;
+        let image = dst
+            .open(name, OpenOptions::default().with_replica(options.replica))
+            .await?;
         let result = self.copy(dst, &id, &image, options, on_progress).await;
         let finished = match result {
             Ok(()) => {

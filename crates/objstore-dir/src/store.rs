@@ -254,6 +254,10 @@ fn random_fsid() -> String {
 
 #[async_trait]
 impl ObjectStore for DirStore {
+    fn fsid(&self) -> Option<String> {
+        Some(self.inner.fsid.clone())
+    }
+
     fn client(&self) -> ClientInfo {
         ClientInfo {
             id: ClientId(self.inner.shared.client),

@@ -180,6 +180,22 @@ impl Cluster {
         unsafe { ffi::rados_get_instance_id(self.handle) }
     }
 
+    /// The cluster's fsid.
+    pub(crate) fn fsid(&self) -> Option<String> {
+        let mut buf = [0 as c_char; 64];
+        // SAFETY: valid, connected handle; librados writes at most `buf.len()` bytes.
+        let r = unsafe { ffi::rados_cluster_fsid(self.handle, buf.as_mut_ptr(), buf.len()) };
+        if r < 0 {
+            return None;
+        }
+        let bytes: Vec<u8> = buf
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8(bytes).ok()
+    }
+
     /// This client's network address as the cluster sees it.
     pub(crate) fn addr(&self) -> String {
         let mut addrs: *mut c_char = ptr::null_mut();

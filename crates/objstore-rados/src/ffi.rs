@@ -46,6 +46,7 @@ unsafe extern "C" {
     pub fn rados_connect(cluster: rados_t) -> c_int;
     pub fn rados_shutdown(cluster: rados_t);
     pub fn rados_get_instance_id(cluster: rados_t) -> u64;
+    pub fn rados_cluster_fsid(cluster: rados_t, buf: *mut c_char, len: usize) -> c_int;
     pub fn rados_getaddrs(cluster: rados_t, addrs: *mut *mut c_char) -> c_int;
     pub fn rados_buffer_free(buf: *mut c_char);
 

@@ -42,6 +42,7 @@ pub struct RadosStore {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) client: ClientInfo,
+    pub(crate) fsid: Option<String>,
     pub(crate) config: RadosConfig,
     permits: Arc<Semaphore>,
     ios: Mutex<HashMap<(PoolId, String), Vec<Io>>>,
@@ -96,6 +97,7 @@ impl RadosStore {
                     id: ClientId(id),
                     addr,
                 },
+                fsid: cluster.fsid(),
                 config,
                 permits: Arc::new(Semaphore::new(MAX_CALLS)),
                 ios: Mutex::new(HashMap::new()),
@@ -341,6 +343,10 @@ impl Drop for Inner {
 impl ObjectStore for RadosStore {
     fn client(&self) -> ClientInfo {
         self.inner.client.clone()
+    }
+
+    fn fsid(&self) -> Option<String> {
+        self.inner.fsid.clone()
     }
 
     async fn pool_create(&self, name: &str) -> Result<PoolId> {

@@ -62,6 +62,12 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
     /// Returns this session's identity, as other clients see it in watcher and lock listings.
     fn client(&self) -> ClientInfo;
 
+    /// Returns the id of the cluster or store this session reaches, if it has one of its own
+    /// (a Ceph cluster's fsid, an embedded store's id).
+    fn fsid(&self) -> Option<String> {
+        None
+    }
+
     /// Creates a pool and returns its id; `AlreadyExists` if the name is taken.
     async fn pool_create(&self, name: &str) -> Result<PoolId>;
 
@@ -181,6 +187,9 @@ macro_rules! forward_object_store {
         impl<T: ObjectStore + ?Sized> ObjectStore for $wrapper {
             fn client(&self) -> ClientInfo {
                 (**self).client()
+            }
+            fn fsid(&self) -> Option<String> {
+                (**self).fsid()
             }
             async fn pool_create(&self, name: &str) -> Result<PoolId> {
                 (**self).pool_create(name).await

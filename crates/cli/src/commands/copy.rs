@@ -60,6 +60,7 @@ pub async fn run(
         snapshots: deep,
         flatten: flatten || !deep,
         source_cluster,
+        head_snap: None,
     };
     let resumed = migration
         .prepare_copy(&src_images, &src.image, &dst_images, &dest.image, &options)
@@ -74,6 +75,7 @@ pub async fn run(
             .as_deref()
             .map(|b| parse_size(b, 1))
             .transpose()?,
+        ..Default::default()
     };
     let title = if deep {
         "Image deep copy"

@@ -66,6 +66,7 @@ pub async fn run(
                     .as_deref()
                     .map(|b| parse_size(b, 1))
                     .transpose()?,
+                ..Default::default()
             };
             let line = ProgressLine::new("Image migration", progress);
             line.conclude(
