@@ -70,7 +70,7 @@ impl FromStr for CloneFormat {
 }
 
 /// Returns a new random (version 4) UUID, the name of a snapshot moved to the trash.
-pub(crate) fn new_uuid() -> Result<String> {
+pub fn new_uuid() -> Result<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b)
         .map_err(|e| Error::new(ErrorKind::Store(5), format!("cannot draw a UUID: {e}")))?;

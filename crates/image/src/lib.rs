@@ -65,7 +65,7 @@ mod trash;
 
 pub use admin::{CreateOptions, ImageEntry, Images, check_image_name, new_image_id};
 pub use allocation::Allocation;
-pub use clone_v2::CloneFormat;
+pub use clone_v2::{CloneFormat, new_uuid};
 pub use cluster::Cluster;
 pub use error::{Error, ErrorKind, Result};
 pub use features::{Features, OpFeatures};

@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod handshake;
 pub mod keys;
 pub mod message;
+pub mod served;
 pub mod server;
 pub mod tls;
 pub mod wire;

@@ -9,28 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use rbdx_objstore::{ErrorKind, ObjectStore};
-use rbdx_peer::keys::PREFIX;
+use rbdx_objstore::ObjectStore;
 use rbdx_peer::{BackendSource, Gateway, GatewayOptions, Identity, KeyRecord, Keys, Profile};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::{GatewayCommand, GatewayServeArgs, Global, KeyCommand};
 use crate::error::{CliError, CliResult};
 use crate::output::{Printer, utc};
 use crate::store;
-
-/// Where the gateway last served, kept for `key create`.
-#[derive(Debug, Serialize, Deserialize)]
-struct Served {
-    endpoint: String,
-    fingerprint: String,
-}
-
-fn served_key() -> String {
-    format!("{PREFIX}served")
-}
 
 /// Runs a `gateway` command.
 pub async fn run(
@@ -108,14 +95,11 @@ async fn serve(
         .local_addr()
         .map_err(|e| CliError::io("cannot read the listening address", e))?
         .to_string();
-    let served = Served {
+    let served = rbdx_peer::served::Served {
         endpoint: address.clone(),
         fingerprint: gateway.fingerprint().to_owned(),
     };
-    let json = serde_json::to_vec(&served).unwrap_or_default();
-    admin
-        .config_key_set(&served_key(), Bytes::from(json))
-        .await?;
+    rbdx_peer::served::record(&admin, &served).await?;
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| CliError::io("cannot handle SIGTERM", e))?;
     let mut interrupt =
@@ -144,31 +128,6 @@ async fn serve(
     Ok(())
 }
 
-/// Returns the endpoint a client should use: the given one, else where the gateway served,
-/// with an unspecified address replaced by this host's name.
-fn client_endpoint(given: Option<String>, served: Option<&Served>) -> CliResult<String> {
-    if let Some(e) = given {
-        return Ok(e);
-    }
-    let Some(served) = served else {
-        return Err(CliError::invalid(
-            "no gateway endpoint known: give --endpoint HOST:PORT (or run `rbdx gateway serve` \
-             once)",
-        ));
-    };
-    let addr: std::net::SocketAddr = served
-        .endpoint
-        .parse()
-        .map_err(|_| CliError::invalid(format!("bad recorded endpoint {}", served.endpoint)))?;
-    if addr.ip().is_unspecified() {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into());
-        return Ok(format!("{host}:{}", addr.port()));
-    }
-    Ok(served.endpoint.clone())
-}
-
 #[derive(Serialize)]
 struct Created {
     name: String,
@@ -193,16 +152,7 @@ async fn key_create(
     for pool in &pools {
         store.pool_lookup(pool).await?;
     }
-    let served: Option<Served> = match store.config_key_get(&served_key()).await {
-        Ok(v) => serde_json::from_slice(&v).ok(),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(e.into()),
-    };
-    let endpoint = client_endpoint(endpoint, served.as_ref())?;
-    let fingerprint = match &served {
-        Some(s) => s.fingerprint.clone(),
-        None => rbdx_peer::stored_identity(&store).await?.fingerprint()?,
-    };
+    let (endpoint, fingerprint) = rbdx_peer::served::announced(&store, endpoint).await?;
     let record = Keys::new(store).create(name, profile, pools).await?;
     let config = client_config(&record, &endpoint, &fingerprint);
     let created = Created {
