@@ -484,7 +484,11 @@ mod tests {
                     id: "gen".into(),
                     site: "site".into(),
                     predecessor: None,
-                    journal_start: Some(4),
+                    journal_start: Some(crate::mirroring::JournalPoint {
+                        object_number: 1,
+                        tag_tid: 2,
+                        entry_tid: 4,
+                    }),
                 },
                 position: Some(9),
                 demoted: false,

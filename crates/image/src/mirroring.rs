@@ -52,7 +52,18 @@ pub struct Generation {
     /// Journal mode: the position of the primary's journal when the generation began; its
     /// entries start after it.
     #[serde(default)]
-    pub journal_start: Option<u64>,
+    pub journal_start: Option<JournalPoint>,
+}
+
+/// A position in an image journal (as the journal's commit positions name one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalPoint {
+    /// The journal data object holding the entry.
+    pub object_number: u64,
+    /// The tag the entry was written under.
+    pub tag_tid: u64,
+    /// The entry's id.
+    pub entry_tid: u64,
 }
 
 /// An image's mirroring record (header key `mirror`).

@@ -452,12 +452,39 @@ impl Image {
     }
 
     async fn snap_rollback_now(&self, name: &str, progress: Progress<'_>) -> Result<()> {
+        self.rollback_to(|| self.snapshot_named(name), progress)
+            .await
+    }
+
+    /// Rolls the head back to the snapshot with store id `id`, of any namespace (a forced
+    /// promotion drops a mirror snapshot's delta copied in part so).
+    pub async fn snap_rollback_id(&self, id: u64, progress: Progress<'_>) -> Result<()> {
+        let name = self.inner.name.clone();
+        self.rollback_to(
+            || {
+                self.inner
+                    .header()
+                    .snapshots
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| Error::not_found(format!("image {name} has no snapshot {id}")))
+            },
+            progress,
+        )
+        .await
+    }
+
+    async fn rollback_to(
+        &self,
+        find: impl Fn() -> Result<SnapInfo>,
+        progress: Progress<'_>,
+    ) -> Result<()> {
         self.inner.check_writable()?;
         let inner = &self.inner;
         let _gate = inner.quiesce().await;
         crate::lock::ensure_lock(inner).await?;
         inner.refresh().await?;
-        let snap = self.snapshot_named(name)?;
+        let snap = find()?;
         let header = inner.header();
         let layout = header.layout;
         let snap_map = if header.features.contains(Features::OBJECT_MAP)

@@ -11,5 +11,11 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod bootstrap;
+pub mod image;
 pub mod omap;
+pub mod peer;
+pub mod pool;
 pub mod site;
+pub mod status;
+pub mod token;

@@ -46,21 +46,20 @@ pub async fn announced(
     endpoint: Option<String>,
 ) -> Result<(String, String)> {
     let served = last(store).await?;
-    let endpoint = match (endpoint, &served) {
-        (Some(e), _) => e,
-        (None, Some(s)) => public_endpoint(&s.endpoint)?,
-        (None, None) => {
-            return Err(Error::new(ErrorKind::InvalidArgument, Subject::Store).with_detail(
+    let endpoint =
+        match (endpoint, &served) {
+            (Some(e), _) => e,
+            (None, Some(s)) => public_endpoint(&s.endpoint)?,
+            (None, None) => {
+                return Err(Error::new(ErrorKind::InvalidArgument, Subject::Store).with_detail(
                 "no gateway endpoint known: give --endpoint HOST:PORT (or run `rbdx gateway \
                  serve` once)",
             ));
-        }
-    };
+            }
+        };
     let fingerprint = match served {
         Some(s) => s.fingerprint,
-        None => crate::server::stored_identity(store)
-            .await?
-            .fingerprint()?,
+        None => crate::server::stored_identity(store).await?.fingerprint()?,
     };
     Ok((endpoint, fingerprint))
 }
