@@ -88,6 +88,10 @@ pub struct ImageMirror {
     /// A resync was asked for: the mirror daemon replaces this copy's data from the primary.
     #[serde(default)]
     pub resync: bool,
+    /// Snapshot mode: the primary mirror snapshot whose delta is being copied into the head,
+    /// while it is (the head then matches no snapshot; a forced promotion rolls it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syncing: Option<u64>,
 }
 
 /// The state of a mirror snapshot, as `rbd snap ls --all` names it.

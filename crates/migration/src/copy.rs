@@ -32,6 +32,9 @@ pub struct ImageCopyOptions {
     /// Copy the head from this source snapshot (by id) instead of the source's head, and only
     /// the snapshots older than it.
     pub head_snap: Option<u64>,
+    /// For a clone in another store: the destination's parent, in the destination's ids (a
+    /// copy there of the source's parent); only the clone's own data is copied.
+    pub dest_parent: Option<rbdx_image::ParentSpec>,
 }
 
 impl Migration {
@@ -82,7 +85,7 @@ impl Migration {
             }
         }
         let keeps_parent = header.parent.is_some() && !options.flatten;
-        if keeps_parent && options.source_cluster.is_some() {
+        if keeps_parent && options.source_cluster.is_some() && options.dest_parent.is_none() {
             return Err(Error::invalid(format!(
                 "image {src_name} is a clone; a copy in another cluster cannot keep its parent \
                  (copy its data with --flatten)"
@@ -102,6 +105,8 @@ impl Migration {
                     },
                     parent: if options.flatten {
                         None
+                    } else if options.dest_parent.is_some() {
+                        s.parent.as_ref().and(options.dest_parent.clone())
                     } else {
                         s.parent.clone()
                     },
@@ -132,6 +137,8 @@ impl Migration {
         };
         let parent = if options.flatten {
             None
+        } else if options.dest_parent.is_some() {
+            header.parent.as_ref().and(options.dest_parent.clone())
         } else {
             header.parent.clone()
         };

@@ -14,7 +14,7 @@ mod copy;
 mod finish;
 pub use finish::ExecuteOptions;
 mod prepare;
-mod progress;
+pub mod progress;
 mod source;
 mod verify;
 

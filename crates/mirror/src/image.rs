@@ -202,6 +202,7 @@ async fn enable_open(
         position: None,
         demoted: false,
         resync: false,
+        syncing: None,
     };
     image
         .mirror_update(|m| {
@@ -418,6 +419,7 @@ pub async fn promote(images: &Images, name: &str, force: bool, wait: Duration) -
                 r.position = None;
                 r.demoted = false;
                 r.resync = false;
+                r.syncing = None;
                 Ok(())
             })
             .await?;
@@ -429,28 +431,24 @@ pub async fn promote(images: &Images, name: &str, force: bool, wait: Duration) -
     .await
 }
 
-/// Rolls the head back to the newest complete non-primary snapshot if a newer one is still
-/// being copied, and removes the incomplete ones.
+/// Rolls the head back to the newest non-primary snapshot if a delta was being copied into
+/// it.
 async fn drop_partial_delta(image: &Image) -> Result<()> {
-    let snaps = image.mirror_snapshots().await?;
-    let partial: Vec<u64> = snaps
-        .iter()
-        .filter(|(_, m)| !m.state.is_primary() && !m.complete)
-        .map(|(s, _)| s.id)
-        .collect();
-    if partial.is_empty() {
+    if record_of(image)?.syncing.is_none() {
         return Ok(());
     }
-    if let Some((good, _)) = snaps
-        .iter()
-        .rev()
-        .find(|(_, m)| !m.state.is_primary() && m.complete)
-    {
+    let snaps = image.mirror_snapshots().await?;
+    if let Some((good, _)) = snaps.iter().rev().find(|(_, m)| m.complete) {
         image.snap_rollback_id(good.id, &|_, _| {}).await?;
     }
-    for id in partial {
-        image.mirror_snap_remove(id).await?;
-    }
+    image
+        .mirror_update(|r| {
+            if let Some(r) = r.as_mut() {
+                r.syncing = None;
+            }
+            Ok(())
+        })
+        .await?;
     Ok(())
 }
 

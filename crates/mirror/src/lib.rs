@@ -12,6 +12,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod bootstrap;
+pub mod daemon;
 pub mod image;
 pub mod omap;
 pub mod peer;

@@ -51,7 +51,9 @@ use rbdx_image::{Error, Image, Result};
 use rbdx_objstore::ErrorKind as StoreKind;
 
 pub use extents::Extent;
-pub use stream::{DiffRecord, ExportStats, diff_extents, diff_records, write_records};
+pub use stream::{
+    DiffRecord, ExportStats, diff_extents, diff_records, extent_records, write_records,
+};
 pub use usage::{Usage, usage};
 
 use crate::objects::{Change, Views};

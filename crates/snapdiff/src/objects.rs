@@ -49,7 +49,19 @@ impl Views {
     /// Resolves `from` on `image` (open at the newer point) and loads the maps needed.
     pub async fn load(image: &Image, from: Option<&str>) -> Result<Views> {
         let to = image.snapshot().cloned();
-        let from = from.map(|name| image.snapshot_named(name)).transpose()?;
+        // A user snapshot, or a mirror snapshot by its (unique) name.
+        let from = from
+            .map(|name| {
+                image.snapshot_named(name).or_else(|e| {
+                    image
+                        .header()
+                        .snapshots
+                        .into_values()
+                        .find(|s| s.name == name && s.namespace.mirror().is_some())
+                        .ok_or(e)
+                })
+            })
+            .transpose()?;
         if let (Some(f), Some(t)) = (&from, &to)
             && f.id > t.id
         {

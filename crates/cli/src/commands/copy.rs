@@ -61,6 +61,7 @@ pub async fn run(
         flatten: flatten || !deep,
         source_cluster,
         head_snap: None,
+        dest_parent: None,
     };
     let resumed = migration
         .prepare_copy(&src_images, &src.image, &dst_images, &dest.image, &options)

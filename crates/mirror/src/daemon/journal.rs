@@ -1,0 +1,378 @@
+//! Journal-mode replay: follow the primary's journal through the peer's gateway, apply its
+//! entries in order to the non-primary copy, and move this site's commit position at the
+//! primary once they are durable here.
+//!
+//! Data events between two other events (an operation, a flush, a demotion) are applied
+//! many at a time, each after every earlier one it overlaps; everything else is applied in
+//! journal order. So the copy is always a point in time the primary's clients could have
+//! seen after a crash.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use rbdx_image::journaling::Event;
+use rbdx_image::mirroring::ImageMirror;
+use rbdx_image::{ErrorKind, Image, Result};
+use rbdx_journal::header::{ClientState, Position};
+use rbdx_journal::{Applier, FollowOptions, Follower, Journal};
+use tokio::sync::mpsc;
+
+use super::Replayer;
+use super::sync::{sync_end, sync_end_key};
+use crate::status::StatusState;
+
+/// Data events applied at once.
+const IN_FLIGHT: usize = 32;
+
+/// Why a replay session ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Stopped (daemon stopping or lease lost).
+    Stopped,
+    /// The primary changed (promoted, demoted, another generation): decide again.
+    Changed,
+    /// The copy cannot follow any more and needs a resync, for this reason (the operator's
+    /// call).
+    Resync(String),
+    /// The copy must be made again, for this reason (done at once).
+    Restart(String),
+    /// This site's journal client at the primary was disconnected.
+    Disconnected,
+}
+
+/// The byte range a data event touches.
+fn range_of(event: &Event) -> Option<(u64, u64)> {
+    match event {
+        Event::Write { offset, data } => Some((*offset, *offset + data.len() as u64)),
+        Event::Discard { offset, length }
+        | Event::WriteZeroes { offset, length }
+        | Event::WriteSame { offset, length, .. } => Some((*offset, *offset + *length)),
+        Event::CompareAndWrite { offset, data, .. } => Some((*offset, *offset + data.len() as u64)),
+        _ => None,
+    }
+}
+
+/// Applies data events with up to [`IN_FLIGHT`] at once, each after the earlier ones it
+/// overlaps.
+async fn apply_data(image: &Image, events: &[(u64, Event)]) -> Result<()> {
+    let mut running = FuturesUnordered::new();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (_, event) in events {
+        let Some((start, end)) = range_of(event) else {
+            continue;
+        };
+        let overlaps = ranges.iter().any(|(s, e)| start < *e && *s < end);
+        if overlaps || running.len() >= IN_FLIGHT {
+            while let Some(done) = running.next().await {
+                let applied: Result<bool> = done;
+                applied?;
+            }
+            ranges.clear();
+        }
+        ranges.push((start, end));
+        running.push(image.apply_event(event, None));
+    }
+    while let Some(done) = running.next().await {
+        done?;
+    }
+    Ok(())
+}
+
+/// Replay figures for the status.
+#[derive(Debug)]
+struct Figures {
+    since: Instant,
+    entries: u64,
+    bytes: u64,
+    entries_per_second: f64,
+    bytes_per_second: f64,
+}
+
+impl Figures {
+    fn new() -> Figures {
+        Figures {
+            since: Instant::now(),
+            entries: 0,
+            bytes: 0,
+            entries_per_second: 0.0,
+            bytes_per_second: 0.0,
+        }
+    }
+
+    fn count(&mut self, entries: u64, bytes: u64) {
+        self.entries += entries;
+        self.bytes += bytes;
+        let secs = self.since.elapsed().as_secs_f64();
+        if secs >= 2.0 {
+            self.entries_per_second = self.entries as f64 / secs;
+            self.bytes_per_second = self.bytes as f64 / secs;
+            self.since = Instant::now();
+            self.entries = 0;
+            self.bytes = 0;
+        }
+    }
+}
+
+fn position_json(p: Option<Position>) -> serde_json::Value {
+    match p {
+        Some(p) => serde_json::json!({
+            "entry_tid": p.entry_tid,
+            "object_number": p.object_number,
+            "tag_tid": p.tag_tid,
+        }),
+        None => serde_json::json!({}),
+    }
+}
+
+impl Replayer {
+    /// Follows the primary's journal into `image` (the replica handle of the local copy)
+    /// until the session has to end.
+    pub(super) async fn replay_journal(
+        &self,
+        image: &Image,
+        remote_id: &str,
+        remote: &ImageMirror,
+    ) -> Result<Ended> {
+        let store = self.remote.side.store().clone();
+        let io = self.remote.side.io.clone();
+        let journal = Journal::open(store.clone(), io.clone(), remote_id).await?;
+        let header = journal.header().await?;
+        let local = crate::image::record_of(image)?;
+        let switching = local.generation.id != remote.generation.id;
+        let after = match header.clients.get(&self.remote.owner) {
+            Some(c) if c.state == ClientState::Disconnected => return Ok(Ended::Disconnected),
+            Some(c) if !switching => c.commit_position,
+            _ if switching => {
+                // The first replay of a new generation: from where it began.
+                let start = remote.generation.journal_start.map(|p| Position {
+                    object_number: p.object_number,
+                    tag_tid: p.tag_tid,
+                    entry_tid: p.entry_tid,
+                });
+                match journal
+                    .register_client(&self.remote.owner, "mirror peer")
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                if let Some(p) = start {
+                    journal.commit(&self.remote.owner, p).await?;
+                }
+                image
+                    .mirror_update(|m| {
+                        if let Some(m) = m.as_mut() {
+                            m.generation = remote.generation.clone();
+                            m.position = None;
+                            m.demoted = false;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                start
+            }
+            _ => {
+                return Ok(Ended::Resync(
+                    "this site is not registered with the primary's journal".into(),
+                ));
+            }
+        };
+        let fixup_end = sync_end(&self.local, &self.global_id).await?;
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut follower = match Follower::open(
+            store.clone(),
+            io.clone(),
+            remote_id,
+            after,
+            FollowOptions::default(),
+        )
+        .await
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(Ended::Resync(format!("the primary's journal: {e}")));
+            }
+            Err(e) => return Err(e),
+        };
+        let stopper = follower.stopper();
+        let reader = tokio::spawn(async move {
+            loop {
+                let batch = follower.next_batch().await;
+                let last = !matches!(batch, Ok(Some(_)));
+                if tx.send(batch).await.is_err() || last {
+                    break;
+                }
+            }
+            follower.close().await;
+        });
+        let result = self
+            .replay_batches(image, &journal, remote, &mut rx, fixup_end)
+            .await;
+        stopper.stop();
+        drop(rx);
+        let _ = reader.await;
+        result
+    }
+
+    async fn replay_batches(
+        &self,
+        image: &Image,
+        journal: &Journal,
+        remote: &ImageMirror,
+        rx: &mut mpsc::Receiver<Result<Option<Vec<(Position, rbdx_journal::entry::Entry)>>>>,
+        mut fixup_end: Option<Position>,
+    ) -> Result<Ended> {
+        let mut applier = Applier::new();
+        let mut positions: BTreeMap<u64, Position> = BTreeMap::new();
+        let mut last_applied: Option<Position> = None;
+        let mut figures = Figures::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stop = self.stop.clone();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return Ok(Ended::Stopped),
+                _ = tick.tick() => {
+                    if self.remote_changed(remote).await? {
+                        return Ok(Ended::Changed);
+                    }
+                    self.report_replay(journal, last_applied, &figures).await;
+                }
+                batch = rx.recv() => {
+                    let batch = match batch {
+                        Some(Ok(Some(batch))) => batch,
+                        Some(Ok(None)) | None => return Ok(Ended::Stopped),
+                        Some(Err(e)) if e.kind() == ErrorKind::NotFound => {
+                            return Ok(Ended::Resync(format!("the primary's journal: {e}")));
+                        }
+                        Some(Err(e)) => return Err(e),
+                    };
+                    let mut events = Vec::with_capacity(batch.len());
+                    let mut bytes = 0u64;
+                    for (position, entry) in &batch {
+                        let (event, _) = rbdx_journal::event::decode(&entry.data)?;
+                        bytes += entry.data.len() as u64;
+                        positions.insert(position.entry_tid, *position);
+                        if let Some(end) = fixup_end
+                            && position.entry_tid <= end.entry_tid
+                            && self.unseen_by_copy(image, &event)
+                        {
+                            return Ok(Ended::Restart(format!(
+                                "the primary ran {} during the initial copy",
+                                rbdx_journal::event::name(&event)
+                            )));
+                        }
+                        events.push((position.entry_tid, event));
+                    }
+                    let demoted = self.apply_batch(image, &mut applier, &events).await?;
+                    image.flush().await?;
+                    let last = batch.last().map(|(p, _)| *p);
+                    last_applied = last;
+                    // Commit no further than the entry before the oldest operation still
+                    // waiting for its outcome: a restart replays from there.
+                    let held = applier.held().into_iter().min();
+                    let commit = match held {
+                        Some(h) => positions.range(..h).next_back().map(|(_, p)| *p),
+                        None => last,
+                    };
+                    if let Some(last) = last {
+                        let demoted_at = demoted.then_some(last.entry_tid);
+                        image
+                            .mirror_update(|m| {
+                                if let Some(m) = m.as_mut() {
+                                    m.position = Some(last.entry_tid);
+                                    if let Some(tid) = demoted_at {
+                                        m.demoted = true;
+                                        m.position = Some(tid);
+                                    }
+                                }
+                                Ok(())
+                            })
+                            .await?;
+                    }
+                    if let Some(c) = commit {
+                        journal.commit(&self.remote.owner, c).await?;
+                        positions = positions.split_off(&c.entry_tid);
+                    }
+                    if let (Some(end), Some(last)) = (fixup_end, last)
+                        && last.entry_tid >= end.entry_tid
+                    {
+                        self.local
+                            .mirror()
+                            .update(Vec::new(), vec![sync_end_key(&self.global_id)])
+                            .await?;
+                        fixup_end = None;
+                    }
+                    figures.count(batch.len() as u64, bytes);
+                    if self.reporter.due() {
+                        self.report_replay(journal, last_applied, &figures).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one batch; returns true if it ends with the primary's demotion.
+    async fn apply_batch(
+        &self,
+        image: &Image,
+        applier: &mut Applier,
+        events: &[(u64, Event)],
+    ) -> Result<bool> {
+        let mut start = 0;
+        for (i, (_, event)) in events.iter().enumerate() {
+            if range_of(event).is_some() {
+                continue;
+            }
+            apply_data(image, &events[start..i]).await?;
+            if matches!(event, Event::Flush) {
+                image.flush().await?;
+            } else {
+                applier.apply(image, &events[i..=i]).await?;
+            }
+            start = i + 1;
+        }
+        apply_data(image, &events[start..]).await?;
+        Ok(matches!(events.last(), Some((_, Event::DemotePromote))))
+    }
+
+    /// Returns true for an event the initial copy may not reflect and replay cannot redo.
+    fn unseen_by_copy(&self, image: &Image, event: &Event) -> bool {
+        match event {
+            Event::SnapCreate { name } => image.header().snapshot_by_name(name).is_none(),
+            Event::SnapRollback { .. } => true,
+            _ => false,
+        }
+    }
+
+    async fn report_replay(&self, journal: &Journal, applied: Option<Position>, figures: &Figures) {
+        let primary = journal.header().await.ok().and_then(|h| {
+            h.clients
+                .get(rbdx_journal::IMAGE_CLIENT)
+                .and_then(|c| c.commit_position)
+        });
+        let behind = match (primary, applied) {
+            (Some(p), Some(a)) => p.entry_tid.saturating_sub(a.entry_tid),
+            (Some(p), None) => p.entry_tid + 1,
+            _ => 0,
+        };
+        let seconds_until_synced = if figures.entries_per_second > 0.0 {
+            (behind as f64 / figures.entries_per_second).ceil() as u64
+        } else {
+            0
+        };
+        let json = serde_json::json!({
+            "bytes_per_second": figures.bytes_per_second,
+            "entries_behind_primary": behind,
+            "entries_per_second": figures.entries_per_second,
+            "non_primary_position": position_json(applied),
+            "primary_position": position_json(primary),
+            "seconds_until_synced": seconds_until_synced,
+        });
+        self.reporter
+            .report(StatusState::Replaying, &format!("replaying, {json}"), None)
+            .await;
+    }
+}
