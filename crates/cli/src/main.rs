@@ -55,11 +55,14 @@ fn main() -> ExitCode {
             | args::Command::Gateway {
                 command: args::GatewayCommand::Serve(_)
             }
+            | args::Command::Mirror {
+                command: args::MirrorCommand::Daemon(_)
+            }
     );
     logging::init(
         cli.global.verbose,
         if serving {
-            "warn,rbdx_nbd=info,rbdx_peer=info,rbdx=info"
+            "warn,rbdx_nbd=info,rbdx_peer=info,rbdx_mirror=info,rbdx=info"
         } else {
             "warn"
         },

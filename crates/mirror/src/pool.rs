@@ -307,9 +307,10 @@ impl PoolMirror {
             if let Some(client) = &reg.client_name {
                 peer.client_name = client.clone();
             }
-            if reg.secret.is_some() || reg.direction == Direction::RxTx {
-                peer.direction = Direction::RxTx;
-            } else if peer.direction == Direction::RxOnly {
+            if reg.secret.is_some()
+                || reg.direction == Direction::RxTx
+                || peer.direction == Direction::RxOnly
+            {
                 peer.direction = Direction::RxTx;
             }
             if let Some(secret) = &reg.secret {

@@ -10,6 +10,7 @@ mod image;
 mod journal;
 mod maintenance;
 mod migration;
+mod mirror;
 mod nbd;
 mod snap;
 mod source;
@@ -26,6 +27,10 @@ pub use maintenance::{
     FeatureCommand, LockCommand, MetaCommand, NamespaceCommand, ObjectMapCommand,
 };
 pub use migration::{MigrationCommand, PrepareArgs};
+pub use mirror::{
+    BootstrapCommand, MirrorCommand, MirrorDaemonArgs, MirrorImageCommand, MirrorPeerCommand,
+    MirrorPoolCommand, MirrorSnapshotCommand, ScheduleCommand, ScheduleLevel,
+};
 pub use nbd::{NbdCommand, NbdServeArgs};
 pub use snap::{LimitCommand, SnapCommand};
 pub use source::{SourceCommand, SourceSpecArg};
@@ -216,6 +221,11 @@ pub enum Command {
     Gateway {
         #[command(subcommand)]
         command: GatewayCommand,
+    },
+    /// Mirror images to another site: pools, peers, images, schedules, and the daemon.
+    Mirror {
+        #[command(subcommand)]
+        command: MirrorCommand,
     },
     /// Serve images over NBD to qemu, libnbd tools and the kernel, during migration too.
     Nbd {

@@ -15,6 +15,7 @@ mod layering;
 mod maintenance;
 mod meta;
 mod migration;
+mod mirror;
 mod namespace;
 mod nbd;
 mod open;
@@ -96,6 +97,7 @@ pub async fn run(cli: Cli) -> CliResult {
             journal::run(&cluster, command, printer, cli.global.verbose > 0).await
         }
         Command::Nbd { command } => nbd::run(&cluster, command, printer).await,
+        Command::Mirror { command } => mirror::run(&cli.global, &cluster, command, printer).await,
         Command::Gateway { command } => {
             gateway::run(&cli.global, cluster.store().clone(), command, printer).await
         }

@@ -23,6 +23,9 @@ use super::Replayer;
 use super::sync::{sync_end, sync_end_key};
 use crate::status::StatusState;
 
+/// What the follower task hands over: a batch of entries, the end, or an error.
+type Batch = Result<Option<Vec<(Position, rbdx_journal::entry::Entry)>>>;
+
 /// Data events applied at once.
 const IN_FLIGHT: usize = 32;
 
@@ -222,7 +225,7 @@ impl Replayer {
         image: &Image,
         journal: &Journal,
         remote: &ImageMirror,
-        rx: &mut mpsc::Receiver<Result<Option<Vec<(Position, rbdx_journal::entry::Entry)>>>>,
+        rx: &mut mpsc::Receiver<Batch>,
         mut fixup_end: Option<Position>,
     ) -> Result<Ended> {
         let mut applier = Applier::new();

@@ -363,21 +363,36 @@ impl Daemon {
         config: &PoolConfig,
     ) {
         let statuses = config.statuses();
+        let schedules = match crate::schedule::load(local.store()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("mirror daemon: snapshot schedules: {e}");
+                Vec::new()
+            }
+        };
         for (id, record) in config.images() {
             let key = (
                 local.io.pool().0,
                 local.io.namespace().to_owned(),
                 record.global_id.clone(),
             );
-            let primary = match local.image(&id).await {
-                Ok(Some((_, h))) => h.mirror.is_some_and(|m| m.primary),
-                _ => false,
+            let (name, header) = match local.image(&id).await {
+                Ok(Some(found)) => found,
+                _ => {
+                    state.primary_here.remove(&key);
+                    continue;
+                }
             };
-            if !primary {
+            if !header.mirror.as_ref().is_some_and(|m| m.primary) {
                 state.primary_here.remove(&key);
                 continue;
             }
             state.primary_here.insert(key);
+            if record.mode == rbdx_image::mirroring::MirrorMode::Snapshot
+                && let Err(e) = run_schedule(local, &schedules, &name, &header).await
+            {
+                tracing::warn!("image {name}: scheduled mirror snapshot: {e}");
+            }
             let fresh = statuses.get(&record.global_id).is_some_and(|s| {
                 s.state == StatusState::Stopped
                     && now_secs().saturating_sub(s.last_update) < report::REFRESH.as_secs()
@@ -490,6 +505,39 @@ async fn ping(
     )
     .await
     .map_err(|e| Error::store("cannot announce this site at the peer", e))
+}
+
+/// Takes a mirror snapshot of primary image `name` if a schedule is due since its newest.
+async fn run_schedule(
+    local: &Side,
+    schedules: &[crate::schedule::Schedule],
+    name: &str,
+    header: &rbdx_image::Header,
+) -> Result<()> {
+    let applying =
+        crate::schedule::applying(schedules, &local.pool_name, local.io.namespace(), name);
+    if applying.is_empty() {
+        return Ok(());
+    }
+    let now = now_secs() as i64;
+    let newest = header
+        .snapshots
+        .values()
+        .filter(|s| s.namespace.mirror().is_some_and(|m| m.state.is_primary()))
+        .map(|s| s.timestamp.0 as i64)
+        .max()
+        .unwrap_or(i64::MIN);
+    let mut due = false;
+    for s in applying {
+        if s.last_due(now)?.is_some_and(|t| newest < t) {
+            due = true;
+        }
+    }
+    if due {
+        let id = crate::image::snapshot(&local.images(), name).await?;
+        tracing::info!("image {name}: scheduled mirror snapshot {id}");
+    }
+    Ok(())
 }
 
 /// The replayers and connections a daemon keeps between scans.

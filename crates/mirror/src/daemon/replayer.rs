@@ -184,7 +184,7 @@ impl Replayer {
         let reporter = &self.reporter;
         let last = std::sync::Mutex::new(0u64);
         let progress = |done: u64, total: u64| {
-            let percent = if total == 0 { 100 } else { done * 100 / total };
+            let percent = (done * 100).checked_div(total).unwrap_or(100);
             *last.lock().unwrap_or_else(|p| p.into_inner()) = percent;
         };
         let copy = initial_sync(
