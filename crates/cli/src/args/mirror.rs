@@ -6,6 +6,28 @@ use clap::{Args, Subcommand};
 
 use super::{ImageArg, PoolArg};
 
+/// A pool spec given before other positional arguments (so it cannot be left out).
+#[derive(Debug, Clone, Args)]
+pub struct PoolSpecArg {
+    /// Pool spec: `pool[/namespace]`.
+    #[arg(value_name = "POOL_SPEC")]
+    pub spec: String,
+    /// Namespace name.
+    #[arg(long = "namespace", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl PoolSpecArg {
+    /// Returns it as a pool argument.
+    pub fn to_pool_arg(&self) -> PoolArg {
+        PoolArg {
+            spec: Some(self.spec.clone()),
+            pool: None,
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
 /// `rbdx mirror ...`
 #[derive(Debug, Subcommand)]
 pub enum MirrorCommand {
@@ -38,7 +60,7 @@ pub enum MirrorPoolCommand {
         #[arg(long = "site-name", value_name = "NAME")]
         site_name: Option<String>,
         #[command(flatten)]
-        pool: PoolArg,
+        pool: PoolSpecArg,
         /// `image` or `pool`.
         #[arg(value_name = "MODE", value_parser = ["image", "pool"])]
         mode: String,
@@ -53,13 +75,11 @@ pub enum MirrorPoolCommand {
         #[arg(long = "all")]
         all: bool,
     },
-    /// Show the health of the pool's mirroring and its images' states.
+    /// Show the health of the pool's mirroring and its images' states (`--verbose`, the
+    /// global option, adds the daemons and one entry per image).
     Status {
         #[command(flatten)]
         pool: PoolArg,
-        /// One entry per image.
-        #[arg(long = "verbose")]
-        verbose: bool,
     },
     /// Promote every mirrored image of the pool.
     Promote {
@@ -89,7 +109,7 @@ pub enum MirrorPeerCommand {
     /// Add a peer by hand.
     Add {
         #[command(flatten)]
-        pool: PoolArg,
+        pool: PoolSpecArg,
         /// `client.NAME@SITE`: the key to use at the peer and its site name.
         #[arg(value_name = "REMOTE_CLIENT@SITE")]
         remote: String,
@@ -119,7 +139,7 @@ pub enum MirrorPeerCommand {
     /// Remove a peer.
     Remove {
         #[command(flatten)]
-        pool: PoolArg,
+        pool: PoolSpecArg,
         /// The peer's UUID (`mirror pool info` shows it).
         #[arg(value_name = "UUID")]
         uuid: String,
@@ -128,7 +148,7 @@ pub enum MirrorPeerCommand {
     /// `fingerprint` or `key-file`.
     Set {
         #[command(flatten)]
-        pool: PoolArg,
+        pool: PoolSpecArg,
         /// The peer's UUID.
         #[arg(value_name = "UUID")]
         uuid: String,
@@ -167,7 +187,7 @@ pub enum BootstrapCommand {
         #[arg(long = "endpoint", value_name = "HOST:PORT")]
         endpoint: Option<String>,
         #[command(flatten)]
-        pool: PoolArg,
+        pool: PoolSpecArg,
         /// The token file, or `-` for standard input.
         #[arg(value_name = "TOKEN_PATH")]
         token: String,

@@ -120,6 +120,9 @@ pub(crate) struct Shared {
     pub fsid: String,
     pub syncs: Semaphore,
     pub stores: Arc<PeerStores>,
+    /// This site, with a migration opener that reaches the peers (initial copies read
+    /// through it).
+    pub cluster: Cluster,
 }
 
 /// A running replayer.
@@ -169,12 +172,18 @@ impl Daemon {
         let store = self.cluster.store().clone();
         let site_name = crate::site::name(&store, true).await?;
         let fsid = crate::site::fsid(&store, true).await?;
+        let stores = Arc::new(PeerStores::default());
+        let cluster = self
+            .cluster
+            .clone()
+            .with_sources(Arc::new(sync::opener(stores.clone())));
         let shared = Arc::new(Shared {
+            cluster,
             fsid,
             service: format!("{} on {}", self.options.id, hostname()),
             site_name,
             syncs: Semaphore::new(self.options.max_concurrent_syncs.max(1)),
-            stores: Arc::new(PeerStores::default()),
+            stores,
         });
         let mut state = ScanState::default();
         tokio::pin!(stop);
@@ -237,7 +246,7 @@ impl Daemon {
             }
             for ns in namespaces {
                 let side = Side {
-                    cluster: self.cluster.clone(),
+                    cluster: shared.cluster.clone(),
                     io: IoCtx::with_namespace(pool.id, &ns),
                     pool_name: pool.name.clone(),
                 };

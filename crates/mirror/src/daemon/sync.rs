@@ -61,14 +61,16 @@ impl rbdx_source::Clusters for PeerStores {
     }
 }
 
-/// Returns the migration runner of the local site, reading peers through `stores`.
-pub fn migration(local: &Side, stores: Arc<PeerStores>) -> Migration {
+/// Returns the migration-source opener that reads peers through `stores`.
+pub fn opener(stores: Arc<PeerStores>) -> rbdx_migration::Opener {
     let ctx =
         rbdx_source::OpenContext::new(Arc::new(rbdx_source::Registry::new())).with_clusters(stores);
-    Migration::new(
-        local.cluster.clone(),
-        Arc::new(rbdx_migration::Opener::new(ctx)),
-    )
+    rbdx_migration::Opener::new(ctx)
+}
+
+/// Returns the migration runner of the local site, reading peers through `stores`.
+pub fn migration(local: &Side, stores: Arc<PeerStores>) -> Migration {
+    Migration::new(local.cluster.clone(), Arc::new(opener(stores)))
 }
 
 /// Key (in the local `rbd_mirroring`) of the primary's journal position when an initial sync

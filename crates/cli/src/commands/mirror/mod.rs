@@ -24,7 +24,9 @@ pub async fn run(
     printer: Printer,
 ) -> CliResult {
     match command {
-        MirrorCommand::Pool { command } => pool::run(cluster, command, printer).await,
+        MirrorCommand::Pool { command } => {
+            pool::run(cluster, command, printer, global.verbose > 0).await
+        }
         MirrorCommand::Image { command } => image::run(cluster, command, printer).await,
         MirrorCommand::Snapshot {
             command: MirrorSnapshotCommand::Schedule { command },

@@ -44,7 +44,7 @@ pub async fn run(cluster: &Cluster, command: MirrorPeerCommand, printer: Printer
                     token,
                 },
         } => {
-            let target = pool_target(cluster, &pool).await?;
+            let target = pool_target(cluster, &pool.to_pool_arg()).await?;
             let text = read_input(Path::new(&token))
                 .map_err(|e| CliError::io("cannot read the bootstrap token", e))?;
             let token = Token::decode(&String::from_utf8_lossy(&text))?;
@@ -66,7 +66,7 @@ pub async fn run(cluster: &Cluster, command: MirrorPeerCommand, printer: Printer
             remote_key_file,
             direction,
         } => {
-            let target = pool_target(cluster, &pool).await?;
+            let target = pool_target(cluster, &pool.to_pool_arg()).await?;
             let config = target.mirror.load().await?;
             rbdx_mirror::pool::require_enabled(&config, &target.label)?;
             let (client, site) = remote.split_once('@').ok_or_else(|| {
@@ -102,7 +102,7 @@ pub async fn run(cluster: &Cluster, command: MirrorPeerCommand, printer: Printer
             println!("{}", peer.uuid);
         }
         MirrorPeerCommand::Remove { pool, uuid } => {
-            let target = pool_target(cluster, &pool).await?;
+            let target = pool_target(cluster, &pool.to_pool_arg()).await?;
             let config = target.mirror.load().await?;
             if !config.peers().iter().any(|p| p.uuid == uuid) {
                 return Err(CliError::with_code(
@@ -118,7 +118,7 @@ pub async fn run(cluster: &Cluster, command: MirrorPeerCommand, printer: Printer
             key,
             value,
         } => {
-            let target = pool_target(cluster, &pool).await?;
+            let target = pool_target(cluster, &pool.to_pool_arg()).await?;
             let config = target.mirror.load().await?;
             let mut peer = config
                 .peers()

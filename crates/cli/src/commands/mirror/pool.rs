@@ -12,18 +12,21 @@ use crate::error::{CliError, CliResult};
 use crate::output::Printer;
 
 /// Runs a `mirror pool` command.
-pub async fn run(cluster: &Cluster, command: MirrorPoolCommand, printer: Printer) -> CliResult {
+pub async fn run(
+    cluster: &Cluster,
+    command: MirrorPoolCommand,
+    printer: Printer,
+    verbose: bool,
+) -> CliResult {
     match command {
         MirrorPoolCommand::Enable {
             site_name,
             pool,
             mode,
-        } => enable(cluster, &pool, site_name.as_deref(), &mode).await,
+        } => enable(cluster, &pool.to_pool_arg(), site_name.as_deref(), &mode).await,
         MirrorPoolCommand::Disable(pool) => disable(cluster, &pool).await,
         MirrorPoolCommand::Info { pool, all } => info(cluster, &pool, all, printer).await,
-        MirrorPoolCommand::Status { pool, verbose } => {
-            status(cluster, &pool, verbose, printer).await
-        }
+        MirrorPoolCommand::Status { pool } => status(cluster, &pool, verbose, printer).await,
         MirrorPoolCommand::Promote { pool, force } => promote(cluster, &pool, force).await,
         MirrorPoolCommand::Demote(pool) => demote(cluster, &pool).await,
         MirrorPoolCommand::Peer { command } => super::peer::run(cluster, command, printer).await,
