@@ -109,6 +109,23 @@ pub async fn enable(images: &Images, name: &str, mode: MirrorMode) -> Result<Ena
     .await
 }
 
+/// In a pool mirrored in `pool` mode, enables journal mirroring of image `name` if it has
+/// the journaling feature and is not mirrored yet (called after it is created or gets the
+/// feature); returns true if it did.
+pub async fn enable_if_pool_mode(images: &Images, name: &str) -> Result<bool> {
+    let pool = PoolMirror::new(images.store().clone(), images.io_ctx().clone());
+    if pool.load().await?.mode() != PoolMode::Pool {
+        return Ok(false);
+    }
+    let id = images.lookup(name).await?;
+    let header = images.header_by_id(&id, name).await?;
+    if header.mirror.is_some() || !header.features.contains(Features::JOURNALING) {
+        return Ok(false);
+    }
+    enable(images, name, MirrorMode::Journal).await?;
+    Ok(true)
+}
+
 /// Enables mirroring of the parents of a clone that are not mirrored yet, oldest first.
 async fn enable_parents(image: &Image, mode: MirrorMode, done: &mut Vec<String>) -> Result<()> {
     let Some((parent, _)) = image.parent().await? else {

@@ -26,6 +26,7 @@ pub async fn create(
     let size = parse_size(size, 1 << 20)?;
     let opts = create_options(cluster, size, args).await?;
     images.create(&spec.image, &opts).await?;
+    rbdx_mirror::image::enable_if_pool_mode(&images, &spec.image).await?;
     Ok(())
 }
 
@@ -175,6 +176,17 @@ struct InfoOut {
     protected: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parent: Option<ParentOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirroring: Option<MirroringOut>,
+}
+
+/// `rbd info`'s mirroring lines.
+#[derive(Serialize)]
+struct MirroringOut {
+    state: &'static str,
+    mode: &'static str,
+    global_id: String,
+    primary: bool,
 }
 
 #[derive(Serialize)]
@@ -259,6 +271,12 @@ pub async fn info(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliRes
             .as_ref()
             .map(|s| (s.protection == Protection::Protected).to_string()),
         parent,
+        mirroring: header.mirror.as_ref().map(|m| MirroringOut {
+            state: "enabled",
+            mode: m.mode.as_str(),
+            global_id: m.global_id.clone(),
+            primary: m.primary,
+        }),
     };
     printer.print("image", &out, |o| {
         println!("rbd image '{}':", o.name);
@@ -299,6 +317,12 @@ pub async fn info(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliRes
                 "\tprotected: {}",
                 if p == "true" { "True" } else { "False" }
             );
+        }
+        if let Some(m) = &o.mirroring {
+            println!("\tmirroring state: {}", m.state);
+            println!("\tmirroring mode: {}", m.mode);
+            println!("\tmirroring global id: {}", m.global_id);
+            println!("\tmirroring primary: {}", m.primary);
         }
     });
     Ok(())

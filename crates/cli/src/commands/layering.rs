@@ -42,6 +42,7 @@ pub async fn clone(
                 &opts,
             )
             .await?;
+        rbdx_mirror::image::enable_if_pool_mode(&child_images, &dest.image).await?;
         Ok::<(), crate::error::CliError>(())
     }
     .await;

@@ -30,6 +30,9 @@ pub async fn feature(cluster: &Cluster, command: FeatureCommand, show_progress: 
     let closed = image.close().await;
     result?;
     closed?;
+    if enable && features.contains(Features::JOURNALING) {
+        rbdx_mirror::image::enable_if_pool_mode(&images, &spec.image).await?;
+    }
     Ok(())
 }
 

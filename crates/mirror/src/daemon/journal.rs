@@ -351,11 +351,14 @@ impl Replayer {
     }
 
     async fn report_replay(&self, journal: &Journal, applied: Option<Position>, figures: &Figures) {
-        let primary = journal.header().await.ok().and_then(|h| {
-            h.clients
-                .get(rbdx_journal::IMAGE_CLIENT)
-                .and_then(|c| c.commit_position)
-        });
+        let header = journal.header().await.ok();
+        let commit_of = |id: &str| {
+            header
+                .as_ref()
+                .and_then(|h| h.clients.get(id).and_then(|c| c.commit_position))
+        };
+        let primary = commit_of(rbdx_journal::IMAGE_CLIENT);
+        let applied = applied.or_else(|| commit_of(&self.remote.owner));
         let behind = match (primary, applied) {
             (Some(p), Some(a)) => p.entry_tid.saturating_sub(a.entry_tid),
             (Some(p), None) => p.entry_tid + 1,

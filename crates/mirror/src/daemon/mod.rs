@@ -302,9 +302,6 @@ impl Daemon {
                 if state.running.contains_key(&key) {
                     continue;
                 }
-                if state.primary_here.contains(&key) {
-                    continue;
-                }
                 let mine = state
                     .running
                     .keys()
@@ -387,20 +384,20 @@ impl Daemon {
             );
             let (name, header) = match local.image(&id).await {
                 Ok(Some(found)) => found,
-                _ => {
-                    state.primary_here.remove(&key);
-                    continue;
-                }
+                _ => continue,
             };
             if !header.mirror.as_ref().is_some_and(|m| m.primary) {
-                state.primary_here.remove(&key);
                 continue;
             }
-            state.primary_here.insert(key);
+            let replayed = state.running.contains_key(&key);
             if record.mode == rbdx_image::mirroring::MirrorMode::Snapshot
                 && let Err(e) = run_schedule(local, &schedules, &name, &header).await
             {
                 tracing::warn!("image {name}: scheduled mirror snapshot: {e}");
+            }
+            if replayed {
+                // Its replayer reports it, at both sites.
+                continue;
             }
             let fresh = statuses.get(&record.global_id).is_some_and(|s| {
                 s.state == StatusState::Stopped
@@ -554,5 +551,4 @@ async fn run_schedule(
 struct ScanState {
     running: HashMap<Key, Running>,
     connections: HashMap<String, Connection>,
-    primary_here: BTreeSet<Key>,
 }

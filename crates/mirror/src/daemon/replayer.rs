@@ -260,7 +260,10 @@ impl Replayer {
             return Ok(Next::Done);
         };
         match relation(&local, &remote) {
-            Relation::LocalPrimary => Ok(Next::Done),
+            Relation::LocalPrimary => Ok(Next::Wait(
+                StatusState::Stopped,
+                "local image is primary".into(),
+            )),
             Relation::SplitBrain => Ok(Next::Wait(
                 StatusState::Error,
                 "split-brain detected: both copies were primary; demote the copy to replace \
