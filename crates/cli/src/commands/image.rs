@@ -331,6 +331,23 @@ pub async fn info(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliRes
 /// `rbdx rm`.
 pub async fn rm(cluster: &Cluster, arg: &ImageArg, show_progress: bool) -> CliResult {
     let (spec, images) = resolve(cluster, arg, SnapRule::None).await?;
+    // A mirrored primary stops being mirrored first (its mirror snapshots go, and peers
+    // remove their copies); a non-primary copy is the mirror daemon's to remove.
+    if let Ok(id) = images.lookup(&spec.image).await
+        && let Some(m) = images.header_by_id(&id, &spec.image).await?.mirror
+    {
+        if !m.primary {
+            return Err(CliError::with_code(
+                format!(
+                    "image {} is a non-primary mirror copy; it goes when its primary is \
+                     removed (or disable its mirroring with --force first)",
+                    spec.image
+                ),
+                30,
+            ));
+        }
+        rbdx_mirror::image::disable(&images, &spec.image, false).await?;
+    }
     let progress = ProgressLine::new("Removing image", show_progress);
     let result = images
         .remove(&spec.image, &|done, total| progress.update(done, total))
