@@ -14,11 +14,26 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `cmd` (which prints one JSON line when it is ready) and waits for that line.
-    pub fn start(mut cmd: Command, what: &str) -> Daemon {
+    pub fn start(cmd: Command, what: &str) -> Daemon {
+        Daemon::start_with_stderr(cmd, what, Stdio::piped())
+    }
+
+    /// Starts `cmd` with its standard error appended to file `log` (for a server that logs
+    /// more than a pipe holds).
+    pub fn start_logging(cmd: Command, what: &str, log: &std::path::Path) -> Daemon {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Daemon::start_with_stderr(cmd, what, Stdio::from(file))
+    }
+
+    fn start_with_stderr(mut cmd: Command, what: &str, stderr: Stdio) -> Daemon {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());

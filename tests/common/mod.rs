@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod gateway;
 pub mod http;
+pub mod mirror;
 pub mod nbd;
 pub mod s3;
 

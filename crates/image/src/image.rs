@@ -555,6 +555,18 @@ impl Inner {
             ));
         }
         if let Some(m) = &self.header().mirror
+            && m.primary
+            && self.replica
+        {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!(
+                    "image {} is primary now; the mirror daemon no longer writes it",
+                    self.name
+                ),
+            ));
+        }
+        if let Some(m) = &self.header().mirror
             && !m.primary
             && !self.replica
         {

@@ -311,7 +311,13 @@ fn peers_in_use(config: &PoolConfig, global_id: &str) -> Option<u64> {
 /// daemons remove their copies. A non-primary copy needs `force`.
 pub async fn disable(images: &Images, name: &str, force: bool) -> Result<()> {
     let pool = PoolMirror::new(images.store().clone(), images.io_ctx().clone());
-    let image = open(images, name, true).await?;
+    let id = images.lookup(name).await?;
+    let non_primary = images
+        .header_by_id(&id, name)
+        .await?
+        .mirror
+        .is_some_and(|m| !m.primary);
+    let image = open(images, name, non_primary).await?;
     with(image, async |image| {
         let m = record_of(image)?;
         if !m.primary && !force {
@@ -428,19 +434,32 @@ pub async fn promote(images: &Images, name: &str, force: bool, wait: Duration) -
             }),
             journal_start,
         };
+        // Under the exclusive lock: the mirror daemon's writes in flight finish first, and
+        // it cannot write once the copy is primary.
         image
-            .mirror_update(|r| {
-                let r = r.as_mut().ok_or_else(|| Error::invalid("not mirrored"))?;
-                r.primary = true;
-                r.generation = generation.clone();
-                r.position = None;
-                r.demoted = false;
-                r.resync = false;
-                r.syncing = None;
-                Ok(())
+            .quiesced(async || {
+                image
+                    .mirror_update(|r| {
+                        let r = r.as_mut().ok_or_else(|| Error::invalid("not mirrored"))?;
+                        r.primary = true;
+                        r.generation = generation.clone();
+                        r.position = None;
+                        r.demoted = false;
+                        r.resync = false;
+                        r.syncing = None;
+                        Ok(())
+                    })
+                    .await
             })
             .await?;
-        if m.mode == MirrorMode::Snapshot {
+        Ok(())
+    })
+    .await?;
+    let pool = PoolMirror::new(images.store().clone(), images.io_ctx().clone());
+    let config = pool.load().await?;
+    let image = open(images, name, false).await?;
+    with(image, async |image| {
+        if record_of(image)?.mode == MirrorMode::Snapshot {
             create_primary_snapshot(image, &config, MirrorSnapState::Primary).await?;
         }
         Ok(())

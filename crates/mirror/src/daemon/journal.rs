@@ -238,7 +238,7 @@ impl Replayer {
             tokio::select! {
                 _ = stop.changed() => return Ok(Ended::Stopped),
                 _ = tick.tick() => {
-                    if self.remote_changed(remote).await? {
+                    if self.remote_changed(remote).await? || self.local_promoted(image).await? {
                         return Ok(Ended::Changed);
                     }
                     self.report_replay(journal, last_applied, &figures).await;
@@ -252,6 +252,9 @@ impl Replayer {
                         }
                         Some(Err(e)) => return Err(e),
                     };
+                    if self.local_promoted(image).await? {
+                        return Ok(Ended::Changed);
+                    }
                     let mut events = Vec::with_capacity(batch.len());
                     let mut bytes = 0u64;
                     for (position, entry) in &batch {

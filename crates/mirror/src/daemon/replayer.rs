@@ -319,6 +319,13 @@ impl Replayer {
         })
     }
 
+    /// Re-reads the local copy's header; returns true if it was promoted (or is no longer
+    /// mirrored): the replayer must stop writing it.
+    pub(super) async fn local_promoted(&self, image: &rbdx_image::Image) -> Result<bool> {
+        image.refresh().await?;
+        Ok(image.header().mirror.is_none_or(|m| m.primary))
+    }
+
     /// Returns true if the peer's record no longer says what `remote` says.
     pub(super) async fn remote_changed(&self, remote: &ImageMirror) -> Result<bool> {
         let config = self.remote.side.mirror().load().await?;

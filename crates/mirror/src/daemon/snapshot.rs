@@ -50,7 +50,9 @@ impl Replayer {
             if rm.generation.id != remote.generation.id || rm.primary != remote.primary {
                 return Ok(Ended::Changed);
             }
-            image.refresh().await?;
+            if self.local_promoted(image).await? {
+                return Ok(Ended::Changed);
+            }
             let local = record_of(image)?;
             let switching = local.generation.id != rm.generation.id;
             let base = if switching {

@@ -1,0 +1,173 @@
+//! Two mirroring sites on 127.0.0.1 for tests: each its own data dir, gateway and (when
+//! started) mirror daemon, peered with a bootstrap token.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::Rbdx;
+use super::daemon::Daemon;
+use super::gateway::Gateway;
+
+/// One site.
+pub struct Site {
+    /// Its store.
+    pub rbdx: Rbdx,
+    /// Its gateway, while it runs.
+    pub gateway: Option<Gateway>,
+    /// Where its gateway listens (kept across restarts).
+    pub address: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl Site {
+    /// Creates pool `pool`, enables its mirroring in `mode` and starts the gateway.
+    pub fn new(name: &str, pool: &str, mode: &str) -> Site {
+        let rbdx = Rbdx::new();
+        let created = rbdx.run(&["pool", "create", pool]);
+        assert!(matches!(created.code, 0 | 17), "{}", created.stderr);
+        rbdx.run(&["mirror", "pool", "enable", "--site-name", name, pool, mode])
+            .ok();
+        let gateway = Gateway::start(&rbdx, None, &[]);
+        let address = gateway.address();
+        Site {
+            rbdx,
+            gateway: Some(gateway),
+            address,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Runs `rbdx` at this site.
+    pub fn run(&self, args: &[&str]) -> super::Run {
+        self.rbdx.run(args)
+    }
+
+    /// Stops the gateway (the site is cut off).
+    pub fn cut_off(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.stop();
+        }
+    }
+
+    /// Starts the gateway again on the same address.
+    pub fn reconnect(&mut self) {
+        if self.gateway.is_none() {
+            self.gateway = Some(Gateway::start(&self.rbdx, Some(&self.address), &[]));
+        }
+    }
+
+    /// Starts a mirror daemon with id `id`, logging to `<data dir>/daemon-<id>.log`.
+    pub fn daemon(&self, id: &str) -> Daemon {
+        let mut cmd = Command::new(Rbdx::binary());
+        cmd.args(["mirror", "daemon", "--format", "json", "--daemon-id", id])
+            .env("RBDX_DATA_DIR", self.rbdx.path());
+        Daemon::start_logging(cmd, "rbdx mirror daemon", &self.log(id))
+    }
+
+    /// The log file of daemon `id`.
+    pub fn log(&self, id: &str) -> PathBuf {
+        self.rbdx.path().join(format!("daemon-{id}.log"))
+    }
+
+    /// Returns `mirror image status` of `spec` as JSON.
+    pub fn status(&self, spec: &str) -> serde_json::Value {
+        self.run(&["mirror", "image", "status", spec, "--format", "json"])
+            .ok()
+            .json()
+    }
+
+    /// Returns this site's state of `spec` (`up+replaying`, ...).
+    pub fn state(&self, spec: &str) -> String {
+        let run = self.run(&["mirror", "image", "status", spec, "--format", "json"]);
+        if run.code != 0 {
+            return String::new();
+        }
+        run.json()["state"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Exports `spec` to a file in `dir` and returns its bytes.
+    pub fn export(&self, spec: &str, dir: &Path) -> Option<Vec<u8>> {
+        let path = dir.join(format!("{}-{}", self.name, spec.replace(['/', '@'], "_")));
+        let _ = std::fs::remove_file(&path);
+        let run = self.run(&["export", "--no-progress", spec, path.to_str().unwrap()]);
+        if run.code != 0 {
+            return None;
+        }
+        std::fs::read(&path).ok()
+    }
+}
+
+/// Makes `b` a two-way (or `direction`) peer of `a` for `pool` with a bootstrap token.
+pub fn peer(a: &Site, b: &Site, pool: &str, direction: &str) {
+    let token = a
+        .run(&["mirror", "pool", "peer", "bootstrap", "create", pool])
+        .ok()
+        .stdout;
+    b.rbdx
+        .run_with_input(
+            &[
+                "mirror",
+                "pool",
+                "peer",
+                "bootstrap",
+                "import",
+                "--direction",
+                direction,
+                pool,
+                "-",
+            ],
+            Some(token.as_bytes()),
+        )
+        .ok();
+}
+
+/// Two peered sites (`site-a`, `site-b`) mirroring pool `pool` in `mode`, both ways.
+pub fn two_sites(pool: &str, mode: &str) -> (Site, Site) {
+    let a = Site::new("site-a", pool, mode);
+    let b = Site::new("site-b", pool, mode);
+    peer(&a, &b, pool, "rx-tx");
+    (a, b)
+}
+
+/// Waits until `ok` holds, polling every 200 ms; panics after `timeout` saying `what`.
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until `spec` reads the same at both sites.
+pub fn wait_equal(a: &Site, b: &Site, spec: &str, dir: &Path, timeout: Duration) {
+    wait_for(
+        &format!("{spec} to be equal at both sites"),
+        timeout,
+        || match (a.export(spec, dir), b.export(spec, dir)) {
+            (Some(x), Some(y)) => x == y,
+            _ => false,
+        },
+    );
+}
+
+/// Writes `bytes` of 4 KiB random writes (rbdx bench) into `spec` at `site`.
+pub fn scribble(site: &Site, spec: &str, size: &str, bytes: &str) {
+    site.run(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        size,
+        "--io-total",
+        bytes,
+        "--io-pattern",
+        "rand",
+        spec,
+    ])
+    .ok();
+}
