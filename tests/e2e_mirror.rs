@@ -2,6 +2,8 @@
 //! daemon (real processes): bootstrap, journal and snapshot modes, failover and failback,
 //! split-brain and resync, clones, disable and removal, bad tokens.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
