@@ -54,6 +54,24 @@ fn journal_mode_replays_writes_snapshots_and_resizes() {
         .fails(30, "non-primary");
     b.run(&["snap", "create", "rbd/j@mine"])
         .fails(30, "non-primary");
+    // Served read-only over NBD: qemu reads what the primary holds, and cannot write.
+    if common::nbd::have("qemu-img", "qemu-utils") {
+        let server = common::nbd::Server::start(&b.rbdx, &["rbd/j"]);
+        let primary = dir.path().join("primary.raw");
+        std::fs::write(&primary, a.export("rbd/j", dir.path()).unwrap()).unwrap();
+        common::nbd::compare_raw(&primary, &server.uri("rbd/j"));
+        let write = common::nbd::client_output(
+            "qemu-io",
+            &["-f", "raw", "-c", "write 0 4k", &server.uri("rbd/j")],
+        );
+        let said = String::from_utf8_lossy(&write.stderr).to_string()
+            + &String::from_utf8_lossy(&write.stdout);
+        assert!(
+            !write.status.success() || said.contains("read-only") || said.contains("ermission"),
+            "{said}"
+        );
+        assert_eq!(a.export("rbd/j", dir.path()), b.export("rbd/j", dir.path()));
+    }
     let status = b.status("rbd/j");
     let description = status["description"].as_str().unwrap();
     assert!(description.starts_with("replaying, {"), "{description}");
@@ -421,4 +439,74 @@ fn bad_tokens_are_refused_with_one_line_and_register_nothing() {
         .json();
     assert_eq!(info["peers"].as_array().unwrap().len(), 1);
     assert_eq!(info["peers"][0]["direction"], "rx-only");
+}
+
+#[test]
+fn snapshot_schedules_are_listed_and_carried_out_where_images_are_primary() {
+    let (a, b) = two_sites("rbd", "image");
+    let dir = tempfile::tempdir().unwrap();
+    a.run(&["create", "rbd/s", "--size", "16M"]).ok();
+    a.run(&["mirror", "image", "enable", "rbd/s", "snapshot"])
+        .ok();
+    a.run(&[
+        "mirror", "snapshot", "schedule", "add", "--pool", "rbd", "1m",
+    ])
+    .ok();
+    a.run(&[
+        "mirror",
+        "snapshot",
+        "schedule",
+        "add",
+        "--pool",
+        "rbd",
+        "--image",
+        "s",
+        "1d",
+        "14:00:00-05:00",
+    ])
+    .ok();
+    a.run(&[
+        "mirror", "snapshot", "schedule", "add", "--pool", "rbd", "2x",
+    ])
+    .fails(22, "invalid interval");
+    let ls = a
+        .run(&[
+            "mirror", "snapshot", "schedule", "ls", "--pool", "rbd", "-R",
+        ])
+        .ok()
+        .stdout;
+    assert!(ls.contains("every 1m"), "{ls}");
+    assert!(ls.contains("every 1d starting at 14:00:00-05:00"), "{ls}");
+    // The image's own schedule applies (the most specific one); drop it so the pool's runs.
+    a.run(&[
+        "mirror", "snapshot", "schedule", "remove", "--pool", "rbd", "--image", "s",
+    ])
+    .ok();
+    let status = a
+        .run(&[
+            "mirror", "snapshot", "schedule", "status", "--format", "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(status["scheduled_images"][0]["image"], "rbd/s");
+    let mirror_snaps = |site: &common::mirror::Site| {
+        site.run(&["snap", "ls", "--all", "rbd/s", "--format", "json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["namespace"]["type"] == "mirror")
+            .count()
+    };
+    let before = mirror_snaps(&a);
+    let _da = a.daemon("a");
+    let _db = b.daemon("b");
+    scribble(&a, "rbd/s", "4K", "256K");
+    wait_for(
+        "a scheduled mirror snapshot",
+        Duration::from_secs(100),
+        || mirror_snaps(&a) > before,
+    );
+    wait_equal(&a, &b, "rbd/s", dir.path(), WAIT);
 }

@@ -108,9 +108,16 @@ async fn open_all(cluster: &Cluster, args: &NbdServeArgs, out: &mut Vec<Export>)
                         .with_read_only(args.read_only),
                 )
                 .await?;
+            // A non-primary mirror copy is served read-only: the mirror daemon writes it.
+            let read_only =
+                args.read_only || image.header().mirror.as_ref().is_some_and(|m| !m.primary);
+            if read_only && !args.read_only {
+                tracing::info!("{spec} is a non-primary mirror copy: serving it read-only");
+            }
             // A journaling image is brought up to date with its journal before it is served
             // (taking the lock replays what a crash left unapplied).
-            if !image.is_read_only()
+            if !read_only
+                && !image.is_read_only()
                 && image
                     .header()
                     .features
@@ -120,7 +127,7 @@ async fn open_all(cluster: &Cluster, args: &NbdServeArgs, out: &mut Vec<Export>)
                 let _ = image.clone().close().await;
                 return Err(e.into());
             }
-            CliResult::Ok(Export::new(spec.to_string(), image, args.read_only))
+            CliResult::Ok(Export::new(spec.to_string(), image, read_only))
         }
         .await;
         match opened {
