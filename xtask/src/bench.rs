@@ -160,12 +160,27 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if backend == "dir" && names == ["peer"] {
         return crate::peer_bench::run();
     }
+    if backend == "dir" && names == ["mirror"] {
+        return crate::mirror_bench::run();
+    }
     let wants_source = backend == "dir" && (names.is_empty() || names.contains(&"source"));
     let wants_migration = backend == "dir" && (names.is_empty() || names.contains(&"migration"));
     let wants_nbd = backend == "dir" && (names.is_empty() || names.contains(&"nbd"));
     let wants_journal = backend == "dir" && (names.is_empty() || names.contains(&"journal"));
     let wants_peer = backend == "dir" && (names.is_empty() || names.contains(&"peer"));
-    names.retain(|n| !["image", "source", "migration", "nbd", "journal", "peer"].contains(n));
+    let wants_mirror = backend == "dir" && (names.is_empty() || names.contains(&"mirror"));
+    names.retain(|n| {
+        ![
+            "image",
+            "source",
+            "migration",
+            "nbd",
+            "journal",
+            "peer",
+            "mirror",
+        ]
+        .contains(n)
+    });
     let selected: Vec<&Suite> = SUITES
         .iter()
         .filter(|s| s.backend == backend && (names.is_empty() || names.contains(&s.name)))
@@ -231,6 +246,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if wants_peer {
         crate::peer_bench::run()?;
+    }
+    if wants_mirror {
+        crate::mirror_bench::run()?;
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ mod fuzz;
 mod image_bench;
 mod journal_bench;
 mod migration_bench;
+mod mirror_bench;
 mod nbd_bench;
 mod peer_bench;
 mod rados_bench;

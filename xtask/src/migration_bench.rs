@@ -125,7 +125,7 @@ fn path(p: &Path) -> &str {
 
 /// Writes a 1 GiB sparse file holding 404 MiB of scattered writes of 4 to 64 KiB at 4 KiB
 /// aligned places (overlaps counted once), so that most objects hold data with holes inside.
-fn make_scattered(path: &Path) -> anyhow::Result<u64> {
+pub(crate) fn make_scattered(path: &Path) -> anyhow::Result<u64> {
     use std::os::unix::fs::FileExt as _;
     let file = std::fs::File::create(path)?;
     file.set_len(1 << 30)?;

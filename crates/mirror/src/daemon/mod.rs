@@ -52,7 +52,7 @@ impl Default for DaemonOptions {
         DaemonOptions {
             id: hostname(),
             max_concurrent_syncs: 5,
-            scan_interval: Duration::from_secs(1),
+            scan_interval: Duration::from_millis(250),
         }
     }
 }
@@ -153,6 +153,8 @@ pub struct Daemon {
 const RENEW: Duration = Duration::from_secs(4);
 /// How often a registration is written at a peer.
 const PING: Duration = Duration::from_secs(30);
+/// How often the daemon writes its heartbeat, reports the primaries and runs schedules.
+const HEARTBEAT: Duration = Duration::from_secs(2);
 
 type Key = (u64, String, String);
 
@@ -268,8 +270,19 @@ impl Daemon {
         if config.mode() == PoolMode::Disabled {
             return Ok(());
         }
-        let live = self.heartbeat(local, &config).await?;
-        self.report_primaries(shared, state, local, &config).await;
+        let pool_key = (local.io.pool().0, local.io.namespace().to_owned());
+        let due = state
+            .reported
+            .get(&pool_key)
+            .is_none_or(|t| t.elapsed() >= HEARTBEAT);
+        if due {
+            state
+                .live
+                .insert(pool_key.clone(), self.heartbeat(local, &config).await?);
+            self.report_primaries(shared, state, local, &config).await;
+            state.reported.insert(pool_key.clone(), Instant::now());
+        }
+        let live = state.live.get(&pool_key).copied().unwrap_or(1);
         for peer in config.peers() {
             if !peer.direction.receives() {
                 continue;
@@ -551,4 +564,8 @@ async fn run_schedule(
 struct ScanState {
     running: HashMap<Key, Running>,
     connections: HashMap<String, Connection>,
+    /// When each pool namespace's heartbeat and primaries were last written.
+    reported: HashMap<(u64, String), Instant>,
+    /// How many daemons each pool namespace has alive.
+    live: HashMap<(u64, String), usize>,
 }

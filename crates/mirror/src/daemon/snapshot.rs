@@ -37,6 +37,30 @@ impl Replayer {
         remote: &ImageMirror,
     ) -> Result<Ended> {
         let mut last = LastSync::default();
+        // Woken by the primary's header changes (a new mirror snapshot), polled otherwise.
+        let header_oid = rbdx_image::names::header_object(remote_id);
+        let store = self.remote.side.store().clone();
+        let mut watch = store.watch(&self.remote.side.io, &header_oid).await.ok();
+        let ended = self
+            .sync_snapshots(image, remote_id, remote_name, remote, &mut last, &mut watch)
+            .await;
+        if let Some(w) = watch {
+            let _ = store
+                .unwatch(&self.remote.side.io, &header_oid, w.cookie())
+                .await;
+        }
+        ended
+    }
+
+    async fn sync_snapshots(
+        &self,
+        image: &Image,
+        remote_id: &str,
+        remote_name: &str,
+        remote: &ImageMirror,
+        last: &mut LastSync,
+        watch: &mut Option<rbdx_objstore::Watch>,
+    ) -> Result<Ended> {
         loop {
             if *self.stop.borrow() {
                 return Ok(Ended::Stopped);
@@ -101,11 +125,23 @@ impl Replayer {
                         })
                         .await?;
                 }
-                self.report_snapshots(StatusState::Replaying, "idle", &last, local.position)
+                self.report_snapshots(StatusState::Replaying, "idle", last, local.position)
                     .await;
                 let mut stop = self.stop.clone();
+                let changed = async {
+                    match watch.as_mut() {
+                        Some(w) => match w.next().await {
+                            Some(rbdx_objstore::WatchEvent::Notify(n)) => {
+                                n.ack(bytes::Bytes::new())
+                            }
+                            _ => *watch = None,
+                        },
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     _ = stop.changed() => {}
+                    _ = changed => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
                 continue;
@@ -121,7 +157,7 @@ impl Replayer {
                     })
                     .await?;
             }
-            self.report_snapshots(StatusState::Replaying, "syncing", &last, local.position)
+            self.report_snapshots(StatusState::Replaying, "syncing", last, local.position)
                 .await;
             let began = Instant::now();
             let bytes = self
@@ -131,12 +167,12 @@ impl Replayer {
             record.generation = rm.generation.clone();
             finish_snapshot_sync(image, &record, &self.remote, target, demoted).await?;
             prune_local(image).await?;
-            last = LastSync {
+            *last = LastSync {
                 bytes,
                 seconds: began.elapsed().as_secs_f64(),
                 remote_timestamp: stamp,
             };
-            self.report_snapshots(StatusState::Replaying, "idle", &last, Some(target))
+            self.report_snapshots(StatusState::Replaying, "idle", last, Some(target))
                 .await;
         }
     }
