@@ -36,7 +36,7 @@ pub(crate) enum Effect {
 }
 
 impl Inner {
-    fn check_range(&self, offset: u64, length: u64, size: u64) -> Result<()> {
+    pub(crate) fn check_range(&self, offset: u64, length: u64, size: u64) -> Result<()> {
         match offset.checked_add(length) {
             Some(end) if end <= size => Ok(()),
             _ => Err(Error::invalid(format!(

@@ -62,6 +62,7 @@ mod objlocks;
 mod replay;
 mod snapshot;
 mod trash;
+mod write_many;
 
 pub use admin::{CreateOptions, ImageEntry, Images, check_image_name, new_image_id};
 pub use allocation::Allocation;

@@ -3,15 +3,13 @@
 //! primary once they are durable here.
 //!
 //! Data events between two other events (an operation, a flush, a demotion) are applied
-//! many at a time, each after every earlier one it overlaps; everything else is applied in
-//! journal order. So the copy is always a point in time the primary's clients could have
-//! seen after a crash.
+//! together: the writes to each object as one store operation, in journal order within it;
+//! everything else is applied in journal order. So the copy is always a point in time the
+//! primary's clients could have seen after a crash.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
-use futures::stream::FuturesUnordered;
 use rbdx_image::journaling::Event;
 use rbdx_image::mirroring::ImageMirror;
 use rbdx_image::{ErrorKind, Image, Result};
@@ -25,9 +23,6 @@ use crate::status::StatusState;
 
 /// What the follower task hands over: a batch of entries, the end, or an error.
 type Batch = Result<Option<Vec<(Position, rbdx_journal::entry::Entry)>>>;
-
-/// Data events applied at once.
-const IN_FLIGHT: usize = 32;
 
 /// Why a replay session ended.
 #[derive(Debug)]
@@ -45,40 +40,36 @@ pub enum Ended {
     Disconnected,
 }
 
-/// The byte range a data event touches.
-fn range_of(event: &Event) -> Option<(u64, u64)> {
-    match event {
-        Event::Write { offset, data } => Some((*offset, *offset + data.len() as u64)),
-        Event::Discard { offset, length }
-        | Event::WriteZeroes { offset, length }
-        | Event::WriteSame { offset, length, .. } => Some((*offset, *offset + *length)),
-        Event::CompareAndWrite { offset, data, .. } => Some((*offset, *offset + data.len() as u64)),
-        _ => None,
-    }
+/// Returns true for the data events applied here (writes, discards, zeroes, write-same,
+/// compare-and-write).
+fn is_data(event: &Event) -> bool {
+    event.is_data() && !matches!(event, Event::Flush)
 }
 
-/// Applies data events with up to [`IN_FLIGHT`] at once, each after the earlier ones it
-/// overlaps.
+/// Applies data events in order: runs of writes go to the store one operation per object;
+/// the other data events one by one between them.
 async fn apply_data(image: &Image, events: &[(u64, Event)]) -> Result<()> {
-    let mut running = FuturesUnordered::new();
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let size = image.size();
+    let mut writes: Vec<(u64, bytes::Bytes)> = Vec::new();
     for (_, event) in events {
-        let Some((start, end)) = range_of(event) else {
-            continue;
-        };
-        let overlaps = ranges.iter().any(|(s, e)| start < *e && *s < end);
-        if overlaps || running.len() >= IN_FLIGHT {
-            while let Some(done) = running.next().await {
-                let applied: Result<bool> = done;
-                applied?;
+        match event {
+            Event::Write { offset, data } => {
+                // Clipped to the size, as replay clips (a later shrink may have cut it).
+                if *offset < size {
+                    let len = data.len().min((size - offset) as usize);
+                    writes.push((*offset, data.slice(..len)));
+                }
             }
-            ranges.clear();
+            other => {
+                if !writes.is_empty() {
+                    image.write_many(std::mem::take(&mut writes)).await?;
+                }
+                image.apply_event(other, None).await?;
+            }
         }
-        ranges.push((start, end));
-        running.push(image.apply_event(event, None));
     }
-    while let Some(done) = running.next().await {
-        done?;
+    if !writes.is_empty() {
+        image.write_many(writes).await?;
     }
     Ok(())
 }
@@ -329,7 +320,7 @@ impl Replayer {
     ) -> Result<bool> {
         let mut start = 0;
         for (i, (_, event)) in events.iter().enumerate() {
-            if range_of(event).is_some() {
+            if is_data(event) {
                 continue;
             }
             apply_data(image, &events[start..i]).await?;

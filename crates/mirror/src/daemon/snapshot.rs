@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt as _;
 use rbdx_image::mirroring::ImageMirror;
 use rbdx_image::{Error, Header, Image, OpenOptions, Result};
-use rbdx_snapdiff::{DiffOptions, DiffRecord};
+use rbdx_snapdiff::DiffOptions;
 
 use super::Replayer;
 use super::journal::Ended;
@@ -163,10 +163,17 @@ impl Replayer {
             let bytes = self
                 .copy_delta(image, remote_id, remote_name, &header, base, target)
                 .await?;
+            let copied_in = began.elapsed();
             let mut record = record_of(image)?;
             record.generation = rm.generation.clone();
             finish_snapshot_sync(image, &record, &self.remote, target, demoted).await?;
             prune_local(image).await?;
+            tracing::info!(
+                "image {remote_name}: copied {bytes} bytes up to mirror snapshot {target} in \
+                 {:.3} s ({:.3} s with the snapshot)",
+                copied_in.as_secs_f64(),
+                began.elapsed().as_secs_f64()
+            );
             *last = LastSync {
                 bytes,
                 seconds: began.elapsed().as_secs_f64(),
@@ -218,27 +225,7 @@ impl Replayer {
         let options = DiffOptions::default()
             .with_from_snap(Some(base_name))
             .with_include_parent(false);
-        let copied = {
-            let extents = rbdx_snapdiff::diff_extents(&source, &options);
-            rbdx_snapdiff::extent_records(&source, extents)
-                .map_ok(|record| async move {
-                    match record {
-                        DiffRecord::Data { offset, data } => {
-                            let n = data.len() as u64;
-                            image.write(offset, data).await?;
-                            Ok(n)
-                        }
-                        DiffRecord::Zero { offset, length } => {
-                            image.discard(offset, length).await?;
-                            Ok(0)
-                        }
-                        _ => Ok(0),
-                    }
-                })
-                .try_buffer_unordered(IN_FLIGHT)
-                .try_fold(0u64, |total, n| async move { Ok(total + n) })
-                .await
-        };
+        let copied = copy_extents(image, &source, &options).await;
         let closed = source.close().await;
         let copied = copied?;
         closed?;
@@ -267,6 +254,50 @@ impl Replayer {
             .report(state, &format!("replaying, {json}"), synced)
             .await;
     }
+}
+
+/// Data of a delta read before it is written (bounds the memory of a large delta).
+const WINDOW: u64 = 32 << 20;
+
+/// Copies the extents that changed in `source` since `options.from_snap` into `image`, a
+/// window at a time: the window's data read with [`IN_FLIGHT`] reads at once, then written
+/// one store operation per object. Returns the bytes copied.
+async fn copy_extents(image: &Image, source: &Image, options: &DiffOptions) -> Result<u64> {
+    let mut extents = rbdx_snapdiff::diff_extents(source, options);
+    let mut copied = 0;
+    let mut done = false;
+    while !done {
+        let mut wanted: Vec<(u64, u64)> = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let Some(extent) = extents.try_next().await? else {
+                done = true;
+                break;
+            };
+            if !extent.data {
+                image.discard(extent.offset, extent.length).await?;
+                continue;
+            }
+            wanted.push((extent.offset, extent.length));
+            bytes += extent.length;
+            if bytes >= WINDOW {
+                break;
+            }
+        }
+        let mut writes = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(IN_FLIGHT) {
+            let reads = chunk
+                .iter()
+                .map(|&(offset, length)| source.read(offset, length));
+            let data = futures::future::try_join_all(reads).await?;
+            writes.extend(chunk.iter().map(|&(offset, _)| offset).zip(data));
+        }
+        if !writes.is_empty() {
+            image.write_many(writes).await?;
+        }
+        copied += bytes;
+    }
+    Ok(copied)
 }
 
 /// Removes the oldest non-primary mirror snapshots beyond [`MAX_MIRROR_SNAPSHOTS`].

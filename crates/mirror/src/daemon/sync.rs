@@ -73,6 +73,10 @@ pub fn migration(local: &Side, stores: Arc<PeerStores>) -> Migration {
     Migration::new(local.cluster.clone(), Arc::new(opener(stores)))
 }
 
+/// Objects copied at once by an initial copy (through the peer's gateway, so more than a
+/// local copy's default).
+const COPY_CONCURRENCY: usize = 16;
+
 /// Key (in the local `rbd_mirroring`) of the primary's journal position when an initial sync
 /// finished: up to it, replay re-applies writes the copy may hold already.
 pub fn sync_end_key(global_id: &str) -> String {
@@ -178,6 +182,7 @@ pub async fn initial_sync(
             name,
             &ExecuteOptions {
                 replica: true,
+                concurrency: COPY_CONCURRENCY,
                 ..Default::default()
             },
             progress,
