@@ -40,6 +40,14 @@ use crate::entry::{self, Entry, OVERHEAD};
 use crate::header::Position;
 use crate::journal::Journal;
 
+/// What a chunk read from a journal object held.
+enum Absorbed {
+    /// Entries (true if any was new).
+    Entries(bool),
+    /// Nothing whole: its first entry is this long; read that much.
+    Larger(u64),
+}
+
 /// How a [`Follower`] reads.
 #[derive(Debug, Clone, Copy)]
 pub struct FollowOptions {
@@ -208,7 +216,7 @@ impl Follower {
             }
             let splay = self.journal.meta().splay_width;
             let objno = self.set * splay + want % splay;
-            if !self.read_more(objno).await? {
+            if !self.read_round(objno).await? {
                 break;
             }
         }
@@ -235,43 +243,83 @@ impl Follower {
         let mut length = self.chunk();
         loop {
             let data = self.read(objno, cursor.offset, length).await?;
-            let parsed = entry::parse(&data);
-            if parsed.entries.is_empty() {
-                // One entry larger than the chunk: read it whole.
-                if data.len() as u64 == length && data.len() >= 28 {
-                    let n = u32::from_le_bytes([data[24], data[25], data[26], data[27]]);
-                    let whole = (OVERHEAD + n as usize) as u64;
-                    if whole > length && n as usize <= entry::MAX_DATA {
-                        length = whole;
-                        continue;
-                    }
-                }
-                if let Some(c) = self.cursors.get_mut(&objno) {
-                    c.at_end = true;
-                }
-                return Ok(false);
+            match self.absorb(objno, length, &data) {
+                Absorbed::Entries(added) => return Ok(added),
+                Absorbed::Larger(whole) => length = whole,
             }
-            let mut added = false;
-            for e in parsed.entries {
-                if self.last.is_some_and(|l| e.entry_tid <= l) {
-                    continue;
-                }
-                let pos = Position {
-                    object_number: objno,
-                    tag_tid: e.tag_tid,
-                    entry_tid: e.entry_tid,
-                };
-                self.pending_bytes += e.data.len() + OVERHEAD;
-                self.pending.insert(e.entry_tid, (pos, e));
-                added = true;
-            }
-            self.peak_bytes = self.peak_bytes.max(self.pending_bytes);
-            if let Some(c) = self.cursors.get_mut(&objno) {
-                c.offset += parsed.valid_len as u64;
-                c.at_end = (data.len() as u64) < length && !parsed.torn;
-            }
-            return Ok(added);
         }
+    }
+
+    /// Reads the next chunk of `objno` and of every other object of the set not read to its
+    /// end, all at once (entries go round-robin over the objects, so the next ones are in
+    /// all of them); returns true if it brought new entries.
+    async fn read_round(&mut self, objno: u64) -> Result<bool> {
+        let length = self.chunk();
+        let mut targets: Vec<(u64, u64)> = self
+            .cursors
+            .iter()
+            .filter(|(o, c)| **o == objno || !c.at_end)
+            .map(|(o, c)| (*o, c.offset))
+            .collect();
+        // Stay within the budget: one chunk per object on top of what is pending.
+        let room = self.options.budget.saturating_sub(self.pending_bytes) as u64 / length.max(1);
+        targets.sort_by_key(|(o, _)| *o != objno);
+        targets.truncate((room as usize).max(1));
+        let reads = targets
+            .iter()
+            .map(|&(o, offset)| self.read(o, offset, length));
+        let results = futures::future::join_all(reads).await;
+        let mut added = false;
+        let mut larger = Vec::new();
+        for (&(o, _), data) in targets.iter().zip(results) {
+            match self.absorb(o, length, &data?) {
+                Absorbed::Entries(a) => added |= a,
+                Absorbed::Larger(_) => larger.push(o),
+            }
+        }
+        for o in larger {
+            added |= self.read_more(o).await?;
+        }
+        Ok(added)
+    }
+
+    /// Takes the entries of a chunk of `length` bytes read from `objno` at its cursor.
+    fn absorb(&mut self, objno: u64, length: u64, data: &Bytes) -> Absorbed {
+        let parsed = entry::parse(data);
+        if parsed.entries.is_empty() {
+            // One entry larger than the chunk: read it whole.
+            if data.len() as u64 == length && data.len() >= 28 {
+                let n = u32::from_le_bytes([data[24], data[25], data[26], data[27]]);
+                let whole = (OVERHEAD + n as usize) as u64;
+                if whole > length && n as usize <= entry::MAX_DATA {
+                    return Absorbed::Larger(whole);
+                }
+            }
+            if let Some(c) = self.cursors.get_mut(&objno) {
+                c.at_end = true;
+            }
+            return Absorbed::Entries(false);
+        }
+        let mut added = false;
+        for e in parsed.entries {
+            if self.last.is_some_and(|l| e.entry_tid <= l) {
+                continue;
+            }
+            let pos = Position {
+                object_number: objno,
+                tag_tid: e.tag_tid,
+                entry_tid: e.entry_tid,
+            };
+            self.pending_bytes += e.data.len() + OVERHEAD;
+            self.pending.insert(e.entry_tid, (pos, e));
+            added = true;
+        }
+        self.peak_bytes = self.peak_bytes.max(self.pending_bytes);
+        if let Some(c) = self.cursors.get_mut(&objno) {
+            c.offset += parsed.valid_len as u64;
+            c.at_end = (data.len() as u64) < length && !parsed.torn;
+        }
+        Absorbed::Entries(added)
     }
 
     async fn read(&self, objno: u64, offset: u64, length: u64) -> Result<Bytes> {

@@ -74,6 +74,26 @@ async fn apply_data(image: &Image, events: &[(u64, Event)]) -> Result<()> {
     Ok(())
 }
 
+/// How long applied entries may wait before they are made durable and committed.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// What replay applied and has not made durable yet.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Positions of the entries applied since the last commit, by entry id.
+    positions: BTreeMap<u64, Position>,
+    /// The last entry applied.
+    applied: Option<Position>,
+    /// Where the commit position may move.
+    commit: Option<Position>,
+    /// The entry of the primary's demotion, once applied.
+    demoted_at: Option<u64>,
+    /// When the oldest entry not yet durable was applied.
+    since: Option<Instant>,
+    /// The end of the initial copy, until replay passes it.
+    fixup_end: Option<Position>,
+}
+
 /// Replay figures for the status.
 #[derive(Debug)]
 struct Figures {
@@ -217,27 +237,39 @@ impl Replayer {
         journal: &Journal,
         remote: &ImageMirror,
         rx: &mut mpsc::Receiver<Batch>,
-        mut fixup_end: Option<Position>,
+        fixup_end: Option<Position>,
     ) -> Result<Ended> {
+        let mut pending = Pending {
+            fixup_end,
+            ..Pending::default()
+        };
         let mut applier = Applier::new();
-        let mut positions: BTreeMap<u64, Position> = BTreeMap::new();
-        let mut last_applied: Option<Position> = None;
         let mut figures = Figures::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut stop = self.stop.clone();
         loop {
             tokio::select! {
-                _ = stop.changed() => return Ok(Ended::Stopped),
+                _ = stop.changed() => {
+                    self.settle(image, journal, &mut pending).await?;
+                    return Ok(Ended::Stopped);
+                }
                 _ = tick.tick() => {
-                    if self.remote_changed(remote).await? || self.local_promoted(image).await? {
+                    if self.local_promoted(image).await? {
                         return Ok(Ended::Changed);
                     }
-                    self.report_replay(journal, last_applied, &figures).await;
+                    self.settle(image, journal, &mut pending).await?;
+                    if self.remote_changed(remote).await? {
+                        return Ok(Ended::Changed);
+                    }
+                    self.report_replay(journal, pending.applied, &figures).await;
                 }
                 batch = rx.recv() => {
                     let batch = match batch {
                         Some(Ok(Some(batch))) => batch,
-                        Some(Ok(None)) | None => return Ok(Ended::Stopped),
+                        Some(Ok(None)) | None => {
+                            self.settle(image, journal, &mut pending).await?;
+                            return Ok(Ended::Stopped);
+                        }
                         Some(Err(e)) if e.kind() == ErrorKind::NotFound => {
                             return Ok(Ended::Resync(format!("the primary's journal: {e}")));
                         }
@@ -251,8 +283,8 @@ impl Replayer {
                     for (position, entry) in &batch {
                         let (event, _) = rbdx_journal::event::decode(&entry.data)?;
                         bytes += entry.data.len() as u64;
-                        positions.insert(position.entry_tid, *position);
-                        if let Some(end) = fixup_end
+                        pending.positions.insert(position.entry_tid, *position);
+                        if let Some(end) = pending.fixup_end
                             && position.entry_tid <= end.entry_tid
                             && self.unseen_by_copy(image, &event)
                         {
@@ -264,51 +296,68 @@ impl Replayer {
                         events.push((position.entry_tid, event));
                     }
                     let demoted = self.apply_batch(image, &mut applier, &events).await?;
-                    image.flush().await?;
                     let last = batch.last().map(|(p, _)| *p);
-                    last_applied = last;
+                    pending.applied = last;
+                    if demoted {
+                        pending.demoted_at = last.map(|p| p.entry_tid);
+                    }
                     // Commit no further than the entry before the oldest operation still
                     // waiting for its outcome: a restart replays from there.
-                    let held = applier.held().into_iter().min();
-                    let commit = match held {
-                        Some(h) => positions.range(..h).next_back().map(|(_, p)| *p),
+                    pending.commit = match applier.held().into_iter().min() {
+                        Some(h) => pending.positions.range(..h).next_back().map(|(_, p)| *p),
                         None => last,
                     };
-                    if let Some(last) = last {
-                        let demoted_at = demoted.then_some(last.entry_tid);
-                        image
-                            .mirror_update(|m| {
-                                if let Some(m) = m.as_mut() {
-                                    m.position = Some(last.entry_tid);
-                                    if let Some(tid) = demoted_at {
-                                        m.demoted = true;
-                                        m.position = Some(tid);
-                                    }
-                                }
-                                Ok(())
-                            })
-                            .await?;
-                    }
-                    if let Some(c) = commit {
-                        journal.commit(&self.remote.owner, c).await?;
-                        positions = positions.split_off(&c.entry_tid);
-                    }
-                    if let (Some(end), Some(last)) = (fixup_end, last)
-                        && last.entry_tid >= end.entry_tid
-                    {
-                        self.local
-                            .mirror()
-                            .update(Vec::new(), vec![sync_end_key(&self.global_id)])
-                            .await?;
-                        fixup_end = None;
-                    }
+                    pending.since.get_or_insert_with(Instant::now);
                     figures.count(batch.len() as u64, bytes);
+                    // Made durable (and committed at the primary) once a second (the tick
+                    // settles what waits when replay has caught up) and at a demotion.
+                    if demoted || pending.since.is_some_and(|t| t.elapsed() >= SETTLE) {
+                        self.settle(image, journal, &mut pending).await?;
+                    }
                     if self.reporter.due() {
-                        self.report_replay(journal, last_applied, &figures).await;
+                        self.report_replay(journal, pending.applied, &figures).await;
                     }
                 }
             }
         }
+    }
+
+    /// Makes what was applied durable, records the copy's position, and moves the commit
+    /// position at the primary.
+    async fn settle(&self, image: &Image, journal: &Journal, pending: &mut Pending) -> Result<()> {
+        if pending.since.take().is_none() {
+            return Ok(());
+        }
+        image.flush().await?;
+        if let Some(last) = pending.applied {
+            let demoted_at = pending.demoted_at;
+            image
+                .mirror_update(|m| {
+                    if let Some(m) = m.as_mut() {
+                        m.position = Some(last.entry_tid);
+                        if let Some(tid) = demoted_at {
+                            m.demoted = true;
+                            m.position = Some(tid);
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        if let Some(c) = pending.commit {
+            journal.commit(&self.remote.owner, c).await?;
+            pending.positions = pending.positions.split_off(&c.entry_tid);
+        }
+        if let (Some(end), Some(last)) = (pending.fixup_end, pending.applied)
+            && last.entry_tid >= end.entry_tid
+        {
+            self.local
+                .mirror()
+                .update(Vec::new(), vec![sync_end_key(&self.global_id)])
+                .await?;
+            pending.fixup_end = None;
+        }
+        Ok(())
     }
 
     /// Applies one batch; returns true if it ends with the primary's demotion.
