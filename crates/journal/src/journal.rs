@@ -451,6 +451,18 @@ impl Journal {
     /// Registers client `id` (connected, at the current end of the journal).
     pub async fn register_client(&self, id: &str, description: &str) -> Result<()> {
         let end = self.last_position().await?;
+        self.register_client_at(id, description, end).await
+    }
+
+    /// Registers client `id` with its commit position at `position` (`None`: before the
+    /// oldest entry kept); `AlreadyExists` if it is registered.
+    pub async fn register_client_at(
+        &self,
+        id: &str,
+        description: &str,
+        position: Option<Position>,
+    ) -> Result<()> {
+        let end = position;
         header::update(&self.store, &self.io, &self.header_oid, |h| {
             if h.clients.contains_key(id) {
                 return Err(Error::new(

@@ -239,6 +239,7 @@ async fn enable_open(
     if mode == MirrorMode::Snapshot {
         create_primary_snapshot(image, config, MirrorSnapState::Primary).await?;
     }
+    pool.announce().await;
     Ok(global_id)
 }
 
@@ -335,7 +336,9 @@ pub async fn disable(images: &Images, name: &str, force: bool) -> Result<()> {
                 Ok(())
             })
             .await?;
-        pool.remove_image(image.id(), &m.global_id).await
+        pool.remove_image(image.id(), &m.global_id).await?;
+        pool.announce().await;
+        Ok(())
     })
     .await
 }

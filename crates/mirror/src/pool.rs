@@ -241,6 +241,20 @@ impl PoolMirror {
             .map_err(|e| Error::store(format!("cannot set config-key {key}"), e))
     }
 
+    /// Tells the mirror daemons watching this configuration (at this site, and peers' through
+    /// the gateway) that its images changed; best effort.
+    pub async fn announce(&self) {
+        let _ = self
+            .store
+            .notify(
+                &self.io,
+                MIRRORING,
+                Bytes::from_static(b"mirroring_update"),
+                std::time::Duration::from_secs(1),
+            )
+            .await;
+    }
+
     /// Writes an image record and its global id index.
     pub async fn put_image(&self, image_id: &str, record: &ImageRecord) -> Result<()> {
         self.update(

@@ -201,6 +201,7 @@ impl Daemon {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = tokio::time::sleep(self.options.scan_interval) => {}
+                _ = state.wake.notified() => {}
             }
         }
         tracing::info!("mirror daemon: stopping {} replayers", state.running.len());
@@ -270,6 +271,7 @@ impl Daemon {
         if config.mode() == PoolMode::Disabled {
             return Ok(());
         }
+        state.watch(local.store(), &local.io, "local");
         let pool_key = (local.io.pool().0, local.io.namespace().to_owned());
         let due = state
             .reported
@@ -295,6 +297,7 @@ impl Daemon {
                     continue;
                 }
             };
+            state.watch(remote.side.store(), &remote.side.io, &peer.uuid);
             let remote_config = remote.side.mirror().load().await?;
             if remote_config.mode() == PoolMode::Disabled {
                 continue;
@@ -526,6 +529,41 @@ async fn ping(
     .map_err(|e| Error::store("cannot announce this site at the peer", e))
 }
 
+impl ScanState {
+    /// Watches the `rbd_mirroring` object of `io` in `store` (of site `site`), unless it is
+    /// watched already, so that a change wakes the scan at once.
+    fn watch(&mut self, store: &Arc<dyn ObjectStore>, io: &IoCtx, site: &str) {
+        let key = (site.to_owned(), io.pool().0, io.namespace().to_owned());
+        if self.watches.get(&key).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let (store, io, wake) = (store.clone(), io.clone(), self.wake.clone());
+        let task = tokio::spawn(async move {
+            let Ok(mut watch) = store.watch(&io, MIRRORING).await else {
+                return;
+            };
+            while let Some(event) = watch.next().await {
+                match event {
+                    rbdx_objstore::WatchEvent::Notify(n) => {
+                        n.ack(bytes::Bytes::new());
+                        wake.notify_one();
+                    }
+                    _ => break,
+                }
+            }
+        });
+        self.watches.insert(key, task);
+    }
+}
+
+impl Drop for ScanState {
+    fn drop(&mut self) {
+        for task in self.watches.values() {
+            task.abort();
+        }
+    }
+}
+
 /// Takes a mirror snapshot of primary image `name` if a schedule is due since its newest.
 async fn run_schedule(
     local: &Side,
@@ -562,6 +600,10 @@ async fn run_schedule(
 /// The replayers and connections a daemon keeps between scans.
 #[derive(Debug, Default)]
 struct ScanState {
+    /// Woken when a watched mirroring configuration changes.
+    wake: Arc<tokio::sync::Notify>,
+    /// Watches of `rbd_mirroring` objects, by (site, pool, namespace).
+    watches: HashMap<(String, u64, String), JoinHandle<()>>,
     running: HashMap<Key, Running>,
     connections: HashMap<String, Connection>,
     /// When each pool namespace's heartbeat and primaries were last written.

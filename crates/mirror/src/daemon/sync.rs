@@ -118,8 +118,17 @@ pub async fn initial_sync(
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        // From the primary's own commit position (at most a second behind its newest
+        // entry): replaying a little more than needed is harmless, and it saves reading the
+        // journal's tail through the gateway.
+        let from = journal
+            .header()
+            .await?
+            .clients
+            .get(rbdx_journal::IMAGE_CLIENT)
+            .and_then(|c| c.commit_position);
         journal
-            .register_client(&remote.owner, "mirror peer")
+            .register_client_at(&remote.owner, "mirror peer", from)
             .await?;
     }
     let head_snap = match record.mode {
