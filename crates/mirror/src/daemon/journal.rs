@@ -24,6 +24,18 @@ use crate::status::StatusState;
 /// What the follower task hands over: a batch of entries, the end, or an error.
 type Batch = Result<Option<Vec<(Position, rbdx_journal::entry::Entry)>>>;
 
+/// What the follower task hands over.
+#[derive(Debug)]
+enum Delivery {
+    /// A batch, the end, or an error.
+    Batch(Batch),
+    /// The follower has caught up with the primary (it waits for new entries).
+    CaughtUp,
+}
+
+/// How long the follower may wait for entries before replay counts as caught up.
+const CAUGHT_UP: Duration = Duration::from_millis(20);
+
 /// Why a replay session ended.
 #[derive(Debug)]
 pub enum Ended {
@@ -214,9 +226,22 @@ impl Replayer {
         let stopper = follower.stopper();
         let reader = tokio::spawn(async move {
             loop {
-                let batch = follower.next_batch().await;
+                let next = follower.next_batch();
+                tokio::pin!(next);
+                let mut told = false;
+                let batch = loop {
+                    tokio::select! {
+                        batch = &mut next => break batch,
+                        _ = tokio::time::sleep(CAUGHT_UP), if !told => {
+                            told = true;
+                            if tx.send(Delivery::CaughtUp).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
                 let last = !matches!(batch, Ok(Some(_)));
-                if tx.send(batch).await.is_err() || last {
+                if tx.send(Delivery::Batch(batch)).await.is_err() || last {
                     break;
                 }
             }
@@ -236,7 +261,7 @@ impl Replayer {
         image: &Image,
         journal: &Journal,
         remote: &ImageMirror,
-        rx: &mut mpsc::Receiver<Batch>,
+        rx: &mut mpsc::Receiver<Delivery>,
         fixup_end: Option<Position>,
     ) -> Result<Ended> {
         let mut pending = Pending {
@@ -263,17 +288,25 @@ impl Replayer {
                     }
                     self.report_replay(journal, pending.applied, &figures).await;
                 }
-                batch = rx.recv() => {
+                delivery = rx.recv() => {
+                    let batch = match delivery {
+                        Some(Delivery::CaughtUp) => {
+                            self.settle(image, journal, &mut pending).await?;
+                            continue;
+                        }
+                        Some(Delivery::Batch(batch)) => batch,
+                        None => Ok(None),
+                    };
                     let batch = match batch {
-                        Some(Ok(Some(batch))) => batch,
-                        Some(Ok(None)) | None => {
+                        Ok(Some(batch)) => batch,
+                        Ok(None) => {
                             self.settle(image, journal, &mut pending).await?;
                             return Ok(Ended::Stopped);
                         }
-                        Some(Err(e)) if e.kind() == ErrorKind::NotFound => {
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
                             return Ok(Ended::Resync(format!("the primary's journal: {e}")));
                         }
-                        Some(Err(e)) => return Err(e),
+                        Err(e) => return Err(e),
                     };
                     if self.local_promoted(image).await? {
                         return Ok(Ended::Changed);
