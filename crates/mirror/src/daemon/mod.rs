@@ -218,7 +218,18 @@ impl Daemon {
     /// Reads every pool namespace once and starts, renews or ends replayers.
     async fn scan(&self, shared: &Arc<Shared>, state: &mut ScanState) -> Result<()> {
         let store = self.cluster.store().clone();
-        state.running.retain(|_, r| !r.task.is_finished());
+        let finished: Vec<Key> = state
+            .running
+            .iter()
+            .filter(|(_, r)| r.task.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in finished {
+            if let Some(r) = state.running.remove(&key) {
+                // Free at once for another daemon (a stopped or finished replayer).
+                let _ = lease::release(&store, &r.io, &key.2, &self.options.id).await;
+            }
+        }
         let mut renewing = Vec::new();
         for (key, r) in &state.running {
             if r.renewed.elapsed() >= RENEW {
@@ -309,6 +320,7 @@ impl Daemon {
                 .collect();
             wanted.extend(config.images().into_values().map(|r| r.global_id));
             let share = wanted.len().div_ceil(live.max(1));
+            self.give_back(state, local, share);
             for gid in wanted {
                 let key = (
                     local.io.pool().0,
@@ -350,6 +362,25 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Stops the replayers of pool namespace `local` beyond `share` (another daemon came up),
+    /// so that the others can take their images.
+    fn give_back(&self, state: &mut ScanState, local: &Side, share: usize) {
+        let mine: Vec<&Key> = state
+            .running
+            .iter()
+            .filter(|((p, n, _), r)| {
+                *p == local.io.pool().0 && *n == local.io.namespace() && !*r.stop.borrow()
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in mine.iter().skip(share) {
+            if let Some(r) = state.running.get(*key) {
+                tracing::info!("image {}: leaving it to another daemon", key.2);
+                let _ = r.stop.send(true);
+            }
+        }
     }
 
     /// Writes this daemon's heartbeat; returns how many daemons of the site are alive.
