@@ -46,6 +46,9 @@ fn journal_mode_replays_writes_snapshots_and_resizes() {
             "{snap}"
         );
     }
+    // Journaling stays while the image is mirrored in journal mode.
+    a.run(&["feature", "disable", "rbd/j", "journaling"])
+        .fails(22, "mirrored in journal mode");
     let info = b.run(&["info", "rbd/j", "--format", "json"]).ok().json();
     assert_eq!(info["size"], 96 << 20);
     assert_eq!(info["mirroring"]["primary"], false);

@@ -189,6 +189,20 @@ impl Image {
         progress: Progress<'_>,
     ) -> Result<()> {
         if features.contains(Features::JOURNALING) {
+            if !enable
+                && self
+                    .inner
+                    .header()
+                    .mirror
+                    .as_ref()
+                    .is_some_and(|m| m.mode == crate::mirroring::MirrorMode::Journal)
+            {
+                return Err(Error::invalid(format!(
+                    "image {} is mirrored in journal mode; disable its mirroring before \
+                     journaling",
+                    self.inner.name
+                )));
+            }
             // The journal itself is what changes: nothing to journal it in.
             return self.update_features_now(features, enable, progress).await;
         }
