@@ -8,27 +8,15 @@ mod common;
 use std::time::Duration;
 
 use common::Lcg;
-use common::mirror::{Site, scribble, two_sites, wait_equal, wait_for};
+use common::mirror::{create_journaling, scribble, two_sites, wait_equal, wait_for};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn journaling(site: &Site, spec: &str, size: &str) {
-    site.run(&[
-        "create",
-        spec,
-        "--size",
-        size,
-        "--image-feature",
-        "layering,exclusive-lock,journaling",
-    ])
-    .ok();
-}
 
 #[test]
 fn a_daemon_killed_twenty_times_mid_sync_and_mid_replay_ends_exact() {
     let (a, b) = two_sites("rbd", "image");
     let dir = tempfile::tempdir().unwrap();
-    journaling(&a, "rbd/j", "128M");
+    create_journaling(&a, "rbd/j", "128M");
     a.run(&["create", "rbd/s", "--size", "128M"]).ok();
     for spec in ["rbd/j", "rbd/s"] {
         scribble(&a, spec, "256K", "48M");
@@ -77,7 +65,7 @@ fn a_daemon_killed_twenty_times_mid_sync_and_mid_replay_ends_exact() {
 fn the_daemon_reconnects_when_the_primary_gateway_restarts_mid_replay() {
     let (mut a, b) = two_sites("rbd", "image");
     let dir = tempfile::tempdir().unwrap();
-    journaling(&a, "rbd/j", "32M");
+    create_journaling(&a, "rbd/j", "32M");
     a.run(&["mirror", "image", "enable", "rbd/j", "journal"])
         .ok();
     let _daemon = b.daemon("b");
@@ -99,7 +87,7 @@ fn two_daemons_share_the_images_and_one_takes_over_when_the_other_dies() {
     let dir = tempfile::tempdir().unwrap();
     let specs = ["rbd/i0", "rbd/i1", "rbd/i2", "rbd/i3"];
     for spec in specs {
-        journaling(&a, spec, "16M");
+        create_journaling(&a, spec, "16M");
         a.run(&["mirror", "image", "enable", spec, "journal"]).ok();
     }
     let first = b.daemon("one");

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::mirror::{Site, peer, scribble, two_sites, wait_equal, wait_for};
+use common::mirror::{
+    Site, create_journaling, mirror_snapshots, peer, scribble, two_sites, wait_equal, wait_for,
+};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -16,15 +18,7 @@ const WAIT: Duration = Duration::from_secs(90);
 fn journal_mode_replays_writes_snapshots_and_resizes() {
     let (a, b) = two_sites("rbd", "image");
     let dir = tempfile::tempdir().unwrap();
-    a.run(&[
-        "create",
-        "rbd/j",
-        "--size",
-        "64M",
-        "--image-feature",
-        "layering,exclusive-lock,journaling",
-    ])
-    .ok();
+    create_journaling(&a, "rbd/j", "64M");
     scribble(&a, "rbd/j", "64K", "8M");
     a.run(&["snap", "create", "rbd/j@before"]).ok();
     a.run(&["mirror", "image", "enable", "rbd/j", "journal"])
@@ -113,16 +107,7 @@ fn snapshot_mode_copies_deltas_between_mirror_snapshots() {
     scribble(&a, "rbd/s", "4K", "1M");
     std::thread::sleep(Duration::from_secs(2));
     assert_ne!(a.export("rbd/s", dir.path()), b.export("rbd/s", dir.path()));
-    let snaps = b
-        .run(&["snap", "ls", "--all", "rbd/s", "--format", "json"])
-        .ok()
-        .json();
-    let mirror: Vec<&serde_json::Value> = snaps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["namespace"]["type"] == "mirror")
-        .collect();
+    let mirror = mirror_snapshots(&b, "rbd/s");
     assert!(!mirror.is_empty());
     for s in &mirror {
         assert_eq!(s["namespace"]["state"], "non-primary");
@@ -146,16 +131,7 @@ fn snapshot_mode_copies_deltas_between_mirror_snapshots() {
     a.run(&["mirror", "image", "snapshot", "rbd/s"]).ok();
     wait_equal(&a, &b, "rbd/s", dir.path(), WAIT);
     for site in [&a, &b] {
-        let snaps = site
-            .run(&["snap", "ls", "--all", "rbd/s", "--format", "json"])
-            .ok()
-            .json();
-        let count = snaps
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["namespace"]["type"] == "mirror")
-            .count();
+        let count = mirror_snapshots(site, "rbd/s").len();
         assert!(count <= 5, "{} keeps {count} mirror snapshots", site.name);
     }
 }
@@ -164,15 +140,7 @@ fn snapshot_mode_copies_deltas_between_mirror_snapshots() {
 fn orderly_failover_and_failback_keep_every_write() {
     let (a, b) = two_sites("rbd", "image");
     let dir = tempfile::tempdir().unwrap();
-    a.run(&[
-        "create",
-        "rbd/j",
-        "--size",
-        "32M",
-        "--image-feature",
-        "layering,exclusive-lock,journaling",
-    ])
-    .ok();
+    create_journaling(&a, "rbd/j", "32M");
     a.run(&["create", "rbd/s", "--size", "32M"]).ok();
     a.run(&["mirror", "image", "enable", "rbd/j", "journal"])
         .ok();
@@ -219,15 +187,7 @@ fn orderly_failover_and_failback_keep_every_write() {
 fn a_forced_promotion_is_split_brain_until_the_old_primary_is_resynced() {
     let (mut a, b) = two_sites("rbd", "image");
     let dir = tempfile::tempdir().unwrap();
-    a.run(&[
-        "create",
-        "rbd/j",
-        "--size",
-        "32M",
-        "--image-feature",
-        "layering,exclusive-lock,journaling",
-    ])
-    .ok();
+    create_journaling(&a, "rbd/j", "32M");
     a.run(&["mirror", "image", "enable", "rbd/j", "journal"])
         .ok();
     scribble(&a, "rbd/j", "4K", "1M");
@@ -344,15 +304,7 @@ fn data_objects(site: &Site, spec: &str) -> usize {
 fn pool_mode_mirrors_every_journaling_image() {
     let (a, b) = two_sites("rbd", "pool");
     let dir = tempfile::tempdir().unwrap();
-    a.run(&[
-        "create",
-        "rbd/auto",
-        "--size",
-        "16M",
-        "--image-feature",
-        "layering,exclusive-lock,journaling",
-    ])
-    .ok();
+    create_journaling(&a, "rbd/auto", "16M");
     a.run(&["create", "rbd/plain", "--size", "16M"]).ok();
     scribble(&a, "rbd/auto", "4K", "512K");
     let _db = b.daemon("b");
@@ -492,16 +444,7 @@ fn snapshot_schedules_are_listed_and_carried_out_where_images_are_primary() {
         .ok()
         .json();
     assert_eq!(status["scheduled_images"][0]["image"], "rbd/s");
-    let mirror_snaps = |site: &common::mirror::Site| {
-        site.run(&["snap", "ls", "--all", "rbd/s", "--format", "json"])
-            .ok()
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["namespace"]["type"] == "mirror")
-            .count()
-    };
+    let mirror_snaps = |site: &Site| mirror_snapshots(site, "rbd/s").len();
     let before = mirror_snaps(&a);
     let _da = a.daemon("a");
     let _db = b.daemon("b");

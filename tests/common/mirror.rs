@@ -171,3 +171,29 @@ pub fn scribble(site: &Site, spec: &str, size: &str, bytes: &str) {
     ])
     .ok();
 }
+
+/// Creates image `spec` of `size` with the journaling feature at `site`.
+pub fn create_journaling(site: &Site, spec: &str, size: &str) {
+    site.run(&[
+        "create",
+        spec,
+        "--size",
+        size,
+        "--image-feature",
+        "layering,exclusive-lock,journaling",
+    ])
+    .ok();
+}
+
+/// Returns the mirror snapshots of `spec` at `site` (`snap ls --all` JSON entries).
+pub fn mirror_snapshots(site: &Site, spec: &str) -> Vec<serde_json::Value> {
+    site.run(&["snap", "ls", "--all", spec, "--format", "json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["namespace"]["type"] == "mirror")
+        .cloned()
+        .collect()
+}

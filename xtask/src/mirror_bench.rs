@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::migration_bench::{make_scattered, settle};
-use crate::rbdx::Rbdx;
+use crate::rbdx::{Rbdx, high_water};
 
 /// One site: its store and its gateway.
 struct Site {
@@ -169,19 +169,6 @@ fn bench(rbdx: &Rbdx, spec: &str, size: &str, pattern: &str, total: &str) -> any
         spec,
     ])?;
     Ok(())
-}
-
-/// Peak resident memory of process `pid` (VmHWM).
-fn high_water(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 struct Row {

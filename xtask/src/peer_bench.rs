@@ -10,7 +10,7 @@ use std::process::Stdio;
 use anyhow::Context;
 
 use crate::migration_bench::settle;
-use crate::rbdx::{Rbdx, median, run_with_peak};
+use crate::rbdx::{Rbdx, high_water, median, run_with_peak};
 
 const RUNS: usize = 3;
 
@@ -88,19 +88,6 @@ fn side(rbdx: &Rbdx, prefix: &[&str], tag: &str) -> anyhow::Result<Side> {
         write_4k: median(w4k),
         peak,
     })
-}
-
-/// Returns the peak resident memory of process `pid` (VmHWM).
-fn high_water(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn start_gateway(rbdx: &Rbdx, dir: &Path) -> anyhow::Result<(std::process::Child, String)> {

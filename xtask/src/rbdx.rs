@@ -16,6 +16,19 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// Returns the peak resident memory of process `pid` (VmHWM).
+pub fn high_water(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Runs `cmd`, which must succeed; returns its standard output (if `capture`, else it is
 /// discarded), its wall time in seconds and its peak resident memory in bytes.
 pub fn run_with_peak(cmd: &mut Command, capture: bool) -> anyhow::Result<(String, f64, u64)> {
