@@ -32,12 +32,21 @@ const POOL_SIZE: usize = 64;
 /// Data reads up to this size run on the calling thread.
 const SMALL_READ: u64 = 64 << 10;
 
+/// Returns true if `step` reads object data.
+fn is_data(step: &ReadStep) -> bool {
+    matches!(
+        step,
+        ReadStep::Read { .. } | ReadStep::SparseRead { .. } | ReadStep::Checksum { .. }
+    )
+}
+
 /// Returns true if `op` reads little enough data to run on the caller's thread.
 pub(crate) fn is_small(op: &ReadOp) -> bool {
     op.steps().iter().all(|s| match s {
         ReadStep::Read { length, .. } | ReadStep::SparseRead { length, .. } => {
             length.is_some_and(|l| l <= SMALL_READ)
         }
+        ReadStep::Checksum { length, .. } => *length <= SMALL_READ,
         _ => true,
     })
 }
@@ -121,7 +130,10 @@ fn metadata(
         || op.steps().iter().any(|s| {
             !matches!(
                 s,
-                ReadStep::Stat | ReadStep::Read { .. } | ReadStep::SparseRead { .. }
+                ReadStep::Stat
+                    | ReadStep::Read { .. }
+                    | ReadStep::SparseRead { .. }
+                    | ReadStep::Checksum { .. }
             )
         });
     let tx = if needs_tx {
@@ -276,7 +288,10 @@ fn map_output(
                 .map_err(db_error)?;
             Some(ReadOutput::Xattrs(map))
         }
-        ReadStep::Stat | ReadStep::Read { .. } | ReadStep::SparseRead { .. } => None,
+        ReadStep::Stat
+        | ReadStep::Read { .. }
+        | ReadStep::SparseRead { .. }
+        | ReadStep::Checksum { .. } => None,
     };
     Ok(out)
 }
@@ -296,10 +311,7 @@ fn data_outputs(
     snap: &mut Snapshot,
     op: &ReadOp,
 ) -> std::io::Result<Option<()>> {
-    let needs_data = op
-        .steps()
-        .iter()
-        .any(|s| matches!(s, ReadStep::Read { .. } | ReadStep::SparseRead { .. }));
+    let needs_data = op.steps().iter().any(is_data);
     let handle = match (needs_data, snap.file) {
         (true, Some(file)) => match files.open(pool, file) {
             Ok(handle) => Some(handle),
@@ -350,6 +362,22 @@ fn data_outputs(
                 }
                 ReadOutput::Sparse(extents)
             }
+            ReadStep::Checksum {
+                offset,
+                length,
+                chunk,
+            } => {
+                let end = range_end(snap.size, *offset, Some(*length));
+                let mut buf = files::read_pooled(files.buffers(), handle.as_deref(), *offset, end)?;
+                for intent in &snap.intents {
+                    intent.overlay(buf.as_mut_slice(), *offset);
+                }
+                ReadOutput::Checksums(rbdx_objstore::digest::chunk_digests(
+                    buf.as_mut_slice(),
+                    *length,
+                    *chunk,
+                ))
+            }
             _ => continue,
         };
         snap.outputs[index] = Some(output);
@@ -385,11 +413,7 @@ pub(crate) fn read_op(
             if read.is_none() {
                 continue;
             }
-            let needs_check = seen.file.is_some()
-                && op
-                    .steps()
-                    .iter()
-                    .any(|s| matches!(s, ReadStep::Read { .. } | ReadStep::SparseRead { .. }));
+            let needs_check = seen.file.is_some() && op.steps().iter().any(is_data);
             if let (true, Some(head_id)) = (needs_check, seen.head_id)
                 && !unchanged(conn, head_id, seen.version, seen.file)?
             {

@@ -43,6 +43,12 @@ fn encode(op: &ReadOp) -> Vec<u8> {
                 put_u64(&mut out, *offset);
                 put_u64(&mut out, length.unwrap_or(0));
             }
+            // The digests are computed here from the bytes (see `decode`).
+            ReadStep::Checksum { offset, length, .. } => {
+                out.push(2);
+                put_u64(&mut out, *offset);
+                put_u64(&mut out, *length);
+            }
             ReadStep::SparseRead { offset, length } => {
                 out.push(3);
                 put_u64(&mut out, *offset);
@@ -156,6 +162,9 @@ fn decode(op: &ReadOp, job: JobOutputs) -> Option<ReadResult> {
                 })
             }
             ReadStep::Read { .. } => ReadOutput::Data(data_ref(&mut r, &job)?),
+            ReadStep::Checksum { length, chunk, .. } => ReadOutput::Checksums(
+                rbdx_objstore::digest::chunk_digests(&data_ref(&mut r, &job)?, *length, *chunk),
+            ),
             ReadStep::SparseRead { .. } => {
                 let n = r.u32()?;
                 let extents: Vec<(u64, u64)> = (0..n)

@@ -23,6 +23,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod digest;
 mod error;
 mod ext;
 pub mod extents;

@@ -292,6 +292,16 @@ pub enum ReadStep {
         /// Number of bytes, or `None` for everything up to the end.
         length: Option<u64>,
     },
+    /// Digests of `length` bytes from `offset`, one per `chunk` bytes (see [`crate::digest`]);
+    /// bytes past the end of the object count as zeros. Only the digests leave the store.
+    Checksum {
+        /// First byte.
+        offset: u64,
+        /// Number of bytes.
+        length: u64,
+        /// Bytes per digest.
+        chunk: u64,
+    },
     /// Omap entries in key order after `start_after`, with keys starting with `prefix`.
     OmapGetVals {
         /// Only keys greater than this one.
@@ -347,6 +357,15 @@ impl ReadOp {
         self.push(ReadStep::SparseRead { offset, length })
     }
 
+    /// Appends [`ReadStep::Checksum`].
+    pub fn checksum(self, offset: u64, length: u64, chunk: u64) -> Self {
+        self.push(ReadStep::Checksum {
+            offset,
+            length,
+            chunk,
+        })
+    }
+
     /// Appends [`ReadStep::OmapGetVals`].
     pub fn omap_get_vals(self, start_after: Option<&str>, prefix: &str, max: usize) -> Self {
         self.push(ReadStep::OmapGetVals {
@@ -383,6 +402,8 @@ pub enum ReadOutput {
     Data(Bytes),
     /// Output of [`ReadStep::SparseRead`]: `(offset, bytes)` in increasing order.
     Sparse(Vec<(u64, Bytes)>),
+    /// Output of [`ReadStep::Checksum`]: one digest per chunk.
+    Checksums(Vec<u64>),
     /// Output of [`ReadStep::OmapGetVals`]: entries and whether more follow.
     OmapVals {
         /// Entries in key order.
@@ -435,6 +456,14 @@ impl ReadResult {
     pub fn take_sparse(&mut self, index: usize) -> Option<Vec<(u64, Bytes)>> {
         match self.take(index)? {
             ReadOutput::Sparse(extents) => Some(extents),
+            _ => None,
+        }
+    }
+
+    /// Takes the digests of step `index`, if that step was a [`ReadStep::Checksum`].
+    pub fn take_checksums(&mut self, index: usize) -> Option<Vec<u64>> {
+        match self.take(index)? {
+            ReadOutput::Checksums(digests) => Some(digests),
             _ => None,
         }
     }

@@ -217,6 +217,22 @@ pub fn read_op(io: &IoCtx, oid: &str, op: &ReadOp) -> Result<()> {
                     ));
                 }
             }
+            ReadStep::Checksum {
+                offset,
+                length,
+                chunk,
+            } => {
+                let fits = offset
+                    .checked_add(*length)
+                    .is_some_and(|end| end <= limits::MAX_OBJECT_SIZE);
+                if !fits || *chunk == 0 || length.div_ceil(*chunk) > crate::digest::MAX_CHUNKS {
+                    return Err(Error::invalid(
+                        io.object_subject(oid),
+                        "checksum range must lie within the largest object, in at most 65536 \
+                         chunks of at least one byte",
+                    ));
+                }
+            }
             ReadStep::Stat | ReadStep::OmapGetVals { .. } | ReadStep::GetXattrs => {}
         }
     }

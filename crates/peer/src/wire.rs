@@ -411,6 +411,16 @@ pub fn put_read_op(w: &mut Writer, op: &ReadOp) {
             w.str(name);
         }
         ReadStep::GetXattrs => w.u8(7),
+        ReadStep::Checksum {
+            offset,
+            length,
+            chunk,
+        } => {
+            w.u8(8);
+            w.u64(*offset);
+            w.u64(*length);
+            w.u64(*chunk);
+        }
     });
 }
 
@@ -435,6 +445,11 @@ pub fn get_read_op(r: &mut Reader) -> DecodeResult<ReadOp> {
             5 => ReadStep::OmapGetByKeys(r.list(4, Reader::str)?),
             6 => ReadStep::GetXattr(r.str()?),
             7 => ReadStep::GetXattrs,
+            8 => ReadStep::Checksum {
+                offset: r.u64()?,
+                length: r.u64()?,
+                chunk: r.u64()?,
+            },
             n => return invalid(format!("unknown read step {n}")),
         })
     })?;
@@ -494,6 +509,10 @@ pub fn put_read_result(w: &mut Writer, res: &ReadResult) {
             w.u8(7);
             put_map(w, map);
         }
+        ReadOutput::Checksums(digests) => {
+            w.u8(8);
+            w.list(digests, |w, d| w.u64(*d));
+        }
     });
 }
 
@@ -512,6 +531,7 @@ pub fn get_read_result(r: &mut Reader) -> DecodeResult<ReadResult> {
             5 => ReadOutput::OmapByKeys(get_map(r)?),
             6 => ReadOutput::Xattr(r.bytes()?),
             7 => ReadOutput::Xattrs(get_map(r)?),
+            8 => ReadOutput::Checksums(r.list(8, Reader::u64)?),
             n => return invalid(format!("unknown read output {n}")),
         })
     })?;

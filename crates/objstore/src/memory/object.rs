@@ -299,6 +299,15 @@ pub(crate) fn evaluate_read(
                     .collect();
                 ReadOutput::Sparse(extents)
             }
+            ReadStep::Checksum {
+                offset,
+                length,
+                chunk,
+            } => {
+                let end = range_end(content.size, *offset, Some(*length));
+                let data = content.data.read(*offset, end);
+                ReadOutput::Checksums(crate::digest::chunk_digests(&data, *length, *chunk))
+            }
             ReadStep::OmapGetVals {
                 start_after,
                 prefix,

@@ -4,8 +4,8 @@ use bytes::Bytes;
 
 use crate::testkit::{Fixture, Harness, fails, ok};
 use crate::{
-    CmpOp, ErrorKind, ExtentSet, IoCtx, ObjectStoreExt, PoolId, SnapContext, SnapId, Subject,
-    WriteOp, limits,
+    CmpOp, ErrorKind, ExtentSet, IoCtx, ObjectStoreExt, PoolId, ReadOp, SnapContext, SnapId,
+    Subject, WriteOp, digest, limits,
 };
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -156,6 +156,60 @@ pub async fn objects_sparse_read_reports_allocated_extents(h: &dyn Harness) {
     assert!(
         after.iter().all(|(_, d)| d.iter().all(|b| *b == 0)),
         "zeroed range holds no data"
+    );
+    fx.cleanup().await;
+}
+
+/// Checksums digest each chunk where the data lies: equal to the digests of the bytes a read
+/// returns, zeros past the end, the version asked for at a snapshot, `NotFound` when absent.
+pub async fn objects_checksum_digests_chunks(h: &dyn Harness) {
+    let fx = Fixture::new(h, "checksum").await;
+    let (s, io) = (&fx.store, &fx.io);
+    let digests = async |snap: Option<SnapId>, offset: u64, length: u64, chunk: u64| {
+        let mut res = ok(s
+            .read_op(
+                io,
+                "o",
+                &ReadOp::new().checksum(offset, length, chunk),
+                snap,
+            )
+            .await);
+        res.take_checksums(0).expect("checksum output")
+    };
+    let a = pattern(100_000, 3);
+    ok(s.write(io, "o", 0, Bytes::from(a.clone())).await);
+    let expected = digest::chunk_digests(&a, 131_072, 16_384);
+    assert_eq!(expected.len(), 8);
+    assert_eq!(digests(None, 0, 131_072, 16_384).await, expected);
+    assert_eq!(
+        digests(None, 16_384, 32_768, 16_384).await,
+        expected[1..3].to_vec()
+    );
+    assert_eq!(
+        digests(None, 1 << 20, 8192, 4096).await,
+        digest::zero_digests(8192, 4096),
+        "bytes past the end digest as zeros"
+    );
+    let snap = ok(s.snap_create(fx.pool).await);
+    let snapc = SnapContext::from_snaps([snap]);
+    ok(s.operate(
+        io,
+        "o",
+        &WriteOp::new().write(0, Bytes::from_static(b"changed")),
+        &snapc,
+    )
+    .await);
+    assert_ne!(digests(None, 0, 131_072, 16_384).await[0], expected[0]);
+    assert_eq!(digests(Some(snap), 0, 131_072, 16_384).await, expected);
+    fails(
+        s.read_op(io, "absent", &ReadOp::new().checksum(0, 4096, 4096), None)
+            .await,
+        ErrorKind::NotFound,
+    );
+    fails(
+        s.read_op(io, "o", &ReadOp::new().checksum(0, 4096, 0), None)
+            .await,
+        ErrorKind::InvalidArgument,
     );
     fx.cleanup().await;
 }
