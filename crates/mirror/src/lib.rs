@@ -21,5 +21,6 @@ pub mod schedule;
 pub mod site;
 pub mod status;
 pub mod token;
+pub mod verify;
 pub mod view;
 pub use daemon::lease;

@@ -91,6 +91,13 @@ pub enum MirrorPoolCommand {
     },
     /// Demote every primary mirrored image of the pool.
     Demote(PoolArg),
+    /// Check every mirrored image of the pool against the peer's copy (exit 1 if any differ).
+    Verify {
+        #[command(flatten)]
+        pool: PoolArg,
+        #[command(flatten)]
+        check: VerifyOptions,
+    },
     /// Peers of the pool.
     Peer {
         #[command(subcommand)]
@@ -227,8 +234,18 @@ pub enum MirrorImageCommand {
     },
     /// Make this primary copy non-primary.
     Demote(ImageArg),
-    /// Replace this non-primary copy from the primary.
-    Resync(ImageArg),
+    /// Bring this non-primary copy back in step with the primary: only what changed on either
+    /// side since the last point both share, or everything with `--full`.
+    Resync {
+        #[command(flatten)]
+        image: ImageArg,
+        /// Replace the whole copy, as `rbd mirror image resync` does.
+        #[arg(long = "full")]
+        full: bool,
+    },
+    /// Check that this copy equals the peer's, by digests computed at each site (exit 1 if
+    /// they differ).
+    Verify(MirrorVerifyArgs),
     /// Show the mirroring state of the image at both sites.
     Status(ImageArg),
     /// Take a mirror snapshot (snapshot mode).
@@ -319,4 +336,26 @@ pub struct MirrorDaemonArgs {
     /// Initial copies and resyncs run at once.
     #[arg(long = "max-concurrent-syncs", value_name = "N", default_value_t = 5)]
     pub max_concurrent_syncs: usize,
+}
+
+/// `rbdx mirror image verify`.
+#[derive(Debug, Args)]
+pub struct MirrorVerifyArgs {
+    /// The image (`pool/image@snap`, or `--snap`, compares at that snapshot, present at both
+    /// sites, instead of the last mirror snapshot).
+    #[command(flatten)]
+    pub image: ImageArg,
+    #[command(flatten)]
+    pub check: VerifyOptions,
+}
+
+/// What `mirror ... verify` does with differences, and which peer it compares with.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyOptions {
+    /// Re-copy the differing ranges into the non-primary copy (run at its site).
+    #[arg(long = "repair")]
+    pub repair: bool,
+    /// The peer to compare with (uuid or site name), when the pool has several.
+    #[arg(long = "peer", value_name = "PEER")]
+    pub peer: Option<String>,
 }

@@ -29,7 +29,8 @@ pub use maintenance::{
 pub use migration::{MigrationCommand, PrepareArgs};
 pub use mirror::{
     BootstrapCommand, MirrorCommand, MirrorDaemonArgs, MirrorImageCommand, MirrorPeerCommand,
-    MirrorPoolCommand, MirrorSnapshotCommand, ScheduleCommand, ScheduleLevel,
+    MirrorPoolCommand, MirrorSnapshotCommand, MirrorVerifyArgs, ScheduleCommand, ScheduleLevel,
+    VerifyOptions,
 };
 pub use nbd::{NbdCommand, NbdServeArgs};
 pub use snap::{LimitCommand, SnapCommand};

@@ -112,6 +112,52 @@ impl Connector for GatewayConnector {
     }
 }
 
+/// Connects to the peer of `local`'s pool namespace named by `peer` (its uuid or site name),
+/// or to its only peer, as the daemon does (for commands that compare or copy between sites).
+pub async fn connect_peer(local: &Side, peer: Option<&str>) -> Result<Remote> {
+    let config = local.mirror().adopt().await?;
+    let peers = config.peers();
+    let chosen = match peer {
+        Some(p) => peers
+            .iter()
+            .find(|x| x.uuid == p || x.site_name == p)
+            .ok_or_else(|| Error::not_found(format!("no peer {p} in pool {}", local.pool_name)))?,
+        None => match peers.as_slice() {
+            [only] => only,
+            [] => {
+                return Err(Error::not_found(format!(
+                    "pool {} has no mirror peer",
+                    local.pool_name
+                )));
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "pool {} has several peers; name one with --peer",
+                    local.pool_name
+                )));
+            }
+        },
+    };
+    let owner = owner_of(chosen)?;
+    let secret = local.mirror().peer_secret(&chosen.uuid).await?;
+    let store = GatewayConnector.connect(chosen, secret.as_ref()).await?;
+    let pool = store.pool_lookup(&local.pool_name).await.map_err(|e| {
+        Error::store(
+            format!("pool {} at peer {}", local.pool_name, chosen.site_name),
+            e,
+        )
+    })?;
+    Ok(Remote {
+        peer: chosen.clone(),
+        owner,
+        side: Side {
+            cluster: rbdx_journal::cluster(store),
+            io: IoCtx::with_namespace(pool.id, local.io.namespace()),
+            pool_name: local.pool_name.clone(),
+        },
+    })
+}
+
 /// What the replayers of a daemon share.
 #[derive(Debug)]
 pub(crate) struct Shared {

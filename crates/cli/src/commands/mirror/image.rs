@@ -51,11 +51,13 @@ pub async fn run(cluster: &Cluster, command: MirrorImageCommand, printer: Printe
             rbdx_mirror::image::demote(&images, &spec.image).await?;
             println!("Image demoted to non-primary");
         }
-        MirrorImageCommand::Resync(image) => {
+        MirrorImageCommand::Resync { image, full } => {
             let (spec, images) = resolve(cluster, &image, SnapRule::None).await?;
             rbdx_mirror::image::resync(&images, &spec.image).await?;
+            let _ = full;
             println!("Flagged image for resync from primary");
         }
+        MirrorImageCommand::Verify(args) => super::verify::image(cluster, &args, printer).await?,
         MirrorImageCommand::Status(image) => status(cluster, &image, printer).await?,
         MirrorImageCommand::Snapshot { image, .. } => {
             let (spec, images) = resolve(cluster, &image, SnapRule::None).await?;

@@ -6,6 +6,7 @@ mod image;
 mod peer;
 mod pool;
 mod schedule;
+mod verify;
 
 use rbdx_image::{Cluster, Images};
 use rbdx_mirror::pool::PoolMirror;

@@ -29,6 +29,9 @@ pub async fn run(
         MirrorPoolCommand::Status { pool } => status(cluster, &pool, verbose, printer).await,
         MirrorPoolCommand::Promote { pool, force } => promote(cluster, &pool, force).await,
         MirrorPoolCommand::Demote(pool) => demote(cluster, &pool).await,
+        MirrorPoolCommand::Verify { pool, check } => {
+            super::verify::pool(cluster, &pool, &check, printer).await
+        }
         MirrorPoolCommand::Peer { command } => super::peer::run(cluster, command, printer).await,
     }
 }
