@@ -214,7 +214,8 @@ fn a_forced_promotion_is_split_brain_until_the_old_primary_is_resynced() {
     a.run(&["mirror", "image", "resync", "rbd/j"])
         .fails(22, "primary");
     a.run(&["mirror", "image", "demote", "rbd/j"]).ok();
-    a.run(&["mirror", "image", "resync", "rbd/j"]).ok();
+    a.run(&["mirror", "image", "resync", "--full", "rbd/j"])
+        .ok();
     wait_equal(&a, &b, "rbd/j", dir.path(), WAIT);
     wait_for("A to replay B", WAIT, || a.state("rbd/j") == "up+replaying");
 }

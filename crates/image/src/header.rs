@@ -493,6 +493,7 @@ mod tests {
                 position: Some(9),
                 demoted: false,
                 resync: false,
+                full_resync: false,
                 syncing: None,
             }),
         }

@@ -88,6 +88,9 @@ pub struct ImageMirror {
     /// A resync was asked for: the mirror daemon replaces this copy's data from the primary.
     #[serde(default)]
     pub resync: bool,
+    /// The resync asked for copies everything, even where a delta would do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_resync: bool,
     /// Snapshot mode: the primary mirror snapshot whose delta is being copied into the head,
     /// while it is (the head then matches no snapshot; a forced promotion rolls it back).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -219,6 +219,7 @@ async fn enable_open(
         position: None,
         demoted: false,
         resync: false,
+        full_resync: false,
         syncing: None,
     };
     image
@@ -449,6 +450,7 @@ pub async fn promote(images: &Images, name: &str, force: bool, wait: Duration) -
                         r.position = None;
                         r.demoted = false;
                         r.resync = false;
+                        r.full_resync = false;
                         r.syncing = None;
                         Ok(())
                     })
@@ -523,9 +525,10 @@ async fn register_peers(
     Ok(())
 }
 
-/// Flags non-primary image `name` for a resync: its mirror daemon replaces its data from
-/// the primary.
-pub async fn resync(images: &Images, name: &str) -> Result<()> {
+/// Flags non-primary image `name` for a resync: its mirror daemon brings it back in step
+/// with the primary, copying only what changed since the last point both share (see
+/// [`crate::resync`]), or everything with `full`.
+pub async fn resync(images: &Images, name: &str, full: bool) -> Result<()> {
     let image = open(images, name, true).await?;
     with(image, async |image| {
         let m = record_of(image)?;
@@ -539,6 +542,7 @@ pub async fn resync(images: &Images, name: &str) -> Result<()> {
             .mirror_update(|r| {
                 if let Some(r) = r.as_mut() {
                     r.resync = true;
+                    r.full_resync = full;
                 }
                 Ok(())
             })

@@ -17,6 +17,7 @@ pub mod image;
 pub mod omap;
 pub mod peer;
 pub mod pool;
+pub mod resync;
 pub mod schedule;
 pub mod site;
 pub mod status;

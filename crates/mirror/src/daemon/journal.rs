@@ -342,6 +342,7 @@ impl Replayer {
                     };
                     pending.since.get_or_insert_with(Instant::now);
                     figures.count(batch.len() as u64, bytes);
+                    self.count_resync(bytes);
                     // Made durable (and committed at the primary) once a second (the tick
                     // settles what waits when replay has caught up) and at a demotion.
                     if demoted || pending.since.is_some_and(|t| t.elapsed() >= SETTLE) {
@@ -445,7 +446,7 @@ impl Replayer {
         } else {
             0
         };
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "bytes_per_second": figures.bytes_per_second,
             "entries_behind_primary": behind,
             "entries_per_second": figures.entries_per_second,
@@ -453,6 +454,9 @@ impl Replayer {
             "primary_position": position_json(primary),
             "seconds_until_synced": seconds_until_synced,
         });
+        if let Some(bytes) = self.resync_figure() {
+            json["bytes_since_resync"] = bytes.into();
+        }
         self.reporter
             .report(StatusState::Replaying, &format!("replaying, {json}"), None)
             .await;

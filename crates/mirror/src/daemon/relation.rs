@@ -80,6 +80,7 @@ mod tests {
             position,
             demoted: false,
             resync: false,
+            full_resync: false,
             syncing: None,
         }
     }

@@ -15,6 +15,7 @@ use super::report::Reporter;
 use super::site::{Remote, Side};
 use super::sync::{initial_sync, remove_copy};
 use crate::pool::ImageState;
+use crate::resync::Plan;
 use crate::status::StatusState;
 
 /// What to do after a step.
@@ -37,6 +38,8 @@ pub struct Replayer {
     pub(super) reporter: Reporter,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) shared: Arc<Shared>,
+    /// Bytes read from the primary since a delta resync began here (shown in the status).
+    pub(super) resync_bytes: std::sync::Mutex<Option<u64>>,
 }
 
 impl Replayer {
@@ -63,7 +66,25 @@ impl Replayer {
             reporter,
             stop,
             shared,
+            resync_bytes: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Counts bytes read from the primary, if a delta resync is being accounted for.
+    pub(super) fn count_resync(&self, bytes: u64) {
+        if let Some(n) = self
+            .resync_bytes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            *n += bytes;
+        }
+    }
+
+    /// The bytes read from the primary since a delta resync began, if one did.
+    pub(super) fn resync_figure(&self) -> Option<u64> {
+        *self.resync_bytes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs until stopped or until the image needs no replayer here.
@@ -252,6 +273,9 @@ impl Replayer {
                 .await;
         }
         if local.resync && !local.primary {
+            if !local.full_resync && self.delta_resync(name, remote_id, remote_header).await? {
+                return Ok(Next::Again);
+            }
             tracing::info!("image {name}: resync asked for; copying it again");
             remove_copy(&self.local, name, id, &self.global_id).await?;
             return Ok(Next::Again);
@@ -317,6 +341,62 @@ impl Replayer {
             Ended::Resync(reason) => Next::Wait(StatusState::Error, reason),
             Ended::Disconnected => Next::Wait(StatusState::Error, "disconnected".into()),
         })
+    }
+
+    /// Resyncs the copy here with only what changed on either side since the last point both
+    /// share; returns false (and says why) when that point cannot be proven.
+    async fn delta_resync(
+        &self,
+        name: &str,
+        remote_id: &str,
+        remote_header: &Header,
+    ) -> Result<bool> {
+        let image = self
+            .local
+            .images()
+            .open(name, OpenOptions::default().with_replica(true))
+            .await?;
+        let done = async {
+            match crate::resync::plan(&image, &self.remote.side, remote_id, remote_header).await? {
+                Plan::Full(why) => {
+                    tracing::info!("image {name}: no shared point with the primary ({why})");
+                    Ok(false)
+                }
+                Plan::Delta(delta) => {
+                    let described = delta.describe();
+                    tracing::info!("image {name}: resync: {described}");
+                    self.reporter
+                        .write(
+                            StatusState::Syncing,
+                            &format!("resyncing, {described}"),
+                            None,
+                        )
+                        .await;
+                    *self.resync_bytes.lock().unwrap_or_else(|p| p.into_inner()) = Some(0);
+                    let remote_name = self
+                        .remote
+                        .side
+                        .image_name(remote_id)
+                        .await?
+                        .unwrap_or_else(|| remote_id.to_owned());
+                    let copied = crate::resync::apply(
+                        &image,
+                        &self.remote.side,
+                        remote_id,
+                        &remote_name,
+                        &delta,
+                    )
+                    .await?;
+                    self.count_resync(copied);
+                    Ok(true)
+                }
+            }
+        }
+        .await;
+        let closed = image.close().await;
+        let done = done?;
+        closed?;
+        Ok(done)
     }
 
     /// Re-reads the local copy's header; returns true if it was promoted (or is no longer

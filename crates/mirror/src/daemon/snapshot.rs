@@ -15,9 +15,6 @@ use super::sync::finish_snapshot_sync;
 use crate::image::{MAX_MIRROR_SNAPSHOTS, record_of};
 use crate::status::StatusState;
 
-/// Records applied at once.
-const IN_FLIGHT: usize = 16;
-
 /// What the last delta took.
 #[derive(Debug, Default, Clone, Copy)]
 struct LastSync {
@@ -163,6 +160,7 @@ impl Replayer {
             let bytes = self
                 .copy_delta(image, remote_id, remote_name, &header, base, target)
                 .await?;
+            self.count_resync(bytes);
             let copied_in = began.elapsed();
             let mut record = record_of(image)?;
             record.generation = rm.generation.clone();
@@ -243,13 +241,16 @@ impl Replayer {
         last: &LastSync,
         synced: Option<u64>,
     ) {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "bytes_per_second": if last.seconds > 0.0 { last.bytes as f64 / last.seconds } else { 0.0 },
             "last_snapshot_bytes": last.bytes,
             "last_snapshot_sync_seconds": last.seconds,
             "remote_snapshot_timestamp": last.remote_timestamp,
             "replay_state": replay_state,
         });
+        if let Some(bytes) = self.resync_figure() {
+            json["bytes_since_resync"] = bytes.into();
+        }
         self.reporter
             .report(state, &format!("replaying, {json}"), synced)
             .await;
@@ -260,8 +261,7 @@ impl Replayer {
 const WINDOW: u64 = 32 << 20;
 
 /// Copies the extents that changed in `source` since `options.from_snap` into `image`, a
-/// window at a time: the window's data read with [`IN_FLIGHT`] reads at once, then written
-/// one store operation per object. Returns the bytes copied.
+/// window at a time (see [`crate::resync::copy_sparse`]). Returns the bytes of data read.
 async fn copy_extents(image: &Image, source: &Image, options: &DiffOptions) -> Result<u64> {
     let mut extents = rbdx_snapdiff::diff_extents(source, options);
     let mut copied = 0;
@@ -284,18 +284,7 @@ async fn copy_extents(image: &Image, source: &Image, options: &DiffOptions) -> R
                 break;
             }
         }
-        let mut writes = Vec::with_capacity(wanted.len());
-        for chunk in wanted.chunks(IN_FLIGHT) {
-            let reads = chunk
-                .iter()
-                .map(|&(offset, length)| source.read(offset, length));
-            let data = futures::future::try_join_all(reads).await?;
-            writes.extend(chunk.iter().map(|&(offset, _)| offset).zip(data));
-        }
-        if !writes.is_empty() {
-            image.write_many(writes).await?;
-        }
-        copied += bytes;
+        copied += crate::resync::copy_sparse(image, source, &wanted).await?;
     }
     Ok(copied)
 }

@@ -111,6 +111,7 @@ pub async fn initial_sync(
         ),
         MirrorMode::Snapshot => None,
     };
+    let mut registered_at = None;
     if let (Some(journal), false) = (&journal, resumed) {
         // A fresh start replays from now: drop an old registration first.
         match journal.unregister_client(&remote.owner).await {
@@ -130,6 +131,7 @@ pub async fn initial_sync(
         journal
             .register_client_at(&remote.owner, "mirror peer", from)
             .await?;
+        registered_at = from.map(|p| p.entry_tid);
     }
     let head_snap = match record.mode {
         MirrorMode::Snapshot => Some(newest_primary_snapshot(header).ok_or_else(|| {
@@ -150,9 +152,12 @@ pub async fn initial_sync(
         mode: record.mode,
         primary: false,
         generation: record.generation.clone(),
-        position: None,
+        // Replay applies what follows the registration: the copy holds the history up to it
+        // (a delta resync's shared point, should the copy be promoted before any replay).
+        position: registered_at,
         demoted: false,
         resync: false,
+        full_resync: false,
         syncing: None,
     });
     let dest_parent = match &header.parent {

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use rbdx_image::Cluster;
 use rbdx_image::mirroring::MirrorMode;
+use rbdx_image::{Cluster, Images};
+use rbdx_mirror::daemon::site::Side;
+use rbdx_mirror::resync::Plan;
 use rbdx_mirror::status::now_secs;
 use rbdx_mirror::view::{ImageStatus, image_status};
 
@@ -53,9 +55,14 @@ pub async fn run(cluster: &Cluster, command: MirrorImageCommand, printer: Printe
         }
         MirrorImageCommand::Resync { image, full } => {
             let (spec, images) = resolve(cluster, &image, SnapRule::None).await?;
-            rbdx_mirror::image::resync(&images, &spec.image).await?;
-            let _ = full;
+            rbdx_mirror::image::resync(&images, &spec.image, full).await?;
             println!("Flagged image for resync from primary");
+            if !full {
+                println!(
+                    "{}",
+                    resync_plan(cluster, &images, &spec.pool, &spec.image).await
+                );
+            }
         }
         MirrorImageCommand::Verify(args) => super::verify::image(cluster, &args, printer).await?,
         MirrorImageCommand::Status(image) => status(cluster, &image, printer).await?,
@@ -66,6 +73,28 @@ pub async fn run(cluster: &Cluster, command: MirrorImageCommand, printer: Printe
         }
     }
     Ok(())
+}
+
+/// What the daemon will copy for a resync, as far as this site can tell now.
+async fn resync_plan(cluster: &Cluster, images: &Images, pool: &str, name: &str) -> String {
+    let local = Side {
+        cluster: cluster.clone(),
+        io: images.io_ctx().clone(),
+        pool_name: pool.to_owned(),
+    };
+    let planned = async {
+        let remote = rbdx_mirror::daemon::connect_peer(&local, None).await?;
+        rbdx_mirror::resync::plan_for(&local, &remote.side, name).await
+    }
+    .await;
+    match planned {
+        Ok(Plan::Delta(delta)) => format!("Delta resync: {}", delta.describe()),
+        Ok(Plan::Full(why)) => format!("Full resync: {why}; the whole image will be copied"),
+        Err(e) => format!(
+            "The peer cannot be asked now ({e}); the mirror daemon chooses between a delta and \
+             a full copy when it reaches it"
+        ),
+    }
 }
 
 async fn status(cluster: &Cluster, arg: &ImageArg, printer: Printer) -> CliResult {

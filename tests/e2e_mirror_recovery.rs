@@ -1,6 +1,7 @@
-//! `mirror image verify` and `mirror pool verify` between two sites on 127.0.0.1 (real
-//! processes): equal copies pass, a byte flipped in the copy's store behind rbdx's back is
-//! found in exactly its object and chunk, and `--repair` fixes exactly that.
+//! Recovery between two mirroring sites on 127.0.0.1 (real processes): delta resync after a
+//! forced failover copies only what changed on either side; `mirror image verify` and `mirror
+//! pool verify` pass equal copies, find a byte flipped in the copy's store behind rbdx's back
+//! in exactly its object and chunk, and `--repair` fixes exactly that.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -9,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::mirror::{Site, two_sites, wait_equal, wait_for};
+use common::mirror::{Site, create_journaling, scribble, two_sites, wait_equal, wait_for};
 
 const WAIT: Duration = Duration::from_secs(90);
 const MARKER: &[u8] = b"rbdx-verify-marker-0123456789abcdef";
@@ -136,4 +137,114 @@ fn verify_refuses_what_it_cannot_compare_with_one_line() {
         .fails(2, "no copy at the peer");
     a.run(&["mirror", "image", "verify", "rbd/absent"])
         .fails(2, "");
+}
+
+/// The `bytes_since_resync` figure of `spec`'s status at `site`, once it reports one.
+fn resync_bytes(site: &Site, spec: &str) -> Option<u64> {
+    let status = site.status(spec);
+    let description = status["description"].as_str()?;
+    let json = description.strip_prefix("replaying, ")?;
+    serde_json::from_str::<serde_json::Value>(json).ok()?["bytes_since_resync"].as_u64()
+}
+
+/// A forced failover to B while A is cut off and written, then a delta resync of A: A ends
+/// equal to B at the head and at the snapshots both keep, A's own snapshot of the split is
+/// gone, and the bytes read from B stay within 10% of what changed on both sides.
+fn delta_resync_after_split_brain(mode: &str) {
+    let (mut a, b) = two_sites("rbd", "image");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = "rbd/d";
+    if mode == "journal" {
+        create_journaling(&a, spec, "1G");
+    } else {
+        a.run(&["create", spec, "--size", "1G"]).ok();
+    }
+    scribble(&a, spec, "64K", "32M");
+    a.run(&["snap", "create", "rbd/d@before"]).ok();
+    a.run(&["mirror", "image", "enable", spec, mode]).ok();
+    let _da = a.daemon("a");
+    let _db = b.daemon("b");
+    wait_for("the copy to replay", WAIT, || {
+        b.state(spec) == "up+replaying"
+    });
+    if mode == "snapshot" {
+        scribble(&a, spec, "64K", "4M");
+        a.run(&["mirror", "image", "snapshot", spec]).ok();
+    }
+    wait_equal(&a, &b, spec, dir.path(), WAIT);
+
+    a.cut_off();
+    b.run(&["mirror", "image", "promote", "--force", spec]).ok();
+    scribble(&b, spec, "64K", "64M");
+    scribble(&a, spec, "64K", "16M");
+    a.run(&["snap", "create", "rbd/d@split"]).ok();
+    if mode == "snapshot" {
+        a.run(&["mirror", "image", "snapshot", spec]).ok();
+        b.run(&["mirror", "image", "snapshot", spec]).ok();
+    }
+    a.reconnect();
+    wait_for("split-brain to be reported", WAIT, || {
+        let s = a.status(spec);
+        s["state"] == "up+error" && s["description"].as_str().unwrap().contains("split-brain")
+    });
+    a.run(&["mirror", "image", "demote", spec]).ok();
+    let resync = a.run(&["mirror", "image", "resync", spec]).ok();
+    assert!(
+        resync
+            .stdout
+            .contains("Delta resync: copying only what changed since"),
+        "{}",
+        resync.stdout
+    );
+    wait_equal(&a, &b, spec, dir.path(), WAIT);
+    assert_eq!(
+        a.export("rbd/d@before", dir.path()),
+        b.export("rbd/d@before", dir.path())
+    );
+    let snaps = a.run(&["snap", "ls", spec, "--format", "json"]).ok().json();
+    let names: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["before"],
+        "A's snapshot of the split is rolled back"
+    );
+    let mut bytes = None;
+    wait_for("the resync figure in the status", WAIT, || {
+        bytes = resync_bytes(&a, spec);
+        bytes.is_some()
+    });
+    let bytes = bytes.unwrap();
+    let changed: u64 = if mode == "journal" {
+        80 << 20
+    } else {
+        64 << 20
+    };
+    let log = std::fs::read_to_string(a.log("a")).unwrap_or_default();
+    let copies: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("copied") || l.contains("resync"))
+        .collect();
+    assert!(
+        bytes <= changed + changed / 10,
+        "{bytes} bytes read from B for {changed} bytes changed: {copies:#?}"
+    );
+    assert!(bytes > 0);
+    a.run(&["bench", "--io-type", "write", "--io-total", "4K", spec])
+        .fails(30, "non-primary");
+    wait_for("A to replay B", WAIT, || a.state(spec) == "up+replaying");
+}
+
+#[test]
+fn delta_resync_after_a_forced_failover_in_journal_mode() {
+    delta_resync_after_split_brain("journal");
+}
+
+#[test]
+fn delta_resync_after_a_forced_failover_in_snapshot_mode() {
+    delta_resync_after_split_brain("snapshot");
 }
