@@ -46,7 +46,14 @@ impl Site {
     fn reconnect(&mut self) -> anyhow::Result<()> {
         self.gateway = start(
             &self.rbdx,
-            &["gateway", "serve", "--bind", &self.address, "--format", "json"],
+            &[
+                "gateway",
+                "serve",
+                "--bind",
+                &self.address,
+                "--format",
+                "json",
+            ],
             &self.log,
         )?;
         Ok(())
@@ -252,10 +259,18 @@ fn delta_resync(
         raw_path,
         spec,
     ])?;
-    a.rbdx.run(&["mirror", "image", "enable", spec, "journal"])?;
+    a.rbdx
+        .run(&["mirror", "image", "enable", spec, "journal"])?;
     let mut daemon_a = start(
         &a.rbdx,
-        &["mirror", "daemon", "--format", "json", "--daemon-id", "bench-a"],
+        &[
+            "mirror",
+            "daemon",
+            "--format",
+            "json",
+            "--daemon-id",
+            "bench-a",
+        ],
         &dir.join("daemon-a.log"),
     )?;
     let result = (|| {
@@ -269,9 +284,11 @@ fn delta_resync(
         bench(&a.rbdx, spec, "64K", "rand", "16M")?;
         a.reconnect()?;
         until(Instant::now(), long, "split-brain at A", || {
-            Ok(json(&a.rbdx, &["mirror", "image", "status", spec])?["description"]
-                .as_str()
-                .is_some_and(|d| d.contains("split-brain")))
+            Ok(
+                json(&a.rbdx, &["mirror", "image", "status", spec])?["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("split-brain")),
+            )
         })?;
         a.rbdx.run(&["mirror", "image", "demote", spec])?;
         settle();
@@ -279,8 +296,7 @@ fn delta_resync(
         let said = a.rbdx.run(&["mirror", "image", "resync", spec])?;
         anyhow::ensure!(said.contains("Delta resync"), "not a delta resync: {said}");
         // Caught up: A's commit position at B has reached B's last entry.
-        let owner = json(&a.rbdx, &["mirror", "pool", "info", "rbd"])?["peers"][0]
-            ["client_name"]
+        let owner = json(&a.rbdx, &["mirror", "pool", "info", "rbd"])?["peers"][0]["client_name"]
             .as_str()
             .unwrap_or_default()
             .trim_start_matches("client.")

@@ -473,6 +473,7 @@ mod tests {
                 copy: Some(crate::migration::CopyOrigin {
                     cluster: Some("site-a".into()),
                     head_snap: None,
+                    live: false,
                 }),
             }),
             op_features: OpFeatures::CLONE_PARENT.set(OpFeatures::SNAP_TRASH, true),

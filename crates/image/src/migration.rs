@@ -114,6 +114,10 @@ pub struct CopyOrigin {
     /// head); the mirror daemon's initial sync copies a mirror snapshot so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_snap: Option<u64>,
+    /// A live migration between clusters: the source is read-only while it runs, goes at
+    /// commit, and takes back the destination's writes at abort.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
 }
 
 impl MigrationSpec {
@@ -125,7 +129,12 @@ impl MigrationSpec {
     /// Returns true for a live migration, whose source has a record and goes at commit (not
     /// an import, not a deep copy).
     pub fn moves_source(&self) -> bool {
-        !self.is_import() && self.copy.is_none()
+        !self.is_import() && self.copy.as_ref().is_none_or(|c| c.live)
+    }
+
+    /// The cluster of the other image, as the rbdx tools name it, when it is not this one's.
+    pub fn other_cluster(&self) -> Option<&str> {
+        self.copy.as_ref().and_then(|c| c.cluster.as_deref())
     }
 
     /// Returns the pool namespace of the other image.

@@ -55,6 +55,7 @@ impl Migration {
         let origin = CopyOrigin {
             cluster: options.source_cluster.clone(),
             head_snap: options.head_snap,
+            live: false,
         };
         if options.source_cluster.is_none() && src.io_ctx() == dst.io_ctx() && src_name == dst_name
         {

@@ -152,7 +152,11 @@ impl Migration {
                 )));
             }
         }
-        let source = spec.moves_source().then(|| self.images(spec.io_ctx()));
+        let source = match spec.moves_source() {
+            true => Some(self.other_images(&spec).await?),
+            false => None,
+        };
+        let across = spec.other_cluster().is_some();
         if let Some(src) = &source
             && spec.state == MigrationState::Executed
         {
@@ -161,6 +165,13 @@ impl Migration {
                     let mut kids = 0;
                     for s in header.snapshots.values() {
                         kids += src_children(src, &spec.image_id, s.id).await?;
+                    }
+                    if kids > 0 && across {
+                        return Err(Error::busy(format!(
+                            "image {} has {kids} clone(s), which cannot follow it to another \
+                             cluster; flatten or remove them first",
+                            spec.image_name
+                        )));
                     }
                     if kids > 0 && !force {
                         return Err(Error::busy(format!(
@@ -225,7 +236,7 @@ impl Migration {
             };
         };
         let header = dst.header_by_id(&id, name).await?;
-        let spec = match header.migration {
+        let spec = match header.migration.clone() {
             Some(m) if m.role == MigrationRole::Destination => m,
             _ => {
                 return Err(Error::invalid(format!(
@@ -249,9 +260,22 @@ impl Migration {
         }
         Migration::set_state(dst, &id, name, MigrationState::Aborting).await?;
         dst.ensure_unwatched(name, &id).await?;
+        if spec.moves_source() && spec.other_cluster().is_some() {
+            // The destination's clients wrote here: their writes go back to the source
+            // before the destination goes.
+            let src = self.other_images(&spec).await?;
+            src.restore_migration_source(&spec.image_id, &spec.image_name)
+                .await?;
+            let written =
+                crate::across::write_back(dst, &id, &header, &src, &spec.image_name).await?;
+            tracing::info!(
+                "migration of image {name} aborted: {written} bytes written at the destination \
+                 went back to the source"
+            );
+        }
         progress::remove(&self.store, dst.io_ctx(), &id).await?;
         dst.remove_migration_source(&id, name, progress_cb).await?;
-        if spec.moves_source() {
+        if spec.moves_source() && spec.other_cluster().is_none() {
             let src = self.images(spec.io_ctx());
             src.restore_migration_source(&spec.image_id, &spec.image_name)
                 .await?;

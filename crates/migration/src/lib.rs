@@ -10,6 +10,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod across;
 mod copy;
 mod finish;
 pub use finish::ExecuteOptions;
@@ -102,6 +103,11 @@ impl Migration {
     /// Returns the store and its drivers.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// Returns the opener of sources and other clusters.
+    pub(crate) fn opener(&self) -> &Arc<Opener> {
+        &self.opener
     }
 
     /// Returns the store.

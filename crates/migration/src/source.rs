@@ -107,6 +107,17 @@ impl Opener {
         Opener { ctx }
     }
 
+    /// Opens the store of the cluster the rbdx tools name `name`.
+    pub async fn cluster_store(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<dyn rbdx_objstore::ObjectStore>> {
+        self.ctx
+            .cluster(Some(name), None)
+            .await
+            .map_err(from_source)
+    }
+
     /// Opens an external source from its spec JSON.
     pub async fn open_spec(&self, json: &str) -> Result<Box<dyn Format>> {
         let spec = SourceSpec::parse(json).map_err(from_source)?;

@@ -484,34 +484,31 @@ async fn copy_ranges(image: &Image, source: &Image, ranges: &ExtentSet) -> Resul
 }
 
 /// Copies the extents `wanted` of `source` into `image`: the source's data is read without
-/// its holes (only data crosses from a remote source), written with one store operation per
-/// object, and the rest of each extent is zeroed. Returns the bytes of data read.
+/// its holes (only data crosses from a remote source), and each extent is written whole
+/// (zeros where the source has none), one store operation per object. Returns the bytes of
+/// data read.
 pub(crate) async fn copy_sparse(
     image: &Image,
     source: &Image,
     wanted: &[(u64, u64)],
 ) -> Result<u64> {
     let mut read = 0;
-    let mut writes = Vec::new();
-    let mut holes = Vec::new();
+    let mut writes = Vec::with_capacity(wanted.len());
     for chunk in wanted.chunks(IN_FLIGHT) {
         let reads = chunk.iter().map(|&(o, l)| source.read_data(o, l));
         let runs = futures::future::try_join_all(reads).await?;
         for (&(offset, length), runs) in chunk.iter().zip(runs) {
-            let mut gaps = ExtentSet::from_range(offset, length);
+            let mut buf = vec![0u8; length as usize];
             for (at, data) in runs {
-                gaps.subtract(at, data.len() as u64);
+                let from = (at - offset) as usize;
+                buf[from..from + data.len()].copy_from_slice(&data);
                 read += data.len() as u64;
-                writes.push((at, data));
             }
-            holes.extend(gaps.extents());
+            writes.push((offset, bytes::Bytes::from(buf)));
         }
     }
     if !writes.is_empty() {
         image.write_many(writes).await?;
-    }
-    for hole in holes {
-        image.discard(hole.offset, hole.length).await?;
     }
     Ok(read)
 }

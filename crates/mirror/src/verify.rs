@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::daemon::site::Side;
 
 /// Bytes per digest: the granularity of what verify reports and repair copies.
-pub const CHUNK: u64 = 64 << 10;
+pub const CHUNK: u64 = rbdx_objstore::digest::DEFAULT_CHUNK;
 
 /// Objects compared at once.
 const CONCURRENCY: usize = 32;

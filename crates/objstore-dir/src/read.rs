@@ -366,23 +366,74 @@ fn data_outputs(
                 offset,
                 length,
                 chunk,
-            } => {
-                let end = range_end(snap.size, *offset, Some(*length));
-                let mut buf = files::read_pooled(files.buffers(), handle.as_deref(), *offset, end)?;
-                for intent in &snap.intents {
-                    intent.overlay(buf.as_mut_slice(), *offset);
-                }
-                ReadOutput::Checksums(rbdx_objstore::digest::chunk_digests(
-                    buf.as_mut_slice(),
-                    *length,
-                    *chunk,
-                ))
-            }
+            } => ReadOutput::Checksums(checksums(
+                files,
+                handle.as_deref(),
+                snap,
+                *offset,
+                *length,
+                *chunk,
+            )?),
             _ => continue,
         };
         snap.outputs[index] = Some(output);
     }
     Ok(Some(()))
+}
+
+/// The digests of a checksum step: chunks that hold no data (holes of the file, past its
+/// end, no intent over them) get the digest of zeros without being read.
+fn checksums(
+    files: &Files,
+    handle: Option<&std::fs::File>,
+    snap: &Snapshot,
+    offset: u64,
+    length: u64,
+    chunk: u64,
+) -> std::io::Result<Vec<u64>> {
+    use rbdx_objstore::digest::{chunk_digests, zero_digests};
+    let end = range_end(snap.size, offset, Some(length));
+    let mut allocated = ExtentSet::new();
+    if let Some(handle) = handle {
+        for (lo, hi) in crate::sys::data_ranges(handle, offset, end)? {
+            allocated.insert(lo, hi - lo);
+        }
+    }
+    for intent in &snap.intents {
+        for (lo, hi) in intent.written_ranges() {
+            let (lo, hi) = (lo.max(offset), hi.min(end));
+            if lo < hi {
+                allocated.insert(lo, hi - lo);
+            }
+        }
+    }
+    let chunk = chunk.max(1);
+    let full_zero = zero_digests(chunk.min(length), chunk);
+    let mut out = Vec::with_capacity(length.div_ceil(chunk) as usize);
+    let mut at = offset;
+    while at < offset + length {
+        let stop = (at + chunk).min(offset + length);
+        let has_data = allocated
+            .intersection(&ExtentSet::from_range(at, stop - at))
+            .total()
+            > 0;
+        if !has_data {
+            if stop - at == chunk {
+                out.extend_from_slice(&full_zero[..1]);
+            } else {
+                out.extend(zero_digests(stop - at, chunk));
+            }
+        } else {
+            let data_end = stop.min(end);
+            let mut buf = files::read_pooled(files.buffers(), handle, at, data_end)?;
+            for intent in &snap.intents {
+                intent.overlay(buf.as_mut_slice(), at);
+            }
+            out.extend(chunk_digests(buf.as_mut_slice(), stop - at, chunk));
+        }
+        at = stop;
+    }
+    Ok(out)
 }
 
 fn unchanged(conn: &Connection, head_id: i64, version: u64, file: Option<u64>) -> Result<bool> {

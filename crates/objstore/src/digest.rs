@@ -8,6 +8,9 @@
 
 use xxhash_rust::xxh64::Xxh64;
 
+/// The chunk size rbdx compares copies with (verify, a migration abort's write-back).
+pub const DEFAULT_CHUNK: u64 = 64 << 10;
+
 /// The most chunks one checksum step may ask for.
 pub const MAX_CHUNKS: u64 = 1 << 16;
 

@@ -190,6 +190,21 @@ pub async fn objects_checksum_digests_chunks(h: &dyn Harness) {
         digest::zero_digests(8192, 4096),
         "bytes past the end digest as zeros"
     );
+    // A hole inside the object digests as the zeros a read returns there.
+    ok(s.write(io, "o", 600_000, Bytes::from(pattern(5000, 4)))
+        .await);
+    let full = ok(s.read(io, "o", 0, None).await);
+    assert_eq!(
+        digests(None, 0, 1 << 20, 65_536).await,
+        digest::chunk_digests(&full, 1 << 20, 65_536)
+    );
+    ok(s.operate(
+        io,
+        "o",
+        &WriteOp::new().truncate(100_000),
+        &SnapContext::empty(),
+    )
+    .await);
     let snap = ok(s.snap_create(fx.pool).await);
     let snapc = SnapContext::from_snaps([snap]);
     ok(s.operate(
