@@ -23,6 +23,11 @@ impl Server {
     /// Starts `rbdx nbd serve` on 127.0.0.1 (a free port) with `args` (image specs and
     /// options), and waits for its start line.
     pub fn start(rbdx: &Rbdx, args: &[&str]) -> Server {
+        Server::start_env(rbdx, args, &[])
+    }
+
+    /// Starts `rbdx nbd serve` as [`Server::start`] does, with extra environment variables.
+    pub fn start_env(rbdx: &Rbdx, args: &[&str], env: &[(&str, &Path)]) -> Server {
         let mut all = vec!["nbd", "serve", "--format", "json"];
         if !args.contains(&"--socket") {
             all.extend(["--bind", "127.0.0.1:0"]);
@@ -30,6 +35,9 @@ impl Server {
         all.extend_from_slice(args);
         let mut cmd = Command::new(Rbdx::binary());
         cmd.args(&all).env("RBDX_DATA_DIR", rbdx.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         Server {
             daemon: Daemon::start(cmd, "rbdx nbd serve"),
         }

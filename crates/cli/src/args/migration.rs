@@ -36,6 +36,18 @@ pub struct PrepareArgs {
     /// Print what would be created and change nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// Create the destination in this other cluster (another site, reached through its
+    /// gateway): a live migration between sites.
+    #[arg(
+        long = "dest-cluster",
+        value_name = "NAME",
+        conflicts_with = "source_cluster"
+    )]
+    pub dest_cluster: Option<String>,
+    /// The source is in this other cluster (another site): a live migration between sites,
+    /// prepared where the destination is.
+    #[arg(long = "source-cluster", value_name = "NAME")]
+    pub source_cluster: Option<String>,
     #[command(flatten)]
     pub create: CreateArgs,
 }

@@ -45,6 +45,7 @@ struct SnapOut {
 
 /// Runs a migration command.
 pub async fn run(
+    global: &Global,
     cluster: &Cluster,
     opener: Arc<Opener>,
     command: MigrationCommand,
@@ -53,6 +54,11 @@ pub async fn run(
 ) -> CliResult {
     let migration = Migration::new(cluster.clone(), opener);
     match command {
+        MigrationCommand::Prepare(args)
+            if args.dest_cluster.is_some() || args.source_cluster.is_some() =>
+        {
+            prepare_across(global, cluster, &args, printer).await
+        }
         MigrationCommand::Prepare(args) => prepare(&migration, cluster, &args, printer).await,
         MigrationCommand::Execute {
             image,
@@ -97,6 +103,70 @@ pub async fn run(
             verify(&migration, cluster, &image, printer, progress).await
         }
     }
+}
+
+/// Prepares a live migration between this cluster and another one (`--dest-cluster` or
+/// `--source-cluster`); the steps after it run where the destination is.
+async fn prepare_across(
+    global: &Global,
+    cluster: &Cluster,
+    args: &PrepareArgs,
+    printer: Printer,
+) -> CliResult {
+    if args.import_only || args.source_spec.is_some() || args.source_spec_path.is_some() {
+        return Err(CliError::invalid(
+            "--dest-cluster and --source-cluster prepare a live migration; an import-only one \
+             names its remote source in the source spec (cluster_name)",
+        ));
+    }
+    let src = SpecOptions::default().resolve(args.source.as_deref(), SnapRule::None)?;
+    let dest = match &args.dest {
+        Some(d) => SpecOptions::default().resolve(Some(d), SnapRule::None)?,
+        None => src.clone(),
+    };
+    let here = crate::cluster::reference(global);
+    let open = async |name: &str| -> CliResult<Cluster> {
+        let store = crate::store::open_other(global, name, None).await?;
+        let sources = opener(global, &store)?;
+        Ok(Cluster::new(store)
+            .with_journals(rbdx_journal::opener())
+            .with_sources(sources))
+    };
+    // (source cluster, its name as the destination's tools know it, destination cluster,
+    // its name as the source's tools know it)
+    let (src_cluster, src_name, dst_cluster, dst_name) =
+        match (&args.dest_cluster, &args.source_cluster) {
+            (Some(there), _) => (cluster.clone(), here, open(there).await?, there.clone()),
+            (None, Some(there)) => (open(there).await?, there.clone(), cluster.clone(), here),
+            (None, None) => return Err(CliError::invalid("no other cluster named")),
+        };
+    let mut create = create_options(&dst_cluster, 0, &args.create).await?;
+    if args.create.order.is_none() && args.create.object_size.is_none() {
+        create.order = None;
+    }
+    let options = PrepareOptions {
+        create,
+        flatten: args.flatten,
+        dry_run: args.dry_run,
+    };
+    let src_images = images(&src_cluster, &src.pool, &src.namespace).await?;
+    let dst_images = images(&dst_cluster, &dest.pool, &dest.namespace).await?;
+    let runner = Migration::new(dst_cluster.clone(), opener(global, dst_cluster.store())?);
+    let report = runner
+        .prepare_live_across(
+            &src_images,
+            &src.image,
+            &src_name,
+            &dst_images,
+            &dest.image,
+            &dst_name,
+            &options,
+        )
+        .await?;
+    if report.dry_run {
+        print_dry_run(report, printer);
+    }
+    Ok(())
 }
 
 async fn prepare(
@@ -169,9 +239,14 @@ async fn prepare(
             .prepare_live(&src_images, &src.image, &dst_images, &dest.image, &options)
             .await?
     };
-    if !report.dry_run {
-        return Ok(());
+    if report.dry_run {
+        print_dry_run(report, printer);
     }
+    Ok(())
+}
+
+/// Prints what a `prepare --dry-run` would do.
+fn print_dry_run(report: rbdx_migration::PrepareReport, printer: Printer) {
     let out = PrepareOut {
         source: report.source,
         destination: report.destination,
@@ -205,7 +280,6 @@ async fn prepare(
             o.space_needed
         );
     });
-    Ok(())
 }
 
 #[derive(Serialize)]

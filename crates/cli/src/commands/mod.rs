@@ -91,7 +91,7 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Lock { command } => maintenance::lock(&cluster, command, printer).await,
         Command::Migration { command } => {
-            migration::run(&cluster, opener, command, printer, progress).await
+            migration::run(&cli.global, &cluster, opener, command, printer, progress).await
         }
         Command::Journal { command } => {
             journal::run(&cluster, command, printer, cli.global.verbose > 0).await
