@@ -18,6 +18,8 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use anyhow::Context as _;
+
 use crate::rbdx::Rbdx;
 use crate::run_step;
 
@@ -277,6 +279,8 @@ pub fn run() -> anyhow::Result<()> {
     let scattered = dir.join("scattered.raw");
     make_scattered(&scattered)?;
     rows.extend(live_scattered(&rbdx, &scattered)?);
+    eprintln!("+ import-only from another site through its gateway");
+    rows.push(cross_site(&rbdx, &scattered, &dir)?);
     let _ = std::fs::remove_file(&scattered);
 
     eprintln!("+ 16 GiB sparse qcow2");
@@ -418,6 +422,81 @@ fn live_scattered(rbdx: &Rbdx, raw: &Path) -> anyhow::Result<Vec<Row>> {
             target: Some(0.67),
         },
     ])
+}
+
+/// Import-only execute of the scattered image (at a snapshot) from site A into site B through
+/// A's gateway (TLS on 127.0.0.1), against the same import between two local pools of A.
+fn cross_site(a: &Rbdx, raw: &Path, dir: &Path) -> anyhow::Result<Row> {
+    use std::io::BufRead as _;
+    a.run(&["import", "--no-progress", path(raw), "rbd/xsrc"])?;
+    a.run(&["snap", "create", "--no-progress", "rbd/xsrc@base"])?;
+    let local_spec =
+        r#"{"type":"native","pool_name":"rbd","image_name":"xsrc","snap_name":"base"}"#;
+    let local = median(
+        || a.prepare_import(local_spec, "fast/xlocal"),
+        || a.cmd(&["migration", "execute", "--no-progress", "fast/xlocal"]),
+    )?;
+    a.remove("fast/xlocal")?;
+
+    let mut gateway = a
+        .cmd(&["gateway", "serve", "--bind", "127.0.0.1:0", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("gateway.log"))?)
+        .spawn()?;
+    let result = (|| {
+        let mut line = String::new();
+        let stdout = gateway.stdout.take().context("no stdout")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        anyhow::ensure!(!line.trim().is_empty(), "the gateway did not start");
+        let home = dir.join("site-b-home");
+        std::fs::create_dir_all(home.join("rbdx"))?;
+        let conf = a.run(&["gateway", "key", "create", "site-b", "--profile", "ro"])?;
+        std::fs::write(home.join("rbdx/site-a.conf"), conf)?;
+        let b = Rbdx {
+            binary: a.binary.clone(),
+            store: dir.join("site-b"),
+        };
+        let with_home = |args: &[&str]| {
+            let mut c = b.cmd(args);
+            c.env("XDG_CONFIG_HOME", &home);
+            c
+        };
+        let remote_spec = r#"{"type":"native","cluster_name":"site-a","pool_name":"rbd","image_name":"xsrc","snap_name":"base"}"#;
+        let cross = median(
+            || {
+                let _ = with_home(&["rm", "--no-progress", "rbd/xremote"]).output()?;
+                let out = with_home(&[
+                    "migration",
+                    "prepare",
+                    "--import-only",
+                    "--source-spec",
+                    remote_spec,
+                    "rbd/xremote",
+                ])
+                .output()?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "prepare at B: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Ok(())
+            },
+            || with_home(&["migration", "execute", "--no-progress", "rbd/xremote"]),
+        )?;
+        Ok(cross)
+    })();
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    let _ = a.run(&["snap", "purge", "--no-progress", "rbd/xsrc"]);
+    a.remove("rbd/xsrc")?;
+    Ok(Row {
+        label: "import-only from another site through its gateway, 1 GiB of 404 MiB scattered: \
+                execute (target: at most 2x the local import)"
+            .into(),
+        ours: result?,
+        reference: Some(("the same import between two local pools".into(), local)),
+        target: Some(0.5),
+    })
 }
 
 fn print_table(rows: &[Row], allocated: u64, sparse_secs: f64) {
