@@ -432,11 +432,17 @@ fn cross_site(a: &Rbdx, raw: &Path, dir: &Path) -> anyhow::Result<Row> {
     a.run(&["snap", "create", "--no-progress", "rbd/xsrc@base"])?;
     let local_spec =
         r#"{"type":"native","pool_name":"rbd","image_name":"xsrc","snap_name":"base"}"#;
+    let abort = |c: &mut Command| {
+        let _ = c.output();
+    };
     let local = median(
-        || a.prepare_import(local_spec, "fast/xlocal"),
+        || {
+            abort(&mut a.cmd(&["migration", "abort", "--no-progress", "fast/xlocal"]));
+            a.prepare_import(local_spec, "fast/xlocal")
+        },
         || a.cmd(&["migration", "execute", "--no-progress", "fast/xlocal"]),
     )?;
-    a.remove("fast/xlocal")?;
+    abort(&mut a.cmd(&["migration", "abort", "--no-progress", "fast/xlocal"]));
 
     let mut gateway = a
         .cmd(&["gateway", "serve", "--bind", "127.0.0.1:0", "--format", "json"])
@@ -464,7 +470,7 @@ fn cross_site(a: &Rbdx, raw: &Path, dir: &Path) -> anyhow::Result<Row> {
         let remote_spec = r#"{"type":"native","cluster_name":"site-a","pool_name":"rbd","image_name":"xsrc","snap_name":"base"}"#;
         let cross = median(
             || {
-                let _ = with_home(&["rm", "--no-progress", "rbd/xremote"]).output()?;
+                abort(&mut with_home(&["migration", "abort", "--no-progress", "rbd/xremote"]));
                 let out = with_home(&[
                     "migration",
                     "prepare",
