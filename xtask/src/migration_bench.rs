@@ -445,7 +445,14 @@ fn cross_site(a: &Rbdx, raw: &Path, dir: &Path) -> anyhow::Result<Row> {
     abort(&mut a.cmd(&["migration", "abort", "--no-progress", "fast/xlocal"]));
 
     let mut gateway = a
-        .cmd(&["gateway", "serve", "--bind", "127.0.0.1:0", "--format", "json"])
+        .cmd(&[
+            "gateway",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--format",
+            "json",
+        ])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("gateway.log"))?)
         .spawn()?;
@@ -470,7 +477,12 @@ fn cross_site(a: &Rbdx, raw: &Path, dir: &Path) -> anyhow::Result<Row> {
         let remote_spec = r#"{"type":"native","cluster_name":"site-a","pool_name":"rbd","image_name":"xsrc","snap_name":"base"}"#;
         let cross = median(
             || {
-                abort(&mut with_home(&["migration", "abort", "--no-progress", "rbd/xremote"]));
+                abort(&mut with_home(&[
+                    "migration",
+                    "abort",
+                    "--no-progress",
+                    "rbd/xremote",
+                ]));
                 let out = with_home(&[
                     "migration",
                     "prepare",
