@@ -1,9 +1,11 @@
 //! Which bytes of an image may hold data and which certainly read as zeros, so that copies,
 //! exports and usage reports can skip holes without reading them.
 //!
-//! Object granularity: an object the object map calls nonexistent (or, without a valid map,
-//! that the store does not have) is a hole, unless a clone's parent shows through it, in which
-//! case the parent's allocation counts there. Any other object counts as data in full.
+//! An object the object map calls nonexistent (or, without a valid map, that the store does
+//! not have) is a hole, unless a clone's parent shows through it, in which case the parent's
+//! allocation counts there. [`Image::allocation`] counts any other object as data in full;
+//! [`Image::allocation_exact`] asks the store where inside it the data lies (the holes of an
+//! existing object read as zeros: the parent never shows through them).
 
 use futures::future::BoxFuture;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -68,6 +70,46 @@ impl Inner {
         load_object_map(&self.store, &self.io, &self.id, None).await
     }
 
+    /// Splits the piece of data object `objectno` at object offset `offset` (image offset
+    /// `at`, `length` bytes) into the runs the store reports as holding data and those that
+    /// read as zeros; all of it is absent if the object is.
+    async fn object_pieces(
+        &self,
+        objectno: u64,
+        offset: u64,
+        at: u64,
+        length: u64,
+    ) -> Result<Vec<(u64, u64, Piece)>> {
+        let oid = self.data_oid(objectno);
+        let snap = self.snap.as_ref().map(|s| SnapId(s.id));
+        let op = ReadOp::new().extents(offset, Some(length));
+        let extents = match self.store.read_op(&self.data_io, &oid, &op, snap).await {
+            Ok(mut res) => res.take_extents(0).unwrap_or_default(),
+            Err(e) if e.kind() == StoreKind::NotFound => {
+                return Ok(vec![(at, length, Piece::Absent)]);
+            }
+            Err(e) => return Err(Error::store(format!("cannot read {oid}"), e)),
+        };
+        let mut out = Vec::new();
+        let mut next = offset;
+        let end = offset + length;
+        for (lo, len) in extents {
+            let (lo, hi) = (lo.max(next), (lo + len).min(end));
+            if lo >= hi {
+                continue;
+            }
+            if lo > next {
+                out.push((at + (next - offset), lo - next, Piece::Zero));
+            }
+            out.push((at + (lo - offset), hi - lo, Piece::Data));
+            next = hi;
+        }
+        if next < end {
+            out.push((at + (next - offset), end - next, Piece::Zero));
+        }
+        Ok(out)
+    }
+
     /// Returns true if data object `objectno` may exist in this view.
     async fn object_may_exist(&self, map: Option<&ObjectMap>, objectno: u64) -> Result<bool> {
         if let Some(map) = map {
@@ -87,17 +129,29 @@ impl Inner {
     }
 }
 
-/// Turns object pieces `(image offset, length, may exist)`, in order, into runs: pieces of
-/// existing objects are data; pieces of absent ones take what `below` reports for the part
-/// under `overlap` (what a parent or migration source shows through) and are holes past it.
+/// What one piece of an object holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    /// Bytes of an existing object that may hold data.
+    Data,
+    /// Bytes of an existing object that read as zeros.
+    Zero,
+    /// Bytes of an absent object: what is below shows through.
+    Absent,
+}
+
+/// Turns object pieces `(image offset, length, state)`, in order, into runs: data pieces are
+/// data, zero pieces holes; absent pieces take what `below` reports for the part under
+/// `overlap` (what a parent or migration source shows through) and are holes past it.
 async fn fill_holes<'a>(
-    states: Vec<(u64, u64, bool)>,
+    states: Vec<(u64, u64, Piece)>,
     overlap: u64,
     below: impl Fn(u64, u64) -> BoxFuture<'a, Result<Vec<Allocation>>>,
 ) -> Result<Vec<Allocation>> {
     let mut out = Vec::new();
-    for (at, len, exists) in states {
-        let inside = if exists || at >= overlap {
+    for (at, len, piece) in states {
+        let exists = piece == Piece::Data;
+        let inside = if piece != Piece::Absent || at >= overlap {
             0
         } else {
             len.min(overlap - at)
@@ -125,13 +179,22 @@ impl Image {
     /// runs always different.
     pub async fn allocation(&self, offset: u64, length: u64) -> Result<Vec<Allocation>> {
         let _settled = self.inner.journal_read_guard(offset, length).await;
-        self.allocation_with(offset, length, true).await
+        self.allocation_with(offset, length, true, false).await
+    }
+
+    /// Like [`Image::allocation`], but inside each existing object only the extents the
+    /// store reports as allocated count as data (one extent read per object, through the
+    /// parent chain and a migration source too): what a block-status answer needs so that a
+    /// client skips the holes inside partly written objects.
+    pub async fn allocation_exact(&self, offset: u64, length: u64) -> Result<Vec<Allocation>> {
+        let _settled = self.inner.journal_read_guard(offset, length).await;
+        self.allocation_with(offset, length, true, true).await
     }
 
     /// Like [`Image::allocation`], but objects this image does not have count as holes even
     /// where a parent or migration source shows through: what the image itself stores.
     pub async fn own_allocation(&self, offset: u64, length: u64) -> Result<Vec<Allocation>> {
-        self.allocation_with(offset, length, false).await
+        self.allocation_with(offset, length, false, false).await
     }
 
     /// Boxed: a clone's allocation recurses into its parent's.
@@ -140,8 +203,9 @@ impl Image {
         offset: u64,
         length: u64,
         through: bool,
+        exact: bool,
     ) -> BoxFuture<'_, Result<Vec<Allocation>>> {
-        Box::pin(self.allocation_of(offset, length, through))
+        Box::pin(self.allocation_of(offset, length, through, exact))
     }
 
     async fn allocation_of(
@@ -149,6 +213,7 @@ impl Image {
         offset: u64,
         length: u64,
         through: bool,
+        exact: bool,
     ) -> Result<Vec<Allocation>> {
         let inner = &self.inner;
         let header = inner.header();
@@ -161,17 +226,28 @@ impl Image {
         }
         let map = inner.view_map().await?;
         let pieces = header.layout.map(offset, length);
-        let mut states: Vec<(u64, u64, bool)> = futures::stream::iter(pieces)
+        let found: Vec<Vec<(u64, u64, Piece)>> = futures::stream::iter(pieces)
             .map(|e| {
                 let map = map.as_ref();
                 async move {
-                    let exists = inner.object_may_exist(map, e.objectno).await?;
-                    Ok::<_, Error>((offset + e.buffer_offset, e.length, exists))
+                    let at = offset + e.buffer_offset;
+                    // Without a map the extent read itself finds absent objects.
+                    let known = map.is_some() || !exact;
+                    if known && !inner.object_may_exist(map, e.objectno).await? {
+                        return Ok::<_, Error>(vec![(at, e.length, Piece::Absent)]);
+                    }
+                    if !exact {
+                        return Ok(vec![(at, e.length, Piece::Data)]);
+                    }
+                    inner
+                        .object_pieces(e.objectno, e.offset, at, e.length)
+                        .await
                 }
             })
             .buffered(CONCURRENCY)
             .try_collect()
             .await?;
+        let mut states: Vec<(u64, u64, Piece)> = found.into_iter().flatten().collect();
         states.sort_unstable_by_key(|s| s.0);
         if !through {
             return fill_holes(states, 0, |_, _| Box::pin(async { Ok(Vec::new()) })).await;
@@ -180,13 +256,20 @@ impl Image {
             let source = inner.source(&spec).await?;
             let (view, overlap) =
                 inner.source_view(&spec, source.as_ref(), inner.snap.as_ref().map(|s| s.id))?;
-            return fill_holes(states, overlap, |at, len| source.allocation(view, at, len)).await;
+            return fill_holes(states, overlap, |at, len| {
+                if exact {
+                    source.allocation_exact(view, at, len)
+                } else {
+                    source.allocation(view, at, len)
+                }
+            })
+            .await;
         }
         match inner.parent_image().await? {
             Some((spec, parent)) => {
                 let overlap = spec.overlap.min(parent.size());
                 fill_holes(states, overlap, |at, len| {
-                    parent.allocation_with(at, len, true)
+                    parent.allocation_with(at, len, true, exact)
                 })
                 .await
             }

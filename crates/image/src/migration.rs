@@ -210,6 +210,17 @@ pub trait MigrationSource: Send + Sync + std::fmt::Debug {
         length: u64,
     ) -> Result<Vec<Allocation>>;
 
+    /// Like [`MigrationSource::allocation`], as exact as the source can tell cheaply (block
+    /// status answers use it). The default is [`MigrationSource::allocation`].
+    async fn allocation_exact(
+        &self,
+        snap: Option<u64>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<Allocation>> {
+        self.allocation(snap, offset, length).await
+    }
+
     /// Returns the ranges (image offsets, sorted) of `[offset, offset + length)` where view
     /// `to` may differ from the older view `from`: every byte that differs is inside them.
     /// `None` means the source cannot tell without reading both (the default); a copy then
@@ -458,6 +469,15 @@ impl MigrationSource for NativeSource {
         } else {
             image.own_allocation(offset, length).await
         }
+    }
+
+    async fn allocation_exact(
+        &self,
+        snap: Option<u64>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<Allocation>> {
+        self.view(snap)?.allocation_exact(offset, length).await
     }
 
     async fn changed(

@@ -128,3 +128,74 @@ async fn a_clone_shows_its_parents_allocation_where_it_has_no_object() {
         ]
     );
 }
+
+#[tokio::test]
+async fn exact_allocation_finds_holes_inside_objects_and_keeps_the_parent_below_absent_ones() {
+    let images = images().await;
+    images
+        .create("base", &CreateOptions::new(4 * MIB).with_order(20))
+        .await
+        .unwrap();
+    let base = images.open("base", OpenOptions::default()).await.unwrap();
+    base.write(64 << 10, Bytes::from(vec![1u8; 4096]))
+        .await
+        .unwrap();
+    base.write(MIB + 8192, Bytes::from(vec![2u8; 4096]))
+        .await
+        .unwrap();
+    base.snap_create("gold").await.unwrap();
+    base.snap_set_protection("gold", true).await.unwrap();
+    assert_eq!(
+        base.allocation_exact(0, 2 * MIB).await.unwrap(),
+        vec![
+            run(0, 64 << 10, false),
+            run(64 << 10, 4096, true),
+            run((64 << 10) + 4096, MIB + 8192 - (64 << 10) - 4096, false),
+            run(MIB + 8192, 4096, true),
+            run(MIB + 12288, MIB - 12288, false),
+        ]
+    );
+    images
+        .clone_from(&base, "gold", "child", &CreateOptions::default())
+        .await
+        .unwrap();
+    let child = images.open("child", OpenOptions::default()).await.unwrap();
+    child
+        .write(2 * MIB + 4096, Bytes::from(vec![3u8; 4096]))
+        .await
+        .unwrap();
+    // Object 0 is absent in the child: the parent's exact extents show through. Object 1 is
+    // the parent's until the child writes it; object 2 holds the child's write only.
+    assert_eq!(
+        child.allocation_exact(0, 3 * MIB).await.unwrap(),
+        vec![
+            run(0, 64 << 10, false),
+            run(64 << 10, 4096, true),
+            run((64 << 10) + 4096, MIB + 8192 - (64 << 10) - 4096, false),
+            run(MIB + 8192, 4096, true),
+            run(MIB + 12288, MIB + 4096 - 12288, false),
+            run(2 * MIB + 4096, 4096, true),
+            run(2 * MIB + 8192, MIB - 8192, false),
+        ]
+    );
+    // The object-granular answer calls each existing object data in full.
+    assert_eq!(
+        child.allocation(2 * MIB, MIB).await.unwrap(),
+        vec![run(2 * MIB, MIB, true)]
+    );
+    let snap = images
+        .open(
+            "base",
+            OpenOptions::default().with_snap(Some("gold".into())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        snap.allocation_exact(MIB, MIB).await.unwrap(),
+        vec![
+            run(MIB, 8192, false),
+            run(MIB + 8192, 4096, true),
+            run(MIB + 12288, MIB - 12288, false),
+        ]
+    );
+}

@@ -381,7 +381,10 @@ async fn block_status(session: &Session, req: &Request) -> Outcome {
         return Outcome::Failed(errno::EINVAL, "block status of zero bytes".to_owned());
     }
     let image = session.export.image();
-    let runs = match image.allocation(req.offset, u64::from(req.length)).await {
+    let runs = match image
+        .allocation_exact(req.offset, u64::from(req.length))
+        .await
+    {
         Ok(runs) => runs,
         Err(e) => return failed(e),
     };

@@ -49,7 +49,8 @@ fn encode(op: &ReadOp) -> Vec<u8> {
                 put_u64(&mut out, *offset);
                 put_u64(&mut out, *length);
             }
-            ReadStep::SparseRead { offset, length } => {
+            // RADOS has no extent-only read: the sparse read's bytes are dropped in `decode`.
+            ReadStep::SparseRead { offset, length } | ReadStep::Extents { offset, length } => {
                 out.push(3);
                 put_u64(&mut out, *offset);
                 put_u64(&mut out, length.unwrap_or(limits::MAX_OBJECT_SIZE));
@@ -165,6 +166,14 @@ fn decode(op: &ReadOp, job: JobOutputs) -> Option<ReadResult> {
             ReadStep::Checksum { length, chunk, .. } => ReadOutput::Checksums(
                 rbdx_objstore::digest::chunk_digests(&data_ref(&mut r, &job)?, *length, *chunk),
             ),
+            ReadStep::Extents { .. } => {
+                let n = r.u32()?;
+                let extents: Vec<(u64, u64)> = (0..n)
+                    .map(|_| Some((r.u64()?, r.u64()?)))
+                    .collect::<Option<_>>()?;
+                data_ref(&mut r, &job)?;
+                ReadOutput::Extents(extents)
+            }
             ReadStep::SparseRead { .. } => {
                 let n = r.u32()?;
                 let extents: Vec<(u64, u64)> = (0..n)

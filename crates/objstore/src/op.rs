@@ -292,6 +292,15 @@ pub enum ReadStep {
         /// Number of bytes, or `None` for everything up to the end.
         length: Option<u64>,
     },
+    /// The extents a [`ReadStep::SparseRead`] of the same range would return, without their
+    /// bytes: `(offset, length)` in increasing order. Block-status answers and copies use it
+    /// to learn where the data lies before reading it.
+    Extents {
+        /// First byte.
+        offset: u64,
+        /// Number of bytes, or `None` for everything up to the end.
+        length: Option<u64>,
+    },
     /// Digests of `length` bytes from `offset`, one per `chunk` bytes (see [`crate::digest`]);
     /// bytes past the end of the object count as zeros. Only the digests leave the store.
     Checksum {
@@ -357,6 +366,11 @@ impl ReadOp {
         self.push(ReadStep::SparseRead { offset, length })
     }
 
+    /// Appends [`ReadStep::Extents`].
+    pub fn extents(self, offset: u64, length: Option<u64>) -> Self {
+        self.push(ReadStep::Extents { offset, length })
+    }
+
     /// Appends [`ReadStep::Checksum`].
     pub fn checksum(self, offset: u64, length: u64, chunk: u64) -> Self {
         self.push(ReadStep::Checksum {
@@ -402,6 +416,8 @@ pub enum ReadOutput {
     Data(Bytes),
     /// Output of [`ReadStep::SparseRead`]: `(offset, bytes)` in increasing order.
     Sparse(Vec<(u64, Bytes)>),
+    /// Output of [`ReadStep::Extents`]: `(offset, length)` in increasing order.
+    Extents(Vec<(u64, u64)>),
     /// Output of [`ReadStep::Checksum`]: one digest per chunk.
     Checksums(Vec<u64>),
     /// Output of [`ReadStep::OmapGetVals`]: entries and whether more follow.
@@ -456,6 +472,14 @@ impl ReadResult {
     pub fn take_sparse(&mut self, index: usize) -> Option<Vec<(u64, Bytes)>> {
         match self.take(index)? {
             ReadOutput::Sparse(extents) => Some(extents),
+            _ => None,
+        }
+    }
+
+    /// Takes the extents of step `index`, if that step was a [`ReadStep::Extents`].
+    pub fn take_extents(&mut self, index: usize) -> Option<Vec<(u64, u64)>> {
+        match self.take(index)? {
+            ReadOutput::Extents(extents) => Some(extents),
             _ => None,
         }
     }

@@ -209,7 +209,9 @@ pub fn read_op(io: &IoCtx, oid: &str, op: &ReadOp) -> Result<()> {
                     check_omap_key(io, oid, key)?;
                 }
             }
-            ReadStep::Read { offset, length } | ReadStep::SparseRead { offset, length } => {
+            ReadStep::Read { offset, length }
+            | ReadStep::SparseRead { offset, length }
+            | ReadStep::Extents { offset, length } => {
                 if offset.checked_add(length.unwrap_or(0)).is_none() {
                     return Err(Error::invalid(
                         io.object_subject(oid),

@@ -421,6 +421,11 @@ pub fn put_read_op(w: &mut Writer, op: &ReadOp) {
             w.u64(*length);
             w.u64(*chunk);
         }
+        ReadStep::Extents { offset, length } => {
+            w.u8(9);
+            w.u64(*offset);
+            put_len_opt(w, *length);
+        }
     });
 }
 
@@ -449,6 +454,10 @@ pub fn get_read_op(r: &mut Reader) -> DecodeResult<ReadOp> {
                 offset: r.u64()?,
                 length: r.u64()?,
                 chunk: r.u64()?,
+            },
+            9 => ReadStep::Extents {
+                offset: r.u64()?,
+                length: r.option(Reader::u64)?,
             },
             n => return invalid(format!("unknown read step {n}")),
         })
@@ -513,6 +522,13 @@ pub fn put_read_result(w: &mut Writer, res: &ReadResult) {
             w.u8(8);
             w.list(digests, |w, d| w.u64(*d));
         }
+        ReadOutput::Extents(extents) => {
+            w.u8(9);
+            w.list(extents, |w, (off, len)| {
+                w.u64(*off);
+                w.u64(*len);
+            });
+        }
     });
 }
 
@@ -532,6 +548,7 @@ pub fn get_read_result(r: &mut Reader) -> DecodeResult<ReadResult> {
             6 => ReadOutput::Xattr(r.bytes()?),
             7 => ReadOutput::Xattrs(get_map(r)?),
             8 => ReadOutput::Checksums(r.list(8, Reader::u64)?),
+            9 => ReadOutput::Extents(r.list(16, |r| Ok((r.u64()?, r.u64()?)))?),
             n => return invalid(format!("unknown read output {n}")),
         })
     })?;

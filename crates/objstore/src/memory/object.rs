@@ -299,6 +299,16 @@ pub(crate) fn evaluate_read(
                     .collect();
                 ReadOutput::Sparse(extents)
             }
+            ReadStep::Extents { offset, length } => {
+                let end = range_end(content.size, *offset, *length);
+                let extents = content
+                    .data
+                    .allocated(*offset, end)
+                    .into_iter()
+                    .map(|(lo, hi)| (lo, hi - lo))
+                    .collect();
+                ReadOutput::Extents(extents)
+            }
             ReadStep::Checksum {
                 offset,
                 length,

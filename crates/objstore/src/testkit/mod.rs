@@ -187,6 +187,7 @@ macro_rules! conformance_tests {
             objects_write_full_truncate_zero,
             objects_sparse_read_reports_allocated_extents,
             objects_checksum_digests_chunks,
+            objects_extents_match_sparse_read,
             objects_assertions_guard_batches,
             objects_reject_bad_input,
             objects_large_and_unaligned_writes,

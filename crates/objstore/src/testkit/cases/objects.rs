@@ -160,6 +160,70 @@ pub async fn objects_sparse_read_reports_allocated_extents(h: &dyn Harness) {
     fx.cleanup().await;
 }
 
+/// Extent reads answer where a sparse read of the same range finds data, without the bytes:
+/// the same extents, at a snapshot too, `NotFound` when the object is absent.
+pub async fn objects_extents_match_sparse_read(h: &dyn Harness) {
+    let fx = Fixture::new(h, "extents").await;
+    let (s, io) = (&fx.store, &fx.io);
+    let extents = async |snap: Option<SnapId>, offset: u64, length: Option<u64>| {
+        let mut res = ok(s
+            .read_op(io, "o", &ReadOp::new().extents(offset, length), snap)
+            .await);
+        res.take_extents(0).unwrap_or_default()
+    };
+    let sparse = async |snap: Option<SnapId>, offset: u64, length: Option<u64>| {
+        let found = ok(s.sparse_read(io, "o", offset, length, snap).await);
+        found
+            .iter()
+            .map(|(o, d)| (*o, d.len() as u64))
+            .collect::<Vec<_>>()
+    };
+    ok(s.write(io, "o", 8192, Bytes::from(pattern(4096, 5))).await);
+    ok(s.write(io, "o", 2 << 20, Bytes::from(pattern(65_536, 6)))
+        .await);
+    let whole = extents(None, 0, None).await;
+    assert_eq!(whole, sparse(None, 0, None).await);
+    let mut covered = ExtentSet::new();
+    for (offset, length) in &whole {
+        covered.insert(*offset, *length);
+    }
+    assert!(covered.contains_range(8192, 4096) && covered.contains_range(2 << 20, 65_536));
+    if h.capabilities().reports_holes {
+        assert!(
+            covered.total() <= 512 << 10,
+            "holes are left out: {whole:?}"
+        );
+    }
+    let part = extents(None, (2 << 20) + 100, Some(1000)).await;
+    assert_eq!(part, vec![((2 << 20) + 100, 1000)]);
+    let snap = ok(s.snap_create(fx.pool).await);
+    let snapc = SnapContext::from_snaps([snap]);
+    ok(s.operate(
+        io,
+        "o",
+        &WriteOp::new().write(1 << 20, Bytes::from(pattern(4096, 7))),
+        &snapc,
+    )
+    .await);
+    assert_eq!(extents(Some(snap), 0, None).await, whole);
+    let head = extents(None, 0, None).await;
+    assert_eq!(head, sparse(None, 0, None).await);
+    let mut covered = ExtentSet::new();
+    for (offset, length) in &head {
+        covered.insert(*offset, *length);
+    }
+    assert!(
+        covered.contains_range(1 << 20, 4096),
+        "a new write is found: {head:?}"
+    );
+    fails(
+        s.read_op(io, "absent", &ReadOp::new().extents(0, None), None)
+            .await,
+        ErrorKind::NotFound,
+    );
+    fx.cleanup().await;
+}
+
 /// Checksums digest each chunk where the data lies: equal to the digests of the bytes a read
 /// returns, zeros past the end, the version asked for at a snapshot, `NotFound` when absent.
 pub async fn objects_checksum_digests_chunks(h: &dyn Harness) {
