@@ -162,11 +162,12 @@ fn holes_show_in_qemu_img_map_and_nbdinfo_map_and_nbdcopy_copies_both_ways() {
         &uri,
         &[
             "write -P 1 0 65536".into(),
+            "write -P 3 2097152 4096".into(),
             "write -P 2 536870912 1048576".into(),
         ],
     );
 
-    // Only the two written 4 MiB objects are data; everything else is a hole.
+    // Only the written bytes are data, holes inside an object included; the rest is a hole.
     let map: Vec<serde_json::Value> =
         serde_json::from_str(&client("qemu-img", &["map", "--output=json", &uri])).unwrap();
     let data: Vec<(u64, u64)> = map
@@ -174,15 +175,20 @@ fn holes_show_in_qemu_img_map_and_nbdinfo_map_and_nbdcopy_copies_both_ways() {
         .filter(|e| e["data"] == true)
         .map(|e| (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap()))
         .collect();
-    assert_eq!(data, vec![(0, 4 * MIB), (512 * MIB, 4 * MIB)], "{map:?}");
+    assert_eq!(
+        data,
+        vec![(0, 64 << 10), (2 * MIB, 4096), (512 * MIB, MIB)],
+        "{map:?}"
+    );
     assert!(
         map.iter()
             .filter(|e| e["data"] == false)
             .all(|e| e["zero"] == true)
     );
     let (data, holes, runs) = nbdinfo_map(&uri);
-    assert_eq!(data, 8 * MIB, "{runs:?}");
-    assert_eq!(holes, 1024 * MIB - 8 * MIB);
+    let written = (64 << 10) + 4096 + MIB;
+    assert_eq!(data, written, "{runs:?}");
+    assert_eq!(holes, 1024 * MIB - written);
 
     // nbdcopy out of rbdx (several connections: the server offers multi-conn).
     let copy = dir.path().join("copy.raw");
