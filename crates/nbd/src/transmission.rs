@@ -53,6 +53,10 @@ struct Outgoing {
 
 /// Most replies written with one system call.
 const MAX_COALESCED: usize = 64;
+/// Extents a block-status answer stops at (the client asks again for the rest).
+const MAX_STATUS_EXTENTS: usize = 4096;
+/// The first range a one-extent block-status answer looks at.
+const FIRST_STATUS_STEP: u64 = 256 << 10;
 
 /// Writes replies as they come, several per system call when several are ready; returns the
 /// writing half once every sender is gone.
@@ -381,13 +385,42 @@ async fn block_status(session: &Session, req: &Request) -> Outcome {
         return Outcome::Failed(errno::EINVAL, "block status of zero bytes".to_owned());
     }
     let image = session.export.image();
-    let runs = match image
-        .allocation_exact(req.offset, u64::from(req.length))
-        .await
-    {
-        Ok(runs) => runs,
-        Err(e) => return failed(e),
-    };
+    let one = req.flags & cmdflag::REQ_ONE != 0;
+    let end = req.offset + u64::from(req.length);
+    // The answer may stop short of the range (the client asks again from where it ends), so
+    // the store is asked one object set at a time, only until the answer is long enough: a
+    // client that wants one extent per request (qemu) must not cost a walk of the whole range.
+    let layout = image.layout();
+    let set = layout.object_size() * layout.stripe_count().max(1);
+    // One extent wanted: start small and double, so the store looks at little more than
+    // the extent it reports.
+    let mut step = if one { FIRST_STATUS_STEP } else { set };
+    let mut runs: Vec<rbdx_image::Allocation> = Vec::new();
+    let mut at = req.offset;
+    while at < end {
+        let boundary = (at / set + 1).saturating_mul(set);
+        let stop = at.saturating_add(step).min(boundary).min(end);
+        step = step.saturating_mul(2);
+        let found = match image.allocation_exact(at, stop - at).await {
+            Ok(found) => found,
+            Err(e) => return failed(e),
+        };
+        for run in found {
+            match runs.last_mut() {
+                Some(last) if last.data == run.data && last.end() == run.offset => {
+                    last.length += run.length;
+                }
+                _ => runs.push(run),
+            }
+        }
+        at = stop;
+        // Every run but the last is complete: the next window cannot extend it.
+        let complete = runs.len().saturating_sub(1);
+        if (one && complete >= 1) || complete >= MAX_STATUS_EXTENTS {
+            runs.truncate(complete);
+            break;
+        }
+    }
     let mut extents: Vec<(u32, u32)> = runs
         .iter()
         .map(|run| {
@@ -399,7 +432,7 @@ async fn block_status(session: &Session, req: &Request) -> Outcome {
             (run.length as u32, flags)
         })
         .collect();
-    if req.flags & cmdflag::REQ_ONE != 0 {
+    if one {
         extents.truncate(1);
     }
     Outcome::Status(extents)
