@@ -108,6 +108,24 @@ fn source_image(site: &Rbdx, dir: &Path) -> (Vec<u8>, Vec<u8>) {
     (export(site, "rbd/vm", dir), base)
 }
 
+/// The 4 KiB blocks where `got` differs from `want`, as ranges, for a failure message.
+fn differences(got: &[u8], want: &[u8]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for (i, (a, b)) in got.chunks(4096).zip(want.chunks(4096)).enumerate() {
+        if a != b {
+            match ranges.last_mut() {
+                Some(last) if last.1 == i * 4096 => last.1 += 4096,
+                _ => ranges.push((i * 4096, (i + 1) * 4096)),
+            }
+        }
+    }
+    let shown: Vec<String> = ranges
+        .iter()
+        .map(|(lo, hi)| format!("{lo}..{hi}"))
+        .collect();
+    format!("{} ranges differ: {}", ranges.len(), shown.join(", "))
+}
+
 fn export(site: &Rbdx, spec: &str, dir: &Path) -> Vec<u8> {
     let path = dir.join(format!("export-{}", spec.replace(['/', '@'], "_")));
     let _ = std::fs::remove_file(&path);
@@ -313,9 +331,11 @@ fn aborting_a_migration_between_sites_gives_the_source_back_with_the_destination
         b.run(&["ls", "--format", "json"]).ok().json(),
         serde_json::json!([])
     );
+    let back = export(&a, "rbd/vm", dir.path());
     assert!(
-        export(&a, "rbd/vm", dir.path()) == model,
-        "A lacks B's writes"
+        back == model,
+        "A lacks B's writes: {}",
+        differences(&back, &model)
     );
     assert!(export(&a, "rbd/vm@base", dir.path()) == base);
     // Writable again at A.

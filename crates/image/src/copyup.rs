@@ -28,8 +28,9 @@ use crate::layering::read_below;
 use crate::migration::{MigrationRole, MigrationSource, MigrationSpec, MigrationState};
 use crate::objectmap::ObjectState;
 
-/// The xattr marking a head object whose copy has not finished.
-pub(crate) const COPYUP_XATTR: &str = "rbdx.copyup";
+/// The xattr marking a head object of a migration destination whose copy has not finished:
+/// its head does not show the destination yet, and its copy starts again when needed.
+pub const COPYUP_XATTR: &str = "rbdx.copyup";
 
 /// An object's content as writes (object offset, bytes); `None`: absent or all zeros.
 type Content = Option<Vec<(u64, Bytes)>>;

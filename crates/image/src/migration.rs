@@ -9,6 +9,7 @@
 //! opened here) or an external source (import-only; opened by a [`SourceOpener`] that the
 //! layers above supply).
 
+pub use crate::copyup::COPYUP_XATTR;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

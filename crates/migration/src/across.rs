@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use rbdx_image::migration::{
-    CopyOrigin, MigrationRole, MigrationSpec, MigrationState, SourceSnapshot,
+    COPYUP_XATTR, CopyOrigin, MigrationRole, MigrationSpec, MigrationState, SourceSnapshot,
 };
 use rbdx_image::names::{data_object, data_prefix};
 use rbdx_image::{
@@ -231,12 +231,15 @@ pub(crate) async fn write_back(
                 async move {
                     let len = dst_header.layout.object_len_within(n, dst_header.size);
                     let oid = data_object(prefix, n);
-                    let read = dst
-                        .store()
-                        .read_op(dst.io_ctx(), &oid, &ReadOp::new().read(0, Some(len)), None)
-                        .await;
+                    let op = ReadOp::new().read(0, Some(len)).get_xattrs();
+                    let read = dst.store().read_op(dst.io_ctx(), &oid, &op, None).await;
+                    // An object whose copy was cut short holds an older view of the source
+                    // and no client write (a write finishes the copy first): skipped.
                     let data = match read {
                         Ok(mut r) => {
+                            if r.take_map(1).unwrap_or_default().contains_key(COPYUP_XATTR) {
+                                return Ok(0);
+                            }
                             let mut d = r.take_data(0).unwrap_or_default().to_vec();
                             d.resize(len as usize, 0);
                             d
