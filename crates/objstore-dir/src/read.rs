@@ -49,7 +49,6 @@ pub(crate) fn is_small(op: &ReadOp) -> bool {
         ReadStep::Read { length, .. } | ReadStep::SparseRead { length, .. } => {
             length.is_some_and(|l| l <= SMALL_READ)
         }
-        ReadStep::Extents { .. } => true,
         ReadStep::Checksum { length, .. } => *length <= SMALL_READ,
         _ => true,
     })
@@ -463,19 +462,6 @@ fn unchanged(conn: &Connection, head_id: i64, version: u64, file: Option<u64>) -
     Ok(now == Some((version as i64, file.map(|f| f as i64))))
 }
 
-/// The result of a read that saw `seen`.
-fn finish(seen: Snapshot) -> ReadResult {
-    let outputs = seen
-        .outputs
-        .into_iter()
-        .map(|o| o.unwrap_or(ReadOutput::Data(Bytes::new())))
-        .collect();
-    ReadResult {
-        version: seen.version,
-        outputs,
-    }
-}
-
 /// Evaluates a compound read.
 pub(crate) fn read_op(
     readers: &Readers,
@@ -499,7 +485,15 @@ pub(crate) fn read_op(
             {
                 continue;
             }
-            return Ok(finish(seen));
+            let outputs = seen
+                .outputs
+                .into_iter()
+                .map(|o| o.unwrap_or(ReadOutput::Data(Bytes::new())))
+                .collect();
+            return Ok(ReadResult {
+                version: seen.version,
+                outputs,
+            });
         }
         Err(Error::new(ErrorKind::TimedOut, io.object_subject(oid))
             .with_detail("object kept changing during the read"))
