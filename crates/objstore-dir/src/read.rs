@@ -7,7 +7,7 @@
 //! read finishes by checking that the head's version and file did not change meanwhile;
 //! otherwise it starts again. Clone rows and files never change while they exist.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -52,6 +52,56 @@ pub(crate) fn is_small(op: &ReadOp) -> bool {
         ReadStep::Checksum { length, .. } => *length <= SMALL_READ,
         _ => true,
     })
+}
+
+/// Head rows remembered for reads (more are dropped all at once).
+const ROW_CACHE: usize = 4096;
+
+/// A head row as a read last found it. A read that uses it checks, after reading the data,
+/// that the object still has this row at this version with this file, as every head read does;
+/// a row at one version never changes except for its intent being cleared once applied, and
+/// applying an applied intent again changes nothing.
+#[derive(Debug, Clone)]
+struct CachedRow {
+    id: i64,
+    version: u64,
+    size: u64,
+    mtime: i64,
+    file: Option<u64>,
+    intents: Vec<Intent>,
+}
+
+/// Head rows recent reads found, by object. The handle's writer forgets the objects it
+/// changes; changes by other processes are caught by the check every read makes.
+#[derive(Debug, Default)]
+pub(crate) struct RowCache {
+    rows: Mutex<HashMap<ObjKey, CachedRow>>,
+}
+
+impl RowCache {
+    fn rows(&self) -> MutexGuard<'_, HashMap<ObjKey, CachedRow>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &ObjKey) -> Option<CachedRow> {
+        self.rows().get(key).cloned()
+    }
+
+    fn remember(&self, key: ObjKey, row: CachedRow) {
+        let mut rows = self.rows();
+        if rows.len() >= ROW_CACHE && !rows.contains_key(&key) {
+            rows.clear();
+        }
+        rows.insert(key, row);
+    }
+
+    /// Forgets the row of `key`.
+    pub(crate) fn forget(&self, key: &ObjKey) {
+        let mut rows = self.rows();
+        if !rows.is_empty() {
+            rows.remove(key);
+        }
+    }
 }
 
 /// A small pool of read connections.
@@ -462,16 +512,56 @@ fn unchanged(conn: &Connection, head_id: i64, version: u64, file: Option<u64>) -
     Ok(now == Some((version as i64, file.map(|f| f as i64))))
 }
 
+/// The result of a read that saw `seen`.
+fn finish(seen: Snapshot) -> ReadResult {
+    let outputs = seen
+        .outputs
+        .into_iter()
+        .map(|o| o.unwrap_or(ReadOutput::Data(Bytes::new())))
+        .collect();
+    ReadResult {
+        version: seen.version,
+        outputs,
+    }
+}
+
 /// Evaluates a compound read.
 pub(crate) fn read_op(
     readers: &Readers,
+    cache: &RowCache,
     files: &Files,
     io: &IoCtx,
     oid: &str,
     op: &ReadOp,
     snap: Option<SnapId>,
 ) -> Result<ReadResult> {
+    // Head reads of data and stats can start from a remembered row: one query (the check
+    // after the read) instead of two.
+    let cacheable = snap.is_none()
+        && op
+            .steps()
+            .iter()
+            .all(|s| is_data(s) || matches!(s, ReadStep::Stat));
+    let key = key_of(io, oid);
     readers.with(|conn| {
+        let cached = if cacheable { cache.get(&key) } else { None };
+        if let Some(row) = cached {
+            let mut seen = Snapshot {
+                version: row.version,
+                size: row.size,
+                mtime: row.mtime,
+                file: row.file,
+                head_id: Some(row.id),
+                intents: row.intents,
+                outputs: vec![None; op.steps().len()],
+            };
+            let read = data_outputs(files, io.pool().0, &mut seen, op)
+                .map_err(|e| Error::io(io.object_subject(oid), e))?;
+            if read.is_some() && unchanged(conn, row.id, row.version, row.file)? {
+                return Ok(finish(seen));
+            }
+            cache.forget(&key);
+        }
         for _ in 0..MAX_ATTEMPTS {
             let mut seen = metadata(conn, io, oid, op, snap)?;
             let read = data_outputs(files, io.pool().0, &mut seen, op)
@@ -485,15 +575,18 @@ pub(crate) fn read_op(
             {
                 continue;
             }
-            let outputs = seen
-                .outputs
-                .into_iter()
-                .map(|o| o.unwrap_or(ReadOutput::Data(Bytes::new())))
-                .collect();
-            return Ok(ReadResult {
-                version: seen.version,
-                outputs,
-            });
+            if let (true, Some(id)) = (cacheable, seen.head_id) {
+                let row = CachedRow {
+                    id,
+                    version: seen.version,
+                    size: seen.size,
+                    mtime: seen.mtime,
+                    file: seen.file,
+                    intents: seen.intents.clone(),
+                };
+                cache.remember(key.clone(), row);
+            }
+            return Ok(finish(seen));
         }
         Err(Error::new(ErrorKind::TimedOut, io.object_subject(oid))
             .with_detail("object kept changing during the read"))

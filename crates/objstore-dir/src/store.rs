@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::db::{self, db_error};
 use crate::files::{Files, Layout};
 use crate::notify::{self, Answer, Frame, NotifyServer};
-use crate::read::Readers;
+use crate::read::{Readers, RowCache};
 use crate::session::Session;
 use crate::writer::{self, Command, OperateRequest, Shared, Writer};
 use crate::{admin, locks, read, reap, watch};
@@ -126,6 +126,7 @@ impl DirStore {
         };
         let shared = Arc::new(Shared {
             files: Files::new(layout.clone(), session.token()),
+            rows: RowCache::default(),
             client: session.id,
             addr: session.addr.clone(),
             watches: Arc::default(),
@@ -354,11 +355,29 @@ impl ObjectStore for DirStore {
             // A few kilobytes from the page cache and two indexed lookups cost less than
             // handing the read to another thread and waking this one again.
             let i = &self.inner;
-            return read::read_op(&i.readers, &i.shared.files, io, oid, op, snap);
+            return read::read_op(
+                &i.readers,
+                &i.shared.rows,
+                &i.shared.files,
+                io,
+                oid,
+                op,
+                snap,
+            );
         }
         let (io, oid, op) = (io.clone(), oid.to_owned(), op.clone());
-        self.read(move |i| read::read_op(&i.readers, &i.shared.files, &io, &oid, &op, snap))
-            .await
+        self.read(move |i| {
+            read::read_op(
+                &i.readers,
+                &i.shared.rows,
+                &i.shared.files,
+                &io,
+                &oid,
+                &op,
+                snap,
+            )
+        })
+        .await
     }
 
     async fn operate(

@@ -82,6 +82,8 @@ const REAP_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) files: Files,
+    /// Head rows reads remembered; the writer forgets the objects it changes.
+    pub(crate) rows: crate::read::RowCache,
     pub(crate) client: u64,
     pub(crate) addr: String,
     /// Local watch channels by cookie.
@@ -515,6 +517,7 @@ impl Writer {
         match result {
             Ok(results) => {
                 for (p, result) in prepared.into_iter().zip(results) {
+                    self.shared.rows.forget(&p.key);
                     let reply = match result {
                         Ok((version, intent_row)) => {
                             self.after_commit(&p, version, intent_row);
