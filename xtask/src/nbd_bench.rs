@@ -11,7 +11,8 @@
 //!
 //! Both servers run on 127.0.0.1 with their defaults (`qemu-nbd` with a writeback cache, as
 //! `rbdx` keeps writes in the page cache until a flush). Each figure is the median of three
-//! runs with the page cache warm.
+//! runs with the page cache warm. `RBDX_BENCH_NBD_CASES=scattered,writes` runs only the
+//! cases whose label contains one of the comma-separated words (for working on one row).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -264,7 +265,11 @@ pub fn run() -> anyhow::Result<()> {
     let (_theirs, ref_uri) = qemu_nbd(&reference)?;
     let (_theirs_sparse, ref_sparse_uri) = qemu_nbd(&scattered)?;
     let mut rows = Vec::new();
-    for case in cases(&dir, &src) {
+    let only = std::env::var("RBDX_BENCH_NBD_CASES").unwrap_or_default();
+    let wanted = |label: &str| {
+        only.is_empty() || only.split(',').any(|w| !w.is_empty() && label.contains(w))
+    };
+    for case in cases(&dir, &src).into_iter().filter(|c| wanted(&c.label)) {
         eprintln!("+ {}", case.label);
         let (our_uri, ref_uri) = if case.scattered {
             (&sparse_uri, &ref_sparse_uri)

@@ -51,15 +51,25 @@ fn push(out: &mut Vec<Allocation>, run: Allocation) {
 }
 
 impl Inner {
-    /// Returns the object map that describes this view, if a valid one exists.
-    async fn view_map(&self) -> Result<Option<ObjectMap>> {
+    /// Returns the object map that describes this view if this handle holds it in memory
+    /// (a snapshot's, or the head's while this handle owns the lock): `None` if it must be
+    /// read from the store.
+    async fn map_in_memory(&self) -> Option<Option<ObjectMap>> {
         if self.snap.is_some() {
-            return Ok(self.snap_map.clone());
+            return Some(self.snap_map.clone());
         }
         if self.lock.owned()
             && let Some(map) = self.map.lock().await.as_ref()
         {
-            return Ok(Some(map.clone()));
+            return Some(Some(map.clone()));
+        }
+        None
+    }
+
+    /// Returns the object map that describes this view, if a valid one exists.
+    async fn view_map(&self) -> Result<Option<ObjectMap>> {
+        if let Some(map) = self.map_in_memory().await {
+            return Ok(map);
         }
         let header = self.header();
         if !header.features.contains(crate::Features::OBJECT_MAP)
@@ -224,7 +234,13 @@ impl Image {
                 inner.name
             )));
         }
-        let map = inner.view_map().await?;
+        // An exact answer reads the extents of every object, which also finds the absent
+        // ones: reading the map from the store first would cost more than it saves.
+        let map = if exact {
+            inner.map_in_memory().await.flatten()
+        } else {
+            inner.view_map().await?
+        };
         let pieces = header.layout.map(offset, length);
         let found: Vec<Vec<(u64, u64, Piece)>> = futures::stream::iter(pieces)
             .map(|e| {

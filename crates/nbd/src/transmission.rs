@@ -1,35 +1,44 @@
 //! The transmission phase: requests in, replies out, many in flight.
 //!
-//! One task reads requests (and write payloads) in order; each request then runs as its own
-//! task, so replies may leave out of order, as the protocol allows. One task writes the
+//! One task per connection reads requests (and write payloads) in order and writes the
 //! replies, whole and several per system call when several are ready, so chunks of different
-//! replies never interleave. Memory is bounded: a
-//! request takes permits for its payload size before its payload is read (writes) or its data
-//! is allocated (reads), and gives them back once its reply is sent.
+//! replies never interleave. Each request first runs on that task: one that completes without
+//! waiting (a small read or a block-status answer from the page cache) is answered at once,
+//! with no hand-off between tasks or threads; one that has to wait (a write to the store's
+//! writer, a read from a remote store) continues as its own task and hands its reply back, so
+//! replies may leave out of order, as the protocol allows.
+//!
+//! Memory is bounded: at most [`MAX_IN_FLIGHT`] requests and [`MAX_IN_FLIGHT_BYTES`] of
+//! payload are between being read and being answered; past that, no request is read (nor
+//! its payload) until replies have gone out.
 //!
 //! A reply is sent only after its operation has completed, so a flush, which makes every
 //! completed write durable, covers every write the client has seen acknowledged, on this
 //! connection and on every other connection to the same export.
 //!
-//! On a stop request (server shutdown) or `NBD_CMD_DISC`, the reader stops taking requests,
-//! the requests in flight finish and are answered, and the connection closes.
+//! On a stop request (server shutdown) or `NBD_CMD_DISC`, the connection stops taking
+//! requests, the requests in flight finish and are answered, and the connection closes.
 
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use rbdx_image::ErrorKind;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{mpsc, watch};
 
 use crate::Error;
 use crate::handshake::Session;
 use crate::proto::{self, MAX_REQUEST, Request, chunk, cmd, cmdflag, errno, state};
 
 /// Requests of one connection in flight at once.
-const MAX_IN_FLIGHT: u32 = 64;
+const MAX_IN_FLIGHT: usize = 64;
 /// Payload bytes of one connection in flight at once.
-const MAX_IN_FLIGHT_BYTES: u32 = 256 << 20;
+const MAX_IN_FLIGHT_BYTES: u64 = 256 << 20;
 /// Buffered bytes of the request stream (several small requests per system call; larger
 /// payloads bypass the buffer).
 const READ_BUFFER: usize = 256 << 10;
@@ -44,167 +53,327 @@ enum Outcome {
     Failed(u32, String),
 }
 
-/// An encoded reply on its way to the socket, with the permits its request holds until the
-/// reply is written.
-struct Outgoing {
+/// An encoded reply, with the payload bytes its request counts against the connection's
+/// budget until the reply is written.
+struct Reply {
     parts: Vec<Bytes>,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    cost: u64,
 }
 
 /// Most replies written with one system call.
 const MAX_COALESCED: usize = 64;
+/// Most buffers handed to one vectored write.
+const MAX_SLICES: usize = 1024;
 /// Extents a block-status answer stops at (the client asks again for the rest).
 const MAX_STATUS_EXTENTS: usize = 4096;
 /// The first range a one-extent block-status answer looks at.
 const FIRST_STATUS_STEP: u64 = 256 << 10;
 
-/// Writes replies as they come, several per system call when several are ready; returns the
-/// writing half once every sender is gone.
-async fn send_replies<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    peer: String,
-) -> W {
-    let mut broken = false;
-    let mut batch: Vec<Outgoing> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_COALESCED {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        if !broken {
-            let parts: Vec<&[u8]> = batch
-                .iter()
-                .flat_map(|o| o.parts.iter().map(|p| p.as_ref()))
-                .collect();
-            if let Err(e) = write_parts(&mut w, &parts).await {
-                tracing::debug!("nbd: {peer}: cannot send replies: {e}");
-                broken = true;
-            }
-        }
-        batch.clear();
-    }
-    w
+/// Replies waiting to be written, in order, and how much of the first is already out.
+#[derive(Default)]
+struct Outgoing {
+    replies: VecDeque<Reply>,
+    /// Bytes of the first reply already written.
+    sent: usize,
 }
 
-/// Writes `parts` back to back (vectored), then flushes.
-async fn write_parts<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> std::io::Result<()> {
-    let parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
-    let mut index = 0;
-    let mut skip = 0;
-    while index < parts.len() {
-        let slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&parts[index][skip..]))
-            .chain(
-                parts[index + 1..]
-                    .iter()
-                    .take(1023)
-                    .map(|p| IoSlice::new(p)),
-            )
-            .collect();
-        let mut n = w.write_vectored(&slices).await?;
+impl Outgoing {
+    /// Writes as much as one vectored system call takes; returns the replies it finished.
+    async fn write_some<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<usize> {
+        let mut skip = self.sent;
+        let mut slices: Vec<IoSlice<'_>> = Vec::new();
+        'replies: for reply in self.replies.iter().take(MAX_COALESCED) {
+            for part in &reply.parts {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices.push(IoSlice::new(&part[skip..]));
+                skip = 0;
+                if slices.len() == MAX_SLICES {
+                    break 'replies;
+                }
+            }
+        }
+        let n = w.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while index < parts.len() && n >= parts[index].len() - skip {
-            n -= parts[index].len() - skip;
-            index += 1;
-            skip = 0;
-        }
-        skip += n;
+        Ok(n)
     }
-    w.flush().await
+
+    /// Records that `n` more bytes went out; returns the replies now written in full.
+    fn advance(&mut self, n: usize) -> Vec<Reply> {
+        self.sent += n;
+        let mut done = Vec::new();
+        while let Some(first) = self.replies.front() {
+            let len: usize = first.parts.iter().map(|p| p.len()).sum();
+            if self.sent < len {
+                break;
+            }
+            self.sent -= len;
+            done.extend(self.replies.pop_front());
+        }
+        done
+    }
+}
+
+/// Polls `task` once on the current task: its output if it completes without waiting.
+async fn poll_once<T>(task: &mut Pin<Box<dyn Future<Output = T> + Send>>) -> Option<T> {
+    poll_fn(|cx| match task.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// Runs `req` and encodes its reply, logging a failure.
+async fn answer(
+    session: Arc<Session>,
+    req: Request,
+    payload: Option<Bytes>,
+    peer: Arc<str>,
+) -> Reply {
+    let outcome = run(&session, &req, payload).await;
+    if let Outcome::Failed(code, msg) = &outcome {
+        tracing::warn!("nbd: {peer}: {}: {msg} (error {code})", describe(&req));
+    }
+    Reply {
+        parts: encode(&session, &req, outcome),
+        cost: cost(&req),
+    }
+}
+
+/// The payload bytes `req` counts against the connection's budget.
+fn cost(req: &Request) -> u64 {
+    match req.kind {
+        cmd::READ | cmd::WRITE => u64::from(req.length.clamp(1, MAX_REQUEST)),
+        _ => 1,
+    }
+}
+
+/// Requests read and not yet answered.
+#[derive(Default)]
+struct Flight {
+    requests: usize,
+    bytes: u64,
+}
+
+impl Flight {
+    /// Returns true if a request costing `cost` may be taken now (one always may when none
+    /// is in flight).
+    fn admits(&self, cost: u64) -> bool {
+        self.requests == 0
+            || (self.requests < MAX_IN_FLIGHT && self.bytes + cost <= MAX_IN_FLIGHT_BYTES)
+    }
+}
+
+/// What taking a request led to.
+enum Taken {
+    /// It completed at once; here is its reply.
+    Answered(Reply),
+    /// It runs as its own task, which sends its reply when done.
+    Running,
+    /// The client said goodbye.
+    Disconnect,
+}
+
+/// The reading half of a connection and the bytes read from it but not yet used.
+struct Incoming<R> {
+    r: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> Incoming<R> {
+    /// Returns the next request header if all of it has arrived, without taking it.
+    fn peek(&self) -> Option<Result<Request, Error>> {
+        let head: &[u8; Request::SIZE] = self.buf.get(..Request::SIZE)?.try_into().ok()?;
+        Some(Request::parse(head).map_err(Error::from))
+    }
+
+    /// Reads more of the stream; false at its end. Cancel-safe: nothing read is lost.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        if self.buf.capacity() - self.buf.len() < Request::SIZE {
+            self.buf.reserve(READ_BUFFER);
+        }
+        Ok(self.r.read_buf(&mut self.buf).await? > 0)
+    }
+
+    /// Takes the `length` bytes of a write payload: those already read, then the rest
+    /// straight from the stream.
+    async fn payload(&mut self, length: usize) -> std::io::Result<Bytes> {
+        if self.buf.len() >= length {
+            return Ok(self.buf.split_to(length).freeze());
+        }
+        let mut data = BytesMut::zeroed(length);
+        let have = self.buf.len();
+        data[..have].copy_from_slice(&self.buf);
+        self.buf.clear();
+        self.r.read_exact(&mut data[have..]).await?;
+        Ok(data.freeze())
+    }
+}
+
+/// Takes request `req` (its header already consumed): reads its payload, runs it, and either
+/// answers it at once or leaves it running as its own task that sends to `finished`.
+async fn take<R: AsyncRead + Unpin>(
+    session: &Arc<Session>,
+    peer: &Arc<str>,
+    incoming: &mut Incoming<R>,
+    req: Request,
+    finished: &mpsc::UnboundedSender<Reply>,
+) -> Result<Taken, Error> {
+    if req.kind == cmd::DISC {
+        return Ok(Taken::Disconnect);
+    }
+    let payload = if req.kind == cmd::WRITE {
+        if req.length > MAX_REQUEST {
+            // The payload cannot be skipped safely at this size: end the connection.
+            return Err(Error::Protocol(format!(
+                "write of {} bytes is over the {MAX_REQUEST}-byte maximum",
+                req.length
+            )));
+        }
+        let data = incoming.payload(req.length as usize).await.map_err(|e| {
+            Error::Protocol(format!("client left in the middle of a write payload: {e}"))
+        })?;
+        Some(data)
+    } else {
+        None
+    };
+    let mut task: Pin<Box<dyn Future<Output = Reply> + Send>> =
+        Box::pin(answer(session.clone(), req, payload, peer.clone()));
+    if let Some(reply) = poll_once(&mut task).await {
+        return Ok(Taken::Answered(reply));
+    }
+    let finished = finished.clone();
+    tokio::spawn(async move {
+        // The receiver lives until every request in flight is answered.
+        let _ = finished.send(task.await);
+    });
+    Ok(Taken::Running)
 }
 
 /// Serves requests on one connection until the client leaves or `stop` turns true.
 pub(crate) async fn serve<R, W>(
     session: Session,
     r: R,
-    w: W,
+    mut w: W,
     mut stop: watch::Receiver<bool>,
     peer: &str,
 ) -> Result<(), Error>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
 {
     let session = Arc::new(session);
-    let mut r = BufReader::with_capacity(READ_BUFFER, r);
-    let (replies, outgoing) = mpsc::unbounded_channel();
-    let sender = tokio::spawn(send_replies(w, outgoing, peer.to_owned()));
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
-    let bytes = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES as usize));
-    let result = loop {
-        let mut head = [0u8; Request::SIZE];
+    let peer: Arc<str> = Arc::from(peer);
+    let mut incoming = Incoming {
+        r,
+        buf: BytesMut::with_capacity(READ_BUFFER),
+    };
+    let (finished, mut replies) = mpsc::unbounded_channel::<Reply>();
+    let mut flight = Flight::default();
+    // Requests running as their own tasks.
+    let mut running = 0usize;
+    let mut out = Outgoing::default();
+    // Why the connection stopped taking requests, once it has.
+    let mut ending: Option<Result<(), Error>> = None;
+    // The client cannot be written to any more: replies are dropped.
+    let mut broken = false;
+    loop {
+        // Take the requests whose header has arrived, while the budget allows.
+        while ending.is_none() {
+            let req = match incoming.peek() {
+                None => break,
+                Some(Err(e)) => {
+                    ending = Some(Err(e));
+                    break;
+                }
+                Some(Ok(req)) => req,
+            };
+            if !flight.admits(cost(&req)) {
+                break;
+            }
+            let _ = incoming.buf.split_to(Request::SIZE);
+            match take(&session, &peer, &mut incoming, req, &finished).await {
+                Ok(Taken::Answered(reply)) => {
+                    flight.requests += 1;
+                    flight.bytes += reply.cost;
+                    out.replies.push_back(reply);
+                }
+                Ok(Taken::Running) => {
+                    flight.requests += 1;
+                    flight.bytes += cost(&req);
+                    running += 1;
+                }
+                Ok(Taken::Disconnect) => ending = Some(Ok(())),
+                Err(e) => ending = Some(Err(e)),
+            }
+        }
+        while let Ok(reply) = replies.try_recv() {
+            running -= 1;
+            out.replies.push_back(reply);
+        }
+        if broken {
+            for reply in out.replies.drain(..) {
+                flight.requests -= 1;
+                flight.bytes -= reply.cost;
+            }
+            out.sent = 0;
+        }
+        if ending.is_some() && flight.requests == 0 {
+            break;
+        }
+        // Read more only when no whole request waits (one waits for budget).
+        let room = ending.is_none() && incoming.peek().is_none();
         tokio::select! {
-            read = r.read_exact(&mut head) => match read {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
-                Err(e) => break Err(e.into()),
+            biased;
+            written = out.write_some(&mut w), if !out.replies.is_empty() => match written {
+                Ok(n) => {
+                    for reply in out.advance(n) {
+                        flight.requests -= 1;
+                        flight.bytes -= reply.cost;
+                    }
+                    if out.replies.is_empty()
+                        && let Err(e) = w.flush().await
+                    {
+                        tracing::debug!("nbd: {peer}: cannot send replies: {e}");
+                        broken = true;
+                        ending.get_or_insert(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("nbd: {peer}: cannot send replies: {e}");
+                    broken = true;
+                    ending.get_or_insert(Ok(()));
+                }
             },
-            _ = stop.wait_for(|s| *s) => break Ok(()),
+            reply = replies.recv(), if running > 0 => {
+                if let Some(reply) = reply {
+                    running -= 1;
+                    out.replies.push_back(reply);
+                }
+            }
+            more = incoming.fill(), if room => match more {
+                Ok(true) => {}
+                Ok(false) if incoming.buf.is_empty() => ending = Some(Ok(())),
+                Ok(false) => {
+                    ending = Some(Err(Error::Protocol(
+                        "client left in the middle of a request header".to_owned(),
+                    )))
+                }
+                Err(e) => ending = Some(Err(e.into())),
+            },
+            () = async { let _ = stop.wait_for(|s| *s).await; }, if ending.is_none() => {
+                ending = Some(Ok(()));
+            }
+            // Unreachable while the counts hold: a request in flight is queued or running.
+            else => break,
         }
-        let req = match Request::parse(&head) {
-            Ok(req) => req,
-            Err(e) => break Err(e.into()),
-        };
-        if req.kind == cmd::DISC {
-            break Ok(());
-        }
-        let cost = match req.kind {
-            cmd::READ | cmd::WRITE => req.length.clamp(1, MAX_REQUEST),
-            _ => 1,
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break Ok(());
-        };
-        let Ok(budget) = bytes.clone().acquire_many_owned(cost).await else {
-            break Ok(());
-        };
-        let payload = if req.kind == cmd::WRITE {
-            if req.length > MAX_REQUEST {
-                // The payload cannot be skipped safely at this size: end the connection.
-                break Err(Error::Protocol(format!(
-                    "write of {} bytes is over the {MAX_REQUEST}-byte maximum",
-                    req.length
-                )));
-            }
-            let mut buf = BytesMut::zeroed(req.length as usize);
-            if let Err(e) = r.read_exact(&mut buf).await {
-                break Err(Error::Protocol(format!(
-                    "client left in the middle of a write payload: {e}"
-                )));
-            }
-            Some(buf.freeze())
-        } else {
-            None
-        };
-        let session = session.clone();
-        let replies = replies.clone();
-        let peer = peer.to_owned();
-        tokio::spawn(async move {
-            let outcome = run(&session, &req, payload).await;
-            if let Outcome::Failed(code, msg) = &outcome {
-                tracing::warn!("nbd: {peer}: {}: {msg} (error {code})", describe(&req));
-            }
-            let parts = encode(&session, &req, outcome);
-            // The receiver lives until every sender is gone.
-            let _ = replies.send(Outgoing {
-                parts,
-                _permits: (slot, budget),
-            });
-        });
-    };
-    // Let every request in flight finish and its reply go out before the connection closes.
-    drop(replies);
-    let mut w = match sender.await {
-        Ok(w) => w,
-        Err(e) => return Err(Error::Protocol(format!("reply task failed: {e}"))),
-    };
+    }
     let _ = w.shutdown().await;
-    result
+    ending.unwrap_or(Ok(()))
 }
 
 /// Names a request for log lines.

@@ -43,15 +43,31 @@ fn is_data(step: &ReadStep) -> bool {
     )
 }
 
-/// Returns true if `op` reads little enough data to run on the caller's thread.
+/// Returns true if `op` may read little enough data to run on the caller's thread: no step
+/// asks for more than [`SMALL_READ`] bytes. A step that reads to the object's end may still
+/// turn out too big once the object's size is known (see [`read_op`]).
 pub(crate) fn is_small(op: &ReadOp) -> bool {
     op.steps().iter().all(|s| match s {
         ReadStep::Read { length, .. } | ReadStep::SparseRead { length, .. } => {
-            length.is_some_and(|l| l <= SMALL_READ)
+            length.is_none_or(|l| l <= SMALL_READ)
         }
         ReadStep::Checksum { length, .. } => *length <= SMALL_READ,
         _ => true,
     })
+}
+
+/// Returns the bytes the data steps of `op` read from an object of `size` bytes.
+fn data_bytes(op: &ReadOp, size: u64) -> u64 {
+    op.steps()
+        .iter()
+        .map(|s| match s {
+            ReadStep::Read { offset, length } | ReadStep::SparseRead { offset, length } => {
+                length.unwrap_or_else(|| size.saturating_sub(*offset))
+            }
+            ReadStep::Checksum { length, .. } => *length,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Head rows remembered for reads (more are dropped all at once).
@@ -525,16 +541,31 @@ fn finish(seen: Snapshot) -> ReadResult {
     }
 }
 
-/// Evaluates a compound read.
+/// What a read uses of a store handle.
+#[derive(Clone, Copy)]
+pub(crate) struct ReadPath<'a> {
+    pub(crate) readers: &'a Readers,
+    pub(crate) rows: &'a RowCache,
+    pub(crate) files: &'a Files,
+}
+
+/// Evaluates a compound read. With `small_only`, returns `None` instead once the object
+/// turns out to hold more than [`SMALL_READ`] bytes for the read (the caller then reads on
+/// another thread).
 pub(crate) fn read_op(
-    readers: &Readers,
-    cache: &RowCache,
-    files: &Files,
+    path: ReadPath<'_>,
     io: &IoCtx,
     oid: &str,
     op: &ReadOp,
     snap: Option<SnapId>,
-) -> Result<ReadResult> {
+    small_only: bool,
+) -> Result<Option<ReadResult>> {
+    let ReadPath {
+        readers,
+        rows: cache,
+        files,
+    } = path;
+    let too_big = |size: u64| small_only && data_bytes(op, size) > SMALL_READ;
     // Head reads of data and stats can start from a remembered row: one query (the check
     // after the read) instead of two.
     let cacheable = snap.is_none()
@@ -546,6 +577,9 @@ pub(crate) fn read_op(
     readers.with(|conn| {
         let cached = if cacheable { cache.get(&key) } else { None };
         if let Some(row) = cached {
+            if too_big(row.size) {
+                return Ok(None);
+            }
             let mut seen = Snapshot {
                 version: row.version,
                 size: row.size,
@@ -558,12 +592,15 @@ pub(crate) fn read_op(
             let read = data_outputs(files, io.pool().0, &mut seen, op)
                 .map_err(|e| Error::io(io.object_subject(oid), e))?;
             if read.is_some() && unchanged(conn, row.id, row.version, row.file)? {
-                return Ok(finish(seen));
+                return Ok(Some(finish(seen)));
             }
             cache.forget(&key);
         }
         for _ in 0..MAX_ATTEMPTS {
             let mut seen = metadata(conn, io, oid, op, snap)?;
+            if too_big(seen.size) {
+                return Ok(None);
+            }
             let read = data_outputs(files, io.pool().0, &mut seen, op)
                 .map_err(|e| Error::io(io.object_subject(oid), e))?;
             if read.is_none() {
@@ -586,7 +623,7 @@ pub(crate) fn read_op(
                 };
                 cache.remember(key.clone(), row);
             }
-            return Ok(finish(seen));
+            return Ok(Some(finish(seen)));
         }
         Err(Error::new(ErrorKind::TimedOut, io.object_subject(oid))
             .with_detail("object kept changing during the read"))

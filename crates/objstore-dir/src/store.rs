@@ -351,31 +351,30 @@ impl ObjectStore for DirStore {
         snap: Option<SnapId>,
     ) -> Result<ReadResult> {
         validate::read_op(io, oid, op)?;
-        if read::is_small(op) {
-            // A few kilobytes from the page cache and two indexed lookups cost less than
-            // handing the read to another thread and waking this one again.
-            let i = &self.inner;
-            return read::read_op(
-                &i.readers,
-                &i.shared.rows,
-                &i.shared.files,
-                io,
-                oid,
-                op,
-                snap,
-            );
+        let i = &self.inner;
+        let run = move |i: &Inner, io: &IoCtx, oid: &str, op: &ReadOp, small_only: bool| {
+            let path = read::ReadPath {
+                readers: &i.readers,
+                rows: &i.shared.rows,
+                files: &i.shared.files,
+            };
+            read::read_op(path, io, oid, op, snap, small_only)
+        };
+        // A few kilobytes from the page cache and two indexed lookups cost less than
+        // handing the read to another thread and waking this one again.
+        if read::is_small(op)
+            && let Some(result) = run(i, io, oid, op, true)?
+        {
+            return Ok(result);
         }
         let (io, oid, op) = (io.clone(), oid.to_owned(), op.clone());
         self.read(move |i| {
-            read::read_op(
-                &i.readers,
-                &i.shared.rows,
-                &i.shared.files,
-                &io,
-                &oid,
-                &op,
-                snap,
-            )
+            run(i, &io, &oid, &op, false).and_then(|r| {
+                r.ok_or_else(|| {
+                    Error::new(ErrorKind::Io, io.object_subject(&oid))
+                        .with_detail("a read without a size limit stopped at one")
+                })
+            })
         })
         .await
     }
