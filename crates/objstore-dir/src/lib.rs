@@ -59,6 +59,7 @@
 mod admin;
 mod backend;
 mod buffers;
+mod changes;
 mod db;
 mod files;
 mod intent;

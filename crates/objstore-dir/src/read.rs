@@ -19,6 +19,7 @@ use rbdx_objstore::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::admin::check_snap;
+use crate::changes::{Changes, Seen};
 use crate::db::{self, db_error};
 use crate::files::{self, Files};
 use crate::intent::Intent;
@@ -74,11 +75,14 @@ fn data_bytes(op: &ReadOp, size: u64) -> u64 {
 const ROW_CACHE: usize = 4096;
 
 /// A head row as a read last found it. A read that uses it checks, after reading the data,
-/// that the object still has this row at this version with this file, as every head read does;
-/// a row at one version never changes except for its intent being cleared once applied, and
-/// applying an applied intent again changes nothing.
+/// that no change began in the object's stripe since (the shared change counters) or, if
+/// that cannot be told, that the object still has this row at this version with this file,
+/// as every head read does; a row at one version never changes except for its intent being
+/// cleared once applied, and applying an applied intent again changes nothing.
 #[derive(Debug, Clone)]
 struct CachedRow {
+    /// The change counters seen before the row was found, if no writer was busy then.
+    seen: Option<Seen>,
     id: i64,
     version: u64,
     size: u64,
@@ -547,6 +551,7 @@ pub(crate) struct ReadPath<'a> {
     pub(crate) readers: &'a Readers,
     pub(crate) rows: &'a RowCache,
     pub(crate) files: &'a Files,
+    pub(crate) changes: Option<&'a Changes>,
 }
 
 /// Evaluates a compound read. With `small_only`, returns `None` instead once the object
@@ -564,7 +569,10 @@ pub(crate) fn read_op(
         readers,
         rows: cache,
         files,
+        changes,
     } = path;
+    let stripe = key_of(io, oid).stripe();
+    let seen_now = || changes.and_then(|c| c.seen(stripe));
     let too_big = |size: u64| small_only && data_bytes(op, size) > SMALL_READ;
     // Head reads of data and stats can start from a remembered row: one query (the check
     // after the read) instead of two.
@@ -576,7 +584,7 @@ pub(crate) fn read_op(
     let key = key_of(io, oid);
     readers.with(|conn| {
         let cached = if cacheable { cache.get(&key) } else { None };
-        if let Some(row) = cached {
+        if let Some(mut row) = cached {
             if too_big(row.size) {
                 return Ok(None);
             }
@@ -586,17 +594,32 @@ pub(crate) fn read_op(
                 mtime: row.mtime,
                 file: row.file,
                 head_id: Some(row.id),
-                intents: row.intents,
+                intents: row.intents.clone(),
                 outputs: vec![None; op.steps().len()],
             };
             let read = data_outputs(files, io.pool().0, &mut seen, op)
                 .map_err(|e| Error::io(io.object_subject(oid), e))?;
-            if read.is_some() && unchanged(conn, row.id, row.version, row.file)? {
-                return Ok(Some(finish(seen)));
+            if read.is_some() {
+                if let (Some(c), Some(at)) = (changes, row.seen)
+                    && c.unchanged_since(stripe, at)
+                {
+                    return Ok(Some(finish(seen)));
+                }
+                // The counters cannot vouch for the row: ask the database, and remember
+                // the counters seen before asking if it is still current.
+                let at = seen_now();
+                if unchanged(conn, row.id, row.version, row.file)? {
+                    if at.is_some() {
+                        row.seen = at;
+                        cache.remember(key.clone(), row);
+                    }
+                    return Ok(Some(finish(seen)));
+                }
             }
             cache.forget(&key);
         }
         for _ in 0..MAX_ATTEMPTS {
+            let at = seen_now();
             let mut seen = metadata(conn, io, oid, op, snap)?;
             if too_big(seen.size) {
                 return Ok(None);
@@ -614,6 +637,7 @@ pub(crate) fn read_op(
             }
             if let (true, Some(id)) = (cacheable, seen.head_id) {
                 let row = CachedRow {
+                    seen: at,
                     id,
                     version: seen.version,
                     size: seen.size,

@@ -67,7 +67,7 @@ fn settle_intents(w: &mut Writer) -> Result<()> {
                 return Ok(());
             }
             w.replay_intent(key.pool, &head)?;
-            let tx = w.begin()?;
+            let tx = w.begin_quiet()?;
             tx.execute(
                 "UPDATE objects SET intent = NULL WHERE id = ?1 AND version = ?2",
                 params![head.id, head.version as i64],
@@ -183,7 +183,7 @@ fn sync_wal(w: &mut Writer) -> Result<()> {
         .pragma_update(None, "synchronous", "FULL")
         .map_err(db_error)?;
     let result = (|| {
-        let tx = w.begin()?;
+        let tx = w.begin_quiet()?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('flushes', '1')
              ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",

@@ -16,6 +16,7 @@ use rbdx_objstore::{
 };
 use tokio::sync::oneshot;
 
+use crate::changes::Changes;
 use crate::db::{self, db_error};
 use crate::files::{Files, Layout};
 use crate::notify::{self, Answer, Frame, NotifyServer};
@@ -127,6 +128,16 @@ impl DirStore {
         let shared = Arc::new(Shared {
             files: Files::new(layout.clone(), session.token()),
             rows: RowCache::default(),
+            changes: match Changes::open(path) {
+                Ok(changes) => Some(Arc::new(changes)),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: cannot map the change counters ({e}); reads ask the database every time",
+                        path.display()
+                    );
+                    None
+                }
+            },
             client: session.id,
             addr: session.addr.clone(),
             watches: Arc::default(),
@@ -357,6 +368,7 @@ impl ObjectStore for DirStore {
                 readers: &i.readers,
                 rows: &i.shared.rows,
                 files: &i.shared.files,
+                changes: i.shared.changes.as_deref(),
             };
             read::read_op(path, io, oid, op, snap, small_only)
         };

@@ -213,3 +213,60 @@ mod tests {
         assert!(ofd_lock(&b, 5, false).unwrap());
     }
 }
+
+/// A file mapped shared into memory as 64-bit words that other processes change too.
+#[derive(Debug)]
+pub struct SharedMap {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    words: usize,
+}
+
+// SAFETY: the mapping is only ever accessed through atomics, which may be shared and sent
+// between threads; it stays valid until the owner drops it.
+unsafe impl Send for SharedMap {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    /// Maps the first `len` bytes of `file` (which must be at least that long), read-write
+    /// and shared.
+    pub fn new(file: &File, len: usize) -> io::Result<SharedMap> {
+        // SAFETY: a fresh mapping at an address the kernel picks, of a descriptor `file` owns;
+        // the result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast::<std::sync::atomic::AtomicU64>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(SharedMap {
+            ptr,
+            words: len / 8,
+        })
+    }
+
+    /// The mapped words.
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is page-aligned, `words * 8` bytes long, lives as long as
+        // `self`, and is only accessed atomically (by this and other processes).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, which nothing borrows any more.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.words * 8);
+        }
+    }
+}

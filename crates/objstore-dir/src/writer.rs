@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) files: Files,
     /// Head rows reads remembered; the writer forgets the objects it changes.
     pub(crate) rows: crate::read::RowCache,
+    /// The change counters shared with other processes (none if they could not be mapped).
+    pub(crate) changes: Option<Arc<crate::changes::Changes>>,
     pub(crate) client: u64,
     pub(crate) addr: String,
     /// Local watch channels by cookie.
@@ -141,6 +143,8 @@ pub(crate) struct Writer {
     pub(crate) released: u64,
     last_reap: Instant,
     commands: Receiver<Command>,
+    /// The store's change counter, busy since a transaction of the current command began.
+    marked: Option<crate::changes::Changing>,
     /// Pools and namespaces found to exist while planning the current batch.
     checked: HashSet<(u64, String)>,
 }
@@ -181,6 +185,7 @@ impl Writer {
             last_reap: Instant::now(),
             commands,
             checked: HashSet::new(),
+            marked: None,
         })
     }
 
@@ -188,12 +193,14 @@ impl Writer {
     pub(crate) fn run(mut self) {
         let mut carried: Option<Command> = None;
         loop {
+            self.settle();
             let command = match carried.take() {
                 Some(command) => command,
                 None => match self.commands.recv_timeout(IDLE_TICK) {
                     Ok(command) => command,
                     Err(RecvTimeoutError::Timeout) => {
                         self.idle();
+                        self.settle();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -222,6 +229,12 @@ impl Writer {
             }
         }
         self.idle();
+    }
+
+    /// Ends the store-wide change of the command just done (its transactions committed or
+    /// rolled back): readers may trust what they find from now on.
+    fn settle(&mut self) {
+        self.marked = None;
     }
 
     fn idle(&mut self) {
@@ -268,8 +281,18 @@ impl Writer {
         }
     }
 
-    /// Starts an immediate (writing) transaction.
+    /// Starts an immediate (writing) transaction that may change anything: the store's
+    /// change counter stays busy until the current command is done (see [`Writer::settle`]).
     pub(crate) fn begin(&mut self) -> Result<Transaction<'_>> {
+        if self.marked.is_none() {
+            self.marked = self.shared.changes.as_ref().map(|c| c.begin([], true));
+        }
+        self.begin_quiet()
+    }
+
+    /// Starts an immediate transaction that changes no object a reader may have remembered
+    /// (or marks what it changes itself).
+    pub(crate) fn begin_quiet(&mut self) -> Result<Transaction<'_>> {
         self.conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_error)
@@ -281,7 +304,7 @@ impl Writer {
             return Ok(());
         }
         let applied = std::mem::take(&mut self.applied);
-        let tx = self.begin()?;
+        let tx = self.begin_quiet()?;
         clear_intents(&tx, &applied).map_err(db_error)?;
         tx.commit().map_err(db_error)
     }
@@ -501,8 +524,13 @@ impl Writer {
         } else {
             HashMap::new()
         };
+        let changing = self
+            .shared
+            .changes
+            .as_ref()
+            .map(|c| c.begin(prepared.iter().map(|p| p.key.stripe()), false));
         let result: Result<Vec<Result<Written>>> = (|| {
-            let tx = self.begin()?;
+            let tx = self.begin_quiet()?;
             clear_intents(&tx, &applied).map_err(db_error)?;
             let mut results = Vec::with_capacity(prepared.len());
             let mut exist = HashSet::new();
@@ -514,6 +542,7 @@ impl Writer {
             failpoint("after-commit");
             Ok(results)
         })();
+        drop(changing);
         match result {
             Ok(results) => {
                 for (p, result) in prepared.into_iter().zip(results) {

@@ -1,0 +1,155 @@
+//! Writers killed with SIGKILL at any moment, including between their commit and the end of
+//! their mark on the shared change counters, never make another process's remembered head
+//! rows stand in for what the store holds: after every kill, a long-lived handle reads the
+//! same bytes as a fresh one, and no read it made meanwhile was torn.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, PoolId};
+use rbdx_objstore_dir::DirStore;
+
+const CHILD_ENV: &str = "RBDX_CHANGES_CHILD";
+const NAMES: [&str; 3] = ["a", "b", "c"];
+const BLOCK: usize = 4096;
+const BLOCKS: usize = 32;
+const ROUNDS: u64 = 12;
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A writer child, killed when dropped (also when an assertion fails first).
+struct Writer(Child);
+
+impl Writer {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_child(dir: &Path, pool: PoolId, seed: u64, failpoint: Option<&str>) -> Writer {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "writer_child",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .stdout(Stdio::null())
+    .env(CHILD_ENV, format!("{}|{}|{seed}", dir.display(), pool.0));
+    if let Some(point) = failpoint {
+        cmd.env("RBDX_DIR_FAILPOINT", point);
+    }
+    Writer(cmd.spawn().unwrap())
+}
+
+/// The child: writes whole blocks, each filled with one byte, until it is killed.
+#[test]
+fn writer_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = DirStore::open(PathBuf::from(parts[0])).unwrap();
+        let io = IoCtx::new(PoolId(parts[1].parse().unwrap()));
+        let mut rng = Rng(parts[2].parse::<u64>().unwrap() | 1);
+        loop {
+            let name = NAMES[(rng.next() % 3) as usize];
+            let block = (rng.next() % BLOCKS as u64) as usize;
+            let fill = (rng.next() % 255) as u8 + 1;
+            store
+                .write(
+                    &io,
+                    name,
+                    (block * BLOCK) as u64,
+                    Bytes::from(vec![fill; BLOCK]),
+                )
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// Asserts that every block of `data` holds one byte value (no write was half seen).
+fn assert_whole_blocks(data: &[u8], what: &str) {
+    for (i, block) in data.chunks(BLOCK).enumerate() {
+        assert!(
+            block.iter().all(|b| *b == block[0]),
+            "{what}: block {i} is torn"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_rows_survive_writers_killed_at_any_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = DirStore::open(dir.path()).unwrap();
+    let io = IoCtx::new(reader.pool_create("rbd").await.unwrap());
+    for name in NAMES {
+        reader
+            .write_full(&io, name, Bytes::from(vec![1u8; BLOCK * BLOCKS]))
+            .await
+            .unwrap();
+    }
+    let mut rng = Rng(0x51ed_270b_3a4c_d9e1);
+    for round in 0..ROUNDS {
+        // Every fourth child dies right after a commit, before it unmarks its stripes.
+        let failpoint = (round % 4 == 3).then_some("after-commit");
+        let mut child = spawn_child(dir.path(), io.pool(), rng.next(), failpoint);
+        let until = Instant::now() + Duration::from_millis(30 + rng.next() % 120);
+        while Instant::now() < until {
+            for name in NAMES {
+                let data = reader.read(&io, name, 0, None).await.unwrap();
+                assert_whole_blocks(&data, &format!("round {round}: {name} while written"));
+                let block = (rng.next() % BLOCKS as u64) * BLOCK as u64;
+                let one = reader
+                    .read(&io, name, block, Some(BLOCK as u64))
+                    .await
+                    .unwrap();
+                assert_whole_blocks(&one, &format!("round {round}: {name}@{block}"));
+            }
+        }
+        child.kill();
+        let fresh = DirStore::open(dir.path()).unwrap();
+        for name in NAMES {
+            let want = fresh.read(&io, name, 0, None).await.unwrap();
+            for _ in 0..2 {
+                let got = reader.read(&io, name, 0, None).await.unwrap();
+                assert_eq!(got, want, "round {round}: {name} after the writer died");
+            }
+            let block = (rng.next() % BLOCKS as u64) as usize * BLOCK;
+            let got = reader
+                .read(&io, name, block as u64, Some(BLOCK as u64))
+                .await
+                .unwrap();
+            assert_eq!(
+                &got[..],
+                &want[block..block + BLOCK],
+                "round {round}: {name}@{block}"
+            );
+        }
+    }
+}
