@@ -383,3 +383,54 @@ fn snapshots_and_resizes_from_other_processes_work_while_serving_and_stop_flushe
     assert!(export(&rbdx, "disk@mid", &dir.path().join("s.raw")) == at_snap);
     assert!(export(&rbdx, "disk", &dir.path().join("h.raw")) == model);
 }
+
+#[test]
+fn queued_writes_land_whole_across_objects() {
+    if !qemu_tools() {
+        return;
+    }
+    let rbdx = Rbdx::new();
+    let dir = tempfile::tempdir().unwrap();
+    rbdx.run(&["create", "--size", "8M", "--object-size", "1M", "disk"])
+        .ok();
+    let server = Server::start(&rbdx, &["disk"]);
+    let uri = server.uri("rbd/disk");
+    let bench = |pattern: &str, count: &str, step: &str, offset: &str| {
+        client(
+            "qemu-img",
+            &[
+                "bench",
+                "-f",
+                "raw",
+                "-w",
+                "-d",
+                "64",
+                "-s",
+                "4096",
+                "-c",
+                count,
+                "-S",
+                step,
+                "-o",
+                offset,
+                "--pattern",
+                pattern,
+                &uri,
+            ],
+        );
+    };
+    // 64 writes in flight, each starting where the one before ends, across object
+    // boundaries, then every other block again.
+    bench("90", "2048", "4096", "0");
+    bench("91", "1000", "8192", "4096");
+    let mut model = vec![90u8; (8 * MIB) as usize];
+    for i in 0..1000u64 {
+        fill(&mut model, 4096 + i * 8192, 4096, 91);
+    }
+    let (code, log) = server.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        export(&rbdx, "disk", &dir.path().join("e.raw")) == model,
+        "image differs from the queued writes"
+    );
+}
