@@ -189,7 +189,7 @@ impl Inner {
         dst_snap: Option<u64>,
     ) -> Result<Content> {
         let (view, overlap) = self.source_view(spec, source, dst_snap)?;
-        let layout = self.header().layout;
+        let layout = self.layout();
         let mut writes = Vec::new();
         for (o, image_off, len) in layout.object_pieces_below(objectno, overlap) {
             for run in source.allocation(view, image_off, len).await? {
@@ -215,7 +215,7 @@ impl Inner {
         (from, to): (Option<u64>, Option<u64>),
         overlap: u64,
     ) -> Result<Option<(Vec<(u64, Bytes)>, Vec<(u64, u64)>)>> {
-        let layout = self.header().layout;
+        let layout = self.layout();
         let mut writes = Vec::new();
         let mut zeros = Vec::new();
         for (o, image_off, len) in layout.object_pieces_below(objectno, overlap) {

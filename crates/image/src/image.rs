@@ -433,13 +433,13 @@ impl Image {
     pub fn size(&self) -> u64 {
         match &self.inner.snap {
             Some(s) => s.size,
-            None => self.inner.header().size,
+            None => self.inner.head_size(),
         }
     }
 
     /// Returns the layout.
     pub fn layout(&self) -> Layout {
-        self.inner.header().layout
+        self.inner.layout()
     }
 
     /// Returns true if the image refuses writes.
@@ -454,6 +454,24 @@ impl Image {
 }
 
 impl Inner {
+    /// Returns the layout of the cached header (without copying the header).
+    pub(crate) fn layout(&self) -> Layout {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .header
+            .layout
+    }
+
+    /// Returns the head's size in the cached header (without copying the header).
+    pub(crate) fn head_size(&self) -> u64 {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .header
+            .size
+    }
+
     /// Returns a copy of the cached header.
     pub fn header(&self) -> Header {
         self.state

@@ -335,7 +335,7 @@ impl Image {
         }
         inner.check_range(offset, length, self.size())?;
         let _settled = inner.journal_read_guard(offset, length).await;
-        let layout = inner.header().layout;
+        let layout = inner.layout();
         let snap = inner.snap.as_ref().map(|s| s.id);
         let extents = layout.map(offset, length);
         if extents.len() == 1 {
@@ -363,7 +363,7 @@ impl Image {
         }
         inner.check_range(offset, length, self.size())?;
         let _settled = inner.journal_read_guard(offset, length).await;
-        let layout = inner.header().layout;
+        let layout = inner.layout();
         let snap = inner.snap.as_ref().map(|s| s.id);
         let pieces: Vec<Vec<(u64, Bytes)>> = futures::stream::iter(layout.map(offset, length))
             .map(|e| inner.read_piece_data(offset, e, snap))
@@ -393,7 +393,7 @@ impl Image {
                 (*offset, *length)
             }
         };
-        inner.check_range(offset, length, inner.header().size)?;
+        inner.check_range(offset, length, inner.head_size())?;
         let Some(log) = inner.change_log().await else {
             return match change {
                 Change::Write { offset, data } => inner.write_unlogged(offset, data).await,
@@ -481,7 +481,7 @@ impl Image {
         }
         let _gate = self.begin_write().await?;
         let inner = &self.inner;
-        inner.check_range(offset, data.len() as u64, inner.header().size)?;
+        inner.check_range(offset, data.len() as u64, inner.head_size())?;
         let _order = inner.journal_order_guard(offset, data.len() as u64).await;
         let tid = inner
             .log(|| Event::CompareAndWrite {
@@ -636,7 +636,7 @@ impl Inner {
             return self.discard_unlogged(offset, length).await;
         }
         // Expand the pattern one object-size chunk at a time, so memory stays bounded.
-        let object_size = self.header().layout.object_size();
+        let object_size = self.layout().object_size();
         let chunk = (object_size / pattern.len() as u64).max(1) * pattern.len() as u64;
         let block: Bytes = pattern
             .iter()

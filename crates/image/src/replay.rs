@@ -87,7 +87,7 @@ impl Inner {
     /// Applies a data event again, within the current size, without journaling it again
     /// (the change is [`crate::apply::change_of`]'s, as for any replay).
     async fn replay_data(&self, event: &Event) -> Result<()> {
-        match change_of(event, None, self.header().size) {
+        match change_of(event, None, self.head_size()) {
             Change::Write { offset, data } => self.write_unlogged(offset, data).await?,
             Change::Discard { offset, length } | Change::WriteZeroes { offset, length } => {
                 self.discard_unlogged(offset, length).await?;

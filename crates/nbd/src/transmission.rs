@@ -193,7 +193,7 @@ impl<R: AsyncRead + Unpin> Incoming<R> {
 
     /// Reads more of the stream; false at its end. Cancel-safe: nothing read is lost.
     async fn fill(&mut self) -> std::io::Result<bool> {
-        if self.buf.capacity() - self.buf.len() < Request::SIZE {
+        if self.buf.capacity() - self.buf.len() < READ_BUFFER / 4 {
             self.buf.reserve(READ_BUFFER);
         }
         Ok(self.r.read_buf(&mut self.buf).await? > 0)

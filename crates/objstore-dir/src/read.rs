@@ -91,25 +91,30 @@ struct CachedRow {
     intents: Vec<Intent>,
 }
 
-/// Head rows recent reads found, by object. The handle's writer forgets the objects it
-/// changes; changes by other processes are caught by the check every read makes.
+/// Head rows recent reads found, by object, in shards by stripe so that reading threads
+/// rarely wait for each other. The handle's writer forgets the objects it changes; changes by
+/// other processes are caught by the check every read makes.
 #[derive(Debug, Default)]
 pub(crate) struct RowCache {
-    rows: Mutex<HashMap<ObjKey, CachedRow>>,
+    shards: [Mutex<HashMap<ObjKey, CachedRow>>; SHARDS],
 }
 
+/// Shards of the row cache.
+const SHARDS: usize = 16;
+
 impl RowCache {
-    fn rows(&self) -> MutexGuard<'_, HashMap<ObjKey, CachedRow>> {
-        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    fn rows(&self, key: &ObjKey) -> MutexGuard<'_, HashMap<ObjKey, CachedRow>> {
+        let shard = &self.shards[key.stripe() as usize % SHARDS];
+        shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, key: &ObjKey) -> Option<CachedRow> {
-        self.rows().get(key).cloned()
+        self.rows(key).get(key).cloned()
     }
 
     fn remember(&self, key: ObjKey, row: CachedRow) {
-        let mut rows = self.rows();
-        if rows.len() >= ROW_CACHE && !rows.contains_key(&key) {
+        let mut rows = self.rows(&key);
+        if rows.len() >= ROW_CACHE / SHARDS && !rows.contains_key(&key) {
             rows.clear();
         }
         rows.insert(key, row);
@@ -117,7 +122,7 @@ impl RowCache {
 
     /// Forgets the row of `key`.
     pub(crate) fn forget(&self, key: &ObjKey) {
-        let mut rows = self.rows();
+        let mut rows = self.rows(key);
         if !rows.is_empty() {
             rows.remove(key);
         }
@@ -571,7 +576,8 @@ pub(crate) fn read_op(
         files,
         changes,
     } = path;
-    let stripe = key_of(io, oid).stripe();
+    let key = key_of(io, oid);
+    let stripe = key.stripe();
     let seen_now = || changes.and_then(|c| c.seen(stripe));
     let too_big = |size: u64| small_only && data_bytes(op, size) > SMALL_READ;
     // Head reads of data and stats can start from a remembered row: one query (the check
@@ -581,7 +587,6 @@ pub(crate) fn read_op(
             .steps()
             .iter()
             .all(|s| is_data(s) || matches!(s, ReadStep::Stat));
-    let key = key_of(io, oid);
     readers.with(|conn| {
         let cached = if cacheable { cache.get(&key) } else { None };
         if let Some(mut row) = cached {
