@@ -166,6 +166,18 @@ impl Flight {
         self.requests == 0
             || (self.requests < MAX_IN_FLIGHT && self.bytes + cost <= MAX_IN_FLIGHT_BYTES)
     }
+
+    /// Counts a request taken.
+    fn take(&mut self, cost: u64) {
+        self.requests += 1;
+        self.bytes += cost;
+    }
+
+    /// Counts a request answered (or dropped with its connection).
+    fn done(&mut self, reply: &Reply) {
+        self.requests -= 1;
+        self.bytes -= reply.cost;
+    }
 }
 
 /// What taking a request led to.
@@ -298,13 +310,11 @@ where
             let _ = incoming.buf.split_to(Request::SIZE);
             match take(&session, &peer, &mut incoming, req, &finished).await {
                 Ok(Taken::Answered(reply)) => {
-                    flight.requests += 1;
-                    flight.bytes += reply.cost;
+                    flight.take(reply.cost);
                     out.replies.push_back(reply);
                 }
                 Ok(Taken::Running) => {
-                    flight.requests += 1;
-                    flight.bytes += cost(&req);
+                    flight.take(cost(&req));
                     running += 1;
                 }
                 Ok(Taken::Disconnect) => ending = Some(Ok(())),
@@ -317,8 +327,7 @@ where
         }
         if broken {
             for reply in out.replies.drain(..) {
-                flight.requests -= 1;
-                flight.bytes -= reply.cost;
+                flight.done(&reply);
             }
             out.sent = 0;
         }
@@ -332,8 +341,7 @@ where
             written = out.write_some(&mut w), if !out.replies.is_empty() => match written {
                 Ok(n) => {
                     for reply in out.advance(n) {
-                        flight.requests -= 1;
-                        flight.bytes -= reply.cost;
+                        flight.done(&reply);
                     }
                     if out.replies.is_empty()
                         && let Err(e) = w.flush().await

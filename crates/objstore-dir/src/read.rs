@@ -92,7 +92,7 @@ struct CachedRow {
 }
 
 /// Head rows recent reads found, by object, in shards by stripe so that reading threads
-/// rarely wait for each other. The handle's writer forgets the objects it changes; changes by
+/// rarely wait for each other (callers pass the object's stripe, which they have anyway). The handle's writer forgets the objects it changes; changes by
 /// other processes are caught by the check every read makes.
 #[derive(Debug, Default)]
 pub(crate) struct RowCache {
@@ -103,26 +103,26 @@ pub(crate) struct RowCache {
 const SHARDS: usize = 16;
 
 impl RowCache {
-    fn rows(&self, key: &ObjKey) -> MutexGuard<'_, HashMap<ObjKey, CachedRow>> {
-        let shard = &self.shards[key.stripe() as usize % SHARDS];
+    fn rows(&self, stripe: u64) -> MutexGuard<'_, HashMap<ObjKey, CachedRow>> {
+        let shard = &self.shards[stripe as usize % SHARDS];
         shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, key: &ObjKey) -> Option<CachedRow> {
-        self.rows(key).get(key).cloned()
+    fn get(&self, key: &ObjKey, stripe: u64) -> Option<CachedRow> {
+        self.rows(stripe).get(key).cloned()
     }
 
-    fn remember(&self, key: ObjKey, row: CachedRow) {
-        let mut rows = self.rows(&key);
+    fn remember(&self, key: ObjKey, stripe: u64, row: CachedRow) {
+        let mut rows = self.rows(stripe);
         if rows.len() >= ROW_CACHE / SHARDS && !rows.contains_key(&key) {
             rows.clear();
         }
         rows.insert(key, row);
     }
 
-    /// Forgets the row of `key`.
-    pub(crate) fn forget(&self, key: &ObjKey) {
-        let mut rows = self.rows(key);
+    /// Forgets the row of `key` (in `stripe`).
+    pub(crate) fn forget(&self, key: &ObjKey, stripe: u64) {
+        let mut rows = self.rows(stripe);
         if !rows.is_empty() {
             rows.remove(key);
         }
@@ -588,7 +588,11 @@ pub(crate) fn read_op(
             .iter()
             .all(|s| is_data(s) || matches!(s, ReadStep::Stat));
     readers.with(|conn| {
-        let cached = if cacheable { cache.get(&key) } else { None };
+        let cached = if cacheable {
+            cache.get(&key, stripe)
+        } else {
+            None
+        };
         if let Some(mut row) = cached {
             if too_big(row.size) {
                 return Ok(None);
@@ -616,12 +620,12 @@ pub(crate) fn read_op(
                 if unchanged(conn, row.id, row.version, row.file)? {
                     if at.is_some() {
                         row.seen = at;
-                        cache.remember(key.clone(), row);
+                        cache.remember(key.clone(), stripe, row);
                     }
                     return Ok(Some(finish(seen)));
                 }
             }
-            cache.forget(&key);
+            cache.forget(&key, stripe);
         }
         for _ in 0..MAX_ATTEMPTS {
             let at = seen_now();
@@ -650,7 +654,7 @@ pub(crate) fn read_op(
                     file: seen.file,
                     intents: seen.intents.clone(),
                 };
-                cache.remember(key.clone(), row);
+                cache.remember(key.clone(), stripe, row);
             }
             return Ok(Some(finish(seen)));
         }

@@ -200,7 +200,6 @@ impl Writer {
                     Ok(command) => command,
                     Err(RecvTimeoutError::Timeout) => {
                         self.idle();
-                        self.settle();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -546,7 +545,7 @@ impl Writer {
         match result {
             Ok(results) => {
                 for (p, result) in prepared.into_iter().zip(results) {
-                    self.shared.rows.forget(&p.key);
+                    self.shared.rows.forget(&p.key, p.key.stripe());
                     let reply = match result {
                         Ok((version, intent_row)) => {
                             self.after_commit(&p, version, intent_row);

@@ -5,6 +5,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,23 +15,13 @@ use bytes::Bytes;
 use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, PoolId};
 use rbdx_objstore_dir::DirStore;
 
+use common::Rng;
+
 const CHILD_ENV: &str = "RBDX_CHANGES_CHILD";
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const BLOCK: usize = 4096;
 const BLOCKS: usize = 32;
 const ROUNDS: u64 = 12;
-
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// A writer child, killed when dropped (also when an assertion fails first).
 struct Writer(Child);
@@ -77,8 +69,8 @@ fn writer_child() {
         let io = IoCtx::new(PoolId(parts[1].parse().unwrap()));
         let mut rng = Rng(parts[2].parse::<u64>().unwrap() | 1);
         loop {
-            let name = NAMES[(rng.next() % 3) as usize];
-            let block = (rng.next() % BLOCKS as u64) as usize;
+            let name = NAMES[rng.below(NAMES.len())];
+            let block = rng.below(BLOCKS);
             let fill = (rng.next() % 255) as u8 + 1;
             store
                 .write(
@@ -124,7 +116,7 @@ async fn remembered_rows_survive_writers_killed_at_any_moment() {
             for name in NAMES {
                 let data = reader.read(&io, name, 0, None).await.unwrap();
                 assert_whole_blocks(&data, &format!("round {round}: {name} while written"));
-                let block = (rng.next() % BLOCKS as u64) * BLOCK as u64;
+                let block = (rng.below(BLOCKS) * BLOCK) as u64;
                 let one = reader
                     .read(&io, name, block, Some(BLOCK as u64))
                     .await
@@ -140,7 +132,7 @@ async fn remembered_rows_survive_writers_killed_at_any_moment() {
                 let got = reader.read(&io, name, 0, None).await.unwrap();
                 assert_eq!(got, want, "round {round}: {name} after the writer died");
             }
-            let block = (rng.next() % BLOCKS as u64) as usize * BLOCK;
+            let block = rng.below(BLOCKS) * BLOCK;
             let got = reader
                 .read(&io, name, block as u64, Some(BLOCK as u64))
                 .await

@@ -4,28 +4,16 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use bytes::Bytes;
 use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt};
 use rbdx_objstore_dir::DirStore;
 
+use common::Rng;
+
 const OBJECT: usize = 64 << 10;
 const BLOCK: usize = 4096;
-
-/// A small deterministic generator (xorshift), so a failure repeats.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_see_every_change_made_through_another_handle() {
