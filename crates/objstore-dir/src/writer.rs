@@ -13,7 +13,9 @@
 //!
 //! Write requests that are queued together are planned one after another (each under its
 //! stripe lock) and committed in one transaction, then their intents are applied and the
-//! locks released. A request for an object already in the batch closes the batch first.
+//! locks released. Later plain data writes to an object already in the batch are planned
+//! together with its first request, as one change with one intent; any other request for it
+//! waits for the next round.
 //!
 //! # Crash safety
 //!
@@ -27,7 +29,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-use rbdx_objstore::{Error, IoCtx, Result, SnapContext, SnapId, Subject, WriteOp};
+use rbdx_objstore::{Error, IoCtx, Result, SnapContext, SnapId, Subject, WriteOp, WriteStep};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
@@ -120,11 +122,33 @@ struct Planned {
     outcome: Outcome,
 }
 
-/// A request planned and ready to commit.
+/// A request planned and ready to commit, with the later requests for the same object that
+/// were planned together with it (see [`merge_later`]).
 struct Prepared {
     req: OperateRequest,
+    merged: Vec<OperateRequest>,
     key: ObjKey,
     planned: Planned,
+}
+
+impl Prepared {
+    /// Answers every request of the group. A change gives each request its own version, in
+    /// order, ending at `version`.
+    fn reply(self, result: Result<u64>, changed: bool) {
+        let last = self.merged.len() as u64;
+        for (i, req) in std::iter::once(self.req).chain(self.merged).enumerate() {
+            let reply = match &result {
+                Ok(version) if changed => Ok(version - (last - i as u64)),
+                Ok(version) => Ok(*version),
+                Err(e) => Err(clone_error(e)),
+            };
+            let _ = req.reply.send(reply);
+        }
+    }
+
+    fn changes(&self) -> bool {
+        matches!(self.planned.outcome, Outcome::Change(_))
+    }
 }
 
 /// The version a committed request got and, if it recorded an intent, the object row.
@@ -334,7 +358,8 @@ impl Writer {
     /// Plans and commits queued requests. A request for an object already in the batch, or
     /// whose stripe another process holds, waits for the next round together with every later
     /// request for the same object, so each object's requests keep their order and batches stay
-    /// as large as the queue allows.
+    /// as large as the queue allows. Later plain data writes to an object join its first
+    /// request instead of waiting (see [`merge_later`]).
     fn operate_batch(&mut self, batch: Vec<OperateRequest>) {
         let mut pending: VecDeque<(ObjKey, OperateRequest)> = batch
             .into_iter()
@@ -369,8 +394,31 @@ impl Writer {
                         continue;
                     }
                 }
-                match self.prepare(&req, &key) {
-                    Ok(planned) => prepared.push(Prepared { req, key, planned }),
+                let mut merged = merge_later(&key, &req, &mut pending);
+                let mut planned = if merged.is_empty() {
+                    self.prepare(&req, &key, &req.op, 1)
+                } else {
+                    let mut op = req.op.clone();
+                    for later in &merged {
+                        for step in later.op.steps() {
+                            op = op.push(step.clone());
+                        }
+                    }
+                    self.prepare(&req, &key, &op, 1 + merged.len() as u64)
+                };
+                if planned.is_err() && !merged.is_empty() {
+                    // One of the later requests fails on its own: plan the first alone and
+                    // let the others follow in the next round, in order.
+                    deferred.extend(merged.drain(..).map(|r| (key.clone(), r)));
+                    planned = self.prepare(&req, &key, &req.op, 1);
+                }
+                match planned {
+                    Ok(planned) => prepared.push(Prepared {
+                        req,
+                        merged,
+                        key,
+                        planned,
+                    }),
                     Err(e) => {
                         self.unlock_stripe(&key);
                         let _ = req.reply.send(Err(e));
@@ -382,7 +430,15 @@ impl Writer {
         }
     }
 
-    fn prepare(&mut self, req: &OperateRequest, key: &ObjKey) -> Result<Planned> {
+    /// Plans `op` (the steps of `req` and of the `count - 1` requests merged into it) on the
+    /// object's current rows.
+    fn prepare(
+        &mut self,
+        req: &OperateRequest,
+        key: &ObjKey,
+        op: &WriteOp,
+        count: u64,
+    ) -> Result<Planned> {
         if !self.checked.contains(&(key.pool, key.ns.clone())) {
             check_pool_ns(&self.conn, &req.io)?;
             self.checked.insert((key.pool, key.ns.clone()));
@@ -392,8 +448,8 @@ impl Writer {
             self.replay_intent(key.pool, h)?;
         }
         let version = match &head {
-            Some(h) => h.version + 1,
-            None => removed_version(&self.conn, key.pool).map_err(db_error)? + 1,
+            Some(h) => h.version + count,
+            None => removed_version(&self.conn, key.pool).map_err(db_error)? + count,
         };
         let head_id = head.as_ref().filter(|h| h.present).map(|h| h.id);
         let conn = &self.conn;
@@ -427,7 +483,7 @@ impl Writer {
             removed_snap: &removed,
         };
         let mtime = db::to_nanos(SystemTime::now());
-        let outcome = planner.plan(&req.op, &req.snapc, head.as_ref(), &clones, mtime)?;
+        let outcome = planner.plan(op, &req.snapc, head.as_ref(), &clones, mtime)?;
         Ok(Planned {
             head,
             clones,
@@ -499,10 +555,8 @@ impl Writer {
                     let (_, e) = failed.swap_remove(at);
                     discard_files(&self.shared.files, &p);
                     self.unlock_stripe(&p.key);
-                    let _ = p
-                        .req
-                        .reply
-                        .send(Err(Error::io(p.req.io.object_subject(&p.req.oid), e)));
+                    let e = Error::io(p.req.io.object_subject(&p.req.oid), e);
+                    p.reply(Err(e), false);
                 }
                 None => kept.push(p),
             }
@@ -546,6 +600,7 @@ impl Writer {
             Ok(results) => {
                 for (p, result) in prepared.into_iter().zip(results) {
                     self.shared.rows.forget(&p.key, p.key.stripe());
+                    let changed = p.changes();
                     let reply = match result {
                         Ok((version, intent_row)) => {
                             self.after_commit(&p, version, intent_row);
@@ -557,7 +612,7 @@ impl Writer {
                         }
                     };
                     self.unlock_stripe(&p.key);
-                    let _ = p.req.reply.send(reply);
+                    p.reply(reply, changed);
                 }
             }
             Err(e) => {
@@ -565,7 +620,7 @@ impl Writer {
                 for p in prepared {
                     discard_files(&self.shared.files, &p);
                     self.unlock_stripe(&p.key);
-                    let _ = p.req.reply.send(Err(clone_error(&e)));
+                    p.reply(Err(clone_error(&e)), false);
                 }
             }
         }
@@ -603,6 +658,67 @@ impl Writer {
             Err(e) => tracing::error!("applying the committed intent of object row {row}: {e}"),
         }
     }
+}
+
+/// Bytes of data above which later requests are no longer merged into one (their commit is
+/// then a small part of their cost).
+const MERGE_BYTES: usize = 8 << 20;
+
+/// Takes from `pending` the requests for `key` that directly follow `first` in its order and
+/// can be planned together with it: plain data writes under the same snapshot context, which
+/// give the same object as planning them one after another. Stops at the first one that
+/// cannot join, which keeps its place.
+fn merge_later(
+    key: &ObjKey,
+    first: &OperateRequest,
+    pending: &mut VecDeque<(ObjKey, OperateRequest)>,
+) -> Vec<OperateRequest> {
+    let mut merged = Vec::new();
+    if !plain_data(&first.op) {
+        return merged;
+    }
+    let mut bytes = data_bytes(&first.op);
+    let mut at = 0;
+    while at < pending.len() {
+        let (k, next) = &pending[at];
+        if k != key {
+            at += 1;
+            continue;
+        }
+        bytes += data_bytes(&next.op);
+        if !plain_data(&next.op) || next.snapc != first.snapc || bytes > MERGE_BYTES {
+            break;
+        }
+        if let Some((_, next)) = pending.remove(at) {
+            merged.push(next);
+        }
+    }
+    merged
+}
+
+/// True if every step of `op` only changes data, and none can fail on the object's state.
+fn plain_data(op: &WriteOp) -> bool {
+    !op.steps().is_empty()
+        && op.steps().iter().all(|s| {
+            matches!(
+                s,
+                WriteStep::Write { .. }
+                    | WriteStep::WriteFull(_)
+                    | WriteStep::Zero { .. }
+                    | WriteStep::Truncate(_)
+                    | WriteStep::Create { exclusive: false }
+            )
+        })
+}
+
+fn data_bytes(op: &WriteOp) -> usize {
+    op.steps()
+        .iter()
+        .map(|s| match s {
+            WriteStep::Write { data, .. } | WriteStep::WriteFull(data) => data.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn clone_error(e: &Error) -> Error {
