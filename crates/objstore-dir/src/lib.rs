@@ -62,6 +62,7 @@ mod buffers;
 mod changes;
 mod db;
 mod files;
+mod heads;
 mod intent;
 mod locks;
 pub mod notify;

@@ -171,6 +171,8 @@ pub(crate) struct Writer {
     marked: Option<crate::changes::Changing>,
     /// Pools and namespaces found to exist while planning the current batch.
     checked: HashSet<(u64, String)>,
+    /// The rows this writer's last commits left.
+    heads: crate::heads::Heads,
 }
 
 impl std::fmt::Debug for Writer {
@@ -210,6 +212,7 @@ impl Writer {
             commands,
             checked: HashSet::new(),
             marked: None,
+            heads: crate::heads::Heads::default(),
         })
     }
 
@@ -443,7 +446,14 @@ impl Writer {
             check_pool_ns(&self.conn, &req.io)?;
             self.checked.insert((key.pool, key.ns.clone()));
         }
-        let (head, clones) = rows::load_object(&self.conn, key).map_err(db_error)?;
+        let remembered = match &self.shared.changes {
+            Some(changes) => self.heads.take(key, changes),
+            None => None,
+        };
+        let (head, clones) = match remembered {
+            Some((head, clones)) => (Some(head), clones),
+            None => rows::load_object(&self.conn, key).map_err(db_error)?,
+        };
         if let Some(h) = &head {
             self.replay_intent(key.pool, h)?;
         }
@@ -598,12 +608,14 @@ impl Writer {
         drop(changing);
         match result {
             Ok(results) => {
-                for (p, result) in prepared.into_iter().zip(results) {
+                for (mut p, result) in prepared.into_iter().zip(results) {
                     self.shared.rows.forget(&p.key, p.key.stripe());
                     let changed = p.changes();
                     let reply = match result {
                         Ok((version, intent_row)) => {
-                            self.after_commit(&p, version, intent_row);
+                            if self.after_commit(&p, version, intent_row) {
+                                self.remember_head(&mut p, version);
+                            }
                             Ok(version)
                         }
                         Err(e) => {
@@ -628,20 +640,51 @@ impl Writer {
         self.checked.clear();
     }
 
+    /// Remembers the head row a committed in-place change left (see [`crate::heads`]), when
+    /// it is simple to know: a head that stays, with its clones as they were.
+    fn remember_head(&mut self, p: &mut Prepared, version: u64) {
+        let (Outcome::Change(change), Some(head), Some(changes)) =
+            (&p.planned.outcome, &p.planned.head, &self.shared.changes)
+        else {
+            return;
+        };
+        if !change.present
+            || change.removed
+            || change.clone.is_some()
+            || change.overlap_update.is_some()
+        {
+            return;
+        }
+        let head = HeadRow {
+            id: head.id,
+            present: true,
+            size: change.size,
+            version,
+            mtime: change.mtime,
+            file: change.file,
+            seq: change.seq,
+            // Applied by this writer: nothing left to replay.
+            intent: None,
+        };
+        let clones = std::mem::take(&mut p.planned.clones);
+        self.heads.remember(&p.key, changes, head, clones);
+    }
+
     /// Applies the committed intent of a request, if it has one, and counts released files.
+    /// Returns false if an intent stays to be replayed.
     ///
     /// Applying on this thread, under the stripe lock, measured faster than handing intents to
     /// a separate thread: on two cores the extra thread competed for CPU and held stripe locks
     /// longer.
-    fn after_commit(&mut self, p: &Prepared, version: u64, intent_row: Option<i64>) {
+    fn after_commit(&mut self, p: &Prepared, version: u64, intent_row: Option<i64>) -> bool {
         let Outcome::Change(change) = &p.planned.outcome else {
-            return;
+            return false;
         };
         if change.drop_file.is_some() {
             self.released += 1;
         }
         let (Some(intent), Some(row)) = (&change.intent, intent_row) else {
-            return;
+            return change.intent.is_none();
         };
         let applied = self
             .shared
@@ -652,10 +695,14 @@ impl Writer {
             Ok(()) => {
                 self.shared.files.mark_dirty(p.key.pool, intent.file);
                 self.applied.insert(row, version);
+                true
             }
             // The intent stays recorded: readers apply it to what they read, and the next
             // writer of the object applies it again.
-            Err(e) => tracing::error!("applying the committed intent of object row {row}: {e}"),
+            Err(e) => {
+                tracing::error!("applying the committed intent of object row {row}: {e}");
+                false
+            }
         }
     }
 }
