@@ -935,6 +935,23 @@ fn write_change(tx: &Transaction<'_>, p: &Prepared, change: &Change) -> rusqlite
     let mut intent_row = None;
     if change.present {
         let head_id = match head {
+            // Setting the indexed `file` column, even to its value, rewrites its index entry
+            // (and dirties an index page); an in-place change keeps its file.
+            Some(h) if h.file == change.file => {
+                tx.prepare_cached(
+                    "UPDATE objects SET present = 1, size = ?1, version = ?2, mtime = ?3, seq = ?4, intent = ?5
+                     WHERE id = ?6",
+                )?
+                .execute(params![
+                    change.size as i64,
+                    version as i64,
+                    change.mtime,
+                    change.seq as i64,
+                    intent,
+                    h.id
+                ])?;
+                h.id
+            }
             Some(h) => {
                 tx.prepare_cached(
                     "UPDATE objects SET present = 1, size = ?1, version = ?2, mtime = ?3, file = ?4, seq = ?5, intent = ?6
