@@ -213,23 +213,23 @@ pub fn run() -> anyhow::Result<()> {
     let r50 = journaled.p50 / plain.p50;
     let r99 = journaled.p99 / plain.p99;
     println!(
-        "| 4 KiB random write latency, QD1, median | {:.0} us | {:.0} us | {r50:.2}x | <= 1.3x: {} |",
+        "| 4 KiB random write latency, QD1, median | {:.0} us | {:.0} us | {r50:.2}x | <= 1.2x: {} |",
         plain.p50,
         journaled.p50,
-        verdict(r50 <= 1.3)
+        verdict(r50 <= 1.2)
     );
     println!(
-        "| 4 KiB random write latency, QD1, p99 | {:.0} us | {:.0} us | {r99:.2}x | <= 1.3x: {} |",
+        "| 4 KiB random write latency, QD1, p99 | {:.0} us | {:.0} us | {r99:.2}x | <= 1.2x: {} |",
         plain.p99,
         journaled.p99,
-        verdict(r99 <= 1.3)
+        verdict(r99 <= 1.2)
     );
     let rs = journaled.seq / plain.seq;
     println!(
-        "| 4 MiB sequential writes, 16 in flight | {:.0} MB/s | {:.0} MB/s | {rs:.2}x | >= 0.6x: {} |",
+        "| 4 MiB sequential writes, 16 in flight | {:.0} MB/s | {:.0} MB/s | {rs:.2}x | >= 0.8x: {} |",
         plain.seq / 1e6,
         journaled.seq / 1e6,
-        verdict(rs >= 0.6)
+        verdict(rs >= 0.8)
     );
     println!();
     println!("| case | time | target |");

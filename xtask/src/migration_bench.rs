@@ -245,7 +245,7 @@ pub fn run() -> anyhow::Result<()> {
         label: "raw 1 GiB (40% allocated): import-only execute".into(),
         ours,
         reference: Some(("cp --sparse=always".into(), cp)),
-        target: Some(0.8),
+        target: Some(0.9),
     });
 
     eprintln!("+ qcow2 import");
