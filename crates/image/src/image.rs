@@ -179,6 +179,8 @@ pub(crate) struct Inner {
     pub journal_order: ObjectLocks,
     /// Room for journaled changes waiting to be applied.
     pub apply_budget: Arc<tokio::sync::Semaphore>,
+    /// Tells journaled changes waiting to be applied to go (see `journaled`).
+    pub apply_kick: tokio::sync::watch::Sender<u64>,
 }
 
 /// An open image.
@@ -379,6 +381,7 @@ impl Image {
             journal_open: AtomicBool::new(false),
             journal_order: ObjectLocks::default(),
             apply_budget: crate::journaled::budget(),
+            apply_kick: tokio::sync::watch::Sender::new(0),
         });
         crate::lock::start_watch(&inner).await?;
         Ok(Image { inner })
@@ -543,6 +546,7 @@ impl Inner {
         if QUIESCED.try_with(|_| ()).is_ok() {
             return None;
         }
+        self.kick_applies();
         Some(self.gate.clone().write_owned().await)
     }
 

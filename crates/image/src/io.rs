@@ -582,9 +582,10 @@ impl Inner {
         if self.change_log().await.is_none() {
             return Vec::new();
         }
+        // Changes waiting for the next append would keep these locks until they go.
+        self.kick_applies();
         let mut objects: Vec<u64> = self
-            .header()
-            .layout
+            .layout()
             .map(offset, length)
             .iter()
             .map(|e| e.objectno)

@@ -135,15 +135,7 @@ impl Prepared {
     /// Answers every request of the group. A change gives each request its own version, in
     /// order, ending at `version`.
     fn reply(self, result: Result<u64>, changed: bool) {
-        let last = self.merged.len() as u64;
-        for (i, req) in std::iter::once(self.req).chain(self.merged).enumerate() {
-            let reply = match &result {
-                Ok(version) if changed => Ok(version - (last - i as u64)),
-                Ok(version) => Ok(*version),
-                Err(e) => Err(clone_error(e)),
-            };
-            let _ = req.reply.send(reply);
-        }
+        answer(self.req, self.merged, result, changed);
     }
 
     fn changes(&self) -> bool {
@@ -608,23 +600,36 @@ impl Writer {
         drop(changing);
         match result {
             Ok(results) => {
-                for (mut p, result) in prepared.into_iter().zip(results) {
+                // Callers are answered first: a committed change is what readers see (they
+                // apply a recorded intent to what they read), and the intents are applied
+                // below, before the stripe locks go.
+                let mut committed = Vec::with_capacity(prepared.len());
+                for (p, result) in prepared.into_iter().zip(results) {
                     self.shared.rows.forget(&p.key, p.key.stripe());
                     let changed = p.changes();
-                    let reply = match result {
-                        Ok((version, intent_row)) => {
-                            if self.after_commit(&p, version, intent_row) {
-                                self.remember_head(&mut p, version);
-                            }
-                            Ok(version)
+                    match result {
+                        Ok(written) => {
+                            let Prepared {
+                                req,
+                                merged,
+                                key,
+                                planned,
+                            } = p;
+                            answer(req, merged, Ok(written.0), changed);
+                            committed.push((key, planned, written));
                         }
                         Err(e) => {
                             discard_files(&self.shared.files, &p);
-                            Err(e)
+                            self.unlock_stripe(&p.key);
+                            p.reply(Err(e), false);
                         }
-                    };
-                    self.unlock_stripe(&p.key);
-                    p.reply(reply, changed);
+                    }
+                }
+                for (key, mut planned, (version, intent_row)) in committed {
+                    if self.after_commit(&key, &planned, version, intent_row) {
+                        self.remember_head(&key, &mut planned, version);
+                    }
+                    self.unlock_stripe(&key);
                 }
             }
             Err(e) => {
@@ -642,9 +647,9 @@ impl Writer {
 
     /// Remembers the head row a committed in-place change left (see [`crate::heads`]), when
     /// it is simple to know: a head that stays, with its clones as they were.
-    fn remember_head(&mut self, p: &mut Prepared, version: u64) {
+    fn remember_head(&mut self, key: &ObjKey, planned: &mut Planned, version: u64) {
         let (Outcome::Change(change), Some(head), Some(changes)) =
-            (&p.planned.outcome, &p.planned.head, &self.shared.changes)
+            (&planned.outcome, &planned.head, &self.shared.changes)
         else {
             return;
         };
@@ -666,8 +671,8 @@ impl Writer {
             // Applied by this writer: nothing left to replay.
             intent: None,
         };
-        let clones = std::mem::take(&mut p.planned.clones);
-        self.heads.remember(&p.key, changes, head, clones);
+        let clones = std::mem::take(&mut planned.clones);
+        self.heads.remember(key, changes, head, clones);
     }
 
     /// Applies the committed intent of a request, if it has one, and counts released files.
@@ -676,8 +681,14 @@ impl Writer {
     /// Applying on this thread, under the stripe lock, measured faster than handing intents to
     /// a separate thread: on two cores the extra thread competed for CPU and held stripe locks
     /// longer.
-    fn after_commit(&mut self, p: &Prepared, version: u64, intent_row: Option<i64>) -> bool {
-        let Outcome::Change(change) = &p.planned.outcome else {
+    fn after_commit(
+        &mut self,
+        key: &ObjKey,
+        planned: &Planned,
+        version: u64,
+        intent_row: Option<i64>,
+    ) -> bool {
+        let Outcome::Change(change) = &planned.outcome else {
             return false;
         };
         if change.drop_file.is_some() {
@@ -689,11 +700,11 @@ impl Writer {
         let applied = self
             .shared
             .files
-            .open(p.key.pool, intent.file)
+            .open(key.pool, intent.file)
             .and_then(|file| intent.apply(&file));
         match applied {
             Ok(()) => {
-                self.shared.files.mark_dirty(p.key.pool, intent.file);
+                self.shared.files.mark_dirty(key.pool, intent.file);
                 self.applied.insert(row, version);
                 true
             }
@@ -704,6 +715,20 @@ impl Writer {
                 false
             }
         }
+    }
+}
+
+/// Answers `first` and the requests merged into it. A change gives each request its own
+/// version, in order, ending at the result's.
+fn answer(first: OperateRequest, merged: Vec<OperateRequest>, result: Result<u64>, changed: bool) {
+    let last = merged.len() as u64;
+    for (i, req) in std::iter::once(first).chain(merged).enumerate() {
+        let reply = match &result {
+            Ok(version) if changed => Ok(version - (last - i as u64)),
+            Ok(version) => Ok(*version),
+            Err(e) => Err(clone_error(e)),
+        };
+        let _ = req.reply.send(reply);
     }
 }
 
