@@ -58,7 +58,7 @@ const OBJSTORE_ROWS: &[Row] = &[
     Row {
         group: "randwrite-4k-qd16",
         label: "4 KiB random writes, 16 in flight",
-        target: Some(0.5),
+        target: Some(0.8),
     },
     Row {
         group: "omap-batch",
