@@ -179,8 +179,6 @@ pub(crate) struct Inner {
     pub journal_order: ObjectLocks,
     /// Room for journaled changes waiting to be applied.
     pub apply_budget: Arc<tokio::sync::Semaphore>,
-    /// Tells journaled changes waiting to be applied to go (see `journaled`).
-    pub apply_kick: tokio::sync::watch::Sender<u64>,
 }
 
 /// An open image.
@@ -381,7 +379,6 @@ impl Image {
             journal_open: AtomicBool::new(false),
             journal_order: ObjectLocks::default(),
             apply_budget: crate::journaled::budget(),
-            apply_kick: tokio::sync::watch::Sender::new(0),
         });
         crate::lock::start_watch(&inner).await?;
         Ok(Image { inner })
@@ -546,7 +543,6 @@ impl Inner {
         if QUIESCED.try_with(|_| ()).is_ok() {
             return None;
         }
-        self.kick_applies();
         Some(self.gate.clone().write_owned().await)
     }
 

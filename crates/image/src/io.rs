@@ -582,8 +582,6 @@ impl Inner {
         if self.change_log().await.is_none() {
             return Vec::new();
         }
-        // Changes waiting for the next append would keep these locks until they go.
-        self.kick_applies();
         let mut objects: Vec<u64> = self
             .layout()
             .map(offset, length)

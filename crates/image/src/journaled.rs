@@ -15,12 +15,6 @@
 //! - **Memory:** at most [`APPLY_BUDGET`] bytes of changes wait to be applied; more writers
 //!   wait for room.
 //!
-//! An acknowledged change is applied when the next change is journaled, or after
-//! [`APPLY_LINGER`] without one, so that on a store that commits queued requests together
-//! (the embedded store) its object write shares a commit with the next journal append instead
-//! of delaying it. Anything that waits for applied changes (a read or a change of the same
-//! objects, quiescing, releasing the lock) tells waiting changes to go first.
-//!
 //! Compare-and-write is journaled and applied before it returns: its caller needs the outcome.
 
 use std::sync::Arc;
@@ -38,8 +32,6 @@ pub(crate) const APPLY_BUDGET: usize = 64 << 20;
 const UNIT: u64 = 4096;
 /// Attempts at applying a change before leaving it to replay.
 const ATTEMPTS: usize = 3;
-/// How long an acknowledged change waits for the next one before it is applied on its own.
-const APPLY_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The semaphore of [`APPLY_BUDGET`].
 pub(crate) fn budget() -> Arc<Semaphore> {
@@ -123,11 +115,6 @@ impl Change {
 }
 
 impl Inner {
-    /// Lets every journaled change that waits for the next one be applied now.
-    pub(crate) fn kick_applies(&self) {
-        self.apply_kick.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
     /// Journals `change` and applies it in the background; returns once the journal entry is
     /// durable. `gate` is the caller's shared hold of the image's gate.
     pub(crate) async fn journal_change(
@@ -144,14 +131,11 @@ impl Inner {
             .acquire_many_owned(change.cost())
             .await
             .map_err(|_| crate::Error::invalid("the image is closing"))?;
-        // Subscribed before the append: a change journaled meanwhile lets this one go at once.
-        let mut kicked = self.apply_kick.subscribe();
         let tid = log.append(change.event()).await?;
         let inner = self.clone();
         let log = log.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(APPLY_LINGER, kicked.changed()).await;
             let mut result = change.apply(&inner).await;
             for _ in 1..ATTEMPTS {
                 if result.is_ok() {

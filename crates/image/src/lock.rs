@@ -343,7 +343,6 @@ async fn unlock(inner: &Inner) -> Result<()> {
 
 /// Waits for in-flight operations, then releases the lock.
 pub(crate) async fn release(inner: &Inner) -> Result<()> {
-    inner.kick_applies();
     let _gate = inner.gate.write().await;
     let _acquiring = inner.lock.acquiring.lock().await;
     if inner.lock.owned() {
