@@ -122,12 +122,41 @@ struct Planned {
     outcome: Outcome,
 }
 
+/// A queued request with its object. The stripe, a hash of the object, is compared first:
+/// a batch compares every request's object with the others', and whole keys (names that
+/// differ only in their last bytes) cost 4 µs per request at 56 requests.
+struct Queued {
+    key: ObjKey,
+    stripe: u64,
+    req: OperateRequest,
+}
+
+impl Queued {
+    fn new(req: OperateRequest) -> Queued {
+        let key = ObjKey {
+            pool: req.io.pool().0,
+            ns: req.io.namespace().to_owned(),
+            name: req.oid.clone(),
+        };
+        Queued {
+            stripe: key.stripe(),
+            key,
+            req,
+        }
+    }
+
+    fn same_object(&self, other: &Queued) -> bool {
+        self.stripe == other.stripe && self.key == other.key
+    }
+}
+
 /// A request planned and ready to commit, with the later requests for the same object that
 /// were planned together with it (see [`merge_later`]).
 struct Prepared {
     req: OperateRequest,
     merged: Vec<OperateRequest>,
     key: ObjKey,
+    stripe: u64,
     planned: Planned,
 }
 
@@ -356,40 +385,33 @@ impl Writer {
     /// as large as the queue allows. Later plain data writes to an object join its first
     /// request instead of waiting (see [`merge_later`]).
     fn operate_batch(&mut self, batch: Vec<OperateRequest>) {
-        let mut pending: VecDeque<(ObjKey, OperateRequest)> = batch
-            .into_iter()
-            .map(|req| {
-                let key = ObjKey {
-                    pool: req.io.pool().0,
-                    ns: req.io.namespace().to_owned(),
-                    name: req.oid.clone(),
-                };
-                (key, req)
-            })
-            .collect();
+        let mut pending: VecDeque<Queued> = batch.into_iter().map(Queued::new).collect();
         while !pending.is_empty() {
             let mut prepared: Vec<Prepared> = Vec::new();
-            let mut deferred: VecDeque<(ObjKey, OperateRequest)> = VecDeque::new();
-            while let Some((key, req)) = pending.pop_front() {
-                let busy = prepared.iter().any(|p| p.key == key)
-                    || deferred.iter().any(|(k, _)| *k == key);
+            let mut deferred: VecDeque<Queued> = VecDeque::new();
+            while let Some(q) = pending.pop_front() {
+                let busy = prepared
+                    .iter()
+                    .any(|p| p.stripe == q.stripe && p.key == q.key)
+                    || deferred.iter().any(|d| d.same_object(&q));
                 if busy {
-                    deferred.push_back((key, req));
+                    deferred.push_back(q);
                     continue;
                 }
                 // Block only while holding no stripe lock, so writers never wait in a cycle.
-                match self.lock_stripe(&key, prepared.is_empty()) {
+                match self.lock_stripe(&q.key, prepared.is_empty()) {
                     Ok(true) => {}
                     Ok(false) => {
-                        deferred.push_back((key, req));
+                        deferred.push_back(q);
                         continue;
                     }
                     Err(e) => {
-                        let _ = req.reply.send(Err(e));
+                        let _ = q.req.reply.send(Err(e));
                         continue;
                     }
                 }
-                let mut merged = merge_later(&key, &req, &mut pending);
+                let Queued { key, stripe, req } = q;
+                let mut merged = merge_later(&key, stripe, &req, &mut pending);
                 let mut planned = if merged.is_empty() {
                     self.prepare(&req, &key, &req.op, 1)
                 } else {
@@ -404,7 +426,11 @@ impl Writer {
                 if planned.is_err() && !merged.is_empty() {
                     // One of the later requests fails on its own: plan the first alone and
                     // let the others follow in the next round, in order.
-                    deferred.extend(merged.drain(..).map(|r| (key.clone(), r)));
+                    deferred.extend(merged.drain(..).map(|req| Queued {
+                        key: key.clone(),
+                        stripe,
+                        req,
+                    }));
                     planned = self.prepare(&req, &key, &req.op, 1);
                 }
                 match planned {
@@ -412,6 +438,7 @@ impl Writer {
                         req,
                         merged,
                         key,
+                        stripe,
                         planned,
                     }),
                     Err(e) => {
@@ -583,7 +610,7 @@ impl Writer {
             .shared
             .changes
             .as_ref()
-            .map(|c| c.begin(prepared.iter().map(|p| p.key.stripe()), false));
+            .map(|c| c.begin(prepared.iter().map(|p| p.stripe), false));
         let result: Result<Vec<Result<Written>>> = (|| {
             let tx = self.begin_quiet()?;
             clear_intents(&tx, &applied).map_err(db_error)?;
@@ -605,7 +632,7 @@ impl Writer {
                 // below, before the stripe locks go.
                 let mut committed = Vec::with_capacity(prepared.len());
                 for (p, result) in prepared.into_iter().zip(results) {
-                    self.shared.rows.forget(&p.key, p.key.stripe());
+                    self.shared.rows.forget(&p.key, p.stripe);
                     let changed = p.changes();
                     match result {
                         Ok(written) => {
@@ -614,6 +641,7 @@ impl Writer {
                                 merged,
                                 key,
                                 planned,
+                                ..
                             } = p;
                             answer(req, merged, Ok(written.0), changed);
                             committed.push((key, planned, written));
@@ -742,8 +770,9 @@ const MERGE_BYTES: usize = 8 << 20;
 /// cannot join, which keeps its place.
 fn merge_later(
     key: &ObjKey,
+    stripe: u64,
     first: &OperateRequest,
-    pending: &mut VecDeque<(ObjKey, OperateRequest)>,
+    pending: &mut VecDeque<Queued>,
 ) -> Vec<OperateRequest> {
     let mut merged = Vec::new();
     if !plain_data(&first.op) {
@@ -752,17 +781,17 @@ fn merge_later(
     let mut bytes = data_bytes(&first.op);
     let mut at = 0;
     while at < pending.len() {
-        let (k, next) = &pending[at];
-        if k != key {
+        let q = &pending[at];
+        if q.stripe != stripe || q.key != *key {
             at += 1;
             continue;
         }
-        bytes += data_bytes(&next.op);
-        if !plain_data(&next.op) || next.snapc != first.snapc || bytes > MERGE_BYTES {
+        bytes += data_bytes(&q.req.op);
+        if !plain_data(&q.req.op) || q.req.snapc != first.snapc || bytes > MERGE_BYTES {
             break;
         }
-        if let Some((_, next)) = pending.remove(at) {
-            merged.push(next);
+        if let Some(q) = pending.remove(at) {
+            merged.push(q.req);
         }
     }
     merged
