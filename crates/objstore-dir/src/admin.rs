@@ -265,9 +265,9 @@ pub(crate) fn snap_remove(w: &mut Writer, pool: PoolId, snap: SnapId) -> Result<
             ns,
             name,
         };
-        w.lock_stripe(&key, true)?;
+        w.lock_stripe(key.stripe(), true)?;
         let result = trim_object(w, &key, snap);
-        w.unlock_stripe(&key);
+        w.unlock_stripe(key.stripe());
         result?;
     }
     Ok(())

@@ -30,16 +30,17 @@ pub(crate) struct Heads {
 }
 
 impl Heads {
-    /// Takes the rows of `key` if nothing may have changed them since they were remembered.
+    /// Takes the rows of `key` (in `stripe`) if nothing may have changed them since they were remembered.
     /// The caller holds the object's stripe lock.
     pub(crate) fn take(
         &mut self,
         key: &ObjKey,
+        stripe: u64,
         changes: &Changes,
     ) -> Option<(HeadRow, Vec<CloneRow>)> {
         let remembered = self.rows.remove(key)?;
         changes
-            .unchanged_since(key.stripe(), remembered.seen)
+            .unchanged_since(stripe, remembered.seen)
             .then_some((remembered.head, remembered.clones))
     }
 
@@ -48,11 +49,12 @@ impl Heads {
     pub(crate) fn remember(
         &mut self,
         key: &ObjKey,
+        stripe: u64,
         changes: &Changes,
         head: HeadRow,
         clones: Vec<CloneRow>,
     ) {
-        let Some(seen) = changes.seen(key.stripe()) else {
+        let Some(seen) = changes.seen(stripe) else {
             return;
         };
         if self.rows.len() >= CAPACITY {

@@ -110,7 +110,7 @@ fn touch(tx: &Transaction<'_>, obj: i64, version: u64) -> rusqlite::Result<()> {
 /// Takes a lock for this writer's session, creating the object if it is absent.
 pub(crate) fn lock(w: &mut Writer, io: &IoCtx, oid: &str, opts: &LockOptions) -> Result<()> {
     let key = key_of(io, oid);
-    w.lock_stripe(&key, true)?;
+    w.lock_stripe(key.stripe(), true)?;
     let me = ClientInfo {
         id: ClientId(w.shared.client),
         addr: w.shared.addr.clone(),
@@ -156,7 +156,7 @@ pub(crate) fn lock(w: &mut Writer, io: &IoCtx, oid: &str, opts: &LockOptions) ->
         touch(&tx, obj, version).map_err(db_error)?;
         tx.commit().map_err(db_error)
     })();
-    w.unlock_stripe(&key);
+    w.unlock_stripe(key.stripe());
     result
 }
 
@@ -170,7 +170,7 @@ pub(crate) fn release(
     cookie: &str,
 ) -> Result<()> {
     let key = key_of(io, oid);
-    w.lock_stripe(&key, true)?;
+    w.lock_stripe(key.stripe(), true)?;
     let result = (|| {
         let tx = w.begin()?;
         check_pool_ns(&tx, io)?;
@@ -191,7 +191,7 @@ pub(crate) fn release(
         touch(&tx, head.id, head.version + 1).map_err(db_error)?;
         tx.commit().map_err(db_error)
     })();
-    w.unlock_stripe(&key);
+    w.unlock_stripe(key.stripe());
     result
 }
 

@@ -58,7 +58,7 @@ fn settle_intents(w: &mut Writer) -> Result<()> {
         let Some(key) = rows::load_key(&w.conn, row).map_err(db_error)? else {
             continue;
         };
-        w.lock_stripe(&key, true)?;
+        w.lock_stripe(key.stripe(), true)?;
         let result = (|| {
             let Some(head) = rows::load_head(&w.conn, &key).map_err(db_error)? else {
                 return Ok(());
@@ -75,7 +75,7 @@ fn settle_intents(w: &mut Writer) -> Result<()> {
             .map_err(db_error)?;
             tx.commit().map_err(db_error)
         })();
-        w.unlock_stripe(&key);
+        w.unlock_stripe(key.stripe());
         result?;
     }
     Ok(())

@@ -301,8 +301,7 @@ impl Writer {
 
     /// Takes the stripe lock of `key`; with `wait == false`, returns `false` if it is held
     /// elsewhere.
-    pub(crate) fn lock_stripe(&mut self, key: &ObjKey, wait: bool) -> Result<bool> {
-        let stripe = key.stripe();
+    pub(crate) fn lock_stripe(&mut self, stripe: u64, wait: bool) -> Result<bool> {
         if let Some(count) = self.held.get_mut(&stripe) {
             *count += 1;
             return Ok(true);
@@ -315,8 +314,7 @@ impl Writer {
     }
 
     /// Releases one hold of the stripe lock of `key`.
-    pub(crate) fn unlock_stripe(&mut self, key: &ObjKey) {
-        let stripe = key.stripe();
+    pub(crate) fn unlock_stripe(&mut self, stripe: u64) {
         if let Some(count) = self.held.get_mut(&stripe) {
             *count -= 1;
             if *count == 0 {
@@ -399,7 +397,7 @@ impl Writer {
                     continue;
                 }
                 // Block only while holding no stripe lock, so writers never wait in a cycle.
-                match self.lock_stripe(&q.key, prepared.is_empty()) {
+                match self.lock_stripe(q.stripe, prepared.is_empty()) {
                     Ok(true) => {}
                     Ok(false) => {
                         deferred.push_back(q);
@@ -413,7 +411,7 @@ impl Writer {
                 let Queued { key, stripe, req } = q;
                 let mut merged = merge_later(&key, stripe, &req, &mut pending);
                 let mut planned = if merged.is_empty() {
-                    self.prepare(&req, &key, &req.op, 1)
+                    self.prepare(&req, &key, stripe, &req.op, 1)
                 } else {
                     let mut op = req.op.clone();
                     for later in &merged {
@@ -421,7 +419,7 @@ impl Writer {
                             op = op.push(step.clone());
                         }
                     }
-                    self.prepare(&req, &key, &op, 1 + merged.len() as u64)
+                    self.prepare(&req, &key, stripe, &op, 1 + merged.len() as u64)
                 };
                 if planned.is_err() && !merged.is_empty() {
                     // One of the later requests fails on its own: plan the first alone and
@@ -431,7 +429,7 @@ impl Writer {
                         stripe,
                         req,
                     }));
-                    planned = self.prepare(&req, &key, &req.op, 1);
+                    planned = self.prepare(&req, &key, stripe, &req.op, 1);
                 }
                 match planned {
                     Ok(planned) => prepared.push(Prepared {
@@ -442,7 +440,7 @@ impl Writer {
                         planned,
                     }),
                     Err(e) => {
-                        self.unlock_stripe(&key);
+                        self.unlock_stripe(stripe);
                         let _ = req.reply.send(Err(e));
                     }
                 }
@@ -458,6 +456,7 @@ impl Writer {
         &mut self,
         req: &OperateRequest,
         key: &ObjKey,
+        stripe: u64,
         op: &WriteOp,
         count: u64,
     ) -> Result<Planned> {
@@ -466,7 +465,7 @@ impl Writer {
             self.checked.insert((key.pool, key.ns.clone()));
         }
         let remembered = match &self.shared.changes {
-            Some(changes) => self.heads.take(key, changes),
+            Some(changes) => self.heads.take(key, stripe, changes),
             None => None,
         };
         let (head, clones) = match remembered {
@@ -583,7 +582,7 @@ impl Writer {
                 Some(at) => {
                     let (_, e) = failed.swap_remove(at);
                     discard_files(&self.shared.files, &p);
-                    self.unlock_stripe(&p.key);
+                    self.unlock_stripe(p.stripe);
                     let e = Error::io(p.req.io.object_subject(&p.req.oid), e);
                     p.reply(Err(e), false);
                 }
@@ -640,31 +639,31 @@ impl Writer {
                                 req,
                                 merged,
                                 key,
+                                stripe,
                                 planned,
-                                ..
                             } = p;
                             answer(req, merged, Ok(written.0), changed);
-                            committed.push((key, planned, written));
+                            committed.push((key, stripe, planned, written));
                         }
                         Err(e) => {
                             discard_files(&self.shared.files, &p);
-                            self.unlock_stripe(&p.key);
+                            self.unlock_stripe(p.stripe);
                             p.reply(Err(e), false);
                         }
                     }
                 }
-                for (key, mut planned, (version, intent_row)) in committed {
+                for (key, stripe, mut planned, (version, intent_row)) in committed {
                     if self.after_commit(&key, &planned, version, intent_row) {
-                        self.remember_head(&key, &mut planned, version);
+                        self.remember_head(&key, stripe, &mut planned, version);
                     }
-                    self.unlock_stripe(&key);
+                    self.unlock_stripe(stripe);
                 }
             }
             Err(e) => {
                 self.applied.extend(applied);
                 for p in prepared {
                     discard_files(&self.shared.files, &p);
-                    self.unlock_stripe(&p.key);
+                    self.unlock_stripe(p.stripe);
                     p.reply(Err(clone_error(&e)), false);
                 }
             }
@@ -675,7 +674,7 @@ impl Writer {
 
     /// Remembers the head row a committed in-place change left (see [`crate::heads`]), when
     /// it is simple to know: a head that stays, with its clones as they were.
-    fn remember_head(&mut self, key: &ObjKey, planned: &mut Planned, version: u64) {
+    fn remember_head(&mut self, key: &ObjKey, stripe: u64, planned: &mut Planned, version: u64) {
         let (Outcome::Change(change), Some(head), Some(changes)) =
             (&planned.outcome, &planned.head, &self.shared.changes)
         else {
@@ -700,7 +699,7 @@ impl Writer {
             intent: None,
         };
         let clones = std::mem::take(&mut planned.clones);
-        self.heads.remember(key, changes, head, clones);
+        self.heads.remember(key, stripe, changes, head, clones);
     }
 
     /// Applies the committed intent of a request, if it has one, and counts released files.
@@ -779,11 +778,10 @@ fn merge_later(
     pending: &mut VecDeque<Queued>,
 ) -> Vec<OperateRequest> {
     let mut merged = Vec::new();
-    let small = |op: &WriteOp| plain_data(op) && data_bytes(op) <= MERGE_REQUEST;
-    if !small(&first.op) {
+    let mut bytes = data_bytes(&first.op);
+    if !plain_data(&first.op) || bytes > MERGE_REQUEST {
         return merged;
     }
-    let mut bytes = data_bytes(&first.op);
     let mut at = 0;
     while at < pending.len() {
         let q = &pending[at];
@@ -791,8 +789,13 @@ fn merge_later(
             at += 1;
             continue;
         }
-        bytes += data_bytes(&q.req.op);
-        if !small(&q.req.op) || q.req.snapc != first.snapc || bytes > MERGE_BYTES {
+        let size = data_bytes(&q.req.op);
+        bytes += size;
+        let joins = plain_data(&q.req.op)
+            && size <= MERGE_REQUEST
+            && bytes <= MERGE_BYTES
+            && q.req.snapc == first.snapc;
+        if !joins {
             break;
         }
         if let Some(q) = pending.remove(at) {
