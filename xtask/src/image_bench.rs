@@ -58,7 +58,7 @@ const CASES: &[Case] = &[
         io_size: 4096,
         pattern: "rand",
         total: 512 << 20,
-        target: None,
+        target: Some(0.3),
     },
 ];
 

@@ -14,8 +14,11 @@ use bytes::Bytes;
 const MIN_POOLED: usize = 64 << 10;
 /// Largest buffer pooled (the object size limit).
 const MAX_POOLED: usize = 128 << 20;
-/// Idle buffers kept per size class.
-const PER_CLASS: usize = 8;
+/// Idle buffers kept per size class: enough for 16 reads in flight, as long as they hold no
+/// more than [`IDLE_BYTES_PER_CLASS`] together.
+const PER_CLASS: usize = 16;
+/// Idle bytes kept per size class (at least two buffers are kept whatever their size).
+const IDLE_BYTES_PER_CLASS: usize = 64 << 20;
 /// Size classes: powers of two from `MIN_POOLED` to `MAX_POOLED`.
 const CLASSES: usize = (MAX_POOLED / MIN_POOLED).trailing_zeros() as usize + 1;
 
@@ -66,7 +69,8 @@ impl BufferPool {
             let mut idle = self.classes[class]
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if idle.len() < PER_CLASS {
+            let keep = (IDLE_BYTES_PER_CLASS / buf.capacity()).clamp(2, PER_CLASS);
+            if idle.len() < keep {
                 idle.push(buf);
             }
         }

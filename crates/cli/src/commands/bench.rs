@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rbdx_image::{Cluster, OpenOptions};
+use rbdx_image::{Cluster, Image, OpenOptions};
 use serde::Serialize;
 
 use crate::args::{BenchArgs, IoPattern, IoType};
@@ -59,6 +59,58 @@ fn seed() -> u64 {
     h.finish() | 1
 }
 
+/// What every worker of one run does.
+#[derive(Clone, Copy)]
+struct Plan {
+    io_size: u64,
+    slots: u64,
+    total_ops: u64,
+    pattern: IoPattern,
+    io_type: IoType,
+    rw_mix_read: u8,
+}
+
+impl Plan {
+    /// Takes operations from `next` until `total_ops` are taken; returns their latencies in
+    /// microseconds.
+    async fn work(
+        self,
+        id: u64,
+        next: &AtomicU64,
+        done: &AtomicU64,
+        data: &Bytes,
+        image: &Image,
+    ) -> Result<Vec<u32>, CliError> {
+        let mut rng = Rng(seed() ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut latencies: Vec<u32> = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.total_ops {
+                return Ok(latencies);
+            }
+            let began = Instant::now();
+            let slot = match self.pattern {
+                IoPattern::Seq => i % self.slots,
+                IoPattern::Rand => rng.next() % self.slots,
+            };
+            let offset = slot * self.io_size;
+            let read = match self.io_type {
+                IoType::Read => true,
+                IoType::Write => false,
+                IoType::Readwrite | IoType::Rw => rng.next() % 100 < u64::from(self.rw_mix_read),
+            };
+            if read {
+                image.read(offset, self.io_size).await?;
+            } else {
+                image.write(offset, data.clone()).await?;
+            }
+            let micros = began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+            latencies.push(micros);
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs `bench`.
 pub async fn run(cluster: &Cluster, args: BenchArgs, printer: Printer) -> CliResult {
     let io_size = parse_size(&args.io_size, 1)?;
@@ -100,7 +152,7 @@ pub async fn run(cluster: &Cluster, args: BenchArgs, printer: Printer) -> CliRes
             args.io_threads
         );
     }
-    let next = AtomicU64::new(0);
+    let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let data = Bytes::from(vec![0xa5u8; io_size as usize]);
     let start = Instant::now();
@@ -121,52 +173,54 @@ pub async fn run(cluster: &Cluster, args: BenchArgs, printer: Printer) -> CliRes
             }
         })
     });
-    let worker = |worker_id: u64| {
-        let (next, done, data, image) = (&next, &done, data.clone(), &image);
-        async move {
-            let mut rng = Rng(seed() ^ worker_id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let mut latencies: Vec<u32> = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total_ops {
-                    return Ok::<Vec<u32>, CliError>(latencies);
-                }
-                let began = Instant::now();
-                let slot = match args.io_pattern {
-                    IoPattern::Seq => i % slots,
-                    IoPattern::Rand => rng.next() % slots,
-                };
-                let offset = slot * io_size;
-                let read = match args.io_type {
-                    IoType::Read => true,
-                    IoType::Write => false,
-                    IoType::Readwrite | IoType::Rw => {
-                        rng.next() % 100 < u64::from(args.rw_mix_read)
-                    }
-                };
-                if read {
-                    image.read(offset, io_size).await?;
-                } else {
-                    image.write(offset, data.clone()).await?;
-                }
-                let micros = began.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                latencies.push(micros);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    let plan = Plan {
+        io_size,
+        slots,
+        total_ops,
+        pattern: args.io_pattern,
+        io_type: args.io_type,
+        rw_mix_read: args.rw_mix_read,
     };
-    let result = futures::future::try_join_all((0..args.io_threads as u64).map(worker)).await;
+    // The workers are spread over one task per CPU, so an operation served from memory (which
+    // completes without waiting) runs on every core; within a task they take turns whenever
+    // one waits. A task per worker costs the large reads more than it gains.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tasks = args.io_threads.min(cpus) as u64;
+    let workers: Vec<_> = (0..tasks)
+        .map(|task| {
+            let (next, done, data, image) =
+                (next.clone(), done.clone(), data.clone(), image.clone());
+            let ids: Vec<u64> = (task..args.io_threads as u64)
+                .step_by(tasks as usize)
+                .collect();
+            tokio::spawn(async move {
+                let mine = ids
+                    .into_iter()
+                    .map(|id| plan.work(id, &next, &done, &data, &image));
+                let all = futures::future::try_join_all(mine).await?;
+                Ok::<Vec<u32>, CliError>(all.into_iter().flatten().collect())
+            })
+        })
+        .collect();
     let mut latencies: Vec<u32> = Vec::new();
-    let result = match result {
-        Ok(per_worker) => {
-            latencies = per_worker.into_iter().flatten().collect();
-            if read_only {
-                Ok(())
-            } else {
-                image.flush().await.map_err(CliError::from)
+    let mut result: CliResult = Ok(());
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(mine)) => latencies.extend(mine),
+            Ok(Err(e)) => {
+                result = result.and(Err(e));
+            }
+            Err(e) => {
+                result = result.and(Err(CliError::with_code(
+                    format!("bench worker failed: {e}"),
+                    1,
+                )));
             }
         }
-        Err(e) => Err(e),
+    }
+    let result = match result {
+        Ok(()) if !read_only => image.flush().await.map_err(CliError::from),
+        other => other,
     };
     latencies.sort_unstable();
     let elapsed = start.elapsed().as_secs_f64();
