@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::recycle::Recycled;
 use crate::sys;
 
 /// Open descriptors kept per process.
@@ -65,6 +66,11 @@ impl Layout {
         self.root.join("spare").join(token)
     }
 
+    /// The directory of recycled empty files (see [`crate::recycle`]).
+    pub(crate) fn recycled(&self) -> PathBuf {
+        self.root.join("recycled")
+    }
+
     /// The data file `file` of `pool`.
     pub(crate) fn data_file(&self, pool: u64, file: u64) -> PathBuf {
         self.pool_dir(pool)
@@ -104,6 +110,9 @@ pub(crate) struct Files {
     spare_dir: PathBuf,
     spares: Mutex<Vec<PathBuf>>,
     spare_seq: std::sync::atomic::AtomicU64,
+    recycled: Recycled,
+    /// Staged files moved into place so far (see [`crate::staged`]).
+    adopted: std::sync::atomic::AtomicU64,
     buffers: Arc<crate::buffers::BufferPool>,
 }
 
@@ -118,12 +127,14 @@ impl Files {
     pub(crate) fn new(layout: Layout, token: &str) -> Self {
         Files {
             spare_dir: layout.spares(token),
+            recycled: Recycled::new(layout.recycled(), token),
             layout,
             cache: Mutex::new(Cache::default()),
             made_dirs: Mutex::new(HashSet::new()),
             dirty: Mutex::new(Dirty::default()),
             spares: Mutex::new(Vec::new()),
             spare_seq: std::sync::atomic::AtomicU64::new(0),
+            adopted: std::sync::atomic::AtomicU64::new(0),
             buffers: crate::buffers::BufferPool::new(),
         }
     }
@@ -182,12 +193,67 @@ impl Files {
                 return Ok(());
             }
         }
+        self.forget(file);
+        guard(&self.dirty).files.remove(&(pool, file));
+        if self.recycled.put(&path) {
+            return Ok(());
+        }
         self.unlink(pool, file)
+    }
+
+    /// Creates a new private file in the session's spare directory, for a staged write.
+    pub(crate) fn stage(&self) -> io::Result<(PathBuf, File)> {
+        self.ensure_dir(&self.spare_dir)?;
+        let n = self
+            .spare_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.spare_dir.join(format!("staged-{n}"));
+        let handle = match self.recycled.take(&path) {
+            Some(handle) => handle,
+            None => File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?,
+        };
+        Ok((path, handle))
+    }
+
+    /// Moves the staged file at `from` (open as `handle`) into place as data file `file` of
+    /// `pool`, which must not exist yet.
+    pub(crate) fn adopt(
+        &self,
+        pool: u64,
+        file: u64,
+        from: &Path,
+        handle: &Arc<File>,
+    ) -> io::Result<()> {
+        let path = self.layout.data_file(pool, file);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.ensure_dir(&dir)?;
+        std::fs::rename(from, &path)?;
+        self.remember(file, handle);
+        let mut dirty = guard(&self.dirty);
+        dirty.dirs.insert(dir);
+        dirty.files.insert((pool, file));
+        self.adopted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Returns how many staged files were moved into place.
+    #[cfg(test)]
+    pub(crate) fn adopted(&self) -> u64 {
+        self.adopted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deletes this session's spare files (on close).
     pub(crate) fn drop_spares(&self) {
-        guard(&self.spares).clear();
+        for spare in std::mem::take(&mut *guard(&self.spares)) {
+            if !self.recycled.put(&spare) {
+                break;
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.spare_dir);
     }
 
@@ -237,12 +303,15 @@ impl Files {
         let path = self.layout.data_file(pool, file);
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         self.ensure_dir(&dir)?;
-        let handle = match File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
+        let created = match self.recycled.take(&path) {
+            Some(handle) => Ok(handle),
+            None => File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path),
+        };
+        let handle = match created {
             Ok(handle) => handle,
             // A file left by an earlier attempt with the same reserved id is garbage.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => File::options()

@@ -29,6 +29,7 @@ use rbdx_objstore::{
 use crate::files::{self, Files};
 use crate::intent::{Action, Intent};
 use crate::rows::{CloneRow, HeadRow};
+use crate::staged::Staged;
 
 /// In-place changes larger than this (or than a quarter of the object) go to a fresh file.
 const IN_PLACE_LIMIT: usize = 256 << 10;
@@ -91,9 +92,20 @@ pub(crate) struct Fresh {
     actions: Vec<Action>,
     /// The object's final size; the file is cut to it.
     size: u64,
+    /// The file's content, already written by the caller.
+    staged: Option<Staged>,
 }
 
 impl Fresh {
+    /// Takes `staged` as the file if it holds exactly what filling would write; otherwise
+    /// drops it (which deletes it).
+    pub(crate) fn adopt(&mut self, staged: Staged) {
+        if self.handle.is_none() && self.source.is_none() && staged.matches(&self.actions) {
+            self.actions.clear();
+            self.staged = Some(staged);
+        }
+    }
+
     /// Returns the number of bytes filling will write, to decide whether to fill in parallel.
     pub(crate) fn weight(&self) -> u64 {
         let copy = self.source.map_or(0, |(_, len)| len);
@@ -107,6 +119,9 @@ impl Fresh {
     /// Creates the file (reusing a spare when the queued actions define every byte), copies
     /// the source in, applies the queued actions and cuts the file to size.
     pub(crate) fn materialize(&mut self, files: &Files, pool: u64) -> std::io::Result<Arc<File>> {
+        if let Some(staged) = self.staged.take() {
+            self.handle = Some(staged.into_place(files, pool, self.file)?);
+        }
         let handle = match &self.handle {
             Some(handle) => handle.clone(),
             None => {
@@ -255,6 +270,7 @@ impl<'p, 'a> Eval<'p, 'a> {
             source,
             actions,
             size: self.size,
+            staged: None,
         });
         Ok(())
     }

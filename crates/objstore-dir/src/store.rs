@@ -22,6 +22,7 @@ use crate::files::{Files, Layout};
 use crate::notify::{self, Answer, Frame, NotifyServer};
 use crate::read::{Readers, RowCache};
 use crate::session::Session;
+use crate::staged::Staged;
 use crate::writer::{self, Command, OperateRequest, Shared, Writer};
 use crate::{admin, locks, read, reap, watch};
 
@@ -78,6 +79,12 @@ fn path_error(path: &Path, e: impl std::error::Error + Send + Sync + 'static) ->
 }
 
 impl DirStore {
+    /// The data-file access of this handle (tests look inside).
+    #[cfg(test)]
+    pub(crate) fn files(&self) -> &Files {
+        &self.inner.shared.files
+    }
+
     /// Opens (creating if needed) the store in directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<DirStore> {
         DirStore::open_opts(path, DirOptions::default())
@@ -399,6 +406,19 @@ impl ObjectStore for DirStore {
         snapc: &SnapContext,
     ) -> Result<u64> {
         validate::write_op(io, oid, op, snapc)?;
+        // A new object's content is written here, on a blocking thread of the caller's, so the
+        // writer only moves the file into place. A failure to stage is not the request's: the
+        // writer then fills the file itself and reports what it meets.
+        let staged = match crate::staged::stageable(op) {
+            Some(writes) => {
+                let shared = self.inner.shared.clone();
+                tokio::task::spawn_blocking(move || Staged::write(&shared.files, &writes))
+                    .await
+                    .ok()
+                    .and_then(|staged| staged.ok())
+            }
+            None => None,
+        };
         let (tx, rx) = oneshot::channel();
         self.send(Command::Operate(OperateRequest {
             io: io.clone(),
@@ -406,6 +426,7 @@ impl ObjectStore for DirStore {
             op: op.clone(),
             snapc: snapc.clone(),
             reply: tx,
+            staged,
         }))?;
         rx.await.map_err(|_| closed())?
     }

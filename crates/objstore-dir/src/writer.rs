@@ -103,6 +103,8 @@ pub(crate) struct OperateRequest {
     pub(crate) op: WriteOp,
     pub(crate) snapc: SnapContext,
     pub(crate) reply: oneshot::Sender<Result<u64>>,
+    /// The new object's content, written by the caller (see [`crate::staged`]).
+    pub(crate) staged: Option<crate::staged::Staged>,
 }
 
 /// Work for the writer thread.
@@ -408,7 +410,11 @@ impl Writer {
                         continue;
                     }
                 }
-                let Queued { key, stripe, req } = q;
+                let Queued {
+                    key,
+                    stripe,
+                    mut req,
+                } = q;
                 let mut merged = merge_later(&key, stripe, &req, &mut pending);
                 let mut planned = if merged.is_empty() {
                     self.prepare(&req, &key, stripe, &req.op, 1)
@@ -430,6 +436,12 @@ impl Writer {
                         req,
                     }));
                     planned = self.prepare(&req, &key, stripe, &req.op, 1);
+                }
+                if let (Ok(planned), Some(staged)) = (&mut planned, req.staged.take())
+                    && let Outcome::Change(change) = &mut planned.outcome
+                    && let Some(fresh) = &mut change.fresh
+                {
+                    fresh.adopt(staged);
                 }
                 match planned {
                     Ok(planned) => prepared.push(Prepared {
