@@ -181,40 +181,35 @@ pub async fn run(cluster: &Cluster, args: BenchArgs, printer: Printer) -> CliRes
         io_type: args.io_type,
         rw_mix_read: args.rw_mix_read,
     };
-    // The workers are spread over one task per CPU, so an operation served from memory (which
-    // completes without waiting) runs on every core; within a task they take turns whenever
-    // one waits. A task per worker costs the large reads more than it gains.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let tasks = args.io_threads.min(cpus) as u64;
-    let workers: Vec<_> = (0..tasks)
-        .map(|task| {
-            let (next, done, data, image) =
-                (next.clone(), done.clone(), data.clone(), image.clone());
-            let ids: Vec<u64> = (task..args.io_threads as u64)
-                .step_by(tasks as usize)
-                .collect();
-            tokio::spawn(async move {
-                let mine = ids
-                    .into_iter()
-                    .map(|id| plan.work(id, &next, &done, &data, &image));
-                let all = futures::future::try_join_all(mine).await?;
-                Ok::<Vec<u32>, CliError>(all.into_iter().flatten().collect())
-            })
-        })
-        .collect();
+    // Each worker is a task of its own, so the runtime spreads them over its threads: an
+    // operation served from memory completes without waiting, and workers polled together in
+    // one task would take turns on one thread, the first to start keeping it.
+    let worker = |id: u64| {
+        let (next, done, data, image) = (next.clone(), done.clone(), data.clone(), image.clone());
+        async move { plan.work(id, &next, &done, &data, &image).await }
+    };
     let mut latencies: Vec<u32> = Vec::new();
     let mut result: CliResult = Ok(());
-    for worker in workers {
-        match worker.await {
-            Ok(Ok(mine)) => latencies.extend(mine),
-            Ok(Err(e)) => {
-                result = result.and(Err(e));
-            }
-            Err(e) => {
-                result = result.and(Err(CliError::with_code(
-                    format!("bench worker failed: {e}"),
-                    1,
-                )));
+    if args.io_threads == 1 {
+        // One worker runs on this task: a spawned one would only add a hand-off.
+        match worker(0).await {
+            Ok(mine) => latencies = mine,
+            Err(e) => result = Err(e),
+        }
+    } else {
+        let workers: Vec<_> = (0..args.io_threads as u64)
+            .map(|id| tokio::spawn(worker(id)))
+            .collect();
+        for worker in workers {
+            match worker.await {
+                Ok(Ok(mine)) => latencies.extend(mine),
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(e) => {
+                    result = result.and(Err(CliError::with_code(
+                        format!("bench worker failed: {e}"),
+                        1,
+                    )));
+                }
             }
         }
     }
