@@ -26,7 +26,13 @@ pub fn data_prefix(id: &str) -> String {
 
 /// A data object: `rbd_data.<id>.<objectno as %016x>`.
 pub fn data_object(prefix: &str, objectno: u64) -> String {
-    format!("{prefix}.{objectno:016x}")
+    use std::fmt::Write as _;
+    // Sized once: every read and write names its object, and `format!` grows the string
+    // a few times on the way.
+    let mut name = String::with_capacity(prefix.len() + 17);
+    name.push_str(prefix);
+    let _ = write!(name, ".{objectno:016x}");
+    name
 }
 
 /// The object map of the head (`snap == None`) or a snapshot:

@@ -18,6 +18,9 @@ use crate::sys;
 
 /// Open descriptors kept per process.
 const CACHE_CAPACITY: usize = 256;
+/// Independently locked parts of the descriptor cache (by file id), so that threads reading
+/// different objects do not take turns on one lock.
+const CACHE_SHARDS: usize = 16;
 
 /// Paths inside a store directory.
 #[derive(Debug, Clone)]
@@ -104,7 +107,7 @@ const MIN_SPARE_LEN: u64 = 1 << 20;
 #[derive(Debug)]
 pub(crate) struct Files {
     layout: Layout,
-    cache: Mutex<Cache>,
+    cache: Vec<Mutex<Cache>>,
     made_dirs: Mutex<HashSet<PathBuf>>,
     dirty: Mutex<Dirty>,
     spare_dir: PathBuf,
@@ -129,7 +132,9 @@ impl Files {
             spare_dir: layout.spares(token),
             recycled: Recycled::new(layout.recycled(), token),
             layout,
-            cache: Mutex::new(Cache::default()),
+            cache: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(Cache::default()))
+                .collect(),
             made_dirs: Mutex::new(HashSet::new()),
             dirty: Mutex::new(Dirty::default()),
             spares: Mutex::new(Vec::new()),
@@ -261,11 +266,16 @@ impl Files {
         &self.layout
     }
 
+    /// The part of the descriptor cache that holds `file`.
+    fn shard(&self, file: u64) -> MutexGuard<'_, Cache> {
+        guard(&self.cache[(file % CACHE_SHARDS as u64) as usize])
+    }
+
     fn remember(&self, file: u64, handle: &Arc<File>) {
-        let mut cache = guard(&self.cache);
+        let mut cache = self.shard(file);
         cache.tick += 1;
         let tick = cache.tick;
-        if cache.open.len() >= CACHE_CAPACITY
+        if cache.open.len() >= CACHE_CAPACITY / CACHE_SHARDS
             && let Some(oldest) = cache
                 .open
                 .iter()
@@ -280,7 +290,7 @@ impl Files {
     /// Opens data file `file` of `pool` for reading and writing, from the cache if possible.
     pub(crate) fn open(&self, pool: u64, file: u64) -> io::Result<Arc<File>> {
         {
-            let mut cache = guard(&self.cache);
+            let mut cache = self.shard(file);
             cache.tick += 1;
             let tick = cache.tick;
             if let Some((handle, t)) = cache.open.get_mut(&file) {
@@ -331,7 +341,7 @@ impl Files {
 
     /// Drops the cached descriptor of `file`.
     pub(crate) fn forget(&self, file: u64) {
-        guard(&self.cache).open.remove(&file);
+        self.shard(file).open.remove(&file);
     }
 
     /// Deletes data file `file` of `pool`; a missing file is fine.
@@ -373,7 +383,9 @@ impl Files {
     pub(crate) fn forget_pool(&self, pool: u64) {
         let prefix = self.layout.pool_dir(pool);
         guard(&self.made_dirs).retain(|d| !d.starts_with(&prefix));
-        guard(&self.cache).open.clear();
+        for shard in &self.cache {
+            guard(shard).open.clear();
+        }
         let mut dirty = guard(&self.dirty);
         dirty.files.retain(|(p, _)| *p != pool);
         dirty.dirs.retain(|d| !d.starts_with(&prefix));

@@ -587,43 +587,45 @@ pub(crate) fn read_op(
             .steps()
             .iter()
             .all(|s| is_data(s) || matches!(s, ReadStep::Stat));
-    readers.with(|conn| {
-        let cached = if cacheable {
-            cache.get(&key, stripe)
-        } else {
-            None
+    // A remembered row that the change counters vouch for needs no database connection.
+    let mut recheck: Option<(CachedRow, Snapshot)> = None;
+    if let Some(row) = cacheable.then(|| cache.get(&key, stripe)).flatten() {
+        if too_big(row.size) {
+            return Ok(None);
+        }
+        let mut seen = Snapshot {
+            version: row.version,
+            size: row.size,
+            mtime: row.mtime,
+            file: row.file,
+            head_id: Some(row.id),
+            intents: row.intents.clone(),
+            outputs: vec![None; op.steps().len()],
         };
-        if let Some(mut row) = cached {
-            if too_big(row.size) {
-                return Ok(None);
+        let read = data_outputs(files, io.pool().0, &mut seen, op)
+            .map_err(|e| Error::io(io.object_subject(oid), e))?;
+        if read.is_some() {
+            if let (Some(c), Some(at)) = (changes, row.seen)
+                && c.unchanged_since(stripe, at)
+            {
+                return Ok(Some(finish(seen)));
             }
-            let mut seen = Snapshot {
-                version: row.version,
-                size: row.size,
-                mtime: row.mtime,
-                file: row.file,
-                head_id: Some(row.id),
-                intents: row.intents.clone(),
-                outputs: vec![None; op.steps().len()],
-            };
-            let read = data_outputs(files, io.pool().0, &mut seen, op)
-                .map_err(|e| Error::io(io.object_subject(oid), e))?;
-            if read.is_some() {
-                if let (Some(c), Some(at)) = (changes, row.seen)
-                    && c.unchanged_since(stripe, at)
-                {
-                    return Ok(Some(finish(seen)));
+            recheck = Some((row, seen));
+        } else {
+            cache.forget(&key, stripe);
+        }
+    }
+    readers.with(|conn| {
+        if let Some((mut row, seen)) = recheck {
+            // The counters cannot vouch for the row: ask the database, and remember the
+            // counters seen before asking if it is still current.
+            let at = seen_now();
+            if unchanged(conn, row.id, row.version, row.file)? {
+                if at.is_some() {
+                    row.seen = at;
+                    cache.remember(key.clone(), stripe, row);
                 }
-                // The counters cannot vouch for the row: ask the database, and remember
-                // the counters seen before asking if it is still current.
-                let at = seen_now();
-                if unchanged(conn, row.id, row.version, row.file)? {
-                    if at.is_some() {
-                        row.seen = at;
-                        cache.remember(key.clone(), stripe, row);
-                    }
-                    return Ok(Some(finish(seen)));
-                }
+                return Ok(Some(finish(seen)));
             }
             cache.forget(&key, stripe);
         }
