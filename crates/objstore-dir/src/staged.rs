@@ -36,13 +36,13 @@ pub(crate) struct Staged {
     pieces: Vec<(u64, u64)>,
 }
 
-/// Returns the writes of `op` if the data it leaves is likely not to depend on what the object
-/// held, carrying at least [`STAGE_MIN`] bytes: it starts from nothing (an exclusive create, a
-/// truncation to zero or a write-full) before its first write, or its first write starts at
-/// the object's first byte (and may cover all of it, as an image's whole-object writes do),
-/// and then it only writes data. Steps that only assert something or change the omap or
-/// xattrs may come anywhere. Whether the data really does not depend on the object is decided
-/// when the request is planned (see [`crate::plan::Fresh::adopt`]).
+/// Returns the writes of `op` if the data it leaves does not depend on what the object held:
+/// it starts from nothing (an exclusive create, a truncation to zero or a write-full) before
+/// its first write, and then only writes data, carrying at least [`STAGE_MIN`] bytes. Steps
+/// that only assert something or change the omap or xattrs may come anywhere.
+///
+/// Overwrites are left to the writer even when they cover the whole object: it fills their
+/// new file from a spare whose pages are already in the page cache.
 pub(crate) fn stageable(op: &WriteOp) -> Option<Vec<(u64, Bytes)>> {
     let mut empty = false;
     let mut writes: Vec<(u64, Bytes)> = Vec::new();
@@ -57,10 +57,7 @@ pub(crate) fn stageable(op: &WriteOp) -> Option<Vec<(u64, Bytes)>> {
                 empty = true;
                 writes = vec![(0, data.clone())];
             }
-            WriteStep::Write { offset, data } if empty || *offset == 0 => {
-                empty = true;
-                writes.push((*offset, data.clone()));
-            }
+            WriteStep::Write { offset, data } if empty => writes.push((*offset, data.clone())),
             WriteStep::Create { exclusive: false }
             | WriteStep::AssertExists
             | WriteStep::AssertVersion(_)
@@ -162,13 +159,8 @@ mod tests {
         assert_eq!(writes(WriteOp::new().write_full(big.clone())), Some(1));
         assert_eq!(
             writes(WriteOp::new().create(false).write(0, big.clone())),
-            Some(1),
-            "may cover the whole object: decided when planned"
-        );
-        assert_eq!(
-            writes(WriteOp::new().create(false).write(4096, big.clone())),
             None,
-            "the old content shows through"
+            "the old content shows through, or a spare serves better"
         );
         assert_eq!(
             writes(
@@ -249,39 +241,5 @@ mod tests {
             7,
             "the snapshot keeps the old content"
         );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_write_from_the_first_byte_is_taken_only_if_it_covers_the_object() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DirStore::open(dir.path()).unwrap();
-        let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
-        let snapc = SnapContext::empty();
-        let half = STAGE_MIN as usize;
-        store.write_full(&io, "a", data(2 * half, 1)).await.unwrap();
-        let taken = store.files().adopted();
-
-        // The object is larger than the write: its second half must stay.
-        let op = WriteOp::new().write(0, data(half, 2));
-        store.operate(&io, "a", &op, &snapc).await.unwrap();
-        assert_eq!(
-            store.files().adopted(),
-            taken,
-            "the staged file was not the object"
-        );
-        let read = store.read(&io, "a", 0, None).await.unwrap();
-        assert_eq!(read.len(), 2 * half);
-        assert!(read[..half].iter().all(|b| *b == 2));
-        assert!(
-            read[half..].iter().all(|b| *b == 1),
-            "the old bytes past the write stay"
-        );
-
-        // A write covering the whole object replaces it with the staged file.
-        let op = WriteOp::new().write(0, data(2 * half, 3));
-        store.operate(&io, "a", &op, &snapc).await.unwrap();
-        assert_eq!(store.files().adopted(), taken + 1);
-        let read = store.read(&io, "a", 0, None).await.unwrap();
-        assert!(read.len() == 2 * half && read.iter().all(|b| *b == 3));
     }
 }

@@ -1,5 +1,5 @@
 //! Staged and recycled files under SIGKILL: a child creates, replaces, overwrites and removes
-//! objects whose content it writes ahead of the commit (staged files), and flushes so that the files
+//! objects, writing the content of new and replaced ones ahead of the commit (staged files), and flushes so that the files
 //! it releases are recycled and taken again, until it is killed at a random moment. Neither
 //! a long-lived handle reading meanwhile nor a fresh handle after each kill may see an object
 //! other than whole (one fill byte, the hole between its pieces intact), and every recycled
@@ -83,8 +83,7 @@ fn staging_child() {
             let op = match rng.below(4) {
                 0 => content(WriteOp::new().create(true), fill),
                 1 => content(WriteOp::new().create(false).truncate(0), fill),
-                // Staged too (it writes from the first byte), but the old object's hole is
-                // not covered: the plan must refuse the staged file.
+                // Not staged: the writer fills it, from the old file when there is one.
                 2 => content(WriteOp::new(), fill),
                 _ => WriteOp::new().remove(),
             };
