@@ -1,9 +1,10 @@
 //! Object data files: where they live, a cache of open descriptors, sparse copies, and the set
 //! of files and directories this process changed since its last flush.
 //!
-//! A data file is named by a file id that is never reused, so a cached descriptor can never
-//! point at another object's data; a descriptor of a replaced file only ever shows an older
-//! version, which the readers' version check rejects.
+//! A data file is named by a file id that is never reused, but its inode may be: spares and
+//! recycled files (see [`crate::recycle`]) move released files under new names. A descriptor
+//! cached for a released file may therefore show another object's bytes; a head read checks
+//! afterwards that the head's version and file did not change, which rejects them.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -213,15 +214,21 @@ impl Files {
             .spare_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.spare_dir.join(format!("staged-{n}"));
-        let handle = match self.recycled.take(&path) {
-            Some(handle) => handle,
+        let handle = self.new_file(&path)?;
+        Ok((path, handle))
+    }
+
+    /// Opens a new file at `path`, which must not exist: a recycled file moved there, or one
+    /// created there.
+    fn new_file(&self, path: &Path) -> io::Result<File> {
+        match self.recycled.take(path) {
+            Some(handle) => Ok(handle),
             None => File::options()
                 .read(true)
                 .write(true)
                 .create_new(true)
-                .open(&path)?,
-        };
-        Ok((path, handle))
+                .open(path),
+        }
     }
 
     /// Moves the staged file at `from` (open as `handle`) into place as data file `file` of
@@ -313,15 +320,7 @@ impl Files {
         let path = self.layout.data_file(pool, file);
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         self.ensure_dir(&dir)?;
-        let created = match self.recycled.take(&path) {
-            Some(handle) => Ok(handle),
-            None => File::options()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path),
-        };
-        let handle = match created {
+        let handle = match self.new_file(&path) {
             Ok(handle) => handle,
             // A file left by an earlier attempt with the same reserved id is garbage.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => File::options()
