@@ -3,8 +3,9 @@
 //!
 //! A data file is named by a file id that is never reused, but its inode may be: spares and
 //! recycled files (see [`crate::recycle`]) move released files under new names. A descriptor
-//! cached for a released file may therefore show another object's bytes; a head read checks
-//! afterwards that the head's version and file did not change, which rejects them.
+//! cached for a released file may therefore show another object's bytes; a data read checks
+//! afterwards that the row it read from (head or clone) still names the same version and
+//! file, which rejects them.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;

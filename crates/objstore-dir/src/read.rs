@@ -3,9 +3,11 @@
 //! Metadata (the row, omap, xattrs, recorded intents) is read in one read transaction, which
 //! sees one committed state. Data is then read from the file the row names, and any intents
 //! still recorded are applied to the bytes read, so a writer caught between its commit and
-//! the application of its intent (or one that died there) cannot be observed half-way. A head
-//! read finishes by checking that the head's version and file did not change meanwhile;
-//! otherwise it starts again. Clone rows and files never change while they exist.
+//! the application of its intent (or one that died there) cannot be observed half-way. A data
+//! read finishes by checking that the row it read from (the head or a clone) still names the
+//! same version and file; otherwise it starts again. Clone rows and files never change while
+//! they exist, but a removed clone's file may be collected and its inode recycled under
+//! another object while a read still holds it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -174,6 +176,8 @@ struct Snapshot {
     mtime: i64,
     file: Option<u64>,
     head_id: Option<i64>,
+    /// The row the data came from (the head or a clone), checked again after the read.
+    row_id: i64,
     intents: Vec<Intent>,
     outputs: Vec<Option<ReadOutput>>,
 }
@@ -268,6 +272,7 @@ fn metadata(
         mtime,
         file,
         head_id: is_head.then_some(row_id),
+        row_id,
         intents,
         outputs,
     })
@@ -526,11 +531,11 @@ fn checksums(
     Ok(out)
 }
 
-fn unchanged(conn: &Connection, head_id: i64, version: u64, file: Option<u64>) -> Result<bool> {
+fn unchanged(conn: &Connection, row_id: i64, version: u64, file: Option<u64>) -> Result<bool> {
     let now: Option<(i64, Option<i64>)> = conn
         .prepare_cached("SELECT version, file FROM objects WHERE id = ?1")
         .and_then(|mut s| {
-            s.query_row([head_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            s.query_row([row_id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })
         .map_err(db_error)?;
@@ -599,6 +604,7 @@ pub(crate) fn read_op(
             mtime: row.mtime,
             file: row.file,
             head_id: Some(row.id),
+            row_id: row.id,
             intents: row.intents.clone(),
             outputs: vec![None; op.steps().len()],
         };
@@ -641,9 +647,9 @@ pub(crate) fn read_op(
                 continue;
             }
             let needs_check = seen.file.is_some() && op.steps().iter().any(is_data);
-            if let (true, Some(head_id)) = (needs_check, seen.head_id)
-                && !unchanged(conn, head_id, seen.version, seen.file)?
-            {
+            // A clone's file never changes while the clone exists, but once the clone is
+            // removed its file may be collected and its inode recycled under another object.
+            if needs_check && !unchanged(conn, seen.row_id, seen.version, seen.file)? {
                 continue;
             }
             if let (true, Some(id)) = (cacheable, seen.head_id) {
