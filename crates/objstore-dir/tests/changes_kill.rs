@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, PoolId};
 use rbdx_objstore_dir::DirStore;
 
-use common::Rng;
+use common::{Child, Rng, child_command, child_spec};
 
 const CHILD_ENV: &str = "RBDX_CHANGES_CHILD";
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -23,51 +22,25 @@ const BLOCK: usize = 4096;
 const BLOCKS: usize = 32;
 const ROUNDS: u64 = 12;
 
-/// A writer child, killed when dropped (also when an assertion fails first).
-struct Writer(Child);
-
-impl Writer {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_child(dir: &Path, pool: PoolId, seed: u64, failpoint: Option<&str>) -> Writer {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "writer_child",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .stdout(Stdio::null())
-    .env(CHILD_ENV, format!("{}|{}|{seed}", dir.display(), pool.0));
+fn spawn_child(dir: &Path, pool: PoolId, seed: u64, failpoint: Option<&str>) -> Child {
+    let mut cmd = child_command("writer_child", CHILD_ENV, dir, pool, &seed.to_string());
     if let Some(point) = failpoint {
         cmd.env("RBDX_DIR_FAILPOINT", point);
     }
-    Writer(cmd.spawn().unwrap())
+    Child(cmd.spawn().unwrap())
 }
 
 /// The child: writes whole blocks, each filled with one byte, until it is killed.
 #[test]
 fn writer_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some((dir, pool, seed)) = child_spec(CHILD_ENV) else {
         return;
     };
-    let parts: Vec<&str> = spec.split('|').collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = DirStore::open(PathBuf::from(parts[0])).unwrap();
-        let io = IoCtx::new(PoolId(parts[1].parse().unwrap()));
-        let mut rng = Rng(parts[2].parse::<u64>().unwrap() | 1);
+        let store = DirStore::open(dir).unwrap();
+        let io = IoCtx::new(pool);
+        let mut rng = Rng(seed.parse::<u64>().unwrap() | 1);
         loop {
             let name = NAMES[rng.below(NAMES.len())];
             let block = rng.below(BLOCKS);

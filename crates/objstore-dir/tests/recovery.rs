@@ -5,26 +5,19 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bytes::Bytes;
 use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, PoolId};
 use rbdx_objstore_dir::DirStore;
 
+mod common;
+use common::{child_command, child_spec};
+
 const CHILD_ENV: &str = "RBDX_RECOVERY_CHILD";
 
 /// Runs `op` (`patch`, `replace` or `append`) in a child that dies at `point`.
 fn run_child(dir: &Path, pool: PoolId, op: &str, point: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new(exe)
-        .args([
-            "recovery_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env(CHILD_ENV, format!("{}|{}|{op}", dir.display(), pool.0))
+    let status = child_command("recovery_child", CHILD_ENV, dir, pool, op)
         .env("RBDX_DIR_FAILPOINT", point)
         .status()
         .unwrap();
@@ -34,15 +27,14 @@ fn run_child(dir: &Path, pool: PoolId, op: &str, point: &str) {
 /// The child: applies one write, which aborts the process at the failpoint.
 #[test]
 fn recovery_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some((dir, pool, op)) = child_spec(CHILD_ENV) else {
         return;
     };
-    let parts: Vec<&str> = spec.split('|').collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = DirStore::open(PathBuf::from(parts[0])).unwrap();
-        let io = IoCtx::new(PoolId(parts[1].parse().unwrap()));
-        match parts[2] {
+        let store = DirStore::open(dir).unwrap();
+        let io = IoCtx::new(pool);
+        match op.as_str() {
             "append" => store
                 .write(&io, "obj", 16384, Bytes::from(vec![b'A'; 200_000]))
                 .await

@@ -9,15 +9,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rbdx_objstore::{ErrorKind, IoCtx, ObjectStore, ObjectStoreExt, PoolId, SnapContext, WriteOp};
 use rbdx_objstore_dir::DirStore;
 
-use common::Rng;
+use common::{Child, Rng, child_command, child_spec};
 
 const CHILD_ENV: &str = "RBDX_STAGED_CHILD";
 const NAMES: [&str; 6] = ["o0", "o1", "o2", "o3", "o4", "o5"];
@@ -27,34 +26,12 @@ const GAP_END: usize = 1 << 20;
 const SIZE: usize = GAP_END + PIECE;
 const ROUNDS: u64 = 10;
 
-/// A child, killed when dropped (also when an assertion fails first).
-struct Child9(Child);
-
-impl Child9 {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Child9 {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_child(dir: &Path, pool: PoolId, seed: u64) -> Child9 {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "staging_child",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .stdout(Stdio::null())
-    .env(CHILD_ENV, format!("{}|{}|{seed}", dir.display(), pool.0));
-    Child9(cmd.spawn().unwrap())
+fn spawn_child(dir: &Path, pool: PoolId, seed: u64) -> Child {
+    Child(
+        child_command("staging_child", CHILD_ENV, dir, pool, &seed.to_string())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// The writes that give an object filled with `fill`, after `start` (which empties it).
@@ -67,15 +44,14 @@ fn content(start: WriteOp, fill: u8) -> WriteOp {
 /// The child: creates, replaces and removes objects, flushing now and then, until killed.
 #[test]
 fn staging_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some((dir, pool, seed)) = child_spec(CHILD_ENV) else {
         return;
     };
-    let parts: Vec<&str> = spec.split('|').collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = DirStore::open(PathBuf::from(parts[0])).unwrap();
-        let io = IoCtx::new(PoolId(parts[1].parse().unwrap()));
-        let mut rng = Rng(parts[2].parse::<u64>().unwrap() | 1);
+        let store = DirStore::open(dir).unwrap();
+        let io = IoCtx::new(pool);
+        let mut rng = Rng(seed.parse::<u64>().unwrap() | 1);
         let snapc = SnapContext::empty();
         for n in 0u64.. {
             let name = NAMES[rng.below(NAMES.len())];
