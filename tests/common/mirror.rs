@@ -87,6 +87,38 @@ impl Site {
         run.json()["state"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// This site's `mirror image status` of `spec` and the last lines of its daemon logs,
+    /// for a failing test's message.
+    pub fn diagnostics(&self, spec: &str) -> String {
+        if let Some(keep) = std::env::var_os("RBDX_TEST_KEEP") {
+            let to = Path::new(&keep).join(&self.name);
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(self.rbdx.path())
+                .arg(&to)
+                .status();
+        }
+        let status = self.run(&["mirror", "image", "status", spec, "--format", "json"]);
+        let mut out = format!(
+            "{} status of {spec}: {}{}",
+            self.name, status.stdout, status.stderr
+        );
+        let logs = std::fs::read_dir(self.rbdx.path())
+            .into_iter()
+            .flatten()
+            .flatten();
+        for entry in logs {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("daemon-") && name.ends_with(".log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                out.push_str(&format!("\n{} {name} (last 40 lines):\n{tail}", self.name));
+            }
+        }
+        out
+    }
+
     /// Exports `spec` to a file in `dir` and returns its bytes.
     pub fn export(&self, spec: &str, dir: &Path) -> Option<Vec<u8>> {
         let path = dir.join(format!("{}-{}", self.name, spec.replace(['/', '@'], "_")));
@@ -143,16 +175,57 @@ pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until `spec` reads the same at both sites.
+/// Waits until `spec` reads the same at both sites; on timeout, panics with both sites'
+/// status of `spec` and the ends of their daemon logs.
 pub fn wait_equal(a: &Site, b: &Site, spec: &str, dir: &Path, timeout: Duration) {
-    wait_for(
-        &format!("{spec} to be equal at both sites"),
-        timeout,
-        || match (a.export(spec, dir), b.export(spec, dir)) {
-            (Some(x), Some(y)) => x == y,
-            _ => false,
-        },
-    );
+    let start = Instant::now();
+    loop {
+        let (x, y) = (a.export(spec, dir), b.export(spec, dir));
+        let differ = match (&x, &y) {
+            (Some(x), Some(y)) if x == y => return,
+            (Some(x), Some(y)) => differences(x, y),
+            _ => format!(
+                "export at {}: {}, at {}: {}",
+                a.name,
+                x.is_some(),
+                b.name,
+                y.is_some()
+            ),
+        };
+        if start.elapsed() >= timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {spec} to be equal at both sites: \
+                 {differ}\n{}\n{}",
+                a.diagnostics(spec),
+                b.diagnostics(spec)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Describes how two exports differ: their sizes and the first 4 KiB blocks that differ,
+/// each with its first byte at both sites.
+fn differences(x: &[u8], y: &[u8]) -> String {
+    let blocks: Vec<String> = x
+        .chunks(4096)
+        .zip(y.chunks(4096))
+        .enumerate()
+        .filter(|(_, (p, q))| p != q)
+        .map(|(i, (p, q))| format!("block {i} ({:#x} / {:#x})", p[0], q[0]))
+        .collect();
+    format!(
+        "{} and {} bytes, {} blocks differ: {}",
+        x.len(),
+        y.len(),
+        blocks.len(),
+        blocks
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Writes `bytes` of 4 KiB random writes (rbdx bench) into `spec` at `site`.

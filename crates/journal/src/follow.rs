@@ -16,6 +16,9 @@
 //! An id can be missing: an append that never completed (its writer died). The writer writes
 //! one batch at a time, so an id is missing for good once a later one is visible and the
 //! missing one has not appeared within the grace period; the follower then goes on without it.
+//! Following a journal from its start, the first id wanted is 0 when the journal was never
+//! trimmed (set 0 is its oldest), so entry 0 is waited for like any other missing id; taking
+//! whichever entry shows first would drop an entry 0 whose append landed after entry 1's.
 //! A set is finished when a newer set is active and every object of the set is read to its end
 //! (a torn tail, left by a writer that died, ends an object too); the follower then moves to
 //! the next set.
@@ -201,6 +204,10 @@ impl Follower {
         while bytes < self.options.budget / 2 {
             let want = match self.last {
                 Some(t) => t + 1,
+                // A journal never trimmed begins at id 0: wait for it (as for any missing
+                // id) even when a later entry shows first, as appends to other objects of
+                // the set may land before it.
+                None if self.set == 0 => 0,
                 None => match self.first_available().await? {
                     Some(t) => t,
                     None => break,
@@ -223,13 +230,12 @@ impl Follower {
         Ok(out)
     }
 
-    /// Reads every object of the set until something is pending; returns the lowest id.
+    /// Reads a chunk of every object of the set (a trimmed journal's first id is unknown);
+    /// returns the lowest id pending.
     async fn first_available(&mut self) -> Result<Option<u64>> {
         let objects: Vec<u64> = self.cursors.keys().copied().collect();
         for objno in objects {
-            if self.pending.is_empty() {
-                self.read_more(objno).await?;
-            }
+            self.read_more(objno).await?;
         }
         Ok(self.pending.keys().next().copied())
     }

@@ -1,5 +1,6 @@
 //! Following a journal: a writer appends for ten seconds while a follower applies what it
-//! reads into a second image; and a 1 GiB backlog is read within the follower's budget.
+//! reads into a second image; a 1 GiB backlog is read within the follower's budget; and a
+//! follower from the start waits for entry 0 when a later entry lands first.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rbdx_image::{CreateOptions, Features, Image, Images, OpenOptions};
 use rbdx_journal::{Applier, FollowOptions, Follower, Journal, JournalOptions, event};
-use rbdx_objstore::{IoCtx, MemoryStore, ObjectStore};
+use rbdx_objstore::{IoCtx, MemoryStore, ObjectStore, SnapContext, WriteOp};
 
 const SIZE: u64 = 16 << 20;
 
@@ -228,5 +229,104 @@ async fn a_gigabyte_backlog_is_read_within_the_budget() {
         "held {} bytes with a budget of {budget}",
         follower.peak_bytes()
     );
+    follower.close().await;
+}
+
+/// Writes the frame of entry `tid` (tag 0) as the only entry of journal data object `objno`.
+async fn put_entry(
+    store: &Arc<dyn ObjectStore>,
+    io: &IoCtx,
+    journal: &Journal,
+    objno: u64,
+    tid: u64,
+) {
+    let frame = rbdx_journal::entry::Entry {
+        tag_tid: 0,
+        entry_tid: tid,
+        data: Bytes::from(vec![tid as u8; 100]),
+    }
+    .encode();
+    let oid = format!("{}{objno}", journal.prefix());
+    store
+        .operate(
+            io,
+            &oid,
+            &WriteOp::new().write(0, frame),
+            &SnapContext::empty(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_from_the_start_waits_for_the_first_entry_when_a_later_one_lands_first() {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
+    let options = JournalOptions {
+        splay_width: 4,
+        ..JournalOptions::default()
+    };
+    Journal::create(&store, &io, "j", options).await.unwrap();
+    let journal = Journal::open(store.clone(), io.clone(), "j").await.unwrap();
+    // Entry 1 (object 1) is visible before entry 0 (object 0): appends to the objects of a
+    // set run side by side.
+    put_entry(&store, &io, &journal, 1, 1).await;
+    let options = FollowOptions {
+        poll: Duration::from_millis(20),
+        gap_grace: Duration::from_secs(30),
+        ..FollowOptions::default()
+    };
+    let mut follower = Follower::open(store.clone(), io.clone(), "j", None, options)
+        .await
+        .unwrap();
+    let first = tokio::spawn(async move {
+        let batch = follower.next_batch().await.unwrap().unwrap();
+        follower.close().await;
+        batch
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !first.is_finished(),
+        "entry 1 was returned while entry 0 was missing"
+    );
+    put_entry(&store, &io, &journal, 0, 0).await;
+    let batch = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("entry 0 is read once it lands")
+        .unwrap();
+    let tids: Vec<u64> = batch.iter().map(|(p, _)| p.entry_tid).collect();
+    assert_eq!(tids, [0, 1]);
+    assert_eq!(batch[0].1.data, Bytes::from(vec![0u8; 100]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_from_the_start_goes_on_without_a_first_entry_that_never_lands() {
+    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
+    let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
+    let options = JournalOptions {
+        splay_width: 4,
+        ..JournalOptions::default()
+    };
+    Journal::create(&store, &io, "j", options).await.unwrap();
+    let journal = Journal::open(store.clone(), io.clone(), "j").await.unwrap();
+    put_entry(&store, &io, &journal, 1, 1).await;
+    put_entry(&store, &io, &journal, 2, 2).await;
+    let options = FollowOptions {
+        poll: Duration::from_millis(20),
+        gap_grace: Duration::from_millis(300),
+        ..FollowOptions::default()
+    };
+    let mut follower = Follower::open(store.clone(), io.clone(), "j", None, options)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let batch = tokio::time::timeout(Duration::from_secs(10), follower.next_batch())
+        .await
+        .expect("the missing entry is given up after the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    let tids: Vec<u64> = batch.iter().map(|(p, _)| p.entry_tid).collect();
+    assert_eq!(tids, [1, 2]);
     follower.close().await;
 }
