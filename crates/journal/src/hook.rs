@@ -2,12 +2,15 @@
 //! position kept in step with what has been applied.
 //!
 //! The commit position is the last entry such that it and every entry before it are applied
-//! (writes finish out of order). It is saved in the journal header in the background every
+//! (writes finish out of order). An append's id is known only when its answer comes, so the
+//! position never passes an append submitted earlier whose answer has not come yet: ids
+//! follow the order of submission, and that append's id is lower. It is saved in the
+//! journal header in the background every
 //! [`SAVE_EVERY`] entries or [`SAVE_AFTER`], and on close; each save also trims. After a crash
 //! the entries past the saved position are replayed, which may apply some twice: harmless, as
 //! every event is idempotent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,10 +30,15 @@ const SAVE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Commits {
-    /// Appended, not yet applied.
-    outstanding: BTreeMap<u64, Position>,
-    /// Applied, waiting for an earlier one.
-    done: BTreeMap<u64, Position>,
+    /// Appends submitted whose ids are not known yet, by submission number.
+    submitted: BTreeSet<u64>,
+    /// The last submission number given (numbers start at 1; 0 marks the entries found
+    /// unapplied when the journal was opened, older than any submission).
+    last_seq: u64,
+    /// Appended, not yet applied: position and submission number, by id.
+    outstanding: BTreeMap<u64, (Position, u64)>,
+    /// Applied, waiting for an earlier one: position and submission number, by id.
+    done: BTreeMap<u64, (Position, u64)>,
     /// Every entry up to this one is applied.
     committed: Option<Position>,
     /// Entries applied since the last save.
@@ -39,9 +47,38 @@ struct Commits {
 }
 
 impl Commits {
+    /// Numbers an append about to be submitted; ids follow these numbers.
+    fn submit(&mut self) -> u64 {
+        self.last_seq += 1;
+        self.submitted.insert(self.last_seq);
+        self.last_seq
+    }
+
+    /// Records the outcome of submission `seq`: its position, or none if it failed.
+    fn appended(&mut self, seq: u64, position: Option<Position>) {
+        self.submitted.remove(&seq);
+        if let Some(p) = position {
+            self.outstanding.insert(p.entry_tid, (p, seq));
+        }
+        self.advance();
+    }
+
+    /// Marks entry `tid` applied.
+    fn applied(&mut self, tid: u64) {
+        if let Some(entry) = self.outstanding.remove(&tid) {
+            self.done.insert(tid, entry);
+        }
+        self.advance();
+    }
+
     fn advance(&mut self) {
-        while let Some((&tid, &pos)) = self.done.first_key_value() {
+        while let Some((&tid, &(pos, seq))) = self.done.first_key_value() {
             if self.outstanding.keys().next().is_some_and(|&o| o < tid) {
+                break;
+            }
+            // An append submitted earlier whose id is not known yet gets a lower id: the
+            // commit position must not pass it.
+            if self.submitted.first().is_some_and(|&s| s < seq) {
                 break;
             }
             self.committed = Some(pos);
@@ -97,18 +134,22 @@ async fn save(journal: &Journal, position: Position) -> Result<()> {
 #[async_trait]
 impl ChangeLog for ImageJournal {
     async fn append(&self, event: Event) -> Result<u64> {
-        let pos = self.journal.append(crate::event::encode(&event)).await?;
-        self.commits().outstanding.insert(pos.entry_tid, pos);
-        Ok(pos.entry_tid)
+        let data = crate::event::encode(&event);
+        // Numbered and queued under one lock, so ids follow the submission numbers.
+        let (seq, appended) = {
+            let mut c = self.commits();
+            let appended = self.journal.submit(data)?;
+            (c.submit(), appended)
+        };
+        let result = appended.await;
+        self.commits().appended(seq, result.as_ref().ok().copied());
+        Ok(result?.entry_tid)
     }
 
     async fn applied(&self, tid: u64) -> Result<()> {
         let save = {
             let mut c = self.commits();
-            if let Some(pos) = c.outstanding.remove(&tid) {
-                c.done.insert(tid, pos);
-            }
-            c.advance();
+            c.applied(tid);
             c.since_save += 1;
             let due =
                 c.since_save >= SAVE_EVERY || c.last_save.is_none_or(|t| t.elapsed() >= SAVE_AFTER);
@@ -139,7 +180,7 @@ impl ChangeLog for ImageJournal {
         c.committed = from;
         for (pos, entry) in entries {
             let (event, _) = crate::event::decode(&entry.data)?;
-            c.outstanding.insert(pos.entry_tid, pos);
+            c.outstanding.insert(pos.entry_tid, (pos, 0));
             out.push((pos.entry_tid, event));
         }
         Ok(out)
@@ -195,5 +236,56 @@ impl JournalOpener for RbdxJournals {
 
     async fn remove(&self, store: Arc<dyn ObjectStore>, io: IoCtx, id: &str) -> Result<()> {
         Journal::remove(&store, &io, id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(tid: u64) -> Position {
+        Position {
+            object_number: tid % 4,
+            tag_tid: 0,
+            entry_tid: tid,
+        }
+    }
+
+    #[test]
+    fn the_commit_position_waits_for_an_earlier_append_whose_id_is_not_known_yet() {
+        let mut c = Commits::default();
+        let first = c.submit();
+        let second = c.submit();
+        // The second append's answer and its write finish before the first's answer is seen.
+        c.appended(second, Some(at(1)));
+        c.applied(1);
+        assert_eq!(c.committed, None, "entry 0 is appended but not applied");
+        c.appended(first, Some(at(0)));
+        assert_eq!(c.committed, None);
+        c.applied(0);
+        assert_eq!(c.committed, Some(at(1)));
+    }
+
+    #[test]
+    fn a_failed_append_does_not_hold_the_commit_position() {
+        let mut c = Commits::default();
+        let first = c.submit();
+        let second = c.submit();
+        c.appended(second, Some(at(1)));
+        c.applied(1);
+        c.appended(first, None);
+        assert_eq!(c.committed, Some(at(1)));
+    }
+
+    #[test]
+    fn entries_found_at_open_commit_whatever_is_submitted_since() {
+        let mut c = Commits::default();
+        c.outstanding.insert(5, (at(5), 0));
+        let later = c.submit();
+        c.applied(5);
+        assert_eq!(c.committed, Some(at(5)));
+        c.appended(later, Some(at(6)));
+        c.applied(6);
+        assert_eq!(c.committed, Some(at(6)));
     }
 }

@@ -291,6 +291,15 @@ impl Journal {
 
     /// Appends `data` as one entry; returns its position once it is durable.
     pub async fn append(&self, data: Bytes) -> Result<Position> {
+        self.submit(data)?.await
+    }
+
+    /// Queues `data` as one entry without waiting; the future returns its position once it
+    /// is durable. Entries get their ids in the order they are submitted.
+    pub fn submit(
+        &self,
+        data: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<Position>> + Send + 'static> {
         if data.len() > entry::MAX_DATA {
             return Err(Error::invalid(format!(
                 "a journal entry of {} bytes is over the {}-byte limit",
@@ -306,8 +315,10 @@ impl Journal {
         appends
             .send(Request { data, reply })
             .map_err(|_| Error::corrupt("the journal appender has stopped"))?;
-        rx.await
-            .map_err(|_| Error::corrupt("the journal appender has stopped"))?
+        Ok(async move {
+            rx.await
+                .map_err(|_| Error::corrupt("the journal appender has stopped"))?
+        })
     }
 
     async fn cut_torn_tail(&self, objno: u64, valid_len: u64) -> Result<()> {
