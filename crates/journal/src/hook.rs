@@ -136,13 +136,17 @@ impl ChangeLog for ImageJournal {
     async fn append(&self, event: Event) -> Result<u64> {
         let data = crate::event::encode(&event);
         // Numbered and queued under one lock, so ids follow the submission numbers.
-        let (seq, appended) = {
+        let (submission, appended) = {
             let mut c = self.commits();
             let appended = self.journal.submit(data)?;
-            (c.submit(), appended)
+            let submission = Submission {
+                journal: self,
+                seq: Some(c.submit()),
+            };
+            (submission, appended)
         };
         let result = appended.await;
-        self.commits().appended(seq, result.as_ref().ok().copied());
+        submission.finish(result.as_ref().ok().copied());
         Ok(result?.entry_tid)
     }
 
@@ -196,6 +200,31 @@ impl ChangeLog for ImageJournal {
             save(&self.journal, pos).await?;
         }
         Ok(())
+    }
+}
+
+/// A numbered append waiting for its answer. Dropped unanswered (its caller gave up), it
+/// withdraws its number so that the commit position does not wait for it forever; the entry,
+/// if written, is then passed like a failed one.
+struct Submission<'a> {
+    journal: &'a ImageJournal,
+    seq: Option<u64>,
+}
+
+impl Submission<'_> {
+    /// Records the append's outcome: its position, or none if it failed.
+    fn finish(mut self, position: Option<Position>) {
+        if let Some(seq) = self.seq.take() {
+            self.journal.commits().appended(seq, position);
+        }
+    }
+}
+
+impl Drop for Submission<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq.take() {
+            self.journal.commits().appended(seq, None);
+        }
     }
 }
 
@@ -275,6 +304,28 @@ mod tests {
         c.applied(1);
         c.appended(first, None);
         assert_eq!(c.committed, Some(at(1)));
+    }
+
+    #[tokio::test]
+    async fn an_append_dropped_before_its_answer_does_not_hold_the_commit_position() {
+        let store: Arc<dyn ObjectStore> = Arc::new(rbdx_objstore::MemoryStore::new());
+        let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
+        Journal::create(&store, &io, "j", JournalOptions::default())
+            .await
+            .unwrap();
+        let journal = Journal::open_for_append(store.clone(), io.clone(), "j")
+            .await
+            .unwrap();
+        let image = ImageJournal::new(journal);
+        // Polled once (queued, not answered), then dropped.
+        let dropped = futures::FutureExt::now_or_never(image.append(Event::Flush));
+        assert!(dropped.is_none(), "the first append was answered at once");
+        let tid = image.append(Event::Flush).await.unwrap();
+        image.applied(tid).await.unwrap();
+        image.close().await.unwrap();
+        let header = Journal::open(store, io, "j").await.unwrap().header().await;
+        let saved = header.unwrap().clients[IMAGE_CLIENT].commit_position;
+        assert_eq!(saved.map(|p| p.entry_tid), Some(tid));
     }
 
     #[test]
