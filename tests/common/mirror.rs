@@ -88,9 +88,11 @@ impl Site {
     }
 
     /// This site's `mirror image status` of `spec` and the last lines of its daemon logs,
-    /// for a failing test's message.
+    /// for a failing test's message. With `RBDX_TEST_KEEP=DIR` set, the site's data
+    /// directory is also copied to `DIR/<site name>` for a look afterwards.
     pub fn diagnostics(&self, spec: &str) -> String {
         if let Some(keep) = std::env::var_os("RBDX_TEST_KEEP") {
+            let _ = std::fs::create_dir_all(&keep);
             let to = Path::new(&keep).join(&self.name);
             let _ = Command::new("cp")
                 .arg("-a")

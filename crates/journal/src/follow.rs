@@ -204,9 +204,7 @@ impl Follower {
         while bytes < self.options.budget / 2 {
             let want = match self.last {
                 Some(t) => t + 1,
-                // A journal never trimmed begins at id 0: wait for it (as for any missing
-                // id) even when a later entry shows first, as appends to other objects of
-                // the set may land before it.
+                // A journal never trimmed begins at id 0 (see "Gaps" above).
                 None if self.set == 0 => 0,
                 None => match self.first_available().await? {
                     Some(t) => t,
@@ -230,11 +228,15 @@ impl Follower {
         Ok(out)
     }
 
-    /// Reads a chunk of every object of the set (a trimmed journal's first id is unknown);
-    /// returns the lowest id pending.
+    /// Reads a chunk of every object of the set (a trimmed journal's first id is unknown),
+    /// within the budget; returns the lowest id pending.
     async fn first_available(&mut self) -> Result<Option<u64>> {
         let objects: Vec<u64> = self.cursors.keys().copied().collect();
         for objno in objects {
+            let full = self.pending_bytes + self.chunk() as usize > self.options.budget;
+            if full && !self.pending.is_empty() {
+                break;
+            }
             self.read_more(objno).await?;
         }
         Ok(self.pending.keys().next().copied())

@@ -1,16 +1,11 @@
 //! The journal as the image layer uses it: events in, entry ids out, and the image's commit
 //! position kept in step with what has been applied.
 //!
-//! The commit position is the last entry such that it and every entry before it are applied
-//! (writes finish out of order). An append's id is known only when its answer comes, so the
-//! position never passes an append submitted earlier whose answer has not come yet: ids
-//! follow the order of submission, and that append's id is lower. It is saved in the
-//! journal header in the background every
-//! [`SAVE_EVERY`] entries or [`SAVE_AFTER`], and on close; each save also trims. After a crash
-//! the entries past the saved position are replayed, which may apply some twice: harmless, as
-//! every event is idempotent.
+//! The commit position (kept by [`Commits`]) is saved in the journal header in the background
+//! every [`SAVE_EVERY`] entries or [`SAVE_AFTER`], and on close; each save also trims. After a
+//! crash the entries past the saved position are replayed, which may apply some twice:
+//! harmless, as every event is idempotent.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +15,7 @@ use rbdx_image::Result;
 use rbdx_image::journaling::{ChangeLog, Event, JournalLayout, JournalOpener};
 use rbdx_objstore::{IoCtx, ObjectStore};
 
+use crate::commits::Commits;
 use crate::header::Position;
 use crate::journal::{IMAGE_CLIENT, Journal, JournalOptions};
 
@@ -27,65 +23,6 @@ use crate::journal::{IMAGE_CLIENT, Journal, JournalOptions};
 const SAVE_EVERY: u64 = 256;
 /// Longest time between saves of the commit position while entries are applied.
 const SAVE_AFTER: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Default)]
-struct Commits {
-    /// Appends submitted whose ids are not known yet, by submission number.
-    submitted: BTreeSet<u64>,
-    /// The last submission number given (numbers start at 1; 0 marks the entries found
-    /// unapplied when the journal was opened, older than any submission).
-    last_seq: u64,
-    /// Appended, not yet applied: position and submission number, by id.
-    outstanding: BTreeMap<u64, (Position, u64)>,
-    /// Applied, waiting for an earlier one: position and submission number, by id.
-    done: BTreeMap<u64, (Position, u64)>,
-    /// Every entry up to this one is applied.
-    committed: Option<Position>,
-    /// Entries applied since the last save.
-    since_save: u64,
-    last_save: Option<Instant>,
-}
-
-impl Commits {
-    /// Numbers an append about to be submitted; ids follow these numbers.
-    fn submit(&mut self) -> u64 {
-        self.last_seq += 1;
-        self.submitted.insert(self.last_seq);
-        self.last_seq
-    }
-
-    /// Records the outcome of submission `seq`: its position, or none if it failed.
-    fn appended(&mut self, seq: u64, position: Option<Position>) {
-        self.submitted.remove(&seq);
-        if let Some(p) = position {
-            self.outstanding.insert(p.entry_tid, (p, seq));
-        }
-        self.advance();
-    }
-
-    /// Marks entry `tid` applied.
-    fn applied(&mut self, tid: u64) {
-        if let Some(entry) = self.outstanding.remove(&tid) {
-            self.done.insert(tid, entry);
-        }
-        self.advance();
-    }
-
-    fn advance(&mut self) {
-        while let Some((&tid, &(pos, seq))) = self.done.first_key_value() {
-            if self.outstanding.keys().next().is_some_and(|&o| o < tid) {
-                break;
-            }
-            // An append submitted earlier whose id is not known yet gets a lower id: the
-            // commit position must not pass it.
-            if self.submitted.first().is_some_and(|&s| s < seq) {
-                break;
-            }
-            self.committed = Some(pos);
-            self.done.pop_first();
-        }
-    }
-}
 
 /// An image's open journal.
 #[derive(Debug)]
@@ -204,8 +141,9 @@ impl ChangeLog for ImageJournal {
 }
 
 /// A numbered append waiting for its answer. Dropped unanswered (its caller gave up), it
-/// withdraws its number so that the commit position does not wait for it forever; the entry,
-/// if written, is then passed like a failed one.
+/// withdraws its number so that the commit position does not wait for it forever. The entry
+/// is still written, and the position then passes it unapplied: this image never gets that
+/// write, while a mirror that replays the journal does.
 struct Submission<'a> {
     journal: &'a ImageJournal,
     seq: Option<u64>,
@@ -271,44 +209,11 @@ impl JournalOpener for RbdxJournals {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(tid: u64) -> Position {
-        Position {
-            object_number: tid % 4,
-            tag_tid: 0,
-            entry_tid: tid,
-        }
-    }
-
-    #[test]
-    fn the_commit_position_waits_for_an_earlier_append_whose_id_is_not_known_yet() {
-        let mut c = Commits::default();
-        let first = c.submit();
-        let second = c.submit();
-        // The second append's answer and its write finish before the first's answer is seen.
-        c.appended(second, Some(at(1)));
-        c.applied(1);
-        assert_eq!(c.committed, None, "entry 0 is appended but not applied");
-        c.appended(first, Some(at(0)));
-        assert_eq!(c.committed, None);
-        c.applied(0);
-        assert_eq!(c.committed, Some(at(1)));
-    }
-
-    #[test]
-    fn a_failed_append_does_not_hold_the_commit_position() {
-        let mut c = Commits::default();
-        let first = c.submit();
-        let second = c.submit();
-        c.appended(second, Some(at(1)));
-        c.applied(1);
-        c.appended(first, None);
-        assert_eq!(c.committed, Some(at(1)));
-    }
+    use rbdx_objstore::MemoryStore;
 
     #[tokio::test]
     async fn an_append_dropped_before_its_answer_does_not_hold_the_commit_position() {
-        let store: Arc<dyn ObjectStore> = Arc::new(rbdx_objstore::MemoryStore::new());
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
         let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
         Journal::create(&store, &io, "j", JournalOptions::default())
             .await
@@ -326,17 +231,5 @@ mod tests {
         let header = Journal::open(store, io, "j").await.unwrap().header().await;
         let saved = header.unwrap().clients[IMAGE_CLIENT].commit_position;
         assert_eq!(saved.map(|p| p.entry_tid), Some(tid));
-    }
-
-    #[test]
-    fn entries_found_at_open_commit_whatever_is_submitted_since() {
-        let mut c = Commits::default();
-        c.outstanding.insert(5, (at(5), 0));
-        let later = c.submit();
-        c.applied(5);
-        assert_eq!(c.committed, Some(at(5)));
-        c.appended(later, Some(at(6)));
-        c.applied(6);
-        assert_eq!(c.committed, Some(at(6)));
     }
 }

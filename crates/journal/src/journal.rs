@@ -295,7 +295,8 @@ impl Journal {
     }
 
     /// Queues `data` as one entry without waiting; the future returns its position once it
-    /// is durable. Entries get their ids in the order they are submitted.
+    /// is durable. Entries get their ids in the order they are submitted, and an entry is
+    /// written even if its future is dropped.
     pub fn submit(
         &self,
         data: Bytes,

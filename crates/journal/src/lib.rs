@@ -31,6 +31,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod apply;
+mod commits;
 pub mod entry;
 pub mod event;
 mod follow;
