@@ -10,6 +10,9 @@
 //!   and readers of those objects in this process wait for it (they see their own writes).
 //! - **Crashes:** an acknowledged change is in the journal; if the process dies before it is
 //!   applied, the next holder of the lock replays it.
+//! - **Callers that stop waiting:** one task journals and applies each change, so a change
+//!   whose caller drops its future once it is queued to the journal is still applied, as a
+//!   mirror replaying the journal will apply it.
 //! - **Quiescing:** the task holds the image's gate (shared), so a snapshot, a resize or
 //!   handing the lock over waits until every acknowledged change is applied.
 //! - **Memory:** at most [`APPLY_BUDGET`] bytes of changes wait to be applied; more writers
@@ -131,11 +134,23 @@ impl Inner {
             .acquire_many_owned(change.cost())
             .await
             .map_err(|_| crate::Error::invalid("the image is closing"))?;
-        let tid = log.append(change.event()).await?;
         let inner = self.clone();
         let log = log.clone();
         let gate = gate.clone();
+        let (journaled, acknowledged) = tokio::sync::oneshot::channel();
+        // One task journals and applies, so a caller that stops waiting cannot leave a
+        // journaled change unapplied (the image would lack what a mirror replays).
         tokio::spawn(async move {
+            let tid = match log.append(change.event()).await {
+                Ok(tid) => {
+                    let _ = journaled.send(Ok(()));
+                    tid
+                }
+                Err(e) => {
+                    let _ = journaled.send(Err(e));
+                    return;
+                }
+            };
             let mut result = change.apply(&inner).await;
             for _ in 1..ATTEMPTS {
                 if result.is_ok() {
@@ -160,6 +175,8 @@ impl Inner {
             drop(budget);
             drop(gate);
         });
-        Ok(())
+        acknowledged
+            .await
+            .map_err(|_| crate::Error::corrupt("the task journaling a change ended unanswered"))?
     }
 }

@@ -1,6 +1,6 @@
 //! Journaling images end to end on the in-memory store: what is journaled and in what order,
-//! replay of entries a crash left unapplied, torn tails, commit positions, trimming, and
-//! clients that fall behind.
+//! replay of entries a crash left unapplied, torn tails, commit positions, trimming, clients
+//! that fall behind, and writes whose callers stop waiting.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -269,4 +269,35 @@ async fn overlapping_writes_in_flight_together_land_in_journal_order() {
         })
         .unwrap();
     assert_eq!(head, last);
+}
+
+#[tokio::test]
+async fn a_write_whose_caller_stops_waiting_is_still_applied() {
+    let (store, images) = setup().await;
+    let image = journaled(&images, "d").await;
+    let id = image.id().to_owned();
+    image.write(0, Bytes::from_static(b"first")).await.unwrap();
+    // Polled until it waits for the journal, then dropped.
+    let dropped = futures::FutureExt::now_or_never(image.write(8192, Bytes::from_static(b"gone?")));
+    assert!(dropped.is_none(), "the write finished at once");
+    image
+        .write(16384, Bytes::from_static(b"later"))
+        .await
+        .unwrap();
+    image.close().await.unwrap();
+    // Whatever the commit position says, the image holds what its journal holds.
+    let image = images
+        .open("d", OpenOptions::default().with_read_only(true))
+        .await
+        .unwrap();
+    assert_eq!(image.read(8192, 5).await.unwrap(), "gone?");
+    assert_eq!(image.read(16384, 5).await.unwrap(), "later");
+    image.close().await.unwrap();
+    let written = events(&store, images.io_ctx(), &id).await;
+    assert!(
+        written
+            .iter()
+            .any(|e| matches!(e, Event::Write { offset: 8192, .. })),
+        "{written:?}"
+    );
 }
