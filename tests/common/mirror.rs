@@ -183,18 +183,20 @@ pub fn wait_equal(a: &Site, b: &Site, spec: &str, dir: &Path, timeout: Duration)
     let start = Instant::now();
     loop {
         let (x, y) = (a.export(spec, dir), b.export(spec, dir));
-        let differ = match (&x, &y) {
-            (Some(x), Some(y)) if x == y => return,
-            (Some(x), Some(y)) => differences(x, y),
-            _ => format!(
-                "export at {}: {}, at {}: {}",
-                a.name,
-                x.is_some(),
-                b.name,
-                y.is_some()
-            ),
-        };
+        if matches!((&x, &y), (Some(x), Some(y)) if x == y) {
+            return;
+        }
         if start.elapsed() >= timeout {
+            let differ = match (&x, &y) {
+                (Some(x), Some(y)) => differences(x, y),
+                _ => format!(
+                    "export at {}: {}, at {}: {}",
+                    a.name,
+                    x.is_some(),
+                    b.name,
+                    y.is_some()
+                ),
+            };
             panic!(
                 "timed out after {timeout:?} waiting for {spec} to be equal at both sites: \
                  {differ}\n{}\n{}",

@@ -142,8 +142,8 @@ impl ChangeLog for ImageJournal {
 
 /// A numbered append waiting for its answer. Dropped unanswered (its caller gave up), it
 /// withdraws its number so that the commit position does not wait for it forever. The entry
-/// is still written, and the position then passes it unapplied: this image never gets that
-/// write, while a mirror that replays the journal does.
+/// is still written, and the position then passes it unapplied. Data changes never come to
+/// this: the image layer journals and applies each in a task of its own.
 struct Submission<'a> {
     journal: &'a ImageJournal,
     seq: Option<u64>,

@@ -258,8 +258,8 @@ async fn put_entry(
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_follower_from_the_start_waits_for_the_first_entry_when_a_later_one_lands_first() {
+/// An empty journal "j" of splay width 4 in a new in-memory store.
+async fn empty_journal() -> (Arc<dyn ObjectStore>, IoCtx, Journal) {
     let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
     let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
     let options = JournalOptions {
@@ -268,17 +268,28 @@ async fn a_follower_from_the_start_waits_for_the_first_entry_when_a_later_one_la
     };
     Journal::create(&store, &io, "j", options).await.unwrap();
     let journal = Journal::open(store.clone(), io.clone(), "j").await.unwrap();
+    (store, io, journal)
+}
+
+/// A follower of journal "j" with no position, polling every 20 ms.
+async fn from_the_start(store: &Arc<dyn ObjectStore>, io: &IoCtx, gap_grace: Duration) -> Follower {
+    let options = FollowOptions {
+        poll: Duration::from_millis(20),
+        gap_grace,
+        ..FollowOptions::default()
+    };
+    Follower::open(store.clone(), io.clone(), "j", None, options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_from_the_start_waits_for_the_first_entry_when_a_later_one_lands_first() {
+    let (store, io, journal) = empty_journal().await;
     // Entry 1 (object 1) is visible before entry 0 (object 0): appends to the objects of a
     // set run side by side.
     put_entry(&store, &io, &journal, 1, 1).await;
-    let options = FollowOptions {
-        poll: Duration::from_millis(20),
-        gap_grace: Duration::from_secs(30),
-        ..FollowOptions::default()
-    };
-    let mut follower = Follower::open(store.clone(), io.clone(), "j", None, options)
-        .await
-        .unwrap();
+    let mut follower = from_the_start(&store, &io, Duration::from_secs(30)).await;
     let first = tokio::spawn(async move {
         let batch = follower.next_batch().await.unwrap().unwrap();
         follower.close().await;
@@ -301,24 +312,10 @@ async fn a_follower_from_the_start_waits_for_the_first_entry_when_a_later_one_la
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_follower_from_the_start_goes_on_without_a_first_entry_that_never_lands() {
-    let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::new());
-    let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
-    let options = JournalOptions {
-        splay_width: 4,
-        ..JournalOptions::default()
-    };
-    Journal::create(&store, &io, "j", options).await.unwrap();
-    let journal = Journal::open(store.clone(), io.clone(), "j").await.unwrap();
+    let (store, io, journal) = empty_journal().await;
     put_entry(&store, &io, &journal, 1, 1).await;
     put_entry(&store, &io, &journal, 2, 2).await;
-    let options = FollowOptions {
-        poll: Duration::from_millis(20),
-        gap_grace: Duration::from_millis(300),
-        ..FollowOptions::default()
-    };
-    let mut follower = Follower::open(store.clone(), io.clone(), "j", None, options)
-        .await
-        .unwrap();
+    let mut follower = from_the_start(&store, &io, Duration::from_millis(300)).await;
     let start = Instant::now();
     let batch = tokio::time::timeout(Duration::from_secs(10), follower.next_batch())
         .await
