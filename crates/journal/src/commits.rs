@@ -28,6 +28,8 @@ pub(crate) struct Commits {
     pub(crate) since_save: u64,
     /// When the position was last saved.
     pub(crate) last_save: Option<Instant>,
+    /// The object set of the position last saved.
+    pub(crate) saved_set: Option<u64>,
 }
 
 impl Commits {

@@ -33,14 +33,11 @@ pub struct Entry {
 impl Entry {
     /// Appends the frame of this entry to `out`.
     pub fn encode_into(&self, out: &mut BytesMut) {
-        let start = out.len();
+        let head = frame_head(self.tag_tid, self.entry_tid, self.data.len());
         out.reserve(OVERHEAD + self.data.len());
-        out.put_slice(MAGIC);
-        out.put_u64_le(self.tag_tid);
-        out.put_u64_le(self.entry_tid);
-        out.put_u32_le(self.data.len() as u32);
+        out.put_slice(&head);
         out.put_slice(&self.data);
-        let crc = crc32c::crc32c(&out[start..]);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&head), &self.data);
         out.put_u32_le(crc);
     }
 
@@ -49,6 +46,78 @@ impl Entry {
         let mut out = BytesMut::new();
         self.encode_into(&mut out);
         out.freeze()
+    }
+}
+
+/// The first 28 bytes of a frame: magic, tag tid, entry tid and data length.
+fn frame_head(tag_tid: u64, entry_tid: u64, len: usize) -> [u8; 28] {
+    let mut head = [0u8; 28];
+    head[..8].copy_from_slice(MAGIC);
+    head[8..16].copy_from_slice(&tag_tid.to_le_bytes());
+    head[16..24].copy_from_slice(&entry_tid.to_le_bytes());
+    head[24..28].copy_from_slice(&(len as u32).to_le_bytes());
+    head
+}
+
+/// Pieces of entry data at least this long are written from where they are, not copied.
+pub const SHARE_MIN: usize = 64 << 10;
+
+/// The frames of one object write, gathered without copying large data: small pieces are
+/// copied together into one buffer, pieces of [`SHARE_MIN`] bytes or more are kept as they
+/// are. Writing [`Frames::into_pieces`] back to back gives the same bytes as
+/// [`Entry::encode_into`] of each entry.
+#[derive(Debug, Default)]
+pub struct Frames {
+    done: Vec<Bytes>,
+    open: BytesMut,
+    len: usize,
+}
+
+impl Frames {
+    /// Appends the frame of entry `entry_tid` under tag `tag_tid`, whose data is the
+    /// concatenation of `data`.
+    pub fn push(&mut self, tag_tid: u64, entry_tid: u64, data: &[Bytes]) {
+        let len = data.iter().map(Bytes::len).sum();
+        let head = frame_head(tag_tid, entry_tid, len);
+        let crc = data.iter().fold(crc32c::crc32c(&head), |crc, piece| {
+            crc32c::crc32c_append(crc, piece)
+        });
+        self.copy(&head);
+        for piece in data {
+            if piece.len() < SHARE_MIN {
+                self.copy(piece);
+            } else {
+                if !self.open.is_empty() {
+                    self.done.push(self.open.split().freeze());
+                }
+                self.done.push(piece.clone());
+                self.len += piece.len();
+            }
+        }
+        self.copy(&crc.to_le_bytes());
+    }
+
+    fn copy(&mut self, bytes: &[u8]) {
+        self.open.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Bytes gathered so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The gathered bytes, as pieces to write back to back.
+    pub fn into_pieces(mut self) -> Vec<Bytes> {
+        if !self.open.is_empty() {
+            self.done.push(self.open.freeze());
+        }
+        self.done
     }
 }
 
@@ -144,6 +213,45 @@ mod tests {
             assert_eq!(p.valid_len, whole);
             assert_eq!(p.torn, cut > whole);
         }
+    }
+
+    #[test]
+    fn gathered_frames_are_the_encoded_entries_and_share_large_data() {
+        let large = Bytes::from(vec![0x5a; SHARE_MIN + 3]);
+        let mut frames = Frames::default();
+        frames.push(3, 1, &[Bytes::from_static(b"first")]);
+        frames.push(
+            3,
+            2,
+            &[
+                Bytes::from_static(b"head"),
+                large.clone(),
+                Bytes::from_static(b"t"),
+            ],
+        );
+        frames.push(3, 3, &[]);
+        let mut expected = BytesMut::new();
+        entry(1, b"first").encode_into(&mut expected);
+        let mut data = b"head".to_vec();
+        data.extend_from_slice(&large);
+        data.extend_from_slice(b"t");
+        Entry {
+            tag_tid: 3,
+            entry_tid: 2,
+            data: Bytes::from(data),
+        }
+        .encode_into(&mut expected);
+        entry(3, b"").encode_into(&mut expected);
+        assert_eq!(frames.len(), expected.len());
+        let pieces = frames.into_pieces();
+        assert_eq!(pieces.len(), 3, "copied, shared, copied");
+        assert_eq!(
+            pieces[1].as_ptr(),
+            large.as_ptr(),
+            "the large piece is not copied"
+        );
+        assert_eq!(pieces.concat(), expected.to_vec());
+        assert_eq!(parse(&expected.freeze()).entries.len(), 3);
     }
 
     #[test]

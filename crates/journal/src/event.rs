@@ -151,12 +151,35 @@ pub fn encode(event: &Event) -> Bytes {
             out.put_u64_le(*length);
         }
     }
+    put_stamp(&mut out);
+    out.freeze()
+}
+
+/// Appends the time an event is journaled.
+fn put_stamp(out: &mut BytesMut) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     out.put_u64_le(now.as_secs());
     out.put_u32_le(now.subsec_nanos());
-    out.freeze()
+}
+
+/// Encodes `event` like [`encode`], as pieces to be written back to back: the data of a
+/// write of [`crate::entry::SHARE_MIN`] bytes or more is a piece of its own, shared with the
+/// caller instead of copied.
+pub fn encode_pieces(event: &Event) -> Vec<Bytes> {
+    match event {
+        Event::Write { offset, data } if data.len() >= crate::entry::SHARE_MIN => {
+            let mut head = BytesMut::with_capacity(16);
+            head.put_u32_le(kind::WRITE);
+            head.put_u64_le(*offset);
+            head.put_u32_le(data.len() as u32);
+            let mut stamp = BytesMut::with_capacity(12);
+            put_stamp(&mut stamp);
+            vec![head.freeze(), data.clone(), stamp.freeze()]
+        }
+        _ => vec![encode(event)],
+    }
 }
 
 fn named(out: &mut BytesMut, kind: u32, name: &str) {
@@ -349,6 +372,26 @@ mod tests {
         for e in all_events() {
             let (back, _) = decode(&encode(&e)).unwrap();
             assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn pieces_decode_to_the_event_and_share_large_write_data() {
+        let large = Bytes::from(vec![7u8; crate::entry::SHARE_MIN]);
+        let mut events = all_events();
+        events.push(Event::Write {
+            offset: 1 << 20,
+            data: large.clone(),
+        });
+        for e in events {
+            let pieces = encode_pieces(&e);
+            let (back, _) = decode(&Bytes::from(pieces.concat())).unwrap();
+            assert_eq!(back, e);
+            let shared = pieces.iter().any(|p| p.as_ptr() == large.as_ptr());
+            assert_eq!(
+                shared,
+                matches!(&e, Event::Write { data, .. } if data.len() == large.len())
+            );
         }
     }
 

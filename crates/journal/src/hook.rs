@@ -2,7 +2,9 @@
 //! position kept in step with what has been applied.
 //!
 //! The commit position (kept by [`Commits`]) is saved in the journal header in the background
-//! every [`SAVE_EVERY`] entries or [`SAVE_AFTER`], and on close; each save also trims. After a
+//! every [`SAVE_EVERY`] entries or [`SAVE_AFTER`], as soon as it reaches a new object set (so
+//! the sets behind it are trimmed while their pages are still only in memory: large writes
+//! fill a set in a few entries), and on close; each save also trims. After a
 //! crash the entries past the saved position are replayed, which may apply some twice:
 //! harmless, as every event is idempotent.
 
@@ -46,10 +48,11 @@ impl ImageJournal {
         self.commits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Saves the commit position (and trims) in the background unless a save is running.
-    fn save_in_background(&self, position: Position) {
+    /// Saves the commit position (and trims) in the background unless a save is running;
+    /// returns true if it started one.
+    fn save_in_background(&self, position: Position) -> bool {
         if self.saving.swap(true, Ordering::SeqCst) {
-            return;
+            return false;
         }
         let journal = self.journal.clone();
         let saving = self.saving.clone();
@@ -59,6 +62,7 @@ impl ImageJournal {
             }
             saving.store(false, Ordering::SeqCst);
         });
+        true
     }
 }
 
@@ -71,11 +75,11 @@ async fn save(journal: &Journal, position: Position) -> Result<()> {
 #[async_trait]
 impl ChangeLog for ImageJournal {
     async fn append(&self, event: Event) -> Result<u64> {
-        let data = crate::event::encode(&event);
+        let pieces = crate::event::encode_pieces(&event);
         // Numbered and queued under one lock, so ids follow the submission numbers.
         let (submission, appended) = {
             let mut c = self.commits();
-            let appended = self.journal.submit(data)?;
+            let appended = self.journal.submit_pieces(pieces)?;
             let submission = Submission {
                 journal: self,
                 seq: Some(c.submit()),
@@ -88,23 +92,26 @@ impl ChangeLog for ImageJournal {
     }
 
     async fn applied(&self, tid: u64) -> Result<()> {
+        let splay = self.journal.meta().splay_width.max(1);
         let save = {
             let mut c = self.commits();
             c.applied(tid);
             c.since_save += 1;
-            let due =
-                c.since_save >= SAVE_EVERY || c.last_save.is_none_or(|t| t.elapsed() >= SAVE_AFTER);
-            match (due, c.committed) {
-                (true, Some(pos)) => {
-                    c.since_save = 0;
-                    c.last_save = Some(Instant::now());
-                    Some(pos)
-                }
-                _ => None,
-            }
+            let new_set = c
+                .committed
+                .is_some_and(|p| Some(p.object_number / splay) > c.saved_set);
+            let due = new_set
+                || c.since_save >= SAVE_EVERY
+                || c.last_save.is_none_or(|t| t.elapsed() >= SAVE_AFTER);
+            c.committed.filter(|_| due)
         };
-        if let Some(pos) = save {
-            self.save_in_background(pos);
+        if let Some(pos) = save
+            && self.save_in_background(pos)
+        {
+            let mut c = self.commits();
+            c.since_save = 0;
+            c.last_save = Some(Instant::now());
+            c.saved_set = Some(pos.object_number / splay);
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_image::{Error, ErrorKind, Result};
 use rbdx_objstore::{
@@ -37,7 +37,7 @@ use rbdx_objstore::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::entry::{self, Entry};
+use crate::entry::{self, Entry, Frames};
 use crate::header::{
     self, Client, ClientState, Header, Meta, Position, Predecessor, Sets, Tag, VERSION,
 };
@@ -75,7 +75,8 @@ impl Default for JournalOptions {
 
 /// A queued append.
 struct Request {
-    data: Bytes,
+    /// The entry's data, as pieces written back to back.
+    data: Vec<Bytes>,
     reply: oneshot::Sender<Result<Position>>,
 }
 
@@ -301,10 +302,19 @@ impl Journal {
         &self,
         data: Bytes,
     ) -> Result<impl std::future::Future<Output = Result<Position>> + Send + 'static> {
-        if data.len() > entry::MAX_DATA {
+        self.submit_pieces(vec![data])
+    }
+
+    /// Like [`Journal::submit`], for an entry whose data is `pieces` back to back (see
+    /// [`crate::event::encode_pieces`]): large pieces are written from where they are.
+    pub fn submit_pieces(
+        &self,
+        pieces: Vec<Bytes>,
+    ) -> Result<impl std::future::Future<Output = Result<Position>> + Send + 'static> {
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        if len > entry::MAX_DATA {
             return Err(Error::invalid(format!(
-                "a journal entry of {} bytes is over the {}-byte limit",
-                data.len(),
+                "a journal entry of {len} bytes is over the {}-byte limit",
                 entry::MAX_DATA
             )));
         }
@@ -314,7 +324,10 @@ impl Journal {
             .ok_or_else(|| Error::invalid("the journal is not open for appending"))?;
         let (reply, rx) = oneshot::channel();
         appends
-            .send(Request { data, reply })
+            .send(Request {
+                data: pieces,
+                reply,
+            })
             .map_err(|_| Error::corrupt("the journal appender has stopped"))?;
         Ok(async move {
             rx.await
@@ -778,18 +791,13 @@ impl Appender {
     async fn write_batch(&mut self, batch: Vec<Request>) {
         let splay = self.meta.splay_width;
         // object number -> (frames, waiting callers)
-        let mut groups: BTreeMap<u64, (BytesMut, Waiting)> = BTreeMap::new();
+        let mut groups: BTreeMap<u64, (Frames, Waiting)> = BTreeMap::new();
         for req in batch {
             let tid = self.next_tid;
             self.next_tid += 1;
             let objno = self.active_set * splay + tid % splay;
             let group = groups.entry(objno).or_default();
-            Entry {
-                tag_tid: self.tag_tid,
-                entry_tid: tid,
-                data: req.data,
-            }
-            .encode_into(&mut group.0);
+            group.0.push(self.tag_tid, tid, &req.data);
             group.1.push((
                 Position {
                     object_number: objno,
@@ -799,14 +807,18 @@ impl Appender {
                 req.reply,
             ));
         }
-        let groups: Vec<(u64, Bytes, Waiting)> = groups
+        let groups: Vec<(u64, Vec<Bytes>, Waiting)> = groups
             .into_iter()
-            .map(|(objno, (frames, waiting))| (objno, frames.freeze(), waiting))
+            .map(|(objno, (frames, waiting))| (objno, frames.into_pieces(), waiting))
             .collect();
-        let writes = groups.iter().map(|(objno, frames, _)| {
-            let offset = self.sizes.get(objno).copied().unwrap_or(0);
+        let writes = groups.iter().map(|(objno, pieces, _)| {
+            let mut at = self.sizes.get(objno).copied().unwrap_or(0);
             let oid = format!("{}{objno}", self.prefix);
-            let op = WriteOp::new().write(offset, frames.clone());
+            let mut op = WriteOp::new();
+            for piece in pieces {
+                op = op.write(at, piece.clone());
+                at += piece.len() as u64;
+            }
             let store = self.store.clone();
             let io = self.io.clone();
             async move {
@@ -819,11 +831,11 @@ impl Appender {
         let results = futures::future::join_all(writes).await;
         let limit = 1u64 << self.meta.order;
         let mut full = false;
-        for ((objno, frames, waiting), result) in groups.into_iter().zip(results) {
+        for ((objno, pieces, waiting), result) in groups.into_iter().zip(results) {
             match result {
                 Ok(_) => {
                     let size = self.sizes.entry(objno).or_insert(0);
-                    *size += frames.len() as u64;
+                    *size += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
                     full |= *size >= limit;
                     for (pos, reply) in waiting {
                         let _ = reply.send(Ok(pos));

@@ -301,3 +301,33 @@ async fn a_write_whose_caller_stops_waiting_is_still_applied() {
         "{written:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_writes_are_journaled_whole_and_full_sets_are_trimmed_while_the_image_is_open() {
+    let (store, images) = setup().await;
+    let image = journaled(&images, "big").await;
+    let id = image.id().to_owned();
+    // Default journal objects: 4 of 16 MiB a set, so 80 writes of 1 MiB fill more than one.
+    for i in 0..80u64 {
+        let data = Bytes::from(vec![i as u8; 1 << 20]);
+        image.write((i % 4) << 20, data).await.unwrap();
+    }
+    let journal = Journal::open(store.clone(), images.io_ctx().clone(), &id)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while journal.header().await.unwrap().sets.minimum_set == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first set is still there with the position past it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let written = events(&store, images.io_ctx(), &id).await;
+    let Some(Event::Write { offset, data }) = written.last() else {
+        panic!("the last entry is not a write: {written:?}");
+    };
+    assert_eq!((*offset, data.len()), (3 << 20, 1 << 20));
+    assert!(data.iter().all(|&b| b == 79));
+    image.close().await.unwrap();
+}

@@ -229,6 +229,8 @@ struct Eval<'p, 'a> {
     p: &'p mut Planner<'a>,
     exists: bool,
     size: u64,
+    /// The committed size of the head's file.
+    committed: u64,
     work: Work,
     new_files: Vec<u64>,
     changed: ExtentSet,
@@ -282,6 +284,43 @@ impl<'p, 'a> Eval<'p, 'a> {
             self.new_files.retain(|f| *f != file);
             self.work = Work::None;
         }
+    }
+
+    /// Turns pending in-place writes that only grow the committed file, each past the end of
+    /// the one before (the first pieces of an append: a journal entry's header before its
+    /// data), into an append, when a write of `next` bytes past the end follows and together
+    /// they are large enough to be one.
+    fn append_small_growth(&mut self, next: usize) {
+        let Work::InPlace {
+            file,
+            actions,
+            bytes,
+        } = &self.work
+        else {
+            return;
+        };
+        let Some((Action::Shrink { size: base }, rest)) = actions.split_first() else {
+            return;
+        };
+        if *base != self.committed || bytes + next < APPEND_MIN {
+            return;
+        }
+        let mut end = *base;
+        let mut writes = Vec::with_capacity(rest.len() + 1);
+        for action in rest {
+            match action {
+                Action::Write { offset, data } if *offset >= end => {
+                    end = offset + data.len() as u64;
+                    writes.push((*offset, data.clone()));
+                }
+                _ => return,
+            }
+        }
+        self.work = Work::Append {
+            file: *file,
+            base: *base,
+            writes,
+        };
     }
 
     /// Turns a pending append into ordinary in-place actions, for a batch that does more.
@@ -474,6 +513,9 @@ impl<'p, 'a> Eval<'p, 'a> {
                     return Ok(());
                 }
                 let covers = *offset == 0 && data.len() as u64 >= self.size;
+                if !covers && *offset >= self.size {
+                    self.append_small_growth(data.len());
+                }
                 if let Work::InPlace { file, actions, .. } = &self.work
                     && actions.is_empty()
                     && !covers
@@ -485,6 +527,16 @@ impl<'p, 'a> Eval<'p, 'a> {
                         base: self.size,
                         writes: vec![(*offset, data.clone())],
                     };
+                    self.size = offset + data.len() as u64;
+                    self.changed.insert(*offset, data.len() as u64);
+                    return Ok(());
+                }
+                // A later write at or past the end joins the append (an entry written from
+                // several pieces).
+                if let Work::Append { writes, .. } = &mut self.work
+                    && *offset >= self.size
+                {
+                    writes.push((*offset, data.clone()));
                     self.size = offset + data.len() as u64;
                     self.changed.insert(*offset, data.len() as u64);
                     return Ok(());
@@ -628,6 +680,7 @@ impl Planner<'_> {
             p: self,
             exists: present,
             size: old_size,
+            committed: old_size,
             work,
             new_files: Vec::new(),
             changed: ExtentSet::new(),

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, PoolId};
+use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, PoolId, SnapContext, WriteOp};
 use rbdx_objstore_dir::DirStore;
 
 mod common;
@@ -15,7 +15,7 @@ use common::{child_command, child_spec};
 
 const CHILD_ENV: &str = "RBDX_RECOVERY_CHILD";
 
-/// Runs `op` (`patch`, `replace` or `append`) in a child that dies at `point`.
+/// Runs `op` (`patch`, `replace`, `append` or `pieces`) in a child that dies at `point`.
 fn run_child(dir: &Path, pool: PoolId, op: &str, point: &str) {
     let status = child_command("recovery_child", CHILD_ENV, dir, pool, op)
         .env("RBDX_DIR_FAILPOINT", point)
@@ -39,6 +39,10 @@ fn recovery_child() {
                 .write(&io, "obj", 16384, Bytes::from(vec![b'A'; 200_000]))
                 .await
                 .unwrap(),
+            "pieces" => store
+                .operate(&io, "obj", &pieces_op(), &SnapContext::empty())
+                .await
+                .unwrap(),
             "patch" => store
                 .write(&io, "obj", 4096, Bytes::from(vec![b'N'; 4096]))
                 .await
@@ -50,6 +54,29 @@ fn recovery_child() {
         };
     });
     std::process::exit(0);
+}
+
+/// An append in pieces past the 16 KiB object's end, as a journal writes entries whose data
+/// it does not copy (a small header first): 44 `h`, 200,000 `A`, 28 `h`, 200,000 `A`, 16 `t`
+/// (together too large to be an in-place change).
+fn pieces() -> Vec<(u8, usize)> {
+    vec![
+        (b'h', 44),
+        (b'A', 200_000),
+        (b'h', 28),
+        (b'A', 200_000),
+        (b't', 16),
+    ]
+}
+
+fn pieces_op() -> WriteOp {
+    let mut op = WriteOp::new();
+    let mut at = 16384;
+    for (byte, len) in pieces() {
+        op = op.write(at, Bytes::from(vec![byte; len]));
+        at += len as u64;
+    }
+    op
 }
 
 fn data_files(dir: &Path) -> Vec<PathBuf> {
@@ -193,11 +220,21 @@ async fn opening_a_file_or_a_missing_store_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn death_before_an_append_commits_leaves_nothing_readers_or_growth_can_see() {
+    for op in ["append", "pieces"] {
+        death_before_append_commit(op).await;
+    }
+}
+
+async fn death_before_append_commit(op: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (store, io) = setup(dir.path()).await;
-    run_child(dir.path(), io.pool(), "append", "before-commit");
+    run_child(dir.path(), io.pool(), op, "before-commit");
     let files = data_files(dir.path());
-    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files.len(),
+        1,
+        "{op}: the append went into the object's file"
+    );
     assert!(
         std::fs::metadata(&files[0]).unwrap().len() > 16384,
         "the child wrote past the committed end before it died"
@@ -238,4 +275,26 @@ async fn death_before_an_append_commits_leaves_nothing_readers_or_growth_can_see
     assert!(data[100_000..150_000].iter().all(|&b| b == 0));
     assert!(data[150_000..].iter().all(|&b| b == b'B'));
     drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_in_pieces_goes_into_the_objects_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, io) = setup(dir.path()).await;
+    let before = data_files(dir.path());
+    store
+        .operate(&io, "obj", &pieces_op(), &SnapContext::empty())
+        .await
+        .unwrap();
+    assert_eq!(
+        data_files(dir.path()),
+        before,
+        "written past the end of the same file, not copied into a new one"
+    );
+    let data = store.read(&io, "obj", 0, None).await.unwrap();
+    let mut expect = vec![b'O'; 16384];
+    for (byte, len) in pieces() {
+        expect.extend(vec![byte; len]);
+    }
+    assert_eq!(data, expect);
 }
