@@ -240,6 +240,11 @@ impl World {
             }
             Op::Flatten { image } => {
                 let i = pick(image, self.open.len());
+                // A head flattened before keeps no parent even where its snapshots still
+                // keep one: flattening it again is refused ("not a clone"), as with rbd.
+                if self.open[i].header().parent.is_none() {
+                    return;
+                }
                 let Some((p, snap)) = self.models[i].parent.take() else {
                     return;
                 };
