@@ -537,6 +537,93 @@ fn journal_layout_options_positions_and_disconnect_follow_rbd() {
         .map(|c| c["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["connected", "disconnected", "disconnected"]);
+
+    // Reset, as rbd does it: journaling off and on under the image's lock. An entry past the
+    // commit position (a writer that died before applying it) is applied first, not dropped.
+    runtime.block_on(async {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(rbdx_objstore_dir::DirStore::open(rbdx.path()).unwrap());
+        let io = IoCtx::new(store.pool_lookup("rbd").await.unwrap().id);
+        let journal = rbdx_journal::Journal::open_for_append(store, io, &id)
+            .await
+            .unwrap();
+        let write = rbdx_image::journaling::Event::Write {
+            offset: 4096,
+            data: bytes::Bytes::from_static(b"unapplied"),
+        };
+        journal
+            .append(rbdx_journal::event::encode(&write))
+            .await
+            .unwrap();
+    });
+    rbdx.run(&["journal", "reset", &format!("rbd/{id}")]).ok();
+    let status = rbdx
+        .run(&["journal", "status", "j", "--format", "json"])
+        .ok()
+        .json();
+    let clients = status["registered_clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{status}");
+    assert_eq!(clients[0]["id"], "");
+    assert_eq!(status["minimum_set"], 0);
+    assert_eq!(status["active_set"], 0);
+    let info = rbdx
+        .run(&["journal", "info", "j", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (&info["order"], &info["splay_width"], &info["object_pool"]),
+        (
+            &serde_json::json!(20),
+            &serde_json::json!(8),
+            &serde_json::json!("jpool")
+        ),
+        "the layout stays: {info}"
+    );
+    let data = runtime.block_on(async {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(rbdx_objstore_dir::DirStore::open(rbdx.path()).unwrap());
+        let io = IoCtx::new(store.pool_lookup("rbd").await.unwrap().id);
+        let images = rbdx_image::Images::new(rbdx_journal::cluster(store), io);
+        let image = images
+            .open("j", rbdx_image::OpenOptions::default().with_read_only(true))
+            .await
+            .unwrap();
+        let data = image.read(4096, 9).await.unwrap();
+        image.close().await.unwrap();
+        data
+    });
+    assert_eq!(data, "unapplied");
+    rbdx.run(&["journal", "inspect", "j"]).ok();
+    rbdx.run(&["create", "--size", "4M", "plain"]).ok();
+    rbdx.run(&["journal", "reset", "plain"])
+        .fails(2, "no journal");
+    rbdx.run(&["journal", "reset", "nosuch"]).fails(2, "nosuch");
+    // A journal whose image is gone is emptied in place.
+    let open_orphan = || async {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(rbdx_objstore_dir::DirStore::open(rbdx.path()).unwrap());
+        let io = IoCtx::new(store.pool_lookup("rbd").await.unwrap().id);
+        rbdx_journal::Journal::open_for_append(store, io, "0rphan")
+            .await
+            .unwrap()
+    };
+    runtime.block_on(async {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(rbdx_objstore_dir::DirStore::open(rbdx.path()).unwrap());
+        let io = IoCtx::new(store.pool_lookup("rbd").await.unwrap().id);
+        rbdx_journal::Journal::create(&store, &io, "0rphan", Default::default())
+            .await
+            .unwrap();
+        let journal = open_orphan().await;
+        journal
+            .append(bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    });
+    rbdx.run(&["journal", "reset", "rbd/0rphan"]).ok();
+    let left = runtime.block_on(async { open_orphan().await.entries_after(None).await.unwrap() });
+    assert!(left.is_empty(), "{} entries left", left.len());
+
     rbdx.run(&[
         "create",
         "--size",

@@ -198,6 +198,14 @@ pub trait JournalOpener: Send + Sync + std::fmt::Debug {
 
     /// Removes the journal of image `id` and all its entries.
     async fn remove(&self, store: Arc<dyn ObjectStore>, io: IoCtx, id: &str) -> Result<()>;
+
+    /// Returns how the journal of image `id` is laid out, every field set.
+    async fn layout(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        id: &str,
+    ) -> Result<JournalLayout>;
 }
 
 /// How a new journal is laid out, as `rbd create --journal-*` asks; what is unset takes the

@@ -204,20 +204,49 @@ impl Image {
                 )));
             }
             // The journal itself is what changes: nothing to journal it in.
-            return self.update_features_now(features, enable, progress).await;
+            let layout = crate::journaling::JournalLayout::default();
+            return self
+                .update_features_now(features, enable, &layout, progress)
+                .await;
         }
         let event = Event::UpdateFeatures {
             features: features.0,
             enabled: enable,
         };
-        let op = self.update_features_now(features, enable, progress);
+        let layout = crate::journaling::JournalLayout::default();
+        let op = self.update_features_now(features, enable, &layout, progress);
         self.inner.log_op(event, op).await
+    }
+
+    /// Empties the journal as `rbd journal reset` does: journaling is turned off (under the
+    /// exclusive lock, so what the journal holds past the image is applied first and a
+    /// writer elsewhere hands the lock over) and on again, laid out as before. Every client
+    /// but the image's is dropped. Refused for an image mirrored in journal mode.
+    pub async fn reset_journal(&self) -> Result<()> {
+        if !self.inner.header().features.contains(Features::JOURNALING) {
+            return Err(Error::not_found(format!(
+                "image {} has no journal (the journaling feature is off)",
+                self.inner.name
+            )));
+        }
+        let inner = &self.inner;
+        let layout = inner
+            .cluster
+            .require_journals()?
+            .layout(inner.store.clone(), inner.io.clone(), &inner.id)
+            .await?;
+        let quiet: Progress<'_> = &|_, _| {};
+        self.update_features(Features::JOURNALING, false, quiet)
+            .await?;
+        self.update_features_now(Features::JOURNALING, true, &layout, quiet)
+            .await
     }
 
     async fn update_features_now(
         &self,
         features: Features,
         enable: bool,
+        layout: &crate::journaling::JournalLayout,
         progress: Progress<'_>,
     ) -> Result<()> {
         let inner = &self.inner;
@@ -269,12 +298,7 @@ impl Image {
                 inner
                     .cluster
                     .require_journals()?
-                    .create(
-                        inner.store.clone(),
-                        inner.io.clone(),
-                        &inner.id,
-                        &crate::journaling::JournalLayout::default(),
-                    )
+                    .create(inner.store.clone(), inner.io.clone(), &inner.id, layout)
                     .await?;
             }
             let updated = inner

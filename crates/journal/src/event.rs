@@ -83,9 +83,8 @@ pub fn encode(event: &Event) -> Bytes {
         }
         Event::Write { offset, data } => {
             out.reserve(data.len() + 16);
-            out.put_u32_le(kind::WRITE);
-            out.put_u64_le(*offset);
-            put_bytes(&mut out, data);
+            put_write_head(&mut out, *offset, data.len());
+            out.put_slice(data);
         }
         Event::Flush => out.put_u32_le(kind::FLUSH),
         Event::OpFinish { op_tid, result } => {
@@ -155,6 +154,13 @@ pub fn encode(event: &Event) -> Bytes {
     out.freeze()
 }
 
+/// Appends what comes before a write event's data: its type, offset and data length.
+fn put_write_head(out: &mut BytesMut, offset: u64, len: usize) {
+    out.put_u32_le(kind::WRITE);
+    out.put_u64_le(offset);
+    out.put_u32_le(len as u32);
+}
+
 /// Appends the time an event is journaled.
 fn put_stamp(out: &mut BytesMut) {
     let now = SystemTime::now()
@@ -171,9 +177,7 @@ pub fn encode_pieces(event: &Event) -> Vec<Bytes> {
     match event {
         Event::Write { offset, data } if data.len() >= crate::entry::SHARE_MIN => {
             let mut head = BytesMut::with_capacity(16);
-            head.put_u32_le(kind::WRITE);
-            head.put_u64_le(*offset);
-            head.put_u32_le(data.len() as u32);
+            put_write_head(&mut head, *offset, data.len());
             let mut stamp = BytesMut::with_capacity(12);
             put_stamp(&mut stamp);
             vec![head.freeze(), data.clone(), stamp.freeze()]

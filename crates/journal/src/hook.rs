@@ -211,6 +211,20 @@ impl JournalOpener for RbdxJournals {
     async fn remove(&self, store: Arc<dyn ObjectStore>, io: IoCtx, id: &str) -> Result<()> {
         Journal::remove(&store, &io, id).await
     }
+
+    async fn layout(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        id: &str,
+    ) -> Result<JournalLayout> {
+        let meta = Journal::open(store, io, id).await?.meta();
+        Ok(JournalLayout {
+            order: Some(meta.order),
+            splay_width: Some(meta.splay_width),
+            pool: Some(meta.pool_id),
+        })
+    }
 }
 
 #[cfg(test)]

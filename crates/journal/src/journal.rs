@@ -668,8 +668,10 @@ impl Journal {
         Ok(removed)
     }
 
-    /// Empties the journal: removes every data object, restarts at set 0 and drops every
-    /// client but the image's, whose commit position is cleared.
+    /// Empties the journal in place: removes every data object, restarts at set 0 and drops
+    /// every client but the image's, whose commit position is cleared. It takes no lock and
+    /// applies nothing: for a journal no image writes to (`Image::reset_journal` resets an
+    /// image's journal under its lock).
     pub async fn reset(&self) -> Result<()> {
         let io = self.data_io();
         for o in self.data_objects().await? {

@@ -1,15 +1,16 @@
 //! Planning a write batch: its steps are evaluated in order against the object's current
 //! state, producing a [`Change`] that the writer commits in one transaction.
 //!
-//! Data changes take one of two paths:
+//! Data changes take one of three paths:
 //! - **fresh file**: when the batch creates the object, replaces its content (write-full, a
 //!   write covering everything), keeps a snapshot clone (the clone keeps the old file, the head
 //!   gets a copy), or changes much of it, the new content is built in a new, private file that
 //!   the commit switches to. Nothing is written over committed data.
 //! - **in place**: small changes to an existing file become a redo [`Intent`], committed with
 //!   the metadata and applied afterwards (see [`crate::intent`]).
-//! - **append**: a large write at or past the end of an existing file (a journal's appends) is
-//!   written into that file before the commit, past its committed size, where no reader looks;
+//! - **append**: writes at or past the end of an existing file, 64 KiB or more together (a
+//!   journal's appends, sent as pieces) are written into that file before the commit, past
+//!   its committed size, where no reader looks;
 //!   the commit only moves the size. A crash before the commit leaves bytes past the size, so
 //!   anything that later grows the object in place first cuts the file to its size (a `Shrink`
 //!   action), and the next append does the same before it writes.
@@ -286,10 +287,11 @@ impl<'p, 'a> Eval<'p, 'a> {
         }
     }
 
-    /// Turns pending in-place writes that only grow the committed file, each past the end of
-    /// the one before (the first pieces of an append: a journal entry's header before its
-    /// data), into an append, when a write of `next` bytes past the end follows and together
-    /// they are large enough to be one.
+    /// Turns pending in-place writes that only grow the committed file (the first pieces of
+    /// an append: a journal entry's header before its data) into an append, when a write of
+    /// `next` bytes past the end follows and together they are large enough to be one. Only
+    /// when the first pending change is the cut to the committed size that growing starts
+    /// with, and every other one a write at or past the end of what came before.
     fn append_small_growth(&mut self, next: usize) {
         let Work::InPlace {
             file,

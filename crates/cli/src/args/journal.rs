@@ -24,7 +24,8 @@ pub enum JournalCommand {
     },
     /// Append the events of an exported journal to an image's journal, and apply them.
     Import(JournalImportArgs),
-    /// Remove every entry and every client but the image's.
+    /// Empty the journal as rbd does: journaling off and on again under the image's lock
+    /// (pending entries are applied first); the layout stays, other clients are dropped.
     Reset(ImageArg),
     /// Journal clients.
     Client {

@@ -42,11 +42,7 @@ pub async fn run(
             export(cluster, &image, &path).await
         }
         JournalCommand::Import(args) => import(cluster, &args).await,
-        JournalCommand::Reset(arg) => {
-            let (_, journal) = open(cluster, &arg).await?;
-            journal.reset().await?;
-            Ok(())
-        }
+        JournalCommand::Reset(arg) => reset(cluster, &arg).await,
         JournalCommand::Client {
             command: ClientCommand::Disconnect { image, client_id },
         } => {
@@ -64,6 +60,38 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// Empties the journal of the image of `arg` as `rbd journal reset` does: journaling off and
+/// on again through the image, under its exclusive lock (see `Image::reset_journal`). The
+/// spec may name the journal by its id; a journal whose image is gone is emptied in place,
+/// since nothing can write to it.
+async fn reset(cluster: &Cluster, arg: &ImageArg) -> CliResult {
+    let (spec, images) = resolve(cluster, arg, SnapRule::None).await?;
+    let listed = images.list().await?;
+    let name = if listed.contains_key(&spec.image) {
+        Some(spec.image.clone())
+    } else {
+        listed
+            .into_iter()
+            .find_map(|(name, id)| (id == spec.image).then_some(name))
+    };
+    let Some(name) = name else {
+        let io = images.io_ctx().clone();
+        let journal = Journal::open(cluster.store().clone(), io, &spec.image)
+            .await
+            .map_err(|_| {
+                rbdx_image::Error::not_found(format!("no image or journal named {}", spec.image))
+            })?;
+        journal.reset().await?;
+        return Ok(());
+    };
+    let image = images.open(&name, OpenOptions::default()).await?;
+    let reset = image.reset_journal().await;
+    let closed = image.close().await;
+    reset?;
+    closed?;
+    Ok(())
 }
 
 /// Opens the image of `arg` read-only (closed again) and its journal. As with `rbd`, the spec
