@@ -359,10 +359,14 @@ impl Files {
         guard(&self.dirty).files.insert((pool, file));
     }
 
-    /// Makes every file and directory changed since the last call durable.
-    pub(crate) fn sync_dirty(&self) -> io::Result<()> {
+    /// Makes every file and directory changed since the last call durable, but the files in
+    /// `released` (garbage: nothing refers to them once the flush's WAL sync is done); returns
+    /// how many files it synced.
+    pub(crate) fn sync_dirty(&self, released: &HashSet<(u64, u64)>) -> io::Result<usize> {
         let dirty = std::mem::take(&mut *guard(&self.dirty));
-        for (pool, file) in &dirty.files {
+        let mut synced = 0;
+        for (pool, file) in dirty.files.difference(released) {
+            synced += 1;
             match self.open(*pool, *file) {
                 Ok(handle) => handle.sync_data()?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -376,7 +380,7 @@ impl Files {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(synced)
     }
 
     /// Forgets every cached descriptor and created directory of `pool` (removed pools).
@@ -523,6 +527,26 @@ mod tests {
         let ranges = sys::data_ranges(&b, 0, 16 << 20).unwrap();
         let allocated: u64 = ranges.iter().map(|(s, e)| e - s).sum();
         assert!(allocated < 1 << 20, "{ranges:?}");
+    }
+
+    #[test]
+    fn a_flush_leaves_released_files_unsynced_and_forgets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(Layout::new(dir.path()), "t");
+        for file in 1..=3 {
+            files
+                .create(1, file)
+                .unwrap()
+                .write_all_at(b"x", 0)
+                .unwrap();
+        }
+        let released = HashSet::from([(1, 2)]);
+        assert_eq!(files.sync_dirty(&released).unwrap(), 2);
+        assert_eq!(
+            files.sync_dirty(&HashSet::new()).unwrap(),
+            0,
+            "nothing is dirty now"
+        );
     }
 
     #[test]

@@ -156,9 +156,31 @@ pub(crate) fn remove_orphan_pool_dirs(w: &mut Writer) -> Result<()> {
 
 /// Makes everything this handle changed durable, then deletes garbage released by durable
 /// changes.
+///
+/// Files already recorded as garbage are not synced: the changes that released them are
+/// committed, and the WAL sync that follows makes those changes durable, so nothing can refer
+/// to such a file again (a trimmed journal's objects, for one, need not reach the disk).
 pub(crate) fn flush(w: &mut Writer) -> Result<()> {
-    w.shared.files.sync_dirty().map_err(io)?;
+    let released = garbage_files(w)?;
+    let synced = w.shared.files.sync_dirty(&released).map_err(io)?;
+    tracing::debug!(
+        "flush: {synced} files synced, up to {} released ones left out",
+        released.len()
+    );
     sync_wal_and_collect(w)
+}
+
+/// The files recorded as garbage, by (pool, file id).
+fn garbage_files(w: &Writer) -> Result<std::collections::HashSet<(u64, u64)>> {
+    w.conn
+        .prepare_cached("SELECT pool, file FROM garbage")
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect()
+        })
+        .map_err(db_error)
 }
 
 /// Syncs the WAL, which makes every commit so far durable, then deletes the files those
