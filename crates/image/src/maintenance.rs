@@ -188,6 +188,7 @@ impl Image {
         enable: bool,
         progress: Progress<'_>,
     ) -> Result<()> {
+        let layout = crate::journaling::JournalLayout::default();
         if features.contains(Features::JOURNALING) {
             if !enable
                 && self
@@ -204,7 +205,6 @@ impl Image {
                 )));
             }
             // The journal itself is what changes: nothing to journal it in.
-            let layout = crate::journaling::JournalLayout::default();
             return self
                 .update_features_now(features, enable, &layout, progress)
                 .await;
@@ -213,7 +213,6 @@ impl Image {
             features: features.0,
             enabled: enable,
         };
-        let layout = crate::journaling::JournalLayout::default();
         let op = self.update_features_now(features, enable, &layout, progress);
         self.inner.log_op(event, op).await
     }

@@ -809,11 +809,15 @@ impl Appender {
                 req.reply,
             ));
         }
-        let groups: Vec<(u64, Vec<Bytes>, Waiting)> = groups
+        // object number -> (pieces, their length, waiting callers)
+        let groups: Vec<(u64, Vec<Bytes>, u64, Waiting)> = groups
             .into_iter()
-            .map(|(objno, (frames, waiting))| (objno, frames.into_pieces(), waiting))
+            .map(|(objno, (frames, waiting))| {
+                let len = frames.len() as u64;
+                (objno, frames.into_pieces(), len, waiting)
+            })
             .collect();
-        let writes = groups.iter().map(|(objno, pieces, _)| {
+        let writes = groups.iter().map(|(objno, pieces, _, _)| {
             let mut at = self.sizes.get(objno).copied().unwrap_or(0);
             let oid = format!("{}{objno}", self.prefix);
             let mut op = WriteOp::new();
@@ -833,11 +837,11 @@ impl Appender {
         let results = futures::future::join_all(writes).await;
         let limit = 1u64 << self.meta.order;
         let mut full = false;
-        for ((objno, pieces, waiting), result) in groups.into_iter().zip(results) {
+        for ((objno, _, len, waiting), result) in groups.into_iter().zip(results) {
             match result {
                 Ok(_) => {
                     let size = self.sizes.entry(objno).or_insert(0);
-                    *size += pieces.iter().map(|p| p.len() as u64).sum::<u64>();
+                    *size += len;
                     full |= *size >= limit;
                     for (pos, reply) in waiting {
                         let _ = reply.send(Ok(pos));

@@ -8,6 +8,8 @@
 //! [`GARBAGE_BATCH`] files since the last collection; deleting replaced files early also drops
 //! their dirty pages before the kernel spends disk bandwidth writing them back.
 
+use std::collections::HashSet;
+
 use rbdx_objstore::{Result, Subject};
 use rusqlite::params;
 
@@ -161,26 +163,36 @@ pub(crate) fn remove_orphan_pool_dirs(w: &mut Writer) -> Result<()> {
 /// committed, and the WAL sync that follows makes those changes durable, so nothing can refer
 /// to such a file again (a trimmed journal's objects, for one, need not reach the disk).
 pub(crate) fn flush(w: &mut Writer) -> Result<()> {
-    let released = garbage_files(w)?;
+    let (released, upto) = garbage(w)?;
     let synced = w.shared.files.sync_dirty(&released).map_err(io)?;
     tracing::debug!(
-        "flush: {synced} files synced, up to {} released ones left out",
+        "flush: {synced} files synced, {} released ones left out",
         released.len()
     );
-    sync_wal_and_collect(w)
+    sync_wal_and_collect_upto(w, upto)
 }
 
-/// The files recorded as garbage, by (pool, file id).
-fn garbage_files(w: &Writer) -> Result<std::collections::HashSet<(u64, u64)>> {
-    w.conn
-        .prepare_cached("SELECT pool, file FROM garbage")
+/// Files by (pool, file id).
+type FileSet = HashSet<(u64, u64)>;
+
+/// The files recorded as garbage, and the newest garbage row.
+fn garbage(w: &Writer) -> Result<(FileSet, Option<i64>)> {
+    let rows: Vec<(i64, u64, u64)> = w
+        .conn
+        .prepare_cached("SELECT id, pool, file FROM garbage")
         .and_then(|mut s| {
             s.query_map([], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
             })?
             .collect()
         })
-        .map_err(db_error)
+        .map_err(db_error)?;
+    let upto = rows.iter().map(|(id, _, _)| *id).max();
+    Ok((rows.into_iter().map(|(_, p, f)| (p, f)).collect(), upto))
 }
 
 /// Syncs the WAL, which makes every commit so far durable, then deletes the files those
@@ -190,6 +202,11 @@ pub(crate) fn sync_wal_and_collect(w: &mut Writer) -> Result<()> {
         .conn
         .query_row("SELECT max(id) FROM garbage", [], |r| r.get(0))
         .map_err(db_error)?;
+    sync_wal_and_collect_upto(w, upto)
+}
+
+/// Syncs the WAL, then deletes the garbage recorded up to row `upto` (read before the sync).
+fn sync_wal_and_collect_upto(w: &mut Writer, upto: Option<i64>) -> Result<()> {
     sync_wal(w)?;
     if let Some(upto) = upto {
         collect_garbage(w, upto)?;
