@@ -61,6 +61,7 @@ mod backend;
 mod buffers;
 mod changes;
 mod db;
+mod desk;
 mod files;
 mod heads;
 mod intent;

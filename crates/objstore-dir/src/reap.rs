@@ -270,9 +270,14 @@ fn collect_garbage(w: &mut Writer, upto: i64) -> Result<()> {
     }
 }
 
+/// True once this writer has released enough files to collect garbage.
+pub(crate) fn collection_due(w: &Writer) -> bool {
+    w.released >= GARBAGE_BATCH
+}
+
 /// Collects garbage once this writer has released enough files.
 pub(crate) fn collect_if_due(w: &mut Writer) -> Result<()> {
-    if w.released >= GARBAGE_BATCH {
+    if collection_due(w) {
         sync_wal_and_collect(w)
     } else {
         Ok(())

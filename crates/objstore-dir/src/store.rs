@@ -18,12 +18,13 @@ use tokio::sync::oneshot;
 
 use crate::changes::Changes;
 use crate::db::{self, db_error};
+use crate::desk::{self, Desk, Inline};
 use crate::files::{Files, Layout};
 use crate::notify::{self, Answer, Frame, NotifyServer};
 use crate::read::{Readers, RowCache};
 use crate::session::Session;
 use crate::staged::Staged;
-use crate::writer::{self, Command, OperateRequest, Shared, Writer};
+use crate::writer::{Command, OperateRequest, Shared, Writer};
 use crate::{admin, locks, read, reap, watch};
 
 /// Options of [`DirStore::open_opts`].
@@ -60,6 +61,7 @@ struct Inner {
     readers: Readers,
     fsid: String,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
+    desk: Arc<Desk>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     notify: Mutex<Option<NotifyServer>>,
     session: Mutex<Option<Session>>,
@@ -151,17 +153,18 @@ impl DirStore {
             dropped_watches: Arc::default(),
         });
         let (commands, queue) = mpsc::channel();
-        let mut writer =
-            Writer::new(conn, shared.clone(), queue).map_err(|e| path_error(path, e))?;
+        let mut writer = Writer::new(conn, shared.clone()).map_err(|e| path_error(path, e))?;
         reap::reap_dead_sessions(&mut writer)?;
         reap::remove_orphan_pool_dirs(&mut writer)?;
-        let handle = writer::spawn(writer).map_err(|e| path_error(path, e))?;
+        let desk = Desk::new(writer);
+        let handle = desk::spawn(desk.clone(), queue).map_err(|e| path_error(path, e))?;
         Ok(DirStore {
             inner: Arc::new(Inner {
                 shared,
                 readers: Readers::new(db_path),
                 fsid,
                 commands: Mutex::new(Some(commands)),
+                desk,
                 writer: Mutex::new(Some(handle)),
                 notify: Mutex::new(None),
                 session: Mutex::new(Some(session)),
@@ -182,10 +185,9 @@ impl DirStore {
 
     fn send(&self, command: Command) -> Result<()> {
         let commands = guard(&self.inner.commands);
-        commands
-            .as_ref()
-            .ok_or_else(closed)?
-            .send(command)
+        self.inner
+            .desk
+            .send(commands.as_ref().ok_or_else(closed)?, command)
             .map_err(|_| closed())
     }
 
@@ -406,6 +408,7 @@ impl ObjectStore for DirStore {
         snapc: &SnapContext,
     ) -> Result<u64> {
         validate::write_op(io, oid, op, snapc)?;
+        let active = self.inner.desk.start();
         // A new object's content is written here, on a blocking thread of the caller's, so the
         // writer only moves the file into place. A failure to stage is not the request's: the
         // writer then fills the file itself and reports what it meets.
@@ -420,14 +423,25 @@ impl ObjectStore for DirStore {
             None => None,
         };
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Operate(OperateRequest {
+        let req = OperateRequest {
             io: io.clone(),
             oid: oid.to_owned(),
             op: op.clone(),
             snapc: snapc.clone(),
             reply: tx,
             staged,
-        }))?;
+        };
+        match self.inner.desk.try_inline(&active, req) {
+            Inline::Done { collect: true } => {
+                self.send(Command::Run(Box::new(|w: &mut Writer| {
+                    if let Err(e) = reap::collect_if_due(w) {
+                        tracing::warn!("collecting garbage: {e}");
+                    }
+                })))?;
+            }
+            Inline::Done { collect: false } => {}
+            Inline::Declined(req) => self.send(Command::Operate(req))?,
+        }
         rx.await.map_err(|_| closed())?
     }
 

@@ -26,7 +26,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
 use rbdx_objstore::{Error, IoCtx, Result, SnapContext, SnapId, Subject, WriteOp, WriteStep};
@@ -70,13 +69,13 @@ impl Fill<'_> {
 }
 
 /// Largest number of write requests committed together.
-const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 /// Applied intents a writer keeps recorded before it clears them with the next commit.
 const CLEAR_INTENTS_AT: usize = 1024;
 /// Bytes of new files in one batch above which they are filled on several threads.
 const PARALLEL_FILL: u64 = 1 << 20;
 /// How long the writer waits, idle, before cleaning up applied intents.
-const IDLE_TICK: Duration = Duration::from_millis(50);
+pub(crate) const IDLE_TICK: Duration = Duration::from_millis(50);
 /// How often an idle writer looks for dead sessions.
 const REAP_EVERY: Duration = Duration::from_secs(30);
 
@@ -177,7 +176,8 @@ impl Prepared {
 /// The version a committed request got and, if it recorded an intent, the object row.
 type Written = (u64, Option<i64>);
 
-/// The writer's state; lives on the writer thread.
+/// The writer's state: used by the writer thread, or by a caller that found it idle (see
+/// [`crate::desk`]).
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
     pub(crate) shared: Arc<Shared>,
@@ -189,7 +189,6 @@ pub(crate) struct Writer {
     /// Files released (recorded as garbage) by this writer since its last collection.
     pub(crate) released: u64,
     last_reap: Instant,
-    commands: Receiver<Command>,
     /// The store's change counter, busy since a transaction of the current command began.
     marked: Option<crate::changes::Changing>,
     /// Pools and namespaces found to exist while planning the current batch.
@@ -211,12 +210,8 @@ fn io_error(e: std::io::Error) -> Error {
 }
 
 impl Writer {
-    /// Creates the writer, which takes its work from `commands`.
-    pub(crate) fn new(
-        conn: Connection,
-        shared: Arc<Shared>,
-        commands: Receiver<Command>,
-    ) -> std::io::Result<Writer> {
+    /// Creates the writer.
+    pub(crate) fn new(conn: Connection, shared: Arc<Shared>) -> std::io::Result<Writer> {
         let stripes = File::options()
             .read(true)
             .write(true)
@@ -232,61 +227,20 @@ impl Writer {
             applied: HashMap::new(),
             released: 0,
             last_reap: Instant::now(),
-            commands,
             checked: HashSet::new(),
             marked: None,
             heads: crate::heads::Heads::default(),
         })
     }
 
-    /// Runs the writer loop until it is told to shut down or every sender is gone.
-    pub(crate) fn run(mut self) {
-        let mut carried: Option<Command> = None;
-        loop {
-            self.settle();
-            let command = match carried.take() {
-                Some(command) => command,
-                None => match self.commands.recv_timeout(IDLE_TICK) {
-                    Ok(command) => command,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.idle();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-            };
-            match command {
-                Command::Run(job) => job(&mut self),
-                Command::Shutdown => break,
-                Command::Operate(first) => {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match self.commands.try_recv() {
-                            Ok(Command::Operate(next)) => batch.push(next),
-                            Ok(other) => {
-                                carried = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.operate_batch(batch);
-                    if let Err(e) = crate::reap::collect_if_due(&mut self) {
-                        tracing::warn!("collecting garbage: {e}");
-                    }
-                }
-            }
-        }
-        self.idle();
-    }
-
     /// Ends the store-wide change of the command just done (its transactions committed or
     /// rolled back): readers may trust what they find from now on.
-    fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         self.marked = None;
     }
 
-    fn idle(&mut self) {
+    /// Cleans up while no command comes: dropped watches, applied intents, dead sessions.
+    pub(crate) fn idle(&mut self) {
         if let Err(e) = crate::watch::forget_dropped(self) {
             tracing::warn!("forgetting dropped watches: {e}");
         }
@@ -379,13 +333,31 @@ impl Writer {
         Ok(())
     }
 
+    /// Runs `req` alone, unless its object's stripe is locked elsewhere: then gives it back,
+    /// since waiting for that lock belongs on the writer thread.
+    pub(crate) fn operate_inline(&mut self, req: OperateRequest) -> Option<OperateRequest> {
+        let q = Queued::new(req);
+        let stripe = q.stripe;
+        match self.lock_stripe(stripe, false) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Some(q.req),
+        }
+        self.operate_queued(VecDeque::from([q]));
+        self.unlock_stripe(stripe);
+        self.settle();
+        None
+    }
+
     /// Plans and commits queued requests. A request for an object already in the batch, or
     /// whose stripe another process holds, waits for the next round together with every later
     /// request for the same object, so each object's requests keep their order and batches stay
     /// as large as the queue allows. Later plain data writes to an object join its first
     /// request instead of waiting (see [`merge_later`]).
-    fn operate_batch(&mut self, batch: Vec<OperateRequest>) {
-        let mut pending: VecDeque<Queued> = batch.into_iter().map(Queued::new).collect();
+    pub(crate) fn operate_batch(&mut self, batch: Vec<OperateRequest>) {
+        self.operate_queued(batch.into_iter().map(Queued::new).collect());
+    }
+
+    fn operate_queued(&mut self, mut pending: VecDeque<Queued>) {
         while !pending.is_empty() {
             let mut prepared: Vec<Prepared> = Vec::new();
             let mut deferred: VecDeque<Queued> = VecDeque::new();
@@ -832,7 +804,8 @@ fn plain_data(op: &WriteOp) -> bool {
         })
 }
 
-fn data_bytes(op: &WriteOp) -> usize {
+/// Bytes of data the steps of `op` write.
+pub(crate) fn data_bytes(op: &WriteOp) -> usize {
     op.steps()
         .iter()
         .map(|s| match s {
@@ -1108,11 +1081,4 @@ fn failpoint(name: &str) {
     {
         std::process::abort();
     }
-}
-
-/// Starts the writer thread.
-pub(crate) fn spawn(writer: Writer) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("rbdx-dir-writer-{}", writer.shared.client))
-        .spawn(move || writer.run())
 }
