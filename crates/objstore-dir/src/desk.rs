@@ -105,7 +105,7 @@ impl Desk {
     /// Runs `req` on this thread if it is small, at most [`INLINE_ACTIVE`] write requests are
     /// in progress and nothing is queued for the thread, and answers it through its reply
     /// channel. If the writer is busy with another caller's request, waits for it (a short
-    /// wait); if the thread has it, gives the request back, to be sent.
+    /// wait); if the thread has it, or takes it meanwhile, gives the request back, to be sent.
     pub(crate) fn try_inline(&self, _active: &Active<'_>, req: OperateRequest) -> Inline {
         if req.staged.is_some() || crate::writer::data_bytes(&req.op) > INLINE_MAX {
             return Inline::Declined(req);
@@ -121,11 +121,18 @@ impl Desk {
         {
             return Inline::Declined(req);
         }
-        let mut w = match self.writer.try_lock() {
-            Ok(w) => w,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) if self.inline.load(Ordering::SeqCst) => self.lock(),
-            Err(TryLockError::WouldBlock) => return Inline::Declined(req),
+        // Wait only while another caller holds the writer for a request like this one: the
+        // thread's work (a batch, a flush) can take milliseconds, too long to hold a runtime
+        // thread for.
+        let mut w = loop {
+            match self.writer.try_lock() {
+                Ok(w) => break w,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if self.inline.load(Ordering::SeqCst) => {
+                    std::thread::yield_now();
+                }
+                Err(TryLockError::WouldBlock) => return Inline::Declined(req),
+            }
         };
         if self.queued.load(Ordering::SeqCst) != 0 {
             return Inline::Declined(req);

@@ -1054,6 +1054,10 @@ fn write_change(tx: &Transaction<'_>, p: &Prepared, change: &Change) -> rusqlite
                 .execute([h.id])?;
             note_removed(tx, key.pool, version)?;
         }
+    } else {
+        // A change that leaves an absent object absent (a zero, say) still used its version:
+        // the object's next creation must not get it again.
+        note_removed(tx, key.pool, version)?;
     }
     if let Some(file) = change.drop_file {
         tx.prepare_cached("INSERT INTO garbage (pool, file) VALUES (?1, ?2)")?

@@ -141,3 +141,32 @@ async fn queued_writes_keep_their_order_and_versions() {
         }
     }
 }
+
+/// A request that leaves an absent object absent still takes a version: the object's creation
+/// afterwards gets a later one (two requests answered with one version broke the test above
+/// when a zero of `fresh` came before its first write).
+#[tokio::test]
+async fn a_change_that_leaves_an_object_absent_uses_up_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DirStore::open(dir.path()).unwrap();
+    let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
+    let snapc = SnapContext::empty();
+    let zeroed = store
+        .operate(&io, "x", &WriteOp::new().zero(0, 4096), &snapc)
+        .await
+        .unwrap();
+    assert!(store.stat(&io, "x").await.is_err(), "a zero created x");
+    let created = store
+        .operate(
+            &io,
+            "x",
+            &WriteOp::new().write(0, Bytes::from_static(b"a")),
+            &snapc,
+        )
+        .await
+        .unwrap();
+    assert!(
+        created > zeroed,
+        "the zero got version {zeroed}, the creation {created}"
+    );
+}
