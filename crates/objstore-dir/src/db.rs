@@ -27,8 +27,8 @@ const PAGE_SIZE: i64 = 8192;
 /// Table definitions. The `objects` table holds heads (`snap = 0`) and clones (`snap` = clone
 /// id); a head carries the redo intent of its last in-place change until it is known to be
 /// applied; omap, xattrs, locks and watches hang off an object row id. `pools.removed_version`
-/// is the highest version of an object removed without a trace, so a recreated object starts
-/// above it.
+/// is the highest version of an object removed without a trace (or of a change that left an
+/// absent object absent), so a recreated object starts above it.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pools (

@@ -14,17 +14,30 @@
 //! is sent and lowered only by the thread, under the writer's lock, when it takes the command.
 //! A caller runs its request only while it holds that lock and sees the count at zero: every
 //! command sent before has then been done, so requests are committed in the order they were
-//! made, as before.
+//! made, as before. One exception is older than this: a request whose new object's content is
+//! staged first (see [`crate::staged`]) is sent once staging is done, so requests made while
+//! it stages may go first.
+//!
+//! # What a caller's thread may meet
+//!
+//! A request run here does everything the thread would: a SQLite busy wait while another
+//! process commits, the WAL checkpoint that every 64 MiB of WAL brings, the copy of an object
+//! shared with a snapshot. Its caller would have waited for those anyway; the runtime thread
+//! it holds meanwhile is what this costs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
+use rbdx_objstore::{WriteOp, WriteStep};
+
 use crate::writer::{Command, IDLE_TICK, MAX_BATCH, OperateRequest, Writer};
 
-/// Largest write (bytes of data) run on its caller's thread.
+/// Largest request (bytes of data, omap and xattr values) run on its caller's thread.
 const INLINE_MAX: usize = 64 << 10;
+/// Longest a caller waits for another caller's request before giving its own to the thread.
+const WAIT_FOR_CALLER: Duration = Duration::from_micros(500);
 /// Most write requests in progress on a handle for one to run on its caller's thread. With
 /// more, the thread is the better place: it commits what arrives together in one transaction,
 /// while a request run by its caller commits alone. Three covers a journaled write at one in
@@ -53,7 +66,7 @@ pub(crate) struct Desk {
     queued: AtomicUsize,
     /// Write requests of this handle between their start and their answer.
     active: AtomicUsize,
-    /// A caller holds the writer for a request of its own (a short hold: see [`INLINE_MAX`]).
+    /// A caller holds the writer for a request of its own.
     inline: AtomicBool,
     /// Until when (nanoseconds since `epoch`) requests go to the thread: some time after the
     /// last moment more than [`INLINE_ACTIVE`] were in progress.
@@ -104,42 +117,33 @@ impl Desk {
 
     /// Runs `req` on this thread if it is small, at most [`INLINE_ACTIVE`] write requests are
     /// in progress and nothing is queued for the thread, and answers it through its reply
-    /// channel. If the writer is busy with another caller's request, waits for it (a short
-    /// wait); if the thread has it, or takes it meanwhile, gives the request back, to be sent.
+    /// channel. If another caller holds the writer for a request like this, waits for it up
+    /// to [`WAIT_FOR_CALLER`]; if the thread has the writer, or takes it meanwhile, gives the
+    /// request back, to be sent.
     pub(crate) fn try_inline(&self, _active: &Active<'_>, req: OperateRequest) -> Inline {
-        if req.staged.is_some() || crate::writer::data_bytes(&req.op) > INLINE_MAX {
-            return Inline::Declined(req);
-        }
-        let now = self.epoch.elapsed().as_nanos() as u64;
+        let now = self.epoch.elapsed();
         if self.active.load(Ordering::SeqCst) > INLINE_ACTIVE {
-            let until = now + CROWDED_FOR.as_nanos() as u64;
+            let until = (now + CROWDED_FOR).as_nanos() as u64;
             self.crowded_until.fetch_max(until, Ordering::Relaxed);
             return Inline::Declined(req);
         }
-        if now < self.crowded_until.load(Ordering::Relaxed)
+        if req.staged.is_some()
+            || inline_bytes(&req.op) > INLINE_MAX
+            || (now.as_nanos() as u64) < self.crowded_until.load(Ordering::Relaxed)
             || self.queued.load(Ordering::SeqCst) != 0
         {
             return Inline::Declined(req);
         }
-        // Wait only while another caller holds the writer for a request like this one: the
-        // thread's work (a batch, a flush) can take milliseconds, too long to hold a runtime
-        // thread for.
-        let mut w = loop {
-            match self.writer.try_lock() {
-                Ok(w) => break w,
-                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
-                Err(TryLockError::WouldBlock) if self.inline.load(Ordering::SeqCst) => {
-                    std::thread::yield_now();
-                }
-                Err(TryLockError::WouldBlock) => return Inline::Declined(req),
-            }
+        let Some(mut w) = self.take_for_caller() else {
+            return Inline::Declined(req);
         };
         if self.queued.load(Ordering::SeqCst) != 0 {
             return Inline::Declined(req);
         }
-        self.inline.store(true, Ordering::SeqCst);
-        let declined = w.operate_inline(req);
-        self.inline.store(false, Ordering::SeqCst);
+        let declined = {
+            let _holding = Holding::new(&self.inline);
+            w.operate_inline(req)
+        };
         match declined {
             Some(req) => Inline::Declined(req),
             None => Inline::Done {
@@ -147,6 +151,53 @@ impl Desk {
             },
         }
     }
+
+    /// Takes the writer for a caller: at once if it is free, or after another caller's
+    /// request. Never waits for the thread's work (a batch, a flush: milliseconds, too long to
+    /// hold a runtime thread for), and never takes a writer that a panic left poisoned.
+    fn take_for_caller(&self) -> Option<MutexGuard<'_, Writer>> {
+        let since = Instant::now();
+        loop {
+            match self.writer.try_lock() {
+                Ok(w) => return Some(w),
+                Err(TryLockError::WouldBlock)
+                    if self.inline.load(Ordering::SeqCst) && since.elapsed() < WAIT_FOR_CALLER =>
+                {
+                    std::thread::yield_now();
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Marks the writer as held by a caller until dropped (also if the request panics).
+struct Holding<'a>(&'a AtomicBool);
+
+impl<'a> Holding<'a> {
+    fn new(flag: &'a AtomicBool) -> Holding<'a> {
+        flag.store(true, Ordering::SeqCst);
+        Holding(flag)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Bytes a request carries: its data, and its omap and xattr values.
+fn inline_bytes(op: &WriteOp) -> usize {
+    op.steps()
+        .iter()
+        .map(|s| match s {
+            WriteStep::Write { data, .. } | WriteStep::WriteFull(data) => data.len(),
+            WriteStep::OmapSet(entries) => entries.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            WriteStep::XattrSet { name, value } => name.len() + value.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Starts the writer thread, which takes its work from `commands`.
@@ -169,7 +220,9 @@ fn run(desk: &Desk, commands: &Receiver<Command>) {
             None => match commands.recv_timeout(IDLE_TICK) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
-                    desk.lock().idle();
+                    let mut w = desk.lock();
+                    w.idle();
+                    w.settle();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,

@@ -1,5 +1,5 @@
-//! [`DirStore`]: opening a store directory and the [`ObjectStore`] implementation, which sends
-//! changes to the handle's writer thread and runs reads on blocking threads.
+//! [`DirStore`]: opening a store directory and the [`ObjectStore`] implementation, which hands
+//! changes to the handle's writer (see [`crate::desk`]) and runs reads on blocking threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -239,16 +239,19 @@ impl Drop for Inner {
         let session = guard(&self.session).take();
         if let Some(commands) = guard(&self.commands).take() {
             if let Some(session) = session {
-                let _ = commands.send(Command::Run(Box::new(move |w: &mut Writer| {
-                    let _ = w.clear_applied();
-                    let layout = w.shared.files.layout().clone();
-                    w.shared.files.drop_spares();
-                    if let Err(e) = session.close(&w.conn, &layout) {
-                        tracing::warn!("closing session: {e}");
-                    }
-                })));
+                let _ = self.desk.send(
+                    &commands,
+                    Command::Run(Box::new(move |w: &mut Writer| {
+                        let _ = w.clear_applied();
+                        let layout = w.shared.files.layout().clone();
+                        w.shared.files.drop_spares();
+                        if let Err(e) = session.close(&w.conn, &layout) {
+                            tracing::warn!("closing session: {e}");
+                        }
+                    })),
+                );
             }
-            let _ = commands.send(Command::Shutdown);
+            let _ = self.desk.send(&commands, Command::Shutdown);
             drop(commands);
         }
         if let Some(handle) = guard(&self.writer).take() {
@@ -433,11 +436,12 @@ impl ObjectStore for DirStore {
         };
         match self.inner.desk.try_inline(&active, req) {
             Inline::Done { collect: true } => {
-                self.send(Command::Run(Box::new(|w: &mut Writer| {
+                // The request is committed: a closed handle only means nobody collects.
+                let _ = self.send(Command::Run(Box::new(|w: &mut Writer| {
                     if let Err(e) = reap::collect_if_due(w) {
                         tracing::warn!("collecting garbage: {e}");
                     }
-                })))?;
+                })));
             }
             Inline::Done { collect: false } => {}
             Inline::Declined(req) => self.send(Command::Operate(req))?,

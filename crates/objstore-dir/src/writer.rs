@@ -1,5 +1,6 @@
-//! The writer: one thread per store handle that owns the handle's writing database
-//! connection and performs every change, in the order requests arrive.
+//! The writer: one per store handle, holding the handle's writing database connection, and
+//! performing every change in the order requests arrive, on the writer thread or on the thread
+//! of a caller that found it idle (see [`crate::desk`]).
 //!
 //! # Locking
 //!
@@ -804,8 +805,7 @@ fn plain_data(op: &WriteOp) -> bool {
         })
 }
 
-/// Bytes of data the steps of `op` write.
-pub(crate) fn data_bytes(op: &WriteOp) -> usize {
+fn data_bytes(op: &WriteOp) -> usize {
     op.steps()
         .iter()
         .map(|s| match s {
