@@ -1,11 +1,14 @@
 //! Requests that one task makes one after another, without waiting for each, are committed in
 //! the order they were made, whether they run on the caller's thread (a small request finding
 //! the writer idle) or on the writer thread (a large one, or any request made while another
-//! waits there).
+//! waits there), and with other commands for the thread (flushes) made between them.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod common;
+
+use std::future::Future;
+use std::pin::Pin;
 
 use bytes::Bytes;
 use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, SnapContext, WriteOp};
@@ -68,13 +71,24 @@ async fn requests_made_in_order_are_committed_in_that_order() {
             .count();
         let ops: Vec<WriteOp> = steps.iter().map(Step::op).collect();
         let snapc = SnapContext::empty();
-        // `join_all` first polls every future in order: each request is made then.
-        let versions =
-            futures::future::join_all(ops.iter().map(|op| store.operate(&io, "obj", op, &snapc)))
-                .await;
+        // `join_all` first polls every future in order: each request is made then. A flush
+        // after every eighth request puts other commands for the thread between them.
+        let mut requests: Vec<Pin<Box<dyn Future<Output = Option<u64>> + Send + '_>>> = Vec::new();
+        for (n, op) in ops.iter().enumerate() {
+            let (store, io, snapc) = (&store, &io, &snapc);
+            requests.push(Box::pin(async move {
+                Some(store.operate(io, "obj", op, snapc).await.unwrap())
+            }));
+            if n % 8 == 7 {
+                requests.push(Box::pin(async move {
+                    store.flush().await.unwrap();
+                    None
+                }));
+            }
+        }
+        let versions = futures::future::join_all(requests).await;
         let mut last = 0;
-        for (n, (version, step)) in versions.into_iter().zip(&steps).enumerate() {
-            let version = version.unwrap();
+        for (n, (version, step)) in versions.into_iter().flatten().zip(&steps).enumerate() {
             assert!(
                 version > last,
                 "round {round}: request {n} ({step:?}) got version {version} after {last}"
