@@ -63,6 +63,8 @@ pub(crate) enum Inline {
 #[derive(Debug)]
 pub(crate) struct Desk {
     writer: Mutex<Writer>,
+    /// The way to the thread; `None` once the handle is closing.
+    commands: Mutex<Option<Sender<Command>>>,
     queued: AtomicUsize,
     /// Write requests of this handle between their start and their answer.
     active: AtomicUsize,
@@ -85,28 +87,50 @@ impl Drop for Active<'_> {
 }
 
 impl Desk {
-    /// Puts `writer` on a new desk.
-    pub(crate) fn new(writer: Writer) -> Arc<Desk> {
-        Arc::new(Desk {
+    /// Puts `writer` on a new desk; the receiver is the thread's (see [`spawn`]).
+    pub(crate) fn new(writer: Writer) -> (Arc<Desk>, Receiver<Command>) {
+        let (commands, queue) = std::sync::mpsc::channel();
+        let desk = Arc::new(Desk {
             writer: Mutex::new(writer),
+            commands: Mutex::new(Some(commands)),
             queued: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             inline: AtomicBool::new(false),
             crowded_until: AtomicU64::new(0),
             epoch: Instant::now(),
-        })
+        });
+        (desk, queue)
     }
 
     fn lock(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `command` to the writer thread.
-    pub(crate) fn send(&self, commands: &Sender<Command>, command: Command) -> Result<(), ()> {
+    /// Sends `command` to the writer thread; false if the handle is closing or the thread is
+    /// gone.
+    pub(crate) fn send(&self, command: Command) -> bool {
+        let commands = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(commands) = commands.as_ref() else {
+            return false;
+        };
         self.queued.fetch_add(1, Ordering::SeqCst);
-        commands.send(command).map_err(|_| {
+        let sent = commands.send(command).is_ok();
+        if !sent {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-        })
+        }
+        sent
+    }
+
+    /// Sends `last` (if any) and then the order to stop, and closes the way to the thread.
+    pub(crate) fn close(&self, last: Option<Command>) {
+        if let Some(command) = last {
+            self.send(command);
+        }
+        self.send(Command::Shutdown);
+        self.commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// Counts a write request as in progress until the returned guard is dropped.
@@ -250,9 +274,7 @@ fn run(desk: &Desk, commands: &Receiver<Command>) {
                     }
                 }
                 w.operate_batch(batch);
-                if let Err(e) = crate::reap::collect_if_due(&mut w) {
-                    tracing::warn!("collecting garbage: {e}");
-                }
+                crate::reap::collect_if_due_logged(&mut w);
             }
         }
         w.settle();

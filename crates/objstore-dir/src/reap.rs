@@ -180,19 +180,19 @@ fn garbage(w: &Writer) -> Result<(FileSet, Option<i64>)> {
     let rows: Vec<(i64, u64, u64)> = w
         .conn
         .prepare_cached("SELECT id, pool, file FROM garbage")
-        .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })?
-            .collect()
-        })
+        .and_then(|mut s| s.query_map([], garbage_row)?.collect())
         .map_err(db_error)?;
     let upto = rows.iter().map(|(id, _, _)| *id).max();
     Ok((rows.into_iter().map(|(_, p, f)| (p, f)).collect(), upto))
+}
+
+/// A garbage row: (id, pool, file).
+fn garbage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, u64, u64)> {
+    Ok((
+        r.get(0)?,
+        r.get::<_, i64>(1)? as u64,
+        r.get::<_, i64>(2)? as u64,
+    ))
 }
 
 /// Syncs the WAL, which makes every commit so far durable, then deletes the files those
@@ -245,14 +245,8 @@ fn collect_garbage(w: &mut Writer, upto: i64) -> Result<()> {
                 "SELECT id, pool, file FROM garbage WHERE id <= ?1 ORDER BY id LIMIT ?2",
             )
             .and_then(|mut s| {
-                s.query_map(params![upto, GARBAGE_CHUNK], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                    ))
-                })?
-                .collect()
+                s.query_map(params![upto, GARBAGE_CHUNK], garbage_row)?
+                    .collect()
             })
             .map_err(db_error)?;
         let Some(last) = batch.last().map(|b| b.0) else {
@@ -275,8 +269,15 @@ pub(crate) fn collection_due(w: &Writer) -> bool {
     w.released >= GARBAGE_BATCH
 }
 
+/// [`collect_if_due`], with a failure logged: for callers that have nobody to tell.
+pub(crate) fn collect_if_due_logged(w: &mut Writer) {
+    if let Err(e) = collect_if_due(w) {
+        tracing::warn!("collecting garbage: {e}");
+    }
+}
+
 /// Collects garbage once this writer has released enough files.
-pub(crate) fn collect_if_due(w: &mut Writer) -> Result<()> {
+fn collect_if_due(w: &mut Writer) -> Result<()> {
     if collection_due(w) {
         sync_wal_and_collect(w)
     } else {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -60,7 +60,6 @@ struct Inner {
     shared: Arc<Shared>,
     readers: Readers,
     fsid: String,
-    commands: Mutex<Option<mpsc::Sender<Command>>>,
     desk: Arc<Desk>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     notify: Mutex<Option<NotifyServer>>,
@@ -152,18 +151,16 @@ impl DirStore {
             watches: Arc::default(),
             dropped_watches: Arc::default(),
         });
-        let (commands, queue) = mpsc::channel();
         let mut writer = Writer::new(conn, shared.clone()).map_err(|e| path_error(path, e))?;
         reap::reap_dead_sessions(&mut writer)?;
         reap::remove_orphan_pool_dirs(&mut writer)?;
-        let desk = Desk::new(writer);
+        let (desk, queue) = Desk::new(writer);
         let handle = desk::spawn(desk.clone(), queue).map_err(|e| path_error(path, e))?;
         Ok(DirStore {
             inner: Arc::new(Inner {
                 shared,
                 readers: Readers::new(db_path),
                 fsid,
-                commands: Mutex::new(Some(commands)),
                 desk,
                 writer: Mutex::new(Some(handle)),
                 notify: Mutex::new(None),
@@ -184,11 +181,11 @@ impl DirStore {
     }
 
     fn send(&self, command: Command) -> Result<()> {
-        let commands = guard(&self.inner.commands);
-        self.inner
-            .desk
-            .send(commands.as_ref().ok_or_else(closed)?, command)
-            .map_err(|_| closed())
+        if self.inner.desk.send(command) {
+            Ok(())
+        } else {
+            Err(closed())
+        }
     }
 
     async fn run<T, F>(&self, job: F) -> Result<T>
@@ -237,23 +234,16 @@ impl Drop for Inner {
     fn drop(&mut self) {
         guard(&self.notify).take();
         let session = guard(&self.session).take();
-        if let Some(commands) = guard(&self.commands).take() {
-            if let Some(session) = session {
-                let _ = self.desk.send(
-                    &commands,
-                    Command::Run(Box::new(move |w: &mut Writer| {
-                        let _ = w.clear_applied();
-                        let layout = w.shared.files.layout().clone();
-                        w.shared.files.drop_spares();
-                        if let Err(e) = session.close(&w.conn, &layout) {
-                            tracing::warn!("closing session: {e}");
-                        }
-                    })),
-                );
-            }
-            let _ = self.desk.send(&commands, Command::Shutdown);
-            drop(commands);
-        }
+        self.desk.close(session.map(|session| {
+            Command::Run(Box::new(move |w: &mut Writer| {
+                let _ = w.clear_applied();
+                let layout = w.shared.files.layout().clone();
+                w.shared.files.drop_spares();
+                if let Err(e) = session.close(&w.conn, &layout) {
+                    tracing::warn!("closing session: {e}");
+                }
+            }))
+        }));
         if let Some(handle) = guard(&self.writer).take() {
             let _ = handle.join();
         }
@@ -437,11 +427,7 @@ impl ObjectStore for DirStore {
         match self.inner.desk.try_inline(&active, req) {
             Inline::Done { collect: true } => {
                 // The request is committed: a closed handle only means nobody collects.
-                let _ = self.send(Command::Run(Box::new(|w: &mut Writer| {
-                    if let Err(e) = reap::collect_if_due(w) {
-                        tracing::warn!("collecting garbage: {e}");
-                    }
-                })));
+                let _ = self.send(Command::Run(Box::new(reap::collect_if_due_logged)));
             }
             Inline::Done { collect: false } => {}
             Inline::Declined(req) => self.send(Command::Operate(req))?,
