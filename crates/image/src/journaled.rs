@@ -10,9 +10,11 @@
 //!   and readers of those objects in this process wait for it (they see their own writes).
 //! - **Crashes:** an acknowledged change is in the journal; if the process dies before it is
 //!   applied, the next holder of the lock replays it.
-//! - **Callers that stop waiting:** one task journals and applies each change, so a change
-//!   whose caller drops its future once it is queued to the journal is still applied, as a
-//!   mirror replaying the journal will apply it.
+//! - **Callers that stop waiting:** the caller waits for the append itself (its answer then
+//!   wakes one task, not two), and a task of its own applies the change. A caller that drops
+//!   its future once the change is queued to the journal hands the append and the application
+//!   to such a task, so the change is still applied, as a mirror replaying the journal will
+//!   apply it.
 //! - **Quiescing:** the task holds the image's gate (shared), so a snapshot, a resize or
 //!   handing the lock over waits until every acknowledged change is applied.
 //! - **Memory:** at most [`APPLY_BUDGET`] bytes of changes wait to be applied; more writers
@@ -23,7 +25,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{OwnedRwLockReadGuard, Semaphore};
+use futures::future::BoxFuture;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Result;
 use crate::image::Inner;
@@ -134,49 +137,103 @@ impl Inner {
             .acquire_many_owned(change.cost())
             .await
             .map_err(|_| crate::Error::invalid("the image is closing"))?;
-        let inner = self.clone();
-        let log = log.clone();
-        let gate = gate.clone();
-        let (journaled, acknowledged) = tokio::sync::oneshot::channel();
-        // One task journals and applies, so a caller that stops waiting cannot leave a
-        // journaled change unapplied (the image would lack what a mirror replays).
-        tokio::spawn(async move {
-            let tid = match log.append(change.event()).await {
-                Ok(tid) => {
-                    let _ = journaled.send(Ok(()));
-                    tid
-                }
-                Err(e) => {
-                    let _ = journaled.send(Err(e));
-                    return;
-                }
-            };
-            let mut result = change.apply(&inner).await;
-            for _ in 1..ATTEMPTS {
-                if result.is_ok() {
-                    break;
-                }
-                result = change.apply(&inner).await;
+        Queued {
+            appended: log.submit(change.event())?,
+            application: Some(Application {
+                inner: self.clone(),
+                log: log.clone(),
+                change,
+                holds: (order, budget, gate.clone()),
+            }),
+        }
+        .finish()
+        .await
+    }
+}
+
+/// What applying a journaled change needs, and the holds it keeps until it is applied.
+struct Application {
+    inner: Arc<Inner>,
+    log: Arc<dyn ChangeLog>,
+    change: Change,
+    holds: (
+        Vec<crate::objlocks::ObjectGuard>,
+        OwnedSemaphorePermit,
+        Arc<OwnedRwLockReadGuard<()>>,
+    ),
+}
+
+impl Application {
+    /// Applies the change journaled as entry `tid`, then records it applied.
+    async fn run(self, tid: u64) {
+        let inner = &self.inner;
+        let mut result = self.change.apply(inner).await;
+        for _ in 1..ATTEMPTS {
+            if result.is_ok() {
+                break;
             }
-            match result {
-                Ok(()) => {
-                    if let Err(e) = log.applied(tid).await {
-                        tracing::warn!("image {}: journal entry {tid}: {e}", inner.name);
+            result = self.change.apply(inner).await;
+        }
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.log.applied(tid).await {
+                    tracing::warn!("image {}: journal entry {tid}: {e}", inner.name);
+                }
+            }
+            // The entry stays past the commit position: the next holder of the lock replays
+            // it.
+            Err(e) => tracing::error!(
+                "image {}: applying journal entry {tid} failed ({e}); it will be replayed",
+                inner.name
+            ),
+        }
+        drop(self.holds);
+    }
+}
+
+/// A change queued to the journal whose caller waits for the append. Dropped before the
+/// answer (its caller stopped waiting), it hands the append and the application to a task of
+/// their own, so a journaled change is never left unapplied (the image would lack what a
+/// mirror replays).
+struct Queued {
+    appended: BoxFuture<'static, Result<u64>>,
+    application: Option<Application>,
+}
+
+impl Queued {
+    /// Waits for the append, then has the change applied by a task of its own. The caller
+    /// waits itself, so the append's answer wakes only the caller.
+    async fn finish(mut self) -> Result<()> {
+        let appended = (&mut self.appended).await;
+        let application = self.application.take();
+        let tid = appended?;
+        if let Some(application) = application {
+            tokio::spawn(application.run(tid));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let Some(application) = self.application.take() else {
+            return;
+        };
+        let appended = std::mem::replace(&mut self.appended, Box::pin(std::future::pending()));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Ok(tid) = appended.await {
+                        application.run(tid).await;
                     }
-                }
-                // The entry stays past the commit position: the next holder of the lock
-                // replays it.
-                Err(e) => tracing::error!(
-                    "image {}: applying journal entry {tid} failed ({e}); it will be replayed",
-                    inner.name
-                ),
+                });
             }
-            drop(order);
-            drop(budget);
-            drop(gate);
-        });
-        acknowledged
-            .await
-            .map_err(|_| crate::Error::corrupt("the task journaling a change ended unanswered"))?
+            // No runtime to apply it on: the entry stays past the commit position, and the
+            // next holder of the lock replays it.
+            Err(_) => tracing::warn!(
+                "image {}: a journaled change was left to replay",
+                application.inner.name
+            ),
+        }
     }
 }

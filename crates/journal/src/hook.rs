@@ -9,10 +9,11 @@
 //! harmless, as every event is idempotent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use rbdx_image::Result;
 use rbdx_image::journaling::{ChangeLog, Event, JournalLayout, JournalOpener};
 use rbdx_objstore::{IoCtx, ObjectStore};
@@ -30,7 +31,7 @@ const SAVE_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct ImageJournal {
     journal: Arc<Journal>,
-    commits: Mutex<Commits>,
+    commits: Arc<Mutex<Commits>>,
     saving: Arc<AtomicBool>,
 }
 
@@ -39,13 +40,13 @@ impl ImageJournal {
     pub fn new(journal: Journal) -> Self {
         ImageJournal {
             journal: Arc::new(journal),
-            commits: Mutex::new(Commits::default()),
+            commits: Arc::new(Mutex::new(Commits::default())),
             saving: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    fn commits(&self) -> std::sync::MutexGuard<'_, Commits> {
-        self.commits.lock().unwrap_or_else(|p| p.into_inner())
+    fn commits(&self) -> MutexGuard<'_, Commits> {
+        lock(&self.commits)
     }
 
     /// Saves the commit position (and trims) in the background unless a save is running;
@@ -75,20 +76,26 @@ async fn save(journal: &Journal, position: Position) -> Result<()> {
 #[async_trait]
 impl ChangeLog for ImageJournal {
     async fn append(&self, event: Event) -> Result<u64> {
+        self.submit(event)?.await
+    }
+
+    fn submit(&self, event: Event) -> Result<BoxFuture<'static, Result<u64>>> {
         let pieces = crate::event::encode_pieces(&event);
         // Numbered and queued under one lock, so ids follow the submission numbers.
         let (submission, appended) = {
             let mut c = self.commits();
             let appended = self.journal.submit_pieces(pieces)?;
             let submission = Submission {
-                journal: self,
+                commits: self.commits.clone(),
                 seq: Some(c.submit()),
             };
             (submission, appended)
         };
-        let result = appended.await;
-        submission.finish(result.as_ref().ok().copied());
-        Ok(result?.entry_tid)
+        Ok(Box::pin(async move {
+            let result = appended.await;
+            submission.finish(result.as_ref().ok().copied());
+            Ok(result?.entry_tid)
+        }))
     }
 
     async fn applied(&self, tid: u64) -> Result<()> {
@@ -151,26 +158,31 @@ impl ChangeLog for ImageJournal {
 /// withdraws its number so that the commit position does not wait for it forever. The entry
 /// is still written, and the position then passes it unapplied. Data changes never come to
 /// this: the image layer journals and applies each in a task of its own.
-struct Submission<'a> {
-    journal: &'a ImageJournal,
+struct Submission {
+    commits: Arc<Mutex<Commits>>,
     seq: Option<u64>,
 }
 
-impl Submission<'_> {
+impl Submission {
     /// Records the append's outcome: its position, or none if it failed.
     fn finish(mut self, position: Option<Position>) {
         if let Some(seq) = self.seq.take() {
-            self.journal.commits().appended(seq, position);
+            lock(&self.commits).appended(seq, position);
         }
     }
 }
 
-impl Drop for Submission<'_> {
+impl Drop for Submission {
     fn drop(&mut self) {
         if let Some(seq) = self.seq.take() {
-            self.journal.commits().appended(seq, None);
+            lock(&self.commits).appended(seq, None);
         }
     }
+}
+
+/// Locks `commits`; a panic of an earlier holder does not stop later ones.
+fn lock(commits: &Mutex<Commits>) -> MutexGuard<'_, Commits> {
+    commits.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Opens the journals of images for the image layer.

@@ -273,12 +273,15 @@ async fn overlapping_writes_in_flight_together_land_in_journal_order() {
 
 #[tokio::test]
 async fn a_write_whose_caller_stops_waiting_is_still_applied() {
+    const DROPPED: u64 = (1 << 20) + 8192;
     let (store, images) = setup().await;
     let image = journaled(&images, "d").await;
     let id = image.id().to_owned();
     image.write(0, Bytes::from_static(b"first")).await.unwrap();
-    // Polled until it waits for the journal, then dropped.
-    let dropped = futures::FutureExt::now_or_never(image.write(8192, Bytes::from_static(b"gone?")));
+    // Polled until it waits for the journal, then dropped. It goes to an object of its own,
+    // so it does not wait for the first write's application.
+    let dropped =
+        futures::FutureExt::now_or_never(image.write(DROPPED, Bytes::from_static(b"gone?")));
     assert!(dropped.is_none(), "the write finished at once");
     image
         .write(16384, Bytes::from_static(b"later"))
@@ -290,14 +293,18 @@ async fn a_write_whose_caller_stops_waiting_is_still_applied() {
         .open("d", OpenOptions::default().with_read_only(true))
         .await
         .unwrap();
-    assert_eq!(image.read(8192, 5).await.unwrap(), "gone?");
+    assert_eq!(image.read(DROPPED, 5).await.unwrap(), "gone?");
     assert_eq!(image.read(16384, 5).await.unwrap(), "later");
     image.close().await.unwrap();
     let written = events(&store, images.io_ctx(), &id).await;
     assert!(
-        written
-            .iter()
-            .any(|e| matches!(e, Event::Write { offset: 8192, .. })),
+        written.iter().any(|e| matches!(
+            e,
+            Event::Write {
+                offset: DROPPED,
+                ..
+            }
+        )),
         "{written:?}"
     );
 }
