@@ -157,7 +157,8 @@ impl ChangeLog for ImageJournal {
 /// A numbered append waiting for its answer. Dropped unanswered (its caller gave up), it
 /// withdraws its number so that the commit position does not wait for it forever. The entry
 /// is still written, and the position then passes it unapplied. Data changes never come to
-/// this: the image layer journals and applies each in a task of its own.
+/// this: the image layer hands the append of a change whose caller stopped waiting to a task
+/// that waits for it and applies the change.
 struct Submission {
     commits: Arc<Mutex<Commits>>,
     seq: Option<u64>,
