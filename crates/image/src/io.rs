@@ -60,16 +60,7 @@ impl Inner {
             // A write to an object that needs no map transition and no copy-up runs beside
             // other such writes; anything that changes the object's state waits for them.
             let _shared = self.objects.lock_shared(objectno).await;
-            let state = {
-                let map = self.map.lock().await;
-                map.as_ref().map(|m| m.get(objectno))
-            };
-            // A migration destination's map may call an object existing before its copy-up
-            // is done (the copier marks a window first), so only clones trust the map here.
-            let settled = matches!(state, None | Some(ObjectState::Exists))
-                && (!self.overlaps_parent(objectno)
-                    || (self.migration_dst().is_none() && self.known_to_exist(objectno, state)));
-            if settled {
+            if self.settled(objectno).await {
                 return match self.store.operate(&self.data_io, &oid, &op, &snapc).await {
                     Ok(_) => Ok(()),
                     Err(e) if effect == Effect::Modify && e.kind() == StoreKind::NotFound => Ok(()),
@@ -122,6 +113,20 @@ impl Inner {
                 Ok(())
             }
         }
+    }
+
+    /// True if a write to object `objectno` needs no object-map transition and no copy-up:
+    /// it is then a plain store write. The caller holds the object's lock, shared at least.
+    pub(crate) async fn settled(&self, objectno: u64) -> bool {
+        let state = {
+            let map = self.map.lock().await;
+            map.as_ref().map(|m| m.get(objectno))
+        };
+        // A migration destination's map may call an object existing before its copy-up is
+        // done (the copier marks a window first), so only clones trust the map here.
+        matches!(state, None | Some(ObjectState::Exists))
+            && (!self.overlaps_parent(objectno)
+                || (self.migration_dst().is_none() && self.known_to_exist(objectno, state)))
     }
 
     /// Sets one entry of the head object map and stores it.

@@ -26,11 +26,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use rbdx_objstore::{ObjectWrite, WriteOp};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Result;
 use crate::image::Inner;
 use crate::journaling::{ChangeLog, Event};
+use crate::objlocks::ObjectGuard;
 
 /// Bytes of acknowledged changes that may wait to be applied.
 pub(crate) const APPLY_BUDGET: usize = 64 << 20;
@@ -38,6 +40,9 @@ pub(crate) const APPLY_BUDGET: usize = 64 << 20;
 const UNIT: u64 = 4096;
 /// Attempts at applying a change before leaving it to replay.
 const ATTEMPTS: usize = 3;
+/// Largest write given to the journal to commit together with its entry. Larger ones are
+/// applied after their entry, as before: the commit's share of their cost is small.
+const WITH_ENTRY_MAX: usize = 64 << 10;
 
 /// The semaphore of [`APPLY_BUDGET`].
 pub(crate) fn budget() -> Arc<Semaphore> {
@@ -137,17 +142,53 @@ impl Inner {
             .acquire_many_owned(change.cost())
             .await
             .map_err(|_| crate::Error::invalid("the image is closing"))?;
+        let (with, object) = match self.write_with_entry(&change).await {
+            Some((write, object)) => (vec![write], Some(object)),
+            None => (Vec::new(), None),
+        };
         Queued {
-            appended: log.submit(change.event())?,
+            appended: log.submit(change.event(), with)?,
             application: Some(Application {
                 inner: self.clone(),
                 log: log.clone(),
                 change,
+                object,
                 holds: (order, budget, gate.clone()),
             }),
         }
         .finish()
         .await
+    }
+
+    /// For a small write into one object that needs no object-map transition and no copy-up,
+    /// on a store that commits groups: the object write to commit with the journal entry, and
+    /// the object's lock (shared), held until the write is done.
+    async fn write_with_entry(&self, change: &Change) -> Option<(ObjectWrite, ObjectGuard)> {
+        let Change::Write { offset, data } = change else {
+            return None;
+        };
+        if data.len() > WITH_ENTRY_MAX || !self.store.commits_groups() {
+            return None;
+        }
+        let mut extents = self
+            .header()
+            .layout
+            .map(*offset, data.len() as u64)
+            .into_iter();
+        let (Some(extent), None) = (extents.next(), extents.next()) else {
+            return None;
+        };
+        let object = self.objects.lock_shared(extent.objectno).await;
+        if !self.settled(extent.objectno).await {
+            return None;
+        }
+        let write = ObjectWrite {
+            io: self.data_io.clone(),
+            oid: self.data_oid(extent.objectno),
+            op: WriteOp::new().write(extent.offset, data.clone()),
+            snapc: self.snapc(),
+        };
+        Some((write, object))
     }
 }
 
@@ -156,18 +197,30 @@ struct Application {
     inner: Arc<Inner>,
     log: Arc<dyn ChangeLog>,
     change: Change,
+    /// The object's lock, shared, when the change was given to the journal to commit with
+    /// its entry.
+    object: Option<ObjectGuard>,
     holds: (
-        Vec<crate::objlocks::ObjectGuard>,
+        Vec<ObjectGuard>,
         OwnedSemaphorePermit,
         Arc<OwnedRwLockReadGuard<()>>,
     ),
 }
 
 impl Application {
-    /// Applies the change journaled as entry `tid`, then records it applied.
-    async fn run(self, tid: u64) {
+    /// Applies the change journaled as entry `tid` unless it was `applied` with its entry,
+    /// then records it applied.
+    async fn run(mut self, tid: u64, applied: bool) {
         let inner = &self.inner;
-        let mut result = self.change.apply(inner).await;
+        // Only a change given to the journal with its entry can have been applied with it.
+        // Applying takes the object's lock itself: a shared hold is never kept while another
+        // is asked for.
+        let applied = applied && self.object.take().is_some();
+        let mut result = if applied {
+            Ok(())
+        } else {
+            self.change.apply(inner).await
+        };
         for _ in 1..ATTEMPTS {
             if result.is_ok() {
                 break;
@@ -196,7 +249,7 @@ impl Application {
 /// their own, so a journaled change is never left unapplied (the image would lack what a
 /// mirror replays).
 struct Queued {
-    appended: BoxFuture<'static, Result<u64>>,
+    appended: BoxFuture<'static, Result<(u64, bool)>>,
     application: Option<Application>,
 }
 
@@ -206,9 +259,9 @@ impl Queued {
     async fn finish(mut self) -> Result<()> {
         let appended = (&mut self.appended).await;
         let application = self.application.take();
-        let tid = appended?;
+        let (tid, applied) = appended?;
         if let Some(application) = application {
-            tokio::spawn(application.run(tid));
+            tokio::spawn(application.run(tid, applied));
         }
         Ok(())
     }
@@ -223,8 +276,8 @@ impl Drop for Queued {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    if let Ok(tid) = appended.await {
-                        application.run(tid).await;
+                    if let Ok((tid, applied)) = appended.await {
+                        application.run(tid, applied).await;
                     }
                 });
             }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use rbdx_objstore::{IoCtx, ObjectStore};
+use rbdx_objstore::{IoCtx, ObjectStore, ObjectWrite};
 
 use crate::error::Result;
 
@@ -166,10 +166,16 @@ pub trait ChangeLog: Send + Sync + std::fmt::Debug {
     /// Appends `event`; returns its entry id once it is durable.
     async fn append(&self, event: Event) -> Result<u64>;
 
-    /// Queues `event` now, before returning; the future returns its entry id once it is
-    /// durable. The entry is written even if the future is dropped, and entries get their
-    /// ids in the order they are queued.
-    fn submit(&self, event: Event) -> Result<BoxFuture<'static, Result<u64>>>;
+    /// Queues `event` now, before returning, with writes to apply once it is written; the
+    /// future returns its entry id once it is durable, and whether the writes were applied
+    /// (they never are without the entry; the store may commit them with it). The entry is
+    /// written even if the future is dropped, and entries get their ids in the order they
+    /// are queued.
+    fn submit(
+        &self,
+        event: Event,
+        with: Vec<ObjectWrite>,
+    ) -> Result<BoxFuture<'static, Result<(u64, bool)>>>;
 
     /// Records that the event with entry id `tid` is applied to the image.
     async fn applied(&self, tid: u64) -> Result<()>;

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use rbdx_image::Result;
 use rbdx_image::journaling::{ChangeLog, Event, JournalLayout, JournalOpener};
-use rbdx_objstore::{IoCtx, ObjectStore};
+use rbdx_objstore::{IoCtx, ObjectStore, ObjectWrite};
 
 use crate::commits::Commits;
 use crate::header::Position;
@@ -76,15 +76,19 @@ async fn save(journal: &Journal, position: Position) -> Result<()> {
 #[async_trait]
 impl ChangeLog for ImageJournal {
     async fn append(&self, event: Event) -> Result<u64> {
-        self.submit(event)?.await
+        Ok(self.submit(event, Vec::new())?.await?.0)
     }
 
-    fn submit(&self, event: Event) -> Result<BoxFuture<'static, Result<u64>>> {
+    fn submit(
+        &self,
+        event: Event,
+        with: Vec<ObjectWrite>,
+    ) -> Result<BoxFuture<'static, Result<(u64, bool)>>> {
         let pieces = crate::event::encode_pieces(&event);
         // Numbered and queued under one lock, so ids follow the submission numbers.
         let (submission, appended) = {
             let mut c = self.commits();
-            let appended = self.journal.submit_pieces(pieces)?;
+            let appended = self.journal.submit_with(pieces, with)?;
             let submission = Submission {
                 commits: self.commits.clone(),
                 seq: Some(c.submit()),
@@ -93,8 +97,9 @@ impl ChangeLog for ImageJournal {
         };
         Ok(Box::pin(async move {
             let result = appended.await;
-            submission.finish(result.as_ref().ok().copied());
-            Ok(result?.entry_tid)
+            submission.finish(result.as_ref().ok().map(|a| a.position));
+            let appended = result?;
+            Ok((appended.position.entry_tid, appended.applied))
         }))
     }
 

@@ -26,6 +26,7 @@
 //! stalled reader cannot make the journal grow without bound.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +34,8 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rbdx_image::{Error, ErrorKind, Result};
 use rbdx_objstore::{
-    ErrorKind as StoreKind, IoCtx, ObjectStore, ObjectStoreExt as _, ReadOp, SnapContext, WriteOp,
+    ErrorKind as StoreKind, IoCtx, ObjectStore, ObjectStoreExt as _, ObjectWrite, ReadOp,
+    SnapContext, WriteOp,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,7 +79,18 @@ impl Default for JournalOptions {
 struct Request {
     /// The entry's data, as pieces written back to back.
     data: Vec<Bytes>,
-    reply: oneshot::Sender<Result<Position>>,
+    /// Writes to commit with the entry (see [`Journal::submit_with`]).
+    with: Vec<ObjectWrite>,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// An entry made durable, and whether the writes submitted with it were applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Where the entry is.
+    pub position: Position,
+    /// The writes given with the entry were all applied (true when there were none).
+    pub applied: bool,
 }
 
 /// The journal of one image.
@@ -311,6 +324,19 @@ impl Journal {
         &self,
         pieces: Vec<Bytes>,
     ) -> Result<impl std::future::Future<Output = Result<Position>> + Send + 'static> {
+        let appended = self.submit_with(pieces, Vec::new())?;
+        Ok(async move { appended.await.map(|a| a.position) })
+    }
+
+    /// Like [`Journal::submit_pieces`], with writes to other objects applied after the entry
+    /// is written, in the same store commit when the store
+    /// [commits groups](ObjectStore::commits_groups). They are never applied without the
+    /// entry; the answer says whether they were.
+    pub fn submit_with(
+        &self,
+        pieces: Vec<Bytes>,
+        with: Vec<ObjectWrite>,
+    ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + 'static> {
         let len: usize = pieces.iter().map(Bytes::len).sum();
         if len > entry::MAX_DATA {
             return Err(Error::invalid(format!(
@@ -326,6 +352,7 @@ impl Journal {
         appends
             .send(Request {
                 data: pieces,
+                with,
                 reply,
             })
             .map_err(|_| Error::corrupt("the journal appender has stopped"))?;
@@ -727,8 +754,9 @@ async fn remove_object(store: &Arc<dyn ObjectStore>, io: &IoCtx, oid: &str) -> R
     }
 }
 
-/// Callers waiting for the entries of one object write.
-type Waiting = Vec<(Position, oneshot::Sender<Result<Position>>)>;
+/// Callers waiting for the entries of one object write: each entry's position, where its
+/// writes are in the batch's list of writes to apply with the entries, and its reply.
+type Waiting = Vec<(Position, Range<usize>, oneshot::Sender<Result<Appended>>)>;
 
 /// The payload of the notify on the header that tells followers entries were appended.
 pub(crate) const APPENDED: &[u8] = b"journal_appended";
@@ -794,18 +822,22 @@ impl Appender {
         let splay = self.meta.splay_width;
         // object number -> (frames, waiting callers)
         let mut groups: BTreeMap<u64, (Frames, Waiting)> = BTreeMap::new();
+        let mut with: Vec<ObjectWrite> = Vec::new();
         for req in batch {
             let tid = self.next_tid;
             self.next_tid += 1;
             let objno = self.active_set * splay + tid % splay;
             let group = groups.entry(objno).or_default();
             group.0.push(self.tag_tid, tid, &req.data);
+            let first = with.len();
+            with.extend(req.with);
             group.1.push((
                 Position {
                     object_number: objno,
                     tag_tid: self.tag_tid,
                     entry_tid: tid,
                 },
+                first..with.len(),
                 req.reply,
             ));
         }
@@ -817,39 +849,59 @@ impl Appender {
                 (objno, frames.into_pieces(), len, waiting)
             })
             .collect();
-        let writes = groups.iter().map(|(objno, pieces, _, _)| {
-            let mut at = self.sizes.get(objno).copied().unwrap_or(0);
-            let oid = format!("{}{objno}", self.prefix);
-            let mut op = WriteOp::new();
-            for piece in pieces {
-                op = op.write(at, piece.clone());
-                at += piece.len() as u64;
-            }
-            let store = self.store.clone();
-            let io = self.io.clone();
-            async move {
-                store
-                    .operate(&io, &oid, &op, &SnapContext::empty())
-                    .await
-                    .map_err(|e| Error::store(format!("cannot append to journal object {oid}"), e))
-            }
-        });
-        let results = futures::future::join_all(writes).await;
+        let appends: Vec<ObjectWrite> = groups
+            .iter()
+            .map(|(objno, pieces, _, _)| {
+                let mut at = self.sizes.get(objno).copied().unwrap_or(0);
+                let mut op = WriteOp::new();
+                for piece in pieces {
+                    op = op.write(at, piece.clone());
+                    at += piece.len() as u64;
+                }
+                ObjectWrite {
+                    io: self.io.clone(),
+                    oid: format!("{}{objno}", self.prefix),
+                    op,
+                    snapc: SnapContext::empty(),
+                }
+            })
+            .collect();
+        let count = appends.len();
+        let outcomes = if with.is_empty() {
+            let writes = appends
+                .iter()
+                .map(|w| self.store.operate(&w.io, &w.oid, &w.op, &w.snapc));
+            futures::future::join_all(writes).await
+        } else {
+            // The entries first: a write given with an entry is never applied without it.
+            let mut all = appends;
+            all.extend(with);
+            self.store.operate_group(&all).await
+        };
+        let (appended, applied) = outcomes.split_at(count.min(outcomes.len()));
         let limit = 1u64 << self.meta.order;
         let mut full = false;
-        for ((objno, _, len, waiting), result) in groups.into_iter().zip(results) {
+        for ((objno, _, len, waiting), result) in groups.into_iter().zip(appended) {
             match result {
                 Ok(_) => {
                     let size = self.sizes.entry(objno).or_insert(0);
                     *size += len;
                     full |= *size >= limit;
-                    for (pos, reply) in waiting {
-                        let _ = reply.send(Ok(pos));
+                    for (position, range, reply) in waiting {
+                        let applied = applied
+                            .get(range)
+                            .is_some_and(|r| r.iter().all(|o| o.is_ok()));
+                        let _ = reply.send(Ok(Appended { position, applied }));
                     }
                 }
                 Err(e) => {
-                    for (_, reply) in waiting {
-                        let _ = reply.send(Err(Error::new(e.kind(), e.to_string())));
+                    let oid = format!("{}{objno}", self.prefix);
+                    for (_, _, reply) in waiting {
+                        let e = Error::store(
+                            format!("cannot append to journal object {oid}"),
+                            clone_store_error(e),
+                        );
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
@@ -880,4 +932,9 @@ impl Appender {
             ),
         }
     }
+}
+
+/// A copy of a store error, for each caller of a failed object write.
+fn clone_store_error(e: &rbdx_objstore::Error) -> rbdx_objstore::Error {
+    rbdx_objstore::Error::new(e.kind(), e.subject().clone()).with_detail(e.to_string())
 }

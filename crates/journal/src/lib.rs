@@ -44,7 +44,7 @@ use std::sync::Arc;
 pub use apply::{Applier, apply_event, apply_events};
 pub use follow::{FollowOptions, FollowStop, Follower};
 pub use hook::{ImageJournal, RbdxJournals};
-pub use journal::{IMAGE_CLIENT, Journal, JournalOptions};
+pub use journal::{Appended, IMAGE_CLIENT, Journal, JournalOptions};
 
 /// Returns the journal implementation to give a store's images
 /// ([`rbdx_image::Cluster::with_journals`]), laid out by default as [`JournalOptions`] says.

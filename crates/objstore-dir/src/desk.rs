@@ -144,35 +144,63 @@ impl Desk {
     /// channel. If another caller holds the writer for a request like this, waits for it up
     /// to [`WAIT_FOR_CALLER`]; if the thread has the writer, or takes it meanwhile, gives the
     /// request back, to be sent.
-    pub(crate) fn try_inline(&self, _active: &Active<'_>, req: OperateRequest) -> Inline {
+    pub(crate) fn try_inline(&self, active: &Active<'_>, req: OperateRequest) -> Inline {
+        let small = req.staged.is_none() && inline_bytes(&req.op) <= INLINE_MAX;
+        match self.run_inline(active, small, req, |w, req| w.operate_inline(req)) {
+            Ok(collect) => Inline::Done { collect },
+            Err(req) => Inline::Declined(req),
+        }
+    }
+
+    /// Like [`Desk::try_inline`], for a group to commit together (see
+    /// [`Writer::operate_group`]): `Ok` with whether garbage waits to be collected if it was
+    /// committed or failed, `Err` with the group if it is to be sent to the thread.
+    pub(crate) fn try_inline_group(
+        &self,
+        active: &Active<'_>,
+        group: Vec<OperateRequest>,
+    ) -> Result<bool, Vec<OperateRequest>> {
+        let bytes: usize = group.iter().map(|r| inline_bytes(&r.op)).sum();
+        let small = bytes <= INLINE_MAX && group.iter().all(|r| r.staged.is_none());
+        self.run_inline(active, small, group, |w, group| {
+            w.operate_group(group, false).err()
+        })
+    }
+
+    /// Runs `work` with `run` on this thread under the rules of [`Desk::try_inline`]: `Ok`
+    /// with whether garbage waits to be collected, or `Err` with the work given back.
+    fn run_inline<T>(
+        &self,
+        _active: &Active<'_>,
+        small: bool,
+        work: T,
+        run: impl FnOnce(&mut Writer, T) -> Option<T>,
+    ) -> Result<bool, T> {
         let now = self.epoch.elapsed();
         if self.active.load(Ordering::SeqCst) > INLINE_ACTIVE {
             let until = (now + CROWDED_FOR).as_nanos() as u64;
             self.crowded_until.fetch_max(until, Ordering::Relaxed);
-            return Inline::Declined(req);
+            return Err(work);
         }
-        if req.staged.is_some()
-            || inline_bytes(&req.op) > INLINE_MAX
+        if !small
             || (now.as_nanos() as u64) < self.crowded_until.load(Ordering::Relaxed)
             || self.queued.load(Ordering::SeqCst) != 0
         {
-            return Inline::Declined(req);
+            return Err(work);
         }
         let Some(mut w) = self.take_for_caller() else {
-            return Inline::Declined(req);
+            return Err(work);
         };
         if self.queued.load(Ordering::SeqCst) != 0 {
-            return Inline::Declined(req);
+            return Err(work);
         }
         let declined = {
             let _holding = Holding::new(&self.inline);
-            w.operate_inline(req)
+            run(&mut w, work)
         };
         match declined {
-            Some(req) => Inline::Declined(req),
-            None => Inline::Done {
-                collect: crate::reap::collection_due(&w),
-            },
+            Some(work) => Err(work),
+            None => Ok(crate::reap::collection_due(&w)),
         }
     }
 
@@ -256,6 +284,10 @@ fn run(desk: &Desk, commands: &Receiver<Command>) {
         desk.queued.fetch_sub(1, Ordering::SeqCst);
         match command {
             Command::Run(job) => job(&mut w),
+            Command::Group(group, taken) => {
+                let _ = taken.send(w.operate_group(group, true).is_ok());
+                crate::reap::collect_if_due_logged(&mut w);
+            }
             Command::Shutdown => break,
             Command::Operate(first) => {
                 let mut batch = vec![first];

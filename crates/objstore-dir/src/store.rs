@@ -11,8 +11,8 @@ use bytes::Bytes;
 use rbdx_objstore::snapset::SnapSet;
 use rbdx_objstore::{
     ClientId, ClientInfo, Error, ErrorKind, IoCtx, ListOptions, ListPage, LockInfo, LockOptions,
-    NotifyAck, NotifyResult, ObjectStore, PoolId, PoolInfo, ReadOp, ReadResult, Result,
-    SnapContext, SnapId, Subject, Watch, WatcherInfo, WriteOp, validate,
+    NotifyAck, NotifyResult, ObjectStore, ObjectWrite, PoolId, PoolInfo, ReadOp, ReadResult,
+    Result, SnapContext, SnapId, Subject, Watch, WatcherInfo, WriteOp, validate,
 };
 use tokio::sync::oneshot;
 
@@ -186,6 +186,46 @@ impl DirStore {
         } else {
             Err(closed())
         }
+    }
+
+    /// Commits `writes` in one transaction, all or none, on this thread or the writer's;
+    /// `None` if the writer gave them back (see [`Writer::operate_group`]).
+    async fn commit_group(&self, writes: &[ObjectWrite]) -> Option<Vec<Result<u64>>> {
+        let active = self.inner.desk.start();
+        let (group, replies): (Vec<OperateRequest>, Vec<_>) = writes
+            .iter()
+            .map(|w| {
+                let (tx, rx) = oneshot::channel();
+                let req = OperateRequest {
+                    io: w.io.clone(),
+                    oid: w.oid.clone(),
+                    op: w.op.clone(),
+                    snapc: w.snapc.clone(),
+                    reply: tx,
+                    staged: None,
+                };
+                (req, rx)
+            })
+            .unzip();
+        match self.inner.desk.try_inline_group(&active, group) {
+            Ok(collect) => {
+                if collect {
+                    let _ = self.send(Command::Run(Box::new(reap::collect_if_due_logged)));
+                }
+            }
+            Err(group) => {
+                let (taken, answer) = oneshot::channel();
+                self.send(Command::Group(group, taken)).ok()?;
+                if !answer.await.unwrap_or(false) {
+                    return None;
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(replies.len());
+        for reply in replies {
+            outcomes.push(reply.await.map_err(|_| closed()).and_then(|r| r));
+        }
+        Some(outcomes)
     }
 
     async fn run<T, F>(&self, job: F) -> Result<T>
@@ -433,6 +473,22 @@ impl ObjectStore for DirStore {
             Inline::Declined(req) => self.send(Command::Operate(req))?,
         }
         rx.await.map_err(|_| closed())?
+    }
+
+    async fn operate_group(&self, writes: &[ObjectWrite]) -> Vec<Result<u64>> {
+        let plain = writes.len() > 1
+            && writes.iter().all(|w| {
+                validate::write_op(&w.io, &w.oid, &w.op, &w.snapc).is_ok()
+                    && crate::staged::stageable(&w.op).is_none()
+            });
+        if plain && let Some(outcomes) = self.commit_group(writes).await {
+            return outcomes;
+        }
+        rbdx_objstore::operate_in_turn(self, writes).await
+    }
+
+    fn commits_groups(&self) -> bool {
+        true
     }
 
     async fn list_objects_opts(&self, io: &IoCtx, opts: &ListOptions) -> Result<ListPage> {

@@ -110,6 +110,9 @@ pub(crate) struct OperateRequest {
 /// Work for the writer thread.
 pub(crate) enum Command {
     Operate(OperateRequest),
+    /// Write requests to commit together, all or none (see [`Writer::operate_group`]); the
+    /// sender learns whether they were taken (each is then answered) or given back.
+    Group(Vec<OperateRequest>, oneshot::Sender<bool>),
     Run(Box<dyn FnOnce(&mut Writer) + Send>),
     /// Finish pending work and stop.
     Shutdown,
@@ -349,6 +352,64 @@ impl Writer {
         None
     }
 
+    /// Commits `group`, write requests for distinct objects, in one transaction, all or
+    /// none, and answers each. Gives the group back untouched when it cannot: two requests
+    /// for one object, a staged one, a stripe another process holds (with `wait`, the first
+    /// stripe is waited for), a request that cannot be planned. The caller then runs them one
+    /// by one, and each meets its own outcome.
+    pub(crate) fn operate_group(
+        &mut self,
+        group: Vec<OperateRequest>,
+        wait: bool,
+    ) -> std::result::Result<(), Vec<OperateRequest>> {
+        let queued: Vec<Queued> = group.into_iter().map(Queued::new).collect();
+        let distinct = queued
+            .iter()
+            .enumerate()
+            .all(|(i, q)| queued[..i].iter().all(|o| !o.same_object(q)));
+        if !distinct || queued.iter().any(|q| q.req.staged.is_some()) {
+            return Err(queued.into_iter().map(|q| q.req).collect());
+        }
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(queued.len());
+        let mut queued = VecDeque::from(queued);
+        while let Some(q) = queued.pop_front() {
+            let locked = self.lock_stripe(q.stripe, wait && prepared.is_empty());
+            let planned = match locked {
+                Ok(true) => match self.prepare(&q.req, &q.key, q.stripe, &q.req.op, 1) {
+                    Ok(planned) => Some(planned),
+                    Err(_) => {
+                        self.unlock_stripe(q.stripe);
+                        None
+                    }
+                },
+                Ok(false) | Err(_) => None,
+            };
+            let Some(planned) = planned else {
+                let mut back = Vec::with_capacity(prepared.len() + 1 + queued.len());
+                for p in prepared {
+                    discard_files(&self.shared.files, &p);
+                    self.unlock_stripe(p.stripe);
+                    back.push(p.req);
+                }
+                back.push(q.req);
+                back.extend(queued.into_iter().map(|q| q.req));
+                self.ids.batch_done();
+                self.checked.clear();
+                return Err(back);
+            };
+            let Queued { key, stripe, req } = q;
+            prepared.push(Prepared {
+                req,
+                merged: Vec::new(),
+                key,
+                stripe,
+                planned,
+            });
+        }
+        self.commit_batch(prepared, true);
+        Ok(())
+    }
+
     /// Plans and commits queued requests. A request for an object already in the batch, or
     /// whose stripe another process holds, waits for the next round together with every later
     /// request for the same object, so each object's requests keep their order and batches stay
@@ -430,7 +491,7 @@ impl Writer {
                     }
                 }
             }
-            self.commit_batch(prepared);
+            self.commit_batch(prepared, false);
             pending = deferred;
         }
     }
@@ -577,10 +638,24 @@ impl Writer {
         kept
     }
 
-    fn commit_batch(&mut self, prepared: Vec<Prepared>) {
+    /// Fills, commits and answers planned requests in one transaction. With `all_or_none`,
+    /// a request that fails fails them all, and nothing of them is committed.
+    fn commit_batch(&mut self, prepared: Vec<Prepared>, all_or_none: bool) {
+        let planned = prepared.len();
         let prepared = self.fill_fresh(prepared);
-        if prepared.is_empty() {
+        if prepared.is_empty() || (all_or_none && prepared.len() < planned) {
+            // The requests left are answered like the one that failed to fill.
+            for p in prepared {
+                discard_files(&self.shared.files, &p);
+                self.unlock_stripe(p.stripe);
+                let e = Error::io(
+                    p.req.io.object_subject(&p.req.oid),
+                    std::io::Error::other("another write of its group failed"),
+                );
+                p.reply(Err(e), false);
+            }
             self.ids.batch_done();
+            self.checked.clear();
             return;
         }
         // Applied intents are cleared in bulk: an object written again replaces its intent
@@ -602,6 +677,10 @@ impl Writer {
             let mut exist = HashSet::new();
             for p in &prepared {
                 results.push(write_prepared(&tx, p, &mut exist));
+            }
+            if all_or_none && let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+                // Dropping the transaction rolls it back.
+                return Err(clone_error(e));
             }
             failpoint("before-commit");
             tx.commit().map_err(db_error)?;

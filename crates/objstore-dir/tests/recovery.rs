@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use rbdx_objstore::{IoCtx, ObjectStore, ObjectStoreExt, PoolId, SnapContext, WriteOp};
+use rbdx_objstore::{
+    IoCtx, ObjectStore, ObjectStoreExt, ObjectWrite, PoolId, SnapContext, WriteOp,
+};
 use rbdx_objstore_dir::DirStore;
 
 mod common;
@@ -47,6 +49,10 @@ fn recovery_child() {
                 .write(&io, "obj", 4096, Bytes::from(vec![b'N'; 4096]))
                 .await
                 .unwrap(),
+            "group" => {
+                let outcomes = store.operate_group(&group(&io)).await;
+                outcomes.into_iter().map(Result::unwrap).sum()
+            }
             _ => store
                 .write_full(&io, "obj", Bytes::from(vec![b'R'; 100_000]))
                 .await
@@ -54,6 +60,18 @@ fn recovery_child() {
         };
     });
     std::process::exit(0);
+}
+
+/// A group as the journal gives one: an entry appended to one object, and a 4 KiB patch of
+/// another.
+fn group(io: &IoCtx) -> Vec<ObjectWrite> {
+    let write = |oid: &str, offset: u64, byte: u8| ObjectWrite {
+        io: io.clone(),
+        oid: oid.to_owned(),
+        op: WriteOp::new().write(offset, Bytes::from(vec![byte; 4096])),
+        snapc: SnapContext::empty(),
+    };
+    vec![write("entries", 16384, b'E'), write("obj", 4096, b'N')]
 }
 
 /// An append in pieces past the 16 KiB object's end, as a journal writes entries whose data
@@ -108,6 +126,38 @@ async fn setup(dir: &Path) -> (DirStore, IoCtx) {
         .await
         .unwrap();
     (store, io)
+}
+
+/// Reads `obj` and `entries` (its length only; `None` if absent).
+async fn both(store: &DirStore, io: &IoCtx) -> (Vec<u8>, Option<usize>) {
+    let obj = store.read(io, "obj", 0, None).await.unwrap().to_vec();
+    let entries = match store.read(io, "entries", 0, None).await {
+        Ok(data) => Some(data.len()),
+        Err(e) if e.kind() == rbdx_objstore::ErrorKind::NotFound => None,
+        Err(e) => panic!("{e}"),
+    };
+    (obj, entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_committed_whole_or_not_at_all_across_a_death() {
+    let mut patched = vec![b'O'; 16384];
+    patched[4096..8192].fill(b'N');
+    for (point, expect) in [
+        ("before-commit", (vec![b'O'; 16384], Some(16384))),
+        ("after-commit", (patched, Some(16384 + 4096))),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, io) = setup(dir.path()).await;
+        store
+            .write_full(&io, "entries", Bytes::from(vec![b'e'; 16384]))
+            .await
+            .unwrap();
+        run_child(dir.path(), io.pool(), "group", point);
+        assert_eq!(both(&store, &io).await, expect, "{point}: readers");
+        let reopened = DirStore::open(dir.path()).unwrap();
+        assert_eq!(both(&reopened, &io).await, expect, "{point}: reopened");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

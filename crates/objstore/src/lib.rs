@@ -44,10 +44,10 @@ pub use ext::ObjectStoreExt;
 pub use extents::{Extent, ExtentSet};
 pub use lock::{LockInfo, LockKind, LockOptions, LockerInfo};
 pub use memory::{MemoryCluster, MemoryStore};
-pub use op::{CmpOp, ReadOp, ReadOutput, ReadResult, ReadStep, WriteOp, WriteStep};
+pub use op::{CmpOp, ObjectWrite, ReadOp, ReadOutput, ReadResult, ReadStep, WriteOp, WriteStep};
 pub use registry::{BackendConfig, BackendFactory, BackendRegistry};
 pub use snapset::{CloneInfo, SnapSet};
-pub use store::ObjectStore;
+pub use store::{ObjectStore, not_applied, operate_in_turn};
 pub use types::{
     ClientId, ClientInfo, IoCtx, ListOptions, ListPage, ObjectStat, PoolId, PoolInfo, SnapContext,
     SnapId, limits,

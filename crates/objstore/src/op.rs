@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::types::ObjectStat;
+use crate::types::{IoCtx, ObjectStat, SnapContext};
 
 /// How [`WriteStep::CmpXattr`] compares the stored value with the given one (bytewise; a
 /// missing attribute compares as empty).
@@ -529,4 +529,18 @@ mod tests {
         assert!(!op.mutates());
         assert!(op.clone().truncate(0).mutates());
     }
+}
+
+/// A write batch for one object, as one of a group (see
+/// [`crate::ObjectStore::operate_group`]).
+#[derive(Debug, Clone)]
+pub struct ObjectWrite {
+    /// The object's pool and namespace.
+    pub io: IoCtx,
+    /// The object's name.
+    pub oid: String,
+    /// What to do to it.
+    pub op: WriteOp,
+    /// The snapshot context the write is made under.
+    pub snapc: SnapContext,
 }

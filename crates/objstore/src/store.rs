@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::lock::{LockInfo, LockOptions};
-use crate::op::{ReadOp, ReadResult, WriteOp};
+use crate::op::{ObjectWrite, ReadOp, ReadResult, WriteOp};
 use crate::snapset::SnapSet;
 use crate::types::{
     ClientId, ClientInfo, IoCtx, ListOptions, ListPage, PoolId, PoolInfo, SnapContext, SnapId,
@@ -130,6 +130,22 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
         snapc: &SnapContext,
     ) -> Result<u64>;
 
+    /// Applies write batches to several objects, in order: each as [`ObjectStore::operate`]
+    /// would, and none after one that fails (their outcome is then an error too). Returns
+    /// each batch's outcome, the new version or the error. A store that
+    /// [`commits groups`](ObjectStore::commits_groups) commits the whole group at once when it
+    /// can, all or none; it never commits a batch without the ones before it.
+    async fn operate_group(&self, writes: &[ObjectWrite]) -> Vec<Result<u64>> {
+        operate_in_turn(self, writes).await
+    }
+
+    /// True if [`ObjectStore::operate_group`] commits a group in one step, so that it costs
+    /// about what one [`ObjectStore::operate`] does; false if it applies the batches one after
+    /// another.
+    fn commits_groups(&self) -> bool {
+        false
+    }
+
     /// Lists one page of object names.
     async fn list_objects_opts(&self, io: &IoCtx, opts: &ListOptions) -> Result<ListPage>;
 
@@ -178,6 +194,30 @@ pub trait ObjectStore: Send + Sync + Debug + 'static {
 
     /// Makes everything this client completed so far durable.
     async fn flush(&self) -> Result<()>;
+}
+
+/// Applies `writes` one after another with [`ObjectStore::operate`], none after one that
+/// fails: [`ObjectStore::operate_group`] for a store that does not commit groups at once.
+pub async fn operate_in_turn<S: ObjectStore + ?Sized>(
+    store: &S,
+    writes: &[ObjectWrite],
+) -> Vec<Result<u64>> {
+    let mut outcomes: Vec<Result<u64>> = Vec::with_capacity(writes.len());
+    for w in writes {
+        let outcome = match outcomes.last() {
+            Some(Err(e)) => Err(not_applied(w, e.kind())),
+            _ => store.operate(&w.io, &w.oid, &w.op, &w.snapc).await,
+        };
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+/// The outcome of batch `w` of a group, not applied because an earlier one failed with
+/// `kind`.
+pub fn not_applied(w: &ObjectWrite, kind: crate::ErrorKind) -> crate::Error {
+    crate::Error::new(kind, w.io.object_subject(&w.oid))
+        .with_detail("not applied: an earlier write of its group failed")
 }
 
 macro_rules! forward_object_store {
@@ -250,6 +290,12 @@ macro_rules! forward_object_store {
                 snapc: &SnapContext,
             ) -> Result<u64> {
                 (**self).operate(io, oid, op, snapc).await
+            }
+            async fn operate_group(&self, writes: &[ObjectWrite]) -> Vec<Result<u64>> {
+                (**self).operate_group(writes).await
+            }
+            fn commits_groups(&self) -> bool {
+                (**self).commits_groups()
             }
             async fn list_objects_opts(&self, io: &IoCtx, opts: &ListOptions) -> Result<ListPage> {
                 (**self).list_objects_opts(io, opts).await
