@@ -124,7 +124,8 @@ pub(crate) struct HeaderState {
 /// - `objects` orders an object map transition and the data operation it guards. An operation
 ///   holds the lock of one object at a time: shared for a plain write, exclusive for a
 ///   transition, a removal or a copy-up. A shared hold is dropped before the exclusive one is
-///   asked for, never upgraded.
+///   asked for, never upgraded. A small journaled write given to the journal with its entry
+///   holds the shared lock from before its append until its task has run.
 /// - `parent` and `migration_source` hold the open parent image and migration source; each is
 ///   held while its image is opened, and on close while it is closed.
 /// - `map` holds the head object map; it is held across the store write of a changed map, so

@@ -2,8 +2,10 @@
 //!
 //! A write, discard, write-zeroes or write-same to an image that journals returns as soon as
 //! its journal entry is durable; the change is then applied by a task of its own, as librbd
-//! does, so a journaled write costs about one store operation of latency instead of two.
-//! What keeps this safe:
+//! does, so a journaled write costs about one store operation of latency instead of two. A
+//! small write into one object that needs no object-map transition and no copy-up goes to the
+//! journal with its entry instead, when the store commits groups: the store commits both
+//! together, and the task only records it applied. What keeps this safe:
 //!
 //! - **Order:** the change holds the journal-order locks of its objects from before it is
 //!   journaled until it is applied, so changes to one object are applied in journal order,
@@ -213,9 +215,10 @@ impl Application {
     async fn run(mut self, tid: u64, applied: bool) {
         let inner = &self.inner;
         // Only a change given to the journal with its entry can have been applied with it.
-        // Applying takes the object's lock itself: a shared hold is never kept while another
-        // is asked for.
-        let applied = applied && self.object.take().is_some();
+        // The object's lock goes first, in every case: applying takes it again, and a shared
+        // hold is never kept while another is asked for.
+        let given = self.object.take().is_some();
+        let applied = applied && given;
         let mut result = if applied {
             Ok(())
         } else {
@@ -281,8 +284,9 @@ impl Drop for Queued {
                     }
                 });
             }
-            // No runtime to apply it on: the entry stays past the commit position, and the
-            // next holder of the lock replays it.
+            // No runtime to apply it on (it is shutting down): like any task a runtime drops
+            // at shutdown, the change is left unapplied, and the commit position may pass its
+            // entry.
             Err(_) => tracing::warn!(
                 "image {}: a journaled change was left to replay",
                 application.inner.name

@@ -8,7 +8,9 @@
 //! active object set (object number `set * splay_width + tid % splay_width`). One task per
 //! writer batches what callers queue: every entry waiting is framed, the entries of each
 //! object are written in one operation at the object's end, the objects of a batch are written
-//! at once, and every caller hears back when its object write is done. When an object of the
+//! at once, and every caller hears back when its object write is done. Writes given with
+//! entries ([`Journal::submit_with`]) go with the batch's entry writes in one
+//! `operate_group`, entries first. When an object of the
 //! active set reaches `2^order` bytes, the next batch starts a new set. Only the holder of the
 //! image's exclusive lock appends, so one writer at a time: on opening, it finds where each
 //! object of the active set ends (cutting off a torn tail) and the highest entry id.

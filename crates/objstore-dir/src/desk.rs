@@ -16,7 +16,9 @@
 //! command sent before has then been done, so requests are committed in the order they were
 //! made, as before. One exception is older than this: a request whose new object's content is
 //! staged first (see [`crate::staged`]) is sent once staging is done, so requests made while
-//! it stages may go first.
+//! it stages may go first. Likewise, a group the writer gives back (see
+//! [`Writer::operate_group`]) is then applied request by request, after commands sent
+//! meanwhile; its one user, the journal's single appender, makes one group at a time.
 //!
 //! # What a caller's thread may meet
 //!

@@ -222,8 +222,20 @@ impl DirStore {
             }
         }
         let mut outcomes = Vec::with_capacity(replies.len());
+        let mut unanswered = false;
         for reply in replies {
-            outcomes.push(reply.await.map_err(|_| closed()).and_then(|r| r));
+            match reply.await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(_) => {
+                    unanswered = true;
+                    outcomes.push(Err(closed()));
+                }
+            }
+        }
+        // A group the writer failed left nothing committed: applied in turn, each write meets
+        // its own outcome, and one bad write does not fail the ones before it.
+        if !unanswered && outcomes.iter().any(Result::is_err) {
+            return None;
         }
         Some(outcomes)
     }
