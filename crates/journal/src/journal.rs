@@ -901,7 +901,7 @@ impl Appender {
                     for (_, _, reply) in waiting {
                         let e = Error::store(
                             format!("cannot append to journal object {oid}"),
-                            clone_store_error(e),
+                            e.duplicate(),
                         );
                         let _ = reply.send(Err(e));
                     }
@@ -934,9 +934,4 @@ impl Appender {
             ),
         }
     }
-}
-
-/// A copy of a store error, for each caller of a failed object write.
-fn clone_store_error(e: &rbdx_objstore::Error) -> rbdx_objstore::Error {
-    rbdx_objstore::Error::new(e.kind(), e.subject().clone()).with_detail(e.to_string())
 }

@@ -1,26 +1,21 @@
 //! Small journaled writes given to the journal with their entries: on the `dir` store, which
 //! commits such a write in one transaction with its entry, the image and the journal both
 //! hold every write, in order, also with snapshots, overlapping writes in flight and a
-//! reopened store; and a write the store did not apply beside its entry is applied after.
+//! reopened store; and a write the journal did not apply with its entry is applied after.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
-use rbdx_image::journaling::Event;
-use rbdx_image::{CreateOptions, Features, Images, OpenOptions};
-use rbdx_journal::{Journal, event};
-use rbdx_objstore::snapset::SnapSet;
-use rbdx_objstore::{
-    ClientId, ClientInfo, Error, ErrorKind, IoCtx, ListOptions, ListPage, LockInfo, LockOptions,
-    MemoryStore, NotifyResult, ObjectStore, ObjectWrite, PoolId, PoolInfo, ReadOp, ReadResult,
-    Result, SnapContext, SnapId, Watch, WatcherInfo, WriteOp,
-};
+use futures::future::BoxFuture;
+use rbdx_image::journaling::{ChangeLog, Event, JournalLayout, JournalOpener};
+use rbdx_image::{Cluster, CreateOptions, Features, Image, Images, OpenOptions, Result};
+use rbdx_journal::{Journal, RbdxJournals, event};
+use rbdx_objstore::{IoCtx, ObjectStore, ObjectWrite};
 use rbdx_objstore_dir::DirStore;
 
 const SIZE: u64 = 1 << 20;
@@ -28,6 +23,20 @@ const ORDER: u8 = 16;
 
 fn open_images(store: Arc<dyn ObjectStore>, io: IoCtx) -> Images {
     Images::new(rbdx_journal::cluster(store), io)
+}
+
+/// Creates and opens journaling image `name`.
+async fn journaled(images: &Images, name: &str) -> Image {
+    images
+        .create(
+            name,
+            &CreateOptions::new(SIZE)
+                .with_order(ORDER)
+                .with_features(Features::DEFAULT.with(Features::JOURNALING)),
+        )
+        .await
+        .unwrap();
+    images.open(name, OpenOptions::default()).await.unwrap()
 }
 
 async fn journaled_writes(store: &Arc<dyn ObjectStore>, io: &IoCtx, id: &str) -> Vec<(u64, Bytes)> {
@@ -60,16 +69,7 @@ async fn small_writes_committed_with_their_entries_reach_the_image_and_the_journ
     assert!(store.commits_groups());
     let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
     let images = open_images(store.clone(), io.clone());
-    images
-        .create(
-            "w",
-            &CreateOptions::new(SIZE)
-                .with_order(ORDER)
-                .with_features(Features::DEFAULT.with(Features::JOURNALING)),
-        )
-        .await
-        .unwrap();
-    let image = Arc::new(images.open("w", OpenOptions::default()).await.unwrap());
+    let image = Arc::new(journaled(&images, "w").await);
     let id = image.id().to_owned();
     let mut model = vec![0u8; SIZE as usize];
     // One at a time, a snapshot now and then (the writes after it find their objects clean).
@@ -133,168 +133,100 @@ async fn small_writes_committed_with_their_entries_reach_the_image_and_the_journ
     );
 }
 
-/// A store that takes groups but fails every image object write given beside a journal
-/// entry; single writes go through.
+/// Rbdx journals whose appends never take the writes given with an entry: each entry is
+/// written alone and its writes are reported as not applied, as when a store refuses them.
+#[derive(Debug, Default)]
+struct Apart {
+    journals: RbdxJournals,
+    /// Entries that came with writes.
+    refused: Arc<AtomicUsize>,
+}
+
 #[derive(Debug)]
-struct RefusesGroupWrites {
-    inner: MemoryStore,
-    failed: AtomicUsize,
+struct ApartLog {
+    log: Arc<dyn ChangeLog>,
+    refused: Arc<AtomicUsize>,
 }
 
 #[async_trait]
-impl ObjectStore for RefusesGroupWrites {
-    fn client(&self) -> ClientInfo {
-        self.inner.client()
+impl ChangeLog for ApartLog {
+    async fn append(&self, event: Event) -> Result<u64> {
+        self.log.append(event).await
     }
-    fn fsid(&self) -> Option<String> {
-        self.inner.fsid()
-    }
-    async fn pool_create(&self, name: &str) -> Result<PoolId> {
-        self.inner.pool_create(name).await
-    }
-    async fn pool_remove(&self, name: &str) -> Result<()> {
-        self.inner.pool_remove(name).await
-    }
-    async fn pool_list(&self) -> Result<Vec<PoolInfo>> {
-        self.inner.pool_list().await
-    }
-    async fn pool_lookup(&self, name: &str) -> Result<PoolInfo> {
-        self.inner.pool_lookup(name).await
-    }
-    async fn pool_by_id(&self, id: PoolId) -> Result<PoolInfo> {
-        self.inner.pool_by_id(id).await
-    }
-    async fn namespace_create(&self, io: &IoCtx) -> Result<()> {
-        self.inner.namespace_create(io).await
-    }
-    async fn namespace_remove(&self, io: &IoCtx) -> Result<()> {
-        self.inner.namespace_remove(io).await
-    }
-    async fn namespace_list(&self, pool: PoolId) -> Result<Vec<String>> {
-        self.inner.namespace_list(pool).await
-    }
-    async fn config_key_get(&self, key: &str) -> Result<Bytes> {
-        self.inner.config_key_get(key).await
-    }
-    async fn config_key_set(&self, key: &str, value: Bytes) -> Result<()> {
-        self.inner.config_key_set(key, value).await
-    }
-    async fn config_key_remove(&self, key: &str) -> Result<()> {
-        self.inner.config_key_remove(key).await
-    }
-    async fn config_key_list(&self) -> Result<Vec<String>> {
-        self.inner.config_key_list().await
-    }
-    async fn snap_create(&self, pool: PoolId) -> Result<SnapId> {
-        self.inner.snap_create(pool).await
-    }
-    async fn snap_remove(&self, pool: PoolId, snap: SnapId) -> Result<()> {
-        self.inner.snap_remove(pool, snap).await
-    }
-    async fn read_op(
+
+    fn submit(
         &self,
-        io: &IoCtx,
-        oid: &str,
-        op: &ReadOp,
-        snap: Option<SnapId>,
-    ) -> Result<ReadResult> {
-        self.inner.read_op(io, oid, op, snap).await
-    }
-    async fn operate(
-        &self,
-        io: &IoCtx,
-        oid: &str,
-        op: &WriteOp,
-        snapc: &SnapContext,
-    ) -> Result<u64> {
-        self.inner.operate(io, oid, op, snapc).await
-    }
-    async fn operate_group(&self, writes: &[ObjectWrite]) -> Vec<Result<u64>> {
-        // The journal's entries are written; every image object write beside them fails.
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for w in writes {
-            outcomes.push(if w.oid.starts_with("rbd_data.") {
-                self.failed.fetch_add(1, Ordering::SeqCst);
-                Err(Error::new(ErrorKind::Io, w.io.object_subject(&w.oid)).with_detail("refused"))
-            } else {
-                self.inner.operate(&w.io, &w.oid, &w.op, &w.snapc).await
-            });
+        event: Event,
+        with: Vec<ObjectWrite>,
+    ) -> Result<BoxFuture<'static, Result<(u64, bool)>>> {
+        if !with.is_empty() {
+            self.refused.fetch_add(1, Ordering::SeqCst);
         }
-        outcomes
+        let appended = self.log.submit(event, Vec::new())?;
+        Ok(Box::pin(async move { Ok((appended.await?.0, false)) }))
     }
-    fn commits_groups(&self) -> bool {
-        true
+
+    async fn applied(&self, tid: u64) -> Result<()> {
+        self.log.applied(tid).await
     }
-    async fn list_objects_opts(&self, io: &IoCtx, opts: &ListOptions) -> Result<ListPage> {
-        self.inner.list_objects_opts(io, opts).await
+
+    async fn unapplied(&self) -> Result<Vec<(u64, Event)>> {
+        self.log.unapplied().await
     }
-    async fn list_snaps(&self, io: &IoCtx, oid: &str) -> Result<SnapSet> {
-        self.inner.list_snaps(io, oid).await
+
+    async fn close(&self) -> Result<()> {
+        self.log.close().await
     }
-    async fn watch(&self, io: &IoCtx, oid: &str) -> Result<Watch> {
-        self.inner.watch(io, oid).await
-    }
-    async fn unwatch(&self, io: &IoCtx, oid: &str, cookie: u64) -> Result<()> {
-        self.inner.unwatch(io, oid, cookie).await
-    }
-    async fn notify(
+}
+
+#[async_trait]
+impl JournalOpener for Apart {
+    async fn open(
         &self,
-        io: &IoCtx,
-        oid: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<NotifyResult> {
-        self.inner.notify(io, oid, payload, timeout).await
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        id: &str,
+    ) -> Result<Arc<dyn ChangeLog>> {
+        let log = self.journals.open(store, io, id).await?;
+        Ok(Arc::new(ApartLog {
+            log,
+            refused: self.refused.clone(),
+        }))
     }
-    async fn list_watchers(&self, io: &IoCtx, oid: &str) -> Result<Vec<WatcherInfo>> {
-        self.inner.list_watchers(io, oid).await
-    }
-    async fn lock_opts(&self, io: &IoCtx, oid: &str, opts: &LockOptions) -> Result<()> {
-        self.inner.lock_opts(io, oid, opts).await
-    }
-    async fn unlock(&self, io: &IoCtx, oid: &str, name: &str, cookie: &str) -> Result<()> {
-        self.inner.unlock(io, oid, name, cookie).await
-    }
-    async fn lock_info(&self, io: &IoCtx, oid: &str, name: &str) -> Result<LockInfo> {
-        self.inner.lock_info(io, oid, name).await
-    }
-    async fn lock_list(&self, io: &IoCtx, oid: &str) -> Result<Vec<String>> {
-        self.inner.lock_list(io, oid).await
-    }
-    async fn lock_break(
+
+    async fn create(
         &self,
-        io: &IoCtx,
-        oid: &str,
-        name: &str,
-        client: ClientId,
-        cookie: &str,
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        id: &str,
+        layout: &JournalLayout,
     ) -> Result<()> {
-        self.inner.lock_break(io, oid, name, client, cookie).await
+        self.journals.create(store, io, id, layout).await
     }
-    async fn flush(&self) -> Result<()> {
-        self.inner.flush().await
+
+    async fn remove(&self, store: Arc<dyn ObjectStore>, io: IoCtx, id: &str) -> Result<()> {
+        self.journals.remove(store, io, id).await
+    }
+
+    async fn layout(
+        &self,
+        store: Arc<dyn ObjectStore>,
+        io: IoCtx,
+        id: &str,
+    ) -> Result<JournalLayout> {
+        self.journals.layout(store, io, id).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_not_committed_with_its_entry_is_applied_by_its_task() {
-    let store = Arc::new(RefusesGroupWrites {
-        inner: MemoryStore::new(),
-        failed: AtomicUsize::new(0),
-    });
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(DirStore::open(dir.path()).unwrap());
     let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
-    let dyn_store: Arc<dyn ObjectStore> = store.clone();
-    let images = open_images(dyn_store.clone(), io.clone());
-    images
-        .create(
-            "r",
-            &CreateOptions::new(SIZE)
-                .with_order(ORDER)
-                .with_features(Features::DEFAULT.with(Features::JOURNALING)),
-        )
-        .await
-        .unwrap();
-    let image = images.open("r", OpenOptions::default()).await.unwrap();
+    let apart = Arc::new(Apart::default());
+    let refused = apart.refused.clone();
+    let images = Images::new(Cluster::new(store.clone()).with_journals(apart), io.clone());
+    let image = journaled(&images, "r").await;
     let id = image.id().to_owned();
     let mut model = vec![0u8; SIZE as usize];
     for n in 0..40u64 {
@@ -308,8 +240,8 @@ async fn a_write_not_committed_with_its_entry_is_applied_by_its_task() {
         );
     }
     assert!(
-        store.failed.load(Ordering::SeqCst) > 0,
-        "no write was given beside its entry"
+        refused.load(Ordering::SeqCst) > 0,
+        "no write was given with its entry"
     );
     image.close().await.unwrap();
     let image = images
@@ -318,5 +250,5 @@ async fn a_write_not_committed_with_its_entry_is_applied_by_its_task() {
         .unwrap();
     assert_eq!(image.read(0, SIZE).await.unwrap(), model);
     image.close().await.unwrap();
-    assert_eq!(journaled_writes(&dyn_store, &io, &id).await.len(), 40);
+    assert_eq!(journaled_writes(&store, &io, &id).await.len(), 40);
 }

@@ -387,8 +387,7 @@ impl Writer {
             let Some(planned) = planned else {
                 let mut back = Vec::with_capacity(prepared.len() + 1 + queued.len());
                 for p in prepared {
-                    discard_files(&self.shared.files, &p);
-                    self.unlock_stripe(p.stripe);
+                    self.release(&p);
                     back.push(p.req);
                 }
                 back.push(q.req);
@@ -408,6 +407,13 @@ impl Writer {
         }
         self.commit_batch(prepared, true);
         Ok(())
+    }
+
+    /// Lets go of a planned request that will not be committed: deletes the new files it
+    /// made and releases its stripe lock.
+    fn release(&mut self, p: &Prepared) {
+        discard_files(&self.shared.files, p);
+        self.unlock_stripe(p.stripe);
     }
 
     /// Plans and commits queued requests. A request for an object already in the batch, or
@@ -627,8 +633,7 @@ impl Writer {
             match failed.iter().position(|(i, _)| *i == index) {
                 Some(at) => {
                     let (_, e) = failed.swap_remove(at);
-                    discard_files(&self.shared.files, &p);
-                    self.unlock_stripe(p.stripe);
+                    self.release(&p);
                     let e = Error::io(p.req.io.object_subject(&p.req.oid), e);
                     p.reply(Err(e), false);
                 }
@@ -646,8 +651,7 @@ impl Writer {
         if prepared.is_empty() || (all_or_none && prepared.len() < planned) {
             // The requests left are answered like the one that failed to fill.
             for p in prepared {
-                discard_files(&self.shared.files, &p);
-                self.unlock_stripe(p.stripe);
+                self.release(&p);
                 let e = Error::io(
                     p.req.io.object_subject(&p.req.oid),
                     std::io::Error::other("another write of its group failed"),
@@ -680,7 +684,7 @@ impl Writer {
             }
             if all_or_none && let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
                 // Dropping the transaction rolls it back.
-                return Err(clone_error(e));
+                return Err(e.duplicate());
             }
             failpoint("before-commit");
             tx.commit().map_err(db_error)?;
@@ -710,8 +714,7 @@ impl Writer {
                             committed.push((key, stripe, planned, written));
                         }
                         Err(e) => {
-                            discard_files(&self.shared.files, &p);
-                            self.unlock_stripe(p.stripe);
+                            self.release(&p);
                             p.reply(Err(e), false);
                         }
                     }
@@ -726,9 +729,8 @@ impl Writer {
             Err(e) => {
                 self.applied.extend(applied);
                 for p in prepared {
-                    discard_files(&self.shared.files, &p);
-                    self.unlock_stripe(p.stripe);
-                    p.reply(Err(clone_error(&e)), false);
+                    self.release(&p);
+                    p.reply(Err(e.duplicate()), false);
                 }
             }
         }
@@ -817,7 +819,7 @@ fn answer(first: OperateRequest, merged: Vec<OperateRequest>, result: Result<u64
         let reply = match &result {
             Ok(version) if changed => Ok(version - (last - i as u64)),
             Ok(version) => Ok(*version),
-            Err(e) => Err(clone_error(e)),
+            Err(e) => Err(e.duplicate()),
         };
         let _ = req.reply.send(reply);
     }
@@ -892,10 +894,6 @@ fn data_bytes(op: &WriteOp) -> usize {
             _ => 0,
         })
         .sum()
-}
-
-fn clone_error(e: &Error) -> Error {
-    Error::new(e.kind(), e.subject().clone()).with_detail(e.to_string())
 }
 
 fn discard_files(files: &Files, p: &Prepared) {

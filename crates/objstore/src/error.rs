@@ -229,6 +229,12 @@ impl Error {
         self
     }
 
+    /// A copy of this error for another caller of the same failed operation: same kind and
+    /// subject, with the whole message (cause included) as its detail.
+    pub fn duplicate(&self) -> Self {
+        Error::new(self.kind, self.subject.clone()).with_detail(self.to_string())
+    }
+
     /// Creates a [`ErrorKind::NotFound`] error.
     pub fn not_found(subject: Subject) -> Self {
         Error::new(ErrorKind::NotFound, subject)
