@@ -56,7 +56,12 @@ impl Inner {
     /// read from the store.
     async fn map_in_memory(&self) -> Option<Option<ObjectMap>> {
         if self.snap.is_some() {
-            return Some(self.snap_map.clone());
+            return Some(
+                self.snap_map
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            );
         }
         if self.lock.owned()
             && let Some(map) = self.map.lock().await.as_ref()

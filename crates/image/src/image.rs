@@ -160,8 +160,9 @@ pub(crate) struct Inner {
     pub objects: ObjectLocks,
     /// The head object map, loaded while this client holds the exclusive lock.
     pub map: AsyncMutex<Option<ObjectMap>>,
-    /// The object map of the snapshot the image is open at, if it has a valid one.
-    pub snap_map: Option<ObjectMap>,
+    /// The object map of the snapshot the image is open at, if it has a valid one (reloaded
+    /// when the header changes: a deep flatten fills it in).
+    pub snap_map: RwLock<Option<ObjectMap>>,
     pub lock: LockState,
     /// The open parent image and the spec it was opened for.
     pub parent: AsyncMutex<Option<(ParentSpec, Image)>>,
@@ -370,7 +371,7 @@ impl Image {
             gate: Arc::new(tokio::sync::RwLock::new(())),
             objects: ObjectLocks::default(),
             map: AsyncMutex::new(None),
-            snap_map,
+            snap_map: RwLock::new(snap_map),
             lock: LockState::default(),
             parent: AsyncMutex::new(None),
             known: std::sync::Mutex::new(std::collections::HashSet::new()),
@@ -482,12 +483,39 @@ impl Inner {
             .clone()
     }
 
-    /// Re-reads the header.
+    /// Re-reads the header, and the object map of the snapshot this handle is open at.
     pub async fn refresh(&self) -> Result<()> {
         self.stale.store(false, Ordering::SeqCst);
         let state = read_header(&self.store, &self.io, &self.header_oid, &self.name).await?;
+        let snap_map = match &self.snap {
+            Some(open) => match state.header.snapshots.get(&open.id) {
+                Some(s)
+                    if state.header.features.contains(Features::OBJECT_MAP)
+                        && s.flags & crate::header::FLAG_OBJECT_MAP_INVALID == 0 =>
+                {
+                    Some(load_object_map(&self.store, &self.io, &self.id, Some(s.id)).await?)
+                }
+                Some(_) => Some(None),
+                // A removed snapshot keeps the view it had.
+                None => None,
+            },
+            None => None,
+        };
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        if let Some(map) = snap_map {
+            *self.snap_map.write().unwrap_or_else(|p| p.into_inner()) = map;
+        }
         Ok(())
+    }
+
+    /// Returns true if the snapshot this handle is open at has an object map saying object
+    /// `objectno` does not exist.
+    pub(crate) fn snap_map_says_absent(&self, objectno: u64) -> bool {
+        self.snap_map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|m| !m.get(objectno).may_exist())
     }
 
     /// Re-reads the header if another client announced a change.
@@ -506,11 +534,16 @@ impl Inner {
         ctx
     }
 
-    /// Returns the parent of what this handle shows: the snapshot's, or the head's.
+    /// Returns the parent of what this handle shows: the snapshot's (as the header last read
+    /// has it: a deep flatten drops it), or the head's.
     pub fn parent_spec(&self) -> Option<ParentSpec> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         match &self.snap {
-            Some(s) => s.parent.clone(),
-            None => self.header().parent,
+            Some(s) => match state.header.snapshots.get(&s.id) {
+                Some(now) => now.parent.clone(),
+                None => s.parent.clone(),
+            },
+            None => state.header.parent.clone(),
         }
     }
 

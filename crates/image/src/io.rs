@@ -185,10 +185,7 @@ impl Inner {
         op: ReadOp,
     ) -> Result<Option<rbdx_objstore::ReadResult>> {
         let known_absent = match snap {
-            Some(_) => self
-                .snap_map
-                .as_ref()
-                .is_some_and(|m| !m.get(e.objectno).may_exist()),
+            Some(_) => self.snap_map_says_absent(e.objectno),
             // Only the lock owner has the head map loaded; others need not wait for it.
             None if self.lock.owned() => self
                 .map
@@ -335,9 +332,7 @@ impl Image {
     pub async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
         let inner = &self.inner;
         let _gate = inner.gate.read().await;
-        if inner.snap.is_none() {
-            inner.refresh_if_stale().await?;
-        }
+        inner.refresh_if_stale().await?;
         inner.check_range(offset, length, self.size())?;
         let _settled = inner.journal_read_guard(offset, length).await;
         let layout = inner.layout();
@@ -363,9 +358,7 @@ impl Image {
     pub async fn read_data(&self, offset: u64, length: u64) -> Result<Vec<(u64, Bytes)>> {
         let inner = &self.inner;
         let _gate = inner.gate.read().await;
-        if inner.snap.is_none() {
-            inner.refresh_if_stale().await?;
-        }
+        inner.refresh_if_stale().await?;
         inner.check_range(offset, length, self.size())?;
         let _settled = inner.journal_read_guard(offset, length).await;
         let layout = inner.layout();

@@ -189,3 +189,32 @@ async fn rollback_of_a_clone_lets_the_parent_show_through_again() {
     child.close().await.unwrap();
     base.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_open_grandchild_reads_right_after_its_parent_is_flattened() {
+    let (images, base, child) = family().await;
+    child.snap_create("s").await.unwrap();
+    child.snap_set_protection("s", true).await.unwrap();
+    images
+        .clone_from(&child, "s", "grandchild", &CreateOptions::default())
+        .await
+        .unwrap();
+    let grandchild = images
+        .open("grandchild", OpenOptions::default())
+        .await
+        .unwrap();
+    // The grandchild's handle opens its parent (child@s) and child@s's parent (base@gold).
+    assert_eq!(grandchild.read(0, 1000).await.unwrap(), pattern(1, 1000));
+    // A deep flatten gives child@s its own copy and drops its parent link, so base@gold has
+    // no children left and may go.
+    child.flatten(&no_progress).await.unwrap();
+    base.snap_set_protection("gold", false).await.unwrap();
+    base.snap_remove("gold").await.unwrap();
+    assert_eq!(
+        grandchild.read(0, 4 * MIB).await.unwrap(),
+        pattern(1, (4 * MIB) as usize)
+    );
+    for image in [grandchild, child, base] {
+        image.close().await.unwrap();
+    }
+}
