@@ -592,6 +592,7 @@ impl Writer {
                 Outcome::Unchanged(_) => None,
             })
             .collect();
+        let filled: Vec<usize> = jobs.iter().map(|(index, _, _)| *index).collect();
         let weight: u64 = jobs.iter().map(|(_, _, f)| f.weight()).sum();
         let lanes = fill_lanes().min(jobs.len());
         let mut failed: Vec<(usize, std::io::Error)> = Vec::new();
@@ -623,6 +624,13 @@ impl Writer {
                 if let Err(e) = fill.run(files, pool) {
                     failed.push((index, e));
                 }
+            }
+        }
+        for index in filled {
+            if failpoint_fails("fill", &prepared[index].req.oid)
+                && !failed.iter().any(|(i, _)| *i == index)
+            {
+                failed.push((index, std::io::Error::other("failed at a test failpoint")));
             }
         }
         if failed.is_empty() {
@@ -1005,6 +1013,9 @@ fn write_prepared(
         Outcome::Unchanged(version) => return Ok((*version, None)),
         Outcome::Change(change) => change,
     };
+    if failpoint_fails("row", &p.req.oid) {
+        return Err(failpoint_error(p));
+    }
     let scope = (p.key.pool, p.key.ns.clone());
     if !exist.contains(&scope) {
         match rows::check_pool_ns(tx, p.key.pool, &p.key.ns).map_err(db_error)? {
@@ -1150,16 +1161,40 @@ fn fill_lanes() -> usize {
     *LANES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// The failpoint `RBDX_DIR_FAILPOINT` names, if any (read once).
+fn failpoint_named() -> Option<&'static str> {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    POINT
+        .get_or_init(|| std::env::var("RBDX_DIR_FAILPOINT").ok())
+        .as_deref()
+}
+
 /// Aborts the process at the named point when `RBDX_DIR_FAILPOINT` names it. Recovery tests
 /// use it to die exactly between planning and commit (`before-commit`) or between commit and
 /// the application of intents (`after-commit`).
 fn failpoint(name: &str) {
-    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if POINT
-        .get_or_init(|| std::env::var("RBDX_DIR_FAILPOINT").ok())
-        .as_deref()
-        == Some(name)
-    {
+    if failpoint_named() == Some(name) {
         std::process::abort();
     }
+}
+
+/// True when `RBDX_DIR_FAILPOINT` is `fail-<step>:<oid>`: tests make the step (`fill`, the
+/// new file's data, or `row`, the object's row) fail for that object, to reach the paths that
+/// give up a planned request or roll back a transaction.
+fn failpoint_fails(step: &str, oid: &str) -> bool {
+    failpoint_named().is_some_and(|point| {
+        point
+            .strip_prefix("fail-")
+            .and_then(|rest| rest.strip_prefix(step))
+            .and_then(|rest| rest.strip_prefix(':'))
+            == Some(oid)
+    })
+}
+
+/// The error a failing failpoint gives.
+fn failpoint_error(p: &Prepared) -> Error {
+    Error::io(
+        p.req.io.object_subject(&p.req.oid),
+        std::io::Error::other("failed at a test failpoint"),
+    )
 }

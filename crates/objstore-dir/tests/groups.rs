@@ -9,6 +9,11 @@ use rbdx_objstore::{
 };
 use rbdx_objstore_dir::DirStore;
 
+mod common;
+use common::{child_command, child_spec};
+
+const CHILD_ENV: &str = "RBDX_GROUPS_CHILD";
+
 fn write(io: &IoCtx, oid: &str, op: WriteOp) -> ObjectWrite {
     ObjectWrite {
         io: io.clone(),
@@ -176,6 +181,81 @@ async fn groups_and_single_writes_from_many_tasks_all_land() {
                 .await
                 .unwrap();
             assert!(obj.iter().all(|&b| b == byte), "obj{o} at task {t}");
+        }
+    }
+}
+
+/// The child: with the store failing `victim`'s new file (`fill`) or row (`row`), runs groups
+/// with `victim` in them and checks their outcomes.
+#[test]
+fn failing_group_child() {
+    let Some((dir, pool, step)) = child_spec(CHILD_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = DirStore::open(dir).unwrap();
+        let io = IoCtx::new(pool);
+        let version = store.stat(&io, "a").await.unwrap().version;
+        // `a` asserts its version: had the failed commit kept `a`'s write, the write applied
+        // again in turn would fail.
+        let outcomes = store
+            .operate_group(&[
+                write(
+                    &io,
+                    "a",
+                    WriteOp::new()
+                        .assert_version(version)
+                        .write(0, Bytes::from(vec![b'A'; 4096])),
+                ),
+                write(&io, "victim", patch(0, b'V')),
+            ])
+            .await;
+        assert!(outcomes[0].is_ok(), "{step}: {outcomes:?}");
+        let e = outcomes[1].as_ref().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{step}: {e}");
+        // The victim first: nothing after it is applied.
+        let outcomes = store
+            .operate_group(&[
+                write(&io, "victim", patch(0, b'V')),
+                write(&io, "b", patch(0, b'B')),
+            ])
+            .await;
+        assert!(outcomes.iter().all(Result::is_err), "{step}: {outcomes:?}");
+    });
+    std::process::exit(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_fails_while_it_commits_is_applied_in_turn_without_its_failed_part() {
+    for step in ["fill", "row"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let io = IoCtx::new(store.pool_create("rbd").await.unwrap());
+        store
+            .write_full(&io, "a", Bytes::from(vec![b'a'; 8192]))
+            .await
+            .unwrap();
+        let status = child_command(
+            "failing_group_child",
+            CHILD_ENV,
+            dir.path(),
+            io.pool(),
+            step,
+        )
+        .env("RBDX_DIR_FAILPOINT", format!("fail-{step}:victim"))
+        .status()
+        .unwrap();
+        assert!(status.success(), "{step}: the child's checks failed");
+        for store in [store, DirStore::open(dir.path()).unwrap()] {
+            let a = store.read(&io, "a", 0, None).await.unwrap();
+            assert_eq!(a.len(), 8192, "{step}");
+            assert!(
+                a[..4096].iter().all(|&b| b == b'A') && a[4096..].iter().all(|&b| b == b'a'),
+                "{step}: a"
+            );
+            assert!(!exists(&store, &io, "victim").await, "{step}: victim");
+            assert!(!exists(&store, &io, "b").await, "{step}: b");
         }
     }
 }
