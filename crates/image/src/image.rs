@@ -271,6 +271,22 @@ pub(crate) async fn write_header_change(
     }
 }
 
+/// Reads the object map of snapshot `snap` of the image with `header`, if it has a valid one.
+async fn load_snap_map(
+    store: &Arc<dyn ObjectStore>,
+    io: &IoCtx,
+    id: &str,
+    header: &Header,
+    snap: &SnapInfo,
+) -> Result<Option<ObjectMap>> {
+    if !header.features.contains(Features::OBJECT_MAP)
+        || snap.flags & crate::header::FLAG_OBJECT_MAP_INVALID != 0
+    {
+        return Ok(None);
+    }
+    load_object_map(store, io, id, Some(snap.id)).await
+}
+
 /// Reads and decodes a stored object map.
 pub(crate) async fn load_object_map(
     store: &Arc<dyn ObjectStore>,
@@ -345,13 +361,8 @@ impl Image {
             (None, None) => None,
         };
         let snap_map = match &snap {
-            Some(s)
-                if state.header.features.contains(Features::OBJECT_MAP)
-                    && s.flags & crate::header::FLAG_OBJECT_MAP_INVALID == 0 =>
-            {
-                load_object_map(&store, &io, id, Some(s.id)).await?
-            }
-            _ => None,
+            Some(s) => load_snap_map(&store, &io, id, &state.header, s).await?,
+            None => None,
         };
         let read_only = options.read_only || snap.is_some();
         let inner = Arc::new(Inner {
@@ -487,18 +498,15 @@ impl Inner {
     pub async fn refresh(&self) -> Result<()> {
         self.stale.store(false, Ordering::SeqCst);
         let state = read_header(&self.store, &self.io, &self.header_oid, &self.name).await?;
-        let snap_map = match &self.snap {
-            Some(open) => match state.header.snapshots.get(&open.id) {
-                Some(s)
-                    if state.header.features.contains(Features::OBJECT_MAP)
-                        && s.flags & crate::header::FLAG_OBJECT_MAP_INVALID == 0 =>
-                {
-                    Some(load_object_map(&self.store, &self.io, &self.id, Some(s.id)).await?)
-                }
-                Some(_) => Some(None),
-                // A removed snapshot keeps the view it had.
-                None => None,
-            },
+        // A removed snapshot keeps the view it had.
+        let snap_map = match self
+            .snap
+            .as_ref()
+            .and_then(|s| state.header.snapshots.get(&s.id))
+        {
+            Some(s) => {
+                Some(load_snap_map(&self.store, &self.io, &self.id, &state.header, s).await?)
+            }
             None => None,
         };
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;

@@ -172,11 +172,7 @@ impl Inner {
         if data.len() > WITH_ENTRY_MAX || !self.store.commits_groups() {
             return None;
         }
-        let mut extents = self
-            .header()
-            .layout
-            .map(*offset, data.len() as u64)
-            .into_iter();
+        let mut extents = self.layout().map(*offset, data.len() as u64).into_iter();
         let (Some(extent), None) = (extents.next(), extents.next()) else {
             return None;
         };

@@ -42,6 +42,20 @@ async fn family() -> (Images, Image, Image) {
     (images, base, child)
 }
 
+/// Snapshot `s` of `child`, protected, and its clone `grandchild`, open.
+async fn grandchild(images: &Images, child: &Image) -> Image {
+    child.snap_create("s").await.unwrap();
+    child.snap_set_protection("s", true).await.unwrap();
+    images
+        .clone_from(child, "s", "grandchild", &CreateOptions::default())
+        .await
+        .unwrap();
+    images
+        .open("grandchild", OpenOptions::default())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_clone_reads_its_parent_and_copies_up_on_write() {
     let (_images, base, child) = family().await;
@@ -147,16 +161,7 @@ async fn deep_flatten_detaches_the_clone_and_its_snapshots() {
 async fn clones_of_clones_read_through_the_chain() {
     let (images, base, child) = family().await;
     child.write(5 * MIB, pattern(7, 1000)).await.unwrap();
-    child.snap_create("s").await.unwrap();
-    child.snap_set_protection("s", true).await.unwrap();
-    images
-        .clone_from(&child, "s", "grandchild", &CreateOptions::default())
-        .await
-        .unwrap();
-    let grandchild = images
-        .open("grandchild", OpenOptions::default())
-        .await
-        .unwrap();
+    let grandchild = grandchild(&images, &child).await;
     assert_eq!(grandchild.read(0, 1000).await.unwrap(), pattern(1, 1000));
     assert_eq!(
         grandchild.read(5 * MIB, 1000).await.unwrap(),
@@ -193,16 +198,7 @@ async fn rollback_of_a_clone_lets_the_parent_show_through_again() {
 #[tokio::test]
 async fn an_open_grandchild_reads_right_after_its_parent_is_flattened() {
     let (images, base, child) = family().await;
-    child.snap_create("s").await.unwrap();
-    child.snap_set_protection("s", true).await.unwrap();
-    images
-        .clone_from(&child, "s", "grandchild", &CreateOptions::default())
-        .await
-        .unwrap();
-    let grandchild = images
-        .open("grandchild", OpenOptions::default())
-        .await
-        .unwrap();
+    let grandchild = grandchild(&images, &child).await;
     // The grandchild's handle opens its parent (child@s) and child@s's parent (base@gold).
     assert_eq!(grandchild.read(0, 1000).await.unwrap(), pattern(1, 1000));
     // A deep flatten gives child@s its own copy and drops its parent link, so base@gold has

@@ -592,7 +592,6 @@ impl Writer {
                 Outcome::Unchanged(_) => None,
             })
             .collect();
-        let filled: Vec<usize> = jobs.iter().map(|(index, _, _)| *index).collect();
         let weight: u64 = jobs.iter().map(|(_, _, f)| f.weight()).sum();
         let lanes = fill_lanes().min(jobs.len());
         let mut failed: Vec<(usize, std::io::Error)> = Vec::new();
@@ -626,11 +625,14 @@ impl Writer {
                 }
             }
         }
-        for index in filled {
-            if failpoint_fails("fill", &prepared[index].req.oid)
-                && !failed.iter().any(|(i, _)| *i == index)
-            {
-                failed.push((index, std::io::Error::other("failed at a test failpoint")));
+        if failpoint_named().is_some() {
+            for (index, p) in prepared.iter().enumerate() {
+                if fills(p)
+                    && failpoint_fails("fill", &p.req.oid)
+                    && !failed.iter().any(|(i, _)| *i == index)
+                {
+                    failed.push((index, failpoint_io_error()));
+                }
             }
         }
         if failed.is_empty() {
@@ -1014,7 +1016,10 @@ fn write_prepared(
         Outcome::Change(change) => change,
     };
     if failpoint_fails("row", &p.req.oid) {
-        return Err(failpoint_error(p));
+        return Err(Error::io(
+            p.req.io.object_subject(&p.req.oid),
+            failpoint_io_error(),
+        ));
     }
     let scope = (p.key.pool, p.key.ns.clone());
     if !exist.contains(&scope) {
@@ -1191,10 +1196,12 @@ fn failpoint_fails(step: &str, oid: &str) -> bool {
     })
 }
 
-/// The error a failing failpoint gives.
-fn failpoint_error(p: &Prepared) -> Error {
-    Error::io(
-        p.req.io.object_subject(&p.req.oid),
-        std::io::Error::other("failed at a test failpoint"),
-    )
+/// The cause a failing failpoint gives.
+fn failpoint_io_error() -> std::io::Error {
+    std::io::Error::other("failed at a test failpoint")
+}
+
+/// True if planned request `p` has a new file to fill or an append to make.
+fn fills(p: &Prepared) -> bool {
+    matches!(&p.planned.outcome, Outcome::Change(c) if c.fresh.is_some() || c.append.is_some())
 }
